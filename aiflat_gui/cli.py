@@ -1,0 +1,400 @@
+"""The ``aiflat`` command: the same core the GUI uses, for batches at the terminal.
+
+Every user error prints one line ``aiflat: error: FILE: problem`` and exits 2; runtime failures
+(disk full, AI refusal) exit 1; Ctrl-C cancels cleanly (no partial output) and exits 130.
+No traceback ever reaches the user (``AIFLAT_DEBUG=1`` shows them for developers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import __version__
+from .errors import AiflatError, Cancelled, InputError
+
+FLAT_METHODS = ("local", "multiframe", "ai")
+REFERENCE_METHODS = ("median", "mean", "sigmaclip")
+EXPORT_TARGETS = ("pixinsight", "pixelmath", "siril", "autostakkert", "pss")
+OUTPUT_FORMATS = ("ser", "fits", "tiff", "tiff-folder", "avi")
+
+
+class TerminalProgress:
+    """A progress bar with ETA on stderr (only redrawn when stderr is a terminal, else a line per
+    10%). Usable as a ``ProgressFn``."""
+
+    def __init__(self, label: str, stream=None, quiet: bool = False):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.start = time.monotonic()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last_draw = 0.0
+        self._last_decile = -1
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        elapsed = now - self.start
+        eta = (elapsed / fraction - elapsed) if fraction > 0.01 else None
+        eta_s = f" ETA {int(eta // 60):d}:{int(eta % 60):02d}" if eta is not None else ""
+        if self.tty:
+            if now - self._last_draw < 0.1 and fraction < 1.0:
+                return
+            self._last_draw = now
+            width = 30
+            filled = int(round(width * fraction))
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(f"\r{self.label} [{bar}] {fraction * 100:5.1f}%{eta_s} {message[:40]:<40}")
+            if fraction >= 1.0:
+                self.stream.write("\n")
+            self.stream.flush()
+        else:
+            decile = int(fraction * 10)
+            if decile != self._last_decile:
+                self._last_decile = decile
+                self.stream.write(f"{self.label}: {fraction * 100:.0f}%{eta_s} {message}\n")
+                self.stream.flush()
+
+
+def _progress(args, label: str) -> TerminalProgress:
+    return TerminalProgress(label, quiet=getattr(args, "quiet", False))
+
+
+def _say(args, text: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(text)
+
+
+def _open(args, path):
+    from .io import open_sequence
+
+    opts = {}
+    if getattr(args, "byte_order", None) and args.byte_order != "auto":
+        opts["byte_order"] = args.byte_order
+    seq = open_sequence(path, **opts)
+    for w in seq.warnings:
+        print(f"aiflat: warning: {seq.path}: {w}", file=sys.stderr)
+    return seq
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def cmd_info(args) -> int:
+    with _open(args, args.path) as seq:
+        d = seq.describe()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    ts = d["timestamps"]
+    print(f"{d['path']}")
+    print(f"  format      {d['format']}")
+    print(f"  frames      {d['frames']}")
+    print(f"  size        {d['width']} x {d['height']} x {d['channels']}")
+    print(f"  samples     {d['dtype']} ({d['bit_depth']} bits used)")
+    print(f"  colour      {d['color']}")
+    if d["byte_order"]:
+        print(f"  byte order  {d['byte_order']} ({d['byte_order_reason']})")
+    print(f"  timestamps  {ts['first'] + ' .. ' + ts['last'] if ts else 'none'}")
+    for w in d["warnings"]:
+        print(f"  warning     {w}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .core.demo import write_demo
+
+    paths = write_demo(args.out_dir, frames=args.frames, width=args.width, height=args.height,
+                       seed=args.seed, offset=args.offset, difficulty=args.difficulty)
+    for name, p in paths.items():
+        _say(args, f"{name:10s} {p}")
+    return 0
+
+
+def cmd_reference(args) -> int:
+    from .core.reference import compute_reference
+    from .io.single import write_image
+
+    with _open(args, args.path) as seq:
+        ref = compute_reference(seq, method=args.method, max_frames=args.max_frames,
+                                progress=_progress(args, "reference"))
+    write_image(args.output, ref)
+    _say(args, f"reference  {args.output}")
+    return 0
+
+
+def _reference_for(args, seq):
+    from .core.reference import compute_reference
+    from .io.single import read_image
+
+    if getattr(args, "reference", None):
+        ref = read_image(args.reference)
+        if ref.shape[:2] != (seq.height, seq.width):
+            raise InputError(f"reference is {ref.shape[1]}x{ref.shape[0]} but the video is "
+                             f"{seq.width}x{seq.height}", args.reference)
+        return ref.astype("float32")
+    return compute_reference(seq, method="median", max_frames=getattr(args, "max_frames", None),
+                             progress=_progress(args, "reference"))
+
+
+def _provider_options(args) -> dict:
+    opts: dict = {}
+    if args.provider == "local":
+        if args.sensitivity is not None:
+            opts["sensitivity"] = args.sensitivity
+    elif args.provider == "gemini":
+        for key in ("model", "prompt_file", "image_size", "timeout", "cache_dir"):
+            v = getattr(args, key, None)
+            if v is not None:
+                opts[key] = v
+        opts["reroll"] = bool(getattr(args, "reroll", False))
+    elif args.provider == "file":
+        if not getattr(args, "mask_file", None):
+            raise InputError("--provider file needs --mask-file MASK")
+        opts["path"] = args.mask_file
+    return opts
+
+
+def cmd_mask(args) -> int:
+    from .ai import get_provider
+    from .core.mask import save_mask
+
+    with _open(args, args.path) as seq:
+        ref = _reference_for(args, seq)
+        provider = get_provider(args.provider, **_provider_options(args))
+        result = provider.find_mask(ref, seq, progress=_progress(args, "mask"))
+    save_mask(args.output, result.mask)
+    rep = result.report or {}
+    text = rep.get("text")
+    if text:
+        print(f"model says: {text}", file=sys.stderr)
+    _say(args, f"mask       {args.output}  ({int(result.mask.sum())} dust pixels)")
+    return 0
+
+
+def cmd_flat(args) -> int:
+    from .core.flat import synthesize_flat
+    from .core.mask import load_mask
+    from .io.single import read_image, write_image
+
+    with _open(args, args.path) as seq:
+        ref = _reference_for(args, seq)
+        mask, warnings = load_mask(args.mask, (seq.height, seq.width))
+        for w in warnings:
+            print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr)
+        clean = read_image(args.clean) if args.clean else None
+        if args.method == "ai" and clean is None:
+            raise InputError("--method ai needs --clean CLEAN (the AI's dust-free image)")
+        flat = synthesize_flat(ref, mask, method=args.method, sequence=seq, clean=clean, grow=args.grow,
+                               feather=args.feather, pedestal=args.pedestal, color=seq.color,
+                               progress=_progress(args, "flat"))
+    write_image(args.output, flat)
+    _say(args, f"flat       {args.output}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .core.calibrate import calibrate_sequence, flat_from_mask_file, load_flat
+
+    with _open(args, args.path) as seq:
+        if args.flat:
+            flat = load_flat(args.flat, seq)
+        else:
+            flat = flat_from_mask_file(seq, args.mask, grow=args.grow, feather=args.feather,
+                                       pedestal=args.pedestal, progress=_progress(args, "flat"))
+        stats = calibrate_sequence(seq, flat, args.output, fmt=args.format, pedestal=args.pedestal,
+                                   overwrite=not args.no_overwrite, progress=_progress(args, "calibrate"))
+    _say(args, f"calibrated {stats.output}  ({stats.frames} frames, {stats.clipped} pixels clipped)")
+    return 0
+
+
+def cmd_export_flat(args) -> int:
+    from .core.export import export_flat
+    from .io.single import read_image
+
+    flat = read_image(args.flat)
+    out = export_flat(flat, args.target, args.output)
+    _say(args, f"{args.target:10s} {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+
+    opts = _provider_options(args) if not args.mask else {}
+    result = run_pipeline(args.path, args.output, provider=args.provider, provider_options=opts,
+                          mask_path=args.mask, fmt=args.format, method=args.method, grow=args.grow,
+                          feather=args.feather, pedestal=args.pedestal, max_frames=args.max_frames,
+                          byte_order=None if args.byte_order == "auto" else args.byte_order,
+                          progress=_progress(args, "run"))
+    for name, p in result.items():
+        if isinstance(p, (str, Path)):
+            _say(args, f"{name:10s} {p}")
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from .pipeline import batch_calibrate
+
+    summary = batch_calibrate(args.inputs, args.flat, args.output, fmt=args.format, jobs=args.jobs,
+                              pedestal=args.pedestal, progress=_progress(args, "batch"))
+    print(summary.text())
+    return 0 if summary.ok else 1
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def _add_byte_order(p):
+    p.add_argument("--byte-order", choices=("auto", "little", "big"), default="auto",
+                   help="SER byte order (auto: sniffed from the data)")
+
+
+def _add_provider(p, default="local"):
+    p.add_argument("--provider", choices=("local", "gemini", "file"), default=default,
+                   help="who finds the dust (default: %(default)s, offline)")
+    p.add_argument("--sensitivity", type=float, help="local detector sensitivity 0..1")
+    p.add_argument("--model", help="Gemini model id (default gemini-3-pro-image)")
+    p.add_argument("--prompt-file", help="text file with the prompt to send")
+    p.add_argument("--image-size", choices=("1K", "2K", "4K"), help="Gemini output size")
+    p.add_argument("--timeout", type=float, help="Gemini request timeout in seconds")
+    p.add_argument("--cache-dir", help="where Gemini answers are cached")
+    p.add_argument("--reroll", action="store_true", help="ask Gemini again, bypassing the cache")
+    p.add_argument("--mask-file", help="mask to import with --provider file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiflat", description="Remove sensor-dust shadows from solar, lunar and planetary videos.")
+    parser.add_argument("--version", action="version", version=f"aiflat {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summaries")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a video or image sequence")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_byte_order(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="write a synthetic dusty solar SER and its ground truth")
+    p.add_argument("out_dir")
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--offset", type=int, default=0, help="camera pedestal in ADU")
+    p.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("reference", help="build a reference frame")
+    p.add_argument("path")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--method", choices=REFERENCE_METHODS, default="median")
+    p.add_argument("--max-frames", type=int, help="use N evenly spaced frames")
+    _add_byte_order(p)
+    p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("mask", help="find the dust and write a mask (PNG, 255 = dust)")
+    p.add_argument("path")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--reference", help="use this reference frame instead of computing one")
+    p.add_argument("--max-frames", type=int)
+    _add_provider(p)
+    _add_byte_order(p)
+    p.set_defaults(func=cmd_mask)
+
+    p = sub.add_parser("flat", help="synthesise a flat that is exactly 1.0 outside the mask")
+    p.add_argument("path")
+    p.add_argument("--mask", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--method", choices=FLAT_METHODS, default="local")
+    p.add_argument("--clean", help="AI dust-free image for --method ai")
+    p.add_argument("--reference", help="reference frame (default: median of the video)")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--grow", type=int, default=2, help="dilate the mask by PX (default %(default)s)")
+    p.add_argument("--feather", type=int, default=0, help="soften the flat's edge over PX inside the mask")
+    p.add_argument("--pedestal", type=float, default=0.0, help="camera offset in ADU")
+    _add_byte_order(p)
+    p.set_defaults(func=cmd_flat)
+
+    p = sub.add_parser("calibrate", help="divide every frame by the flat")
+    p.add_argument("path")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--flat")
+    g.add_argument("--mask")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: from -o, else the input's)")
+    p.add_argument("--pedestal", type=float, default=0.0)
+    p.add_argument("--grow", type=int, default=2)
+    p.add_argument("--feather", type=int, default=0)
+    p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing output")
+    _add_byte_order(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("export-flat", help="write the flat for another program")
+    p.add_argument("flat")
+    p.add_argument("--target", choices=EXPORT_TARGETS, required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_export_flat)
+
+    p = sub.add_parser("run", help="reference, mask, flat, calibration and report in one go")
+    p.add_argument("path")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--mask", help="use this mask instead of a provider")
+    p.add_argument("--format", choices=OUTPUT_FORMATS)
+    p.add_argument("--method", choices=FLAT_METHODS, default="local")
+    p.add_argument("--grow", type=int, default=2)
+    p.add_argument("--feather", type=int, default=0)
+    p.add_argument("--pedestal", type=float, default=0.0)
+    p.add_argument("--max-frames", type=int)
+    _add_provider(p)
+    _add_byte_order(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("batch", help="calibrate every video of a session with one flat")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--flat", required=True)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--format", choices=OUTPUT_FORMATS)
+    p.add_argument("--pedestal", type=float, default=0.0)
+    p.add_argument("--jobs", type=int, default=0, help="parallel jobs (0: one per core)")
+    p.set_defaults(func=cmd_batch)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    debug = os.environ.get("AIFLAT_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except AiflatError as err:
+        if debug:
+            raise
+        print(f"aiflat: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except (KeyboardInterrupt, Cancelled):
+        print("\naiflat: cancelled; no output was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("aiflat: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"aiflat: error: internal error ({type(exc).__name__}: {first}); "
+              f"rerun with AIFLAT_DEBUG=1 and report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""User-facing errors: one line, naming the file and the problem.
+
+Every error a user can cause is an :class:`AiflatError`. The CLI prints ``str(err)`` and exits with
+``err.exit_code``; the GUI shows it in a message box. Nothing else should ever reach the user.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class AiflatError(Exception):
+    """Base class of every error shown to a user. ``str()`` is a single line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = os.fspath(path) if path is not None else None
+        self.problem = " ".join(str(message).split())  # always one line
+        super().__init__(self.problem if self.path is None else f"{self.path}: {self.problem}")
+
+
+class InputError(AiflatError):
+    """Bad input from the user: unreadable or malformed file, wrong size, bad option (exit 2)."""
+
+    exit_code = 2
+
+
+class FormatError(InputError):
+    """A file is not in the format it claims, or is damaged beyond use."""
+
+
+class ProcessingError(AiflatError):
+    """A runtime failure that is not the input's fault: disk full, AI service refusal (exit 1)."""
+
+    exit_code = 1
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a long operation. Not an error for the user."""

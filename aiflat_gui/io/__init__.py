@@ -1,0 +1,109 @@
+"""Readers and writers behind one sequence interface (no Qt).
+
+``open_sequence(path)`` picks a reader from the path (file extension, or the files in a folder) and
+returns a :class:`~aiflat_gui.io.base.Sequence`. ``open_writer(path, fmt, template)`` returns a
+streaming, atomic :class:`~aiflat_gui.io.base.SequenceWriter`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Optional
+
+from ..errors import InputError
+from .base import (ArraySequence, AtomicOutput, Sequence, SequenceWriter, atomic_write_bytes,
+                   check_output_path, ticks_to_datetime)
+
+__all__ = ["open_sequence", "open_writer", "Sequence", "SequenceWriter", "ArraySequence", "AtomicOutput",
+           "atomic_write_bytes", "check_output_path", "ticks_to_datetime", "FORMAT_OF_EXT",
+           "WRITER_FORMATS", "format_for_path"]
+
+#: file extension -> (module, reader class)
+_READERS = {
+    ".ser": ("ser", "SerSequence"),
+    ".avi": ("avi", "AviSequence"),
+    ".fits": ("fits", "FitsSequence"),
+    ".fit": ("fits", "FitsSequence"),
+    ".fts": ("fits", "FitsSequence"),
+    ".tif": ("images", "ImageSequence"),
+    ".tiff": ("images", "ImageSequence"),
+    ".png": ("images", "ImageSequence"),
+    ".jpg": ("images", "ImageSequence"),
+    ".jpeg": ("images", "ImageSequence"),
+}
+FITS_EXTS = (".fits", ".fit", ".fts")
+IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+#: writer format name -> (module, writer class, default extension)
+_WRITERS = {
+    "ser": ("ser", "SerWriter", ".ser"),
+    "fits": ("fits", "FitsWriter", ".fits"),
+    "tiff": ("images", "TiffWriter", ".tif"),
+    "tiff-folder": ("images", "TiffFolderWriter", ""),
+    "avi": ("avi", "AviWriter", ".avi"),
+}
+WRITER_FORMATS = tuple(_WRITERS)
+FORMAT_OF_EXT = {".ser": "ser", ".fits": "fits", ".fit": "fits", ".fts": "fits", ".tif": "tiff",
+                 ".tiff": "tiff", ".avi": "avi"}
+
+
+def _load(module: str, cls: str):
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def open_sequence(path: str | os.PathLike, **options) -> Sequence:
+    """Open a video, image stack, single image or folder of frames. Raises :class:`InputError`
+    (one line, naming the file) for anything missing, unreadable or malformed.
+
+    ``options`` go to the reader (e.g. ``byte_order="big"`` for SER)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or folder", p)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+        if any(f.suffix.lower() in FITS_EXTS for f in files):
+            return _load("fits", "FitsFolderSequence")(p, **options)
+        if any(f.suffix.lower() in IMAGE_EXTS for f in files):
+            return _load("images", "ImageFolderSequence")(p, **options)
+        raise InputError("folder holds no FITS, TIFF, PNG or JPEG frames", p)
+    if not os.access(p, os.R_OK):
+        raise InputError("file is not readable (permission denied)", p)
+    reader = _READERS.get(p.suffix.lower())
+    if reader is None:
+        raise InputError(f"unsupported file type '{p.suffix or p.name}' (supported: SER, AVI, FITS, TIFF, PNG, JPEG)", p)
+    try:
+        return _load(*reader)(p, **options)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError("file header asks for more memory than this machine has; the file is damaged", p) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", p) from None
+
+
+def format_for_path(path: str | os.PathLike, default: Optional[str] = None) -> str:
+    """Writer format implied by an output path's extension (a path without one means a TIFF folder)."""
+    ext = Path(path).suffix.lower()
+    if ext in FORMAT_OF_EXT:
+        return FORMAT_OF_EXT[ext]
+    if default:
+        return default
+    if not ext:
+        return "tiff-folder"
+    raise InputError(f"cannot tell the output format from '{ext}' (use .ser, .fits, .tif or .avi)", path)
+
+
+def default_extension(fmt: str) -> str:
+    return _WRITERS[fmt][2]
+
+
+def open_writer(path: str | os.PathLike, fmt: Optional[str], template: Sequence,
+                n_frames: Optional[int] = None, overwrite: bool = True, **options) -> SequenceWriter:
+    """A streaming writer for ``fmt`` (``None``: from the extension) shaped like ``template``."""
+    fmt = fmt or format_for_path(path)
+    if fmt not in _WRITERS:
+        raise InputError(f"unknown output format '{fmt}' (choose from {', '.join(WRITER_FORMATS)})", path)
+    module, cls, _ = _WRITERS[fmt]
+    return _load(module, cls)(path, template, n_frames=n_frames, overwrite=overwrite, **options)

@@ -1,0 +1,364 @@
+"""The one sequence interface every reader implements, and the writer/atomic-output contract.
+
+A :class:`Sequence` is a lazily read stack of frames. ``frame(i)`` returns a ``(H, W)`` array for mono
+and raw Bayer (CFA) data or ``(H, W, C)`` for colour, in the file's sample type (uint8, uint16 or
+float32), native byte order, channels in storage order (``color`` says which: ``"RGB"`` or ``"BGR"``).
+Readers memory-map where the format allows, so opening a 10 GB file costs almost nothing.
+
+Timestamps are int64 *SER ticks* (100 ns since 0001-01-01 UTC) for every format, so they round-trip
+losslessly; :func:`ticks_to_datetime` turns them into :class:`datetime.datetime`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence as _Seq
+
+import numpy as np
+
+from ..errors import InputError, ProcessingError
+
+#: Colour layouts. Bayer patterns are raw single-plane CFA data.
+COLORS = ("mono", "RGGB", "GRBG", "GBRG", "BGGR", "RGB", "BGR")
+BAYER_PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")
+
+#: 1970-01-01T00:00:00Z in SER ticks (100 ns since 0001-01-01).
+TICKS_UNIX_EPOCH = 621355968000000000
+
+
+def ticks_to_datetime(ticks: int) -> Optional[_dt.datetime]:
+    """SER ticks to an aware UTC datetime, or None when out of any sensible range."""
+    try:
+        return _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=int(ticks) // 10)
+    except (OverflowError, ValueError):
+        return None
+
+
+def datetime_to_ticks(when: _dt.datetime) -> int:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    delta = when - _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
+
+
+class Sequence:
+    """Base class of all readers. Subclasses set the attributes in ``__init__`` and implement
+    :meth:`_read_frame`.
+
+    Attributes
+    ----------
+    path, format ("ser", "avi", "fits", "tiff", "png", "jpeg", "folder-fits", "folder-images", "array"),
+    n_frames, height, width, channels (1 or 3), dtype, bit_depth (real bits used: 8, 10, 12, 14, 16;
+    32 for float), color (one of :data:`COLORS`), byte_order ("little"/"big" for the file's data,
+    or None when meaningless), byte_order_reason (why we decided), timestamps (int64 ticks array or
+    None), metadata (dict of format-specific fields), warnings (list of one-line strings),
+    memmapped (True when frames are views of a memory map: random row access is cheap).
+    """
+
+    format: str = "unknown"
+    path: Path
+    n_frames: int = 0
+    height: int = 0
+    width: int = 0
+    channels: int = 1
+    dtype: np.dtype = np.dtype(np.uint16)
+    bit_depth: int = 16
+    color: str = "mono"
+    byte_order: Optional[str] = None
+    byte_order_reason: str = ""
+    timestamps: Optional[np.ndarray] = None
+    memmapped: bool = False
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    # -- the interface -------------------------------------------------------------------------
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return (self.height, self.width) if self.channels == 1 else (self.height, self.width, self.channels)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_frames, *self.frame_shape)
+
+    @property
+    def frame_nbytes(self) -> int:
+        return self.height * self.width * self.channels * np.dtype(self.dtype).itemsize
+
+    @property
+    def is_bayer(self) -> bool:
+        return self.color in BAYER_PATTERNS
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (negative counts from the end). May be a read-only view: copy before writing."""
+        i = int(i)
+        if i < 0:
+            i += self.n_frames
+        if not 0 <= i < self.n_frames:
+            raise IndexError(f"frame {i} out of range 0..{self.n_frames - 1}")
+        return self._read_frame(i)
+
+    def frame_rows(self, i: int, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1`` of frame ``i``. Cheap for memory-mapped formats (override if needed)."""
+        return self.frame(i)[y0:y1]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return np.stack([self.frame(i) for i in range(*key.indices(self.n_frames))])
+        if isinstance(key, (int, np.integer)):
+            return self.frame(int(key))
+        raise TypeError("index a sequence with an int or a slice")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(self.n_frames):
+            yield self.frame(i)
+
+    def timestamp(self, i: int) -> Optional[_dt.datetime]:
+        if self.timestamps is None:
+            return None
+        return ticks_to_datetime(int(self.timestamps[i]))
+
+    def _read_frame(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release file handles/maps. Safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """The stable ``aiflat info --json`` dictionary."""
+        ts = None
+        if self.timestamps is not None and len(self.timestamps):
+            first, last = self.timestamp(0), self.timestamp(self.n_frames - 1)
+            ts = {
+                "first": first.isoformat().replace("+00:00", "Z") if first else None,
+                "last": last.isoformat().replace("+00:00", "Z") if last else None,
+            }
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "frames": int(self.n_frames),
+            "width": int(self.width),
+            "height": int(self.height),
+            "channels": int(self.channels),
+            "dtype": np.dtype(self.dtype).name,
+            "bit_depth": int(self.bit_depth),
+            "color": self.color,
+            "byte_order": self.byte_order,
+            "byte_order_reason": self.byte_order_reason,
+            "timestamps": ts,
+            "warnings": list(self.warnings),
+        }
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.path} {self.n_frames}x{self.height}x{self.width}"
+                f"x{self.channels} {np.dtype(self.dtype).name} {self.color}>")
+
+
+class ArraySequence(Sequence):
+    """An in-memory sequence over a numpy array ``(N, H, W)`` or ``(N, H, W, C)``; for tests and
+    for single images already in memory."""
+
+    format = "array"
+
+    def __init__(self, data: np.ndarray, color: Optional[str] = None, path: str | os.PathLike = "<array>",
+                 timestamps: Optional[np.ndarray] = None, bit_depth: Optional[int] = None):
+        super().__init__()
+        data = np.asarray(data)
+        if data.ndim not in (3, 4):
+            raise InputError(f"expected (N, H, W) or (N, H, W, C) data, got shape {data.shape}", path)
+        self._data = data
+        self.path = Path(path)
+        self.n_frames, self.height, self.width = data.shape[:3]
+        self.channels = data.shape[3] if data.ndim == 4 else 1
+        self.dtype = data.dtype
+        self.bit_depth = bit_depth or (32 if data.dtype.kind == "f" else data.dtype.itemsize * 8)
+        self.color = color or ("mono" if self.channels == 1 else "RGB")
+        self.timestamps = timestamps
+        self.memmapped = True
+
+    def _read_frame(self, i: int) -> np.ndarray:
+        return self._data[i]
+
+
+# -- writers -----------------------------------------------------------------------------------
+
+class SequenceWriter:
+    """Streaming writer: ``write(frame)`` frame by frame, then ``close()`` commits atomically.
+
+    Data goes to a temporary sibling of the target; ``close()`` renames it into place; ``abort()``
+    (or leaving a ``with`` block by an exception) deletes it, so the final name never holds a
+    half-written file. Subclasses implement ``_open(tmp_path)``, ``_write(frame)`` and ``_finish()``.
+    """
+
+    format = "unknown"
+    is_directory = False
+
+    def __init__(self, path: str | os.PathLike, template: Sequence, n_frames: Optional[int] = None,
+                 overwrite: bool = True):
+        self.path = Path(path)
+        self.template = template
+        self.n_frames = template.n_frames if n_frames is None else int(n_frames)
+        self.written = 0
+        check_output_path(self.path, template.path, overwrite=overwrite)
+        self._atomic = AtomicOutput(self.path, directory=self.is_directory)
+        self.tmp_path = self._atomic.__enter__()
+        try:
+            self._open(self.tmp_path)
+        except BaseException as exc:
+            self._atomic.__exit__(type(exc), exc, None)
+            raise
+
+    def write(self, frame: np.ndarray, index: Optional[int] = None) -> None:
+        """Append one frame (``index`` is the source frame index, for timestamps)."""
+        if frame.shape != self.template.frame_shape:
+            raise InputError(f"frame of shape {frame.shape} does not match {self.template.frame_shape}", self.path)
+        with disk_errors(self.path):
+            self._write(frame, self.written if index is None else index)
+        self.written += 1
+
+    def close(self) -> None:
+        if self._atomic is None:
+            return
+        try:
+            with disk_errors(self.path):
+                self._finish()
+        except BaseException as exc:
+            self.abort()
+            raise exc
+        atomic, self._atomic = self._atomic, None
+        atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        if self._atomic is None:
+            return
+        atomic, self._atomic = self._atomic, None
+        with contextlib.suppress(Exception):
+            self._abort_handles()
+        atomic.__exit__(ProcessingError, ProcessingError("aborted"), None)
+
+    def _abort_handles(self) -> None:
+        """Close open file handles without finishing (override when holding handles)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # subclass hooks
+    def _open(self, tmp_path: Path) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _write(self, frame: np.ndarray, index: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        pass
+
+
+def check_output_path(out: Path, *inputs: Any, overwrite: bool = True) -> None:
+    """Refuse to write over an input, into a missing or unwritable directory, or over an existing
+    file when ``overwrite`` is False. Raises :class:`InputError`."""
+    out = Path(out)
+    for src in inputs:
+        if src is None or str(src).startswith("<"):
+            continue
+        with contextlib.suppress(OSError):
+            if out.exists() and Path(src).exists() and os.path.samefile(out, src):
+                raise InputError("output path is the input file; choose another name", out)
+        if out.resolve() == Path(src).resolve():
+            raise InputError("output path is the input file; choose another name", out)
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"output directory {parent} does not exist", out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {parent} is not writable", out)
+    if out.exists() and not overwrite:
+        raise InputError("output exists (use --overwrite to replace it)", out)
+
+
+class AtomicOutput:
+    """Context manager yielding a temporary path beside ``target``; renamed over ``target`` on
+    success, deleted on any exception (including :class:`Cancelled` and KeyboardInterrupt)."""
+
+    def __init__(self, target: str | os.PathLike, directory: bool = False):
+        self.target = Path(target)
+        self.directory = directory
+        self.tmp: Optional[Path] = None
+
+    def __enter__(self) -> Path:
+        parent = self.target.resolve().parent
+        prefix = f".{self.target.name}."
+        try:
+            if self.directory:
+                self.tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=parent))
+            else:
+                fd, name = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=parent)
+                os.close(fd)
+                self.tmp = Path(name)
+        except OSError as exc:
+            raise ProcessingError(f"cannot create a file in {parent}: {exc.strerror or exc}", self.target) from None
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.tmp is not None
+        if exc_type is None:
+            try:
+                if self.directory and self.target.is_dir():
+                    shutil.rmtree(self.target)
+                os.replace(self.tmp, self.target)
+                return
+            except OSError as err:
+                self._cleanup()
+                raise ProcessingError(f"cannot write: {err.strerror or err}", self.target) from None
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.tmp is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.tmp.is_dir():
+                shutil.rmtree(self.tmp)
+            else:
+                self.tmp.unlink()
+
+
+@contextlib.contextmanager
+def disk_errors(path: str | os.PathLike):
+    """Turn OSError (disk full, permission, I/O error) into a one-line :class:`ProcessingError`."""
+    try:
+        yield
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ENOSPC:
+            raise ProcessingError("disk full while writing", path) from None
+        raise ProcessingError(f"cannot write: {exc.strerror or exc}", path) from None
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a small file atomically."""
+    with AtomicOutput(path) as tmp, disk_errors(path):
+        Path(tmp).write_bytes(data)
+
+
+def frames_as_array(frames: _Seq[np.ndarray]) -> np.ndarray:
+    return np.stack(list(frames))
