@@ -1,0 +1,223 @@
+"""Sessions that never lose work (no Qt).
+
+A session is the mask and every choice made for one input: provider, sensitivity, flat method,
+grow/feather/pedestal, stretch, view, output choices. It is stored in a sidecar beside the input::
+
+    video.ser.aiflat.json        choices + the input's size/mtime (to notice a changed input)
+    video.ser.aiflat-mask.png    the mask, 8-bit PNG, 255 = dust
+
+Both are written atomically (temporary name, rename), so a crash mid-save leaves the previous
+session. When the input's folder is not writable the sidecar goes to
+``platformdirs.user_data_dir("aiflat")/sessions/<hash of the input path>/``.
+
+A session never contains an API key: :func:`SessionStore.save` drops any key whose name looks like
+a secret, and the test suite checks the written files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import InputError
+from .io.base import AtomicOutput, atomic_write_bytes, disk_errors
+
+SESSION_VERSION = 1
+JSON_SUFFIX = ".aiflat.json"
+MASK_SUFFIX = ".aiflat-mask.png"
+#: names never written into a session (case-insensitive substrings)
+SECRET_WORDS = ("api_key", "apikey", "secret", "password", "token")
+
+
+@dataclass
+class SessionData:
+    """Every choice of one session (plain, JSON-serialisable values only)."""
+
+    provider: str = "local"
+    sensitivity: float = 0.5
+    reference_method: str = "median"
+    max_frames: Optional[int] = None
+    flat_method: str = "local"
+    grow: int = 2
+    feather: int = 0
+    pedestal: float = 0.0
+    stretch: dict[str, Any] = field(default_factory=dict)
+    view: str = "frame"
+    frame_index: int = 0
+    overlay_visible: bool = True
+    overlay_opacity: float = 0.5
+    output: dict[str, Any] = field(default_factory=dict)  # format, path, export target, ...
+    gemini: dict[str, Any] = field(default_factory=dict)  # model, image size (never the key)
+    input_size: Optional[int] = None
+    input_mtime: Optional[float] = None
+    has_mask: bool = False
+    version: int = SESSION_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return _scrub(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SessionData":
+        names = {f.name for f in dataclasses.fields(cls)}
+        clean = {k: v for k, v in _scrub(d).items() if k in names}
+        data = cls(**clean)
+        # tolerate hand-edited or old files: coerce the numeric fields
+        try:
+            data.sensitivity = float(data.sensitivity)
+            data.grow = int(data.grow)
+            data.feather = int(data.feather)
+            data.pedestal = float(data.pedestal)
+            data.frame_index = int(data.frame_index)
+            data.overlay_opacity = float(data.overlay_opacity)
+        except (TypeError, ValueError):
+            raise InputError("session file holds a malformed value") from None
+        return data
+
+
+def _is_secret(name: str) -> bool:
+    low = name.lower()
+    return any(w in low for w in SECRET_WORDS)
+
+
+def _scrub(value: Any) -> Any:
+    """Drop every dict entry whose key names a secret, recursively."""
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items() if not _is_secret(str(k))}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def input_signature(path: str | os.PathLike) -> tuple[Optional[int], Optional[float]]:
+    """(size in bytes, mtime) of an input file; for a folder, the sum of its files' sizes and the
+    newest mtime. (None, None) when it cannot be read."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            size, mtime = 0, 0.0
+            for f in p.iterdir():
+                if f.is_file():
+                    st = f.stat()
+                    size += st.st_size
+                    mtime = max(mtime, st.st_mtime)
+            return size, mtime
+        st = p.stat()
+        return st.st_size, st.st_mtime
+    except OSError:
+        return None, None
+
+
+def fallback_dir(input_path: str | os.PathLike) -> Path:
+    """Per-input folder under the user's data directory, for inputs in read-only folders."""
+    import platformdirs
+
+    key = hashlib.sha256(str(Path(input_path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    base = os.environ.get("AIFLAT_DATA_DIR") or platformdirs.user_data_dir("aiflat")
+    return Path(base) / "sessions" / key
+
+
+def _dir_writable(d: Path) -> bool:
+    return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
+
+
+class SessionStore:
+    """Where one input's session lives, and how to load and save it.
+
+    ``SessionStore(input_path)`` picks the sidecar beside the input when that folder is writable,
+    else :func:`fallback_dir`. An existing sidecar beside the input is always preferred for loading.
+    """
+
+    def __init__(self, input_path: str | os.PathLike, location: Optional[str | os.PathLike] = None):
+        self.input_path = Path(input_path)
+        name = self.input_path.name or "input"
+        if location is not None:
+            folder = Path(location)
+        else:
+            beside = self.input_path.resolve().parent
+            folder = beside if _dir_writable(beside) else fallback_dir(self.input_path)
+        self.folder = folder
+        self.json_path = folder / (name + JSON_SUFFIX)
+        self.mask_path = folder / (name + MASK_SUFFIX)
+        self.fallback = location is None and folder != self.input_path.resolve().parent
+
+    # -- loading ---------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.json_path.is_file()
+
+    def load(self, shape: Optional[tuple[int, int]] = None) -> tuple[Optional[SessionData], Optional[np.ndarray], list[str]]:
+        """(data, mask, warnings). (None, None, []) when there is no session. A mask whose size is
+        not ``shape`` is dropped with a warning; a damaged session file raises InputError."""
+        warnings: list[str] = []
+        if not self.json_path.is_file():
+            return None, None, warnings
+        try:
+            d = json.loads(self.json_path.read_text(encoding="utf-8"))
+            if not isinstance(d, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"session file is damaged ({type(exc).__name__}); it will be replaced",
+                             self.json_path) from None
+        data = SessionData.from_dict(d)
+        size, mtime = input_signature(self.input_path)
+        if data.input_size is not None and (size != data.input_size or
+                                            (mtime is not None and data.input_mtime is not None
+                                             and abs(mtime - data.input_mtime) > 1e-3)):
+            warnings.append("the input changed since this session was saved; check the mask")
+        mask = None
+        if data.has_mask and self.mask_path.is_file():
+            mask = self._read_mask()
+            if shape is not None and mask.shape != tuple(shape):
+                warnings.append(f"saved mask is {mask.shape[1]}x{mask.shape[0]}, the input is "
+                                f"{shape[1]}x{shape[0]}; mask ignored")
+                mask = None
+        return data, mask, warnings
+
+    def _read_mask(self) -> np.ndarray:
+        import cv2
+
+        raw = np.fromfile(self.mask_path, dtype=np.uint8)
+        img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+        if img is None:
+            raise InputError("session mask is damaged", self.mask_path)
+        if img.ndim == 3:
+            img = img[..., 0]
+        return img > 0
+
+    # -- saving ----------------------------------------------------------------------------------
+    def save(self, data: SessionData, mask: Optional[np.ndarray] = None) -> None:
+        """Write the mask (if given) then the choices, each atomically. Raises ProcessingError on
+        a disk problem."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = dataclasses.replace(data)
+        data.input_size, data.input_mtime = input_signature(self.input_path)
+        if mask is not None:
+            self.save_mask(mask)
+            data.has_mask = True
+        elif not self.mask_path.is_file():
+            data.has_mask = False
+        text = json.dumps(data.to_dict(), indent=2, sort_keys=True)
+        atomic_write_bytes(self.json_path, text.encode("utf-8"))
+
+    def save_mask(self, mask: np.ndarray) -> None:
+        import cv2
+
+        m = np.asarray(mask)
+        ok, buf = cv2.imencode(".png", np.where(m > 0, 255, 0).astype(np.uint8))
+        if not ok:  # pragma: no cover - cv2 always encodes uint8
+            raise InputError("cannot encode the mask", self.mask_path)
+        with AtomicOutput(self.mask_path) as tmp, disk_errors(self.mask_path):
+            Path(tmp).write_bytes(buf.tobytes())
+
+    def delete(self) -> None:
+        for p in (self.json_path, self.mask_path):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
