@@ -1,0 +1,225 @@
+"""Streaming calibration: every frame divided by the flat, written frame by frame, atomically.
+
+``out = round((raw - pedestal) / flat + pedestal)``, clipped to the input's sample range (integer
+data: 0 .. 2**bit_depth - 1; float data stays float, neither rounded nor clipped). Only the pixels
+where the flat differs from 1.0 are computed (their flat indices are precomputed once); every other
+pixel is *copied*, so the output equals the input bit for bit there. Frames are processed in chunks
+through one reusable buffer, so memory is bounded and independent of the number of frames.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import ProgressFn, report, sub_progress
+
+#: Working buffer for a chunk of frames.
+CHUNK_BYTES = 32 * 1024 * 1024
+
+#: input Sequence.format -> default writer format
+_INPUT_TO_WRITER = {"ser": "ser", "avi": "avi", "fits": "fits", "folder-fits": "fits", "tiff": "tiff",
+                    "folder-images": "tiff-folder", "png": "tiff", "jpeg": "tiff", "array": "fits"}
+
+
+@dataclass
+class CalibrationStats:
+    output: Path
+    frames: int
+    clipped: int
+    seconds: float
+    format: str
+    computed_pixels: int = 0  # pixels per frame that were divided (the rest were copied)
+
+
+def validate_flat(flat: np.ndarray, name: str | os.PathLike | None = None) -> np.ndarray:
+    """float32 copy of ``flat`` after checking every value is finite and > 0 (InputError otherwise)."""
+    f = np.asarray(flat)
+    if f.dtype.kind not in "fiub":
+        raise InputError(f"flat has unsupported sample type {f.dtype}", name)
+    f = f.astype(np.float32)
+    bad = ~np.isfinite(f)
+    if bad.any():
+        raise InputError(f"flat has {int(bad.sum())} non-finite values (NaN or infinity)", name)
+    nonpos = f <= 0
+    if nonpos.any():
+        raise InputError(f"flat has {int(nonpos.sum())} values <= 0 (a flat must be > 0 everywhere)", name)
+    return f
+
+
+def fit_flat(flat: np.ndarray, seq, name: str | os.PathLike | None = None) -> np.ndarray:
+    """Check ``flat`` against the frames of ``seq`` and return it shaped like one frame
+    (a 2-D flat is used for every channel of colour data)."""
+    f = validate_flat(flat, name)
+    if f.ndim == 3 and f.shape[0] in (1, 3) and f.shape[-1] not in (1, 3):
+        f = np.moveaxis(f, 0, -1)
+    if f.ndim == 3 and f.shape[2] == 1:
+        f = f[..., 0]
+    if f.shape[:2] != (seq.height, seq.width):
+        raise InputError(f"flat is {f.shape[1]}x{f.shape[0]} but the frames are {seq.width}x{seq.height}", name)
+    if f.ndim == 3:
+        if seq.channels == 1:
+            raise InputError(f"flat has {f.shape[2]} channels but the frames are single-channel", name)
+        if f.shape[2] != seq.channels:
+            raise InputError(f"flat has {f.shape[2]} channels but the frames have {seq.channels}", name)
+    elif seq.channels > 1:
+        f = np.repeat(f[..., None], seq.channels, axis=2)
+    return np.ascontiguousarray(f)
+
+
+def load_flat(path: str | os.PathLike, seq) -> np.ndarray:
+    """Read a flat file (FITS/TIFF/PNG) for ``seq``: size must match the frame, values finite and > 0."""
+    from ..io.single import read_image
+
+    return fit_flat(read_image(path), seq, path)
+
+
+def flat_from_mask_file(seq, mask_path: str | os.PathLike, grow: int = 2, feather: int = 0,
+                        pedestal: float = 0.0, progress: Optional[ProgressFn] = None,
+                        max_frames: Optional[int] = None) -> np.ndarray:
+    """Median reference of ``seq`` + the mask file + the ``local`` method -> a flat for ``seq``."""
+    from .flat import synthesize_flat
+    from .mask import load_mask
+    from .reference import compute_reference
+
+    mask, _warnings = load_mask(mask_path, (seq.height, seq.width))
+    ref = compute_reference(seq, "median", max_frames=max_frames, progress=sub_progress(progress, 0.0, 0.8))
+    flat = synthesize_flat(ref, mask, method="local", grow=grow, feather=feather, pedestal=pedestal,
+                           color=seq.color, progress=sub_progress(progress, 0.8, 1.0))
+    return fit_flat(flat, seq)
+
+
+def output_format(seq, output: str | os.PathLike, fmt: Optional[str] = None) -> str:
+    """``fmt`` if given; else from the output's extension; else the input's own format."""
+    from ..io import FORMAT_OF_EXT, WRITER_FORMATS
+
+    if fmt:
+        if fmt not in WRITER_FORMATS:
+            raise InputError(f"unknown output format '{fmt}' (choose from {', '.join(WRITER_FORMATS)})", output)
+        return fmt
+    ext = Path(output).suffix.lower()
+    if ext in FORMAT_OF_EXT:
+        return FORMAT_OF_EXT[ext]
+    return _INPUT_TO_WRITER.get(getattr(seq, "format", ""), "fits")
+
+
+def sample_limits(seq) -> Optional[tuple[float, float]]:
+    """(lo, hi) for integer data (``2**bit_depth - 1`` when the data uses fewer bits than its
+    type holds), None for float data."""
+    dt = np.dtype(seq.dtype)
+    if dt.kind == "f":
+        return None
+    info = np.iinfo(dt)
+    hi = info.max
+    bits = int(getattr(seq, "bit_depth", 0) or 0)
+    if 0 < bits < dt.itemsize * 8:
+        hi = (1 << bits) - 1
+    return float(info.min), float(hi)
+
+
+class FrameCalibrator:
+    """The per-frame arithmetic, shared by the streaming loop, previews and tests.
+
+    ``apply(frames)`` calibrates a ``(k, *frame_shape)`` array of the sequence's sample type in
+    place and returns the number of clipped values.
+    """
+
+    def __init__(self, flat: np.ndarray, dtype, limits: Optional[tuple[float, float]], pedestal: float = 0.0):
+        f = np.ascontiguousarray(flat, dtype=np.float32).reshape(-1)
+        self.idx = np.flatnonzero(f != 1.0)
+        self.flat_values = f[self.idx].astype(np.float64)
+        self.dtype = np.dtype(dtype)
+        self.limits = limits
+        self.pedestal = float(pedestal)
+
+    def values(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated float64 values (before rounding/clipping) of raw samples at ``self.idx``."""
+        p = self.pedestal
+        return (raw.astype(np.float64) - p) / self.flat_values + p
+
+    def apply(self, frames: np.ndarray) -> int:
+        if len(self.idx) == 0:
+            return 0
+        flat2 = frames.reshape(frames.shape[0], -1)
+        v = self.values(flat2[:, self.idx])
+        clipped = 0
+        if self.limits is not None:
+            v = np.rint(v)
+            lo, hi = self.limits
+            clipped = int(np.count_nonzero((v < lo) | (v > hi)))
+            np.clip(v, lo, hi, out=v)
+        flat2[:, self.idx] = v.astype(self.dtype)
+        return clipped
+
+    def frame(self, raw: np.ndarray) -> np.ndarray:
+        """A calibrated copy of one frame."""
+        out = np.array(raw, copy=True)[None]
+        self.apply(out)
+        return out[0]
+
+
+def calibrate_array(raw: np.ndarray, flat: np.ndarray, pedestal: float = 0.0,
+                    limits: Optional[tuple[float, float]] | str = "dtype") -> np.ndarray:
+    """Calibrate one in-memory frame, or a stack of frames, exactly as :func:`calibrate_sequence`
+    does (a 2-D flat applies to every channel). ``limits="dtype"``: the full range of the array's
+    integer type; None: no rounding or clipping (float data)."""
+    raw = np.asarray(raw)
+    f = np.asarray(flat, dtype=np.float32)
+    if limits == "dtype":
+        limits = None if raw.dtype.kind == "f" else (float(np.iinfo(raw.dtype).min), float(np.iinfo(raw.dtype).max))
+    single = raw.shape == f.shape or (f.ndim == 2 and raw.ndim == 3 and raw.shape[:2] == f.shape)
+    stack = not single
+    frame_shape = raw.shape[1:] if stack else raw.shape
+    if f.shape != frame_shape:
+        if f.ndim == 2 and len(frame_shape) == 3 and frame_shape[:2] == f.shape:
+            f = np.repeat(f[..., None], frame_shape[2], axis=2)
+        else:
+            raise InputError(f"flat of shape {f.shape} does not fit data of shape {raw.shape}")
+    fc = FrameCalibrator(f, raw.dtype, limits, pedestal)
+    out = np.array(raw if stack else raw[None], copy=True)
+    fc.apply(out)
+    return out if stack else out[0]
+
+
+def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Optional[str] = None,
+                       pedestal: float = 0.0, overwrite: bool = True, progress: Optional[ProgressFn] = None,
+                       chunk_bytes: int = CHUNK_BYTES, writer_options: Optional[dict] = None) -> CalibrationStats:
+    """Divide every frame of ``seq`` by ``flat`` and stream the result to ``output``.
+
+    ``fmt``: writer format (``ser``, ``fits``, ``tiff``, ``tiff-folder``, ``avi``); None: from the
+    output's extension, else the input's format. The output is written to a temporary name and
+    renamed on success; a cancel (``progress`` raising Cancelled), Ctrl-C or a disk error leaves
+    nothing under ``output``. The input is only read.
+    """
+    from ..io import open_writer
+    from ..io.base import check_output_path
+
+    t0 = time.perf_counter()
+    out = Path(output)
+    check_output_path(out, seq.path, overwrite=overwrite)
+    fmt = output_format(seq, out, fmt)
+    f = fit_flat(flat, seq)
+    calib = FrameCalibrator(f, seq.dtype, sample_limits(seq), pedestal)
+    n = seq.n_frames
+    k = max(1, min(n, chunk_bytes // max(1, seq.frame_nbytes)))
+    buf = np.empty((k,) + tuple(seq.frame_shape), dtype=seq.dtype)
+    clipped = 0
+    report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame)")
+    with open_writer(out, fmt, seq, overwrite=overwrite, **(writer_options or {})) as writer:
+        for i0 in range(0, n, k):
+            i1 = min(n, i0 + k)
+            chunk = buf[: i1 - i0]
+            for j in range(i1 - i0):
+                chunk[j] = seq.frame(i0 + j)
+            clipped += calib.apply(chunk)
+            for j in range(i1 - i0):
+                writer.write(chunk[j], index=i0 + j)
+            report(progress, i1 / n, f"frame {i1}/{n}")
+    return CalibrationStats(output=out, frames=n, clipped=clipped, seconds=time.perf_counter() - t0,
+                            format=fmt, computed_pixels=int(len(calib.idx)))

@@ -1,0 +1,131 @@
+"""Reference frames: the temporal median (default), mean or sigma-clipped mean of a sequence.
+
+The result is exact (the same numbers as ``np.median(all_frames, axis=0)``) and computed in bounded
+memory by streaming row blocks: for each block of rows we gather those rows from every selected
+frame, reduce them, and move on. Memory-mapped sequences (SER, raw FITS, ArraySequence) read each
+block straight from the map (``frame_rows``), so the file is read once in total. Sequences that must
+decode whole frames (AVI, compressed TIFF) read every frame once per block; the block size comes
+from a memory budget (256 MB by default) so any video whose selected frames fit the budget is read
+in one pass.
+
+The mean needs no blocks: a float64 running sum over whole frames, one pass.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import ProgressFn, report
+
+METHODS = ("median", "mean", "sigmaclip")
+
+#: Default working-memory budget for the row blocks of median / sigma-clip.
+DEFAULT_BUDGET = 256 * 1024 * 1024
+
+#: Sigma-clip parameters: clip at this many standard deviations around the median, iterate.
+SIGMA = 3.0
+SIGMA_ITERATIONS = 5
+
+
+def frame_indices(n_frames: int, max_frames: Optional[int] = None) -> np.ndarray:
+    """All frame indices, or ``max_frames`` evenly spaced ones (first and last included)."""
+    if n_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if not max_frames or max_frames >= n_frames:
+        return np.arange(n_frames, dtype=np.int64)
+    if max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, not {max_frames}")
+    return np.unique(np.round(np.linspace(0, n_frames - 1, int(max_frames))).astype(np.int64))
+
+
+def compute_reference(seq, method: str = "median", max_frames: Optional[int] = None,
+                      progress: Optional[ProgressFn] = None, budget: int = DEFAULT_BUDGET) -> np.ndarray:
+    """Reference frame of ``seq`` as float32 ``(H, W)`` or ``(H, W, C)``.
+
+    ``method``: ``median`` (exact temporal median; even counts average the two middle values),
+    ``mean``, or ``sigmaclip`` (per pixel: iteratively drop samples further than 3 sigma from the
+    median, up to 5 rounds, then average the rest). ``max_frames``: use that many evenly spaced
+    frames. ``progress`` may raise :class:`~aiflat_gui.errors.Cancelled`.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown reference method '{method}' (choose from {', '.join(METHODS)})")
+    idx = frame_indices(seq.n_frames, max_frames)
+    if len(idx) == 0:
+        raise InputError("sequence has no frames", seq.path)
+    report(progress, 0.0, f"reference ({method}, {len(idx)} frames)")
+    if method == "mean" or len(idx) == 1:
+        out = _mean(seq, idx, progress)
+    else:
+        out = _blockwise(seq, idx, method, progress, budget)
+    report(progress, 1.0, "reference done")
+    return out
+
+
+def _mean(seq, idx: np.ndarray, progress) -> np.ndarray:
+    acc = np.zeros(seq.frame_shape, dtype=np.float64)
+    for k, i in enumerate(idx):
+        acc += seq.frame(int(i))
+        report(progress, (k + 1) / len(idx), f"frame {k + 1}/{len(idx)}")
+    return (acc / len(idx)).astype(np.float32)
+
+
+def block_rows_for(seq, n: int, budget: int) -> int:
+    """Rows per block so that ``n`` frames of that many rows, plus the reduction's working copy,
+    stay within ``budget`` bytes."""
+    row_bytes = seq.width * seq.channels * np.dtype(seq.dtype).itemsize * n
+    # the block itself, np.median's partitioned copy, and a float32 sigma-clip working set
+    per_row = row_bytes * 2 + seq.width * seq.channels * n * 4
+    return int(max(1, min(seq.height, budget // max(1, per_row))))
+
+
+def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.ndarray:
+    n = len(idx)
+    H = seq.height
+    rows = block_rows_for(seq, n, budget)
+    out = np.empty(seq.frame_shape, dtype=np.float32)
+    n_blocks = -(-H // rows)
+    buf = np.empty((n, rows) + tuple(seq.frame_shape[1:]), dtype=seq.dtype)
+    memmapped = bool(getattr(seq, "memmapped", False))
+    for b in range(n_blocks):
+        y0, y1 = b * rows, min(H, (b + 1) * rows)
+        block = buf[:, : y1 - y0]
+        for k, i in enumerate(idx):
+            if memmapped:
+                block[k] = seq.frame_rows(int(i), y0, y1)
+            else:
+                block[k] = seq.frame(int(i))[y0:y1]
+            if progress is not None and (k % 16 == 15 or k == n - 1):
+                report(progress, (b + (k + 1) / n * 0.8) / n_blocks, f"rows {y0}-{y1}")
+        out[y0:y1] = _reduce(block, method)
+        report(progress, (b + 1) / n_blocks, f"rows {y0}-{y1}")
+    return out
+
+
+def _reduce(block: np.ndarray, method: str) -> np.ndarray:
+    if method == "median":
+        return np.median(block, axis=0)
+    return sigma_clipped_mean(block)
+
+
+def sigma_clipped_mean(block: np.ndarray, sigma: float = SIGMA, iterations: int = SIGMA_ITERATIONS) -> np.ndarray:
+    """Per-pixel mean along axis 0 after iterative clipping at ``sigma`` standard deviations around
+    the median of the kept samples (NaN-aware: a clipped sample is set to NaN)."""
+    data = block.astype(np.float32)
+    for _ in range(iterations):
+        center = np.nanmedian(data, axis=0)
+        std = np.nanstd(data, axis=0)
+        with np.errstate(invalid="ignore"):
+            bad = np.abs(data - center) > sigma * std
+        if not bad.any():
+            break
+        data[bad] = np.nan
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(data, axis=0)
+    # a pixel whose samples were all clipped (impossible with sigma >= 1, but be safe): median
+    if np.isnan(mean).any():
+        fallback = np.median(block, axis=0)
+        mean = np.where(np.isnan(mean), fallback, mean)
+    return mean.astype(np.float32)

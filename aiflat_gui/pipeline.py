@@ -1,0 +1,321 @@
+"""The whole method in one call (``aiflat run``) and session batches (``aiflat batch``). No Qt.
+
+:func:`run_pipeline` writes ``reference.fits``, ``mask.png``, ``flat.fits``, ``calibrated.<ext>`` and
+``report.png`` into a folder. :func:`batch_calibrate` calibrates every video of a session with one
+flat (dust does not move between the videos of a night), in parallel worker processes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from .errors import AiflatError, Cancelled, InputError
+from .progress import ProgressFn, report, sub_progress
+
+VIDEO_EXTS = (".ser", ".avi")
+
+
+def _calibrated_name(seq, fmt: Optional[str], stem: str) -> tuple[str, str]:
+    from .core.calibrate import output_format
+    from .io import default_extension
+
+    fmt = output_format(seq, stem, fmt)
+    return fmt, stem + default_extension(fmt)
+
+
+def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: str = "local",
+                 provider_options: Optional[dict] = None, mask_path: Optional[str | os.PathLike] = None,
+                 fmt: Optional[str] = None, method: str = "local", grow: int = 2, feather: int = 0,
+                 pedestal: float = 0.0, max_frames: Optional[int] = None, byte_order: Optional[str] = None,
+                 progress: Optional[ProgressFn] = None, clean_path: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+    """Reference -> mask (``mask_path``, else the provider) -> flat -> calibrated copy -> report.
+
+    Returns a dict with the written paths (``reference``, ``mask``, ``flat``, ``calibrated``,
+    ``report``) and figures (``frames``, ``clipped``, ``dust_pixels``, ``specks``, ``seconds``,
+    ``provider_report``). Each file is written atomically; a cancel leaves no partial file.
+    """
+    from .core.calibrate import calibrate_array, calibrate_sequence
+    from .core.flat import synthesize_flat
+    from .core.mask import components, grow as grow_mask, load_mask, save_mask
+    from .core.reference import compute_reference
+    from .core.report import make_report
+    from .io import open_sequence
+    from .io.single import read_image, write_image
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("output folder is a file", out)
+    if not out.exists():
+        if not out.resolve().parent.is_dir():
+            raise InputError(f"parent folder {out.resolve().parent} does not exist", out)
+        try:
+            out.mkdir()
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder: {exc.strerror or exc}", out) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError("output folder is not writable", out)
+
+    opts = {"byte_order": byte_order} if byte_order else {}
+    result: dict[str, Any] = {}
+    with open_sequence(path, **opts) as seq:
+        fmt, cal_name = _calibrated_name(seq, fmt, "calibrated")
+        warnings = list(seq.warnings)
+        # 1. reference
+        ref = compute_reference(seq, "median", max_frames=max_frames, progress=sub_progress(progress, 0.0, 0.3))
+        result["reference"] = write_image(out / "reference.fits", ref)
+        # 2. mask
+        clean = read_image(clean_path) if clean_path else None
+        provider_report: dict = {}
+        if mask_path:
+            mask, w = load_mask(mask_path, (seq.height, seq.width))
+            warnings += w
+            provider_report = {"provider": "file", "path": str(mask_path)}
+        else:
+            from .ai import get_provider
+
+            prov = get_provider(provider, **(provider_options or {}))
+            res = prov.find_mask(ref, seq, progress=sub_progress(progress, 0.3, 0.45))
+            mask = np.asarray(res.mask, dtype=bool)
+            if mask.shape != (seq.height, seq.width):
+                raise InputError(f"provider '{provider}' returned a {mask.shape[1]}x{mask.shape[0]} mask for "
+                                 f"{seq.width}x{seq.height} frames", path)
+            provider_report = dict(res.report or {})
+            if clean is None and res.clean is not None:
+                clean = res.clean
+        if method == "ai" and clean is None:
+            raise InputError("the ai flat method needs a clean image (clean_path, or a provider that returns one)")
+        result["mask"] = save_mask(out / "mask.png", mask)
+        # 3. flat
+        flat = synthesize_flat(ref, mask, method=method, sequence=seq, clean=clean, grow=grow, feather=feather,
+                               pedestal=pedestal, color=seq.color, progress=sub_progress(progress, 0.45, 0.55))
+        result["flat"] = write_image(out / "flat.fits", flat)
+        # 4. calibrated copy
+        stats = calibrate_sequence(seq, flat, out / cal_name, fmt=fmt, pedestal=pedestal,
+                                   progress=sub_progress(progress, 0.55, 0.97))
+        result["calibrated"] = stats.output
+        # 5. report
+        cal_ref = calibrate_array(ref, flat, pedestal=pedestal, limits=None)
+        specks = components(mask, ref)
+        title = (f"{Path(path).name}: {len(specks)} specks, {int(mask.sum())} dust px, method {method}, "
+                 f"grow {grow}, pedestal {pedestal:g}")
+        result["report"] = make_report(ref, grow_mask(mask, grow), flat, cal_ref, out / "report.png", title=title)
+        result.update(frames=stats.frames, clipped=stats.clipped, dust_pixels=int(mask.sum()),
+                      specks=len(specks), format=fmt, warnings=warnings, provider_report=provider_report,
+                      seconds=time.perf_counter() - t0)
+    report(progress, 1.0, "done")
+    return result
+
+
+# -- batch ----------------------------------------------------------------------------------------
+
+@dataclass
+class BatchItem:
+    input: Path
+    output: Optional[Path] = None
+    status: str = "pending"  # ok | skipped | failed | cancelled
+    note: str = ""
+    frames: int = 0
+    clipped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchSummary:
+    items: list[BatchItem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed (skipped files are not failures)."""
+        return all(it.status in ("ok", "skipped") for it in self.items)
+
+    def count(self, status: str) -> int:
+        return sum(1 for it in self.items if it.status == status)
+
+    def text(self) -> str:
+        lines = []
+        for it in self.items:
+            if it.status == "ok":
+                lines.append(f"  ok       {it.input} -> {it.output} ({it.frames} frames, {it.clipped} clipped, "
+                             f"{it.seconds:.1f} s)")
+            else:
+                lines.append(f"  {it.status:8s} {it.input}: {it.note}")
+        frames = sum(it.frames for it in self.items if it.status == "ok")
+        lines.append(f"batch: {self.count('ok')} calibrated, {self.count('skipped')} skipped, "
+                     f"{self.count('failed')} failed; {frames} frames in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given; a folder holding .ser/.avi videos expands to them (sorted), any other folder
+    (FITS/TIFF/PNG frames) is one sequence."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputError("no such file or folder", p)
+        if p.is_dir():
+            vids = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTS
+                          and not f.name.startswith("."))
+            out.extend(vids if vids else [p])
+        else:
+            out.append(p)
+    seen: set = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    if not unique:
+        raise InputError("no input files")
+    return unique
+
+
+def _stems(files: list[Path]) -> list[str]:
+    used: dict[str, int] = {}
+    stems = []
+    for f in files:
+        base = (f.stem if f.is_file() else f.name) + "_calibrated"
+        n = used.get(base, 0)
+        used[base] = n + 1
+        stems.append(base if n == 0 else f"{base}_{n + 1}")
+    return stems
+
+
+def _calibrate_one(src: Path, flat_path: Path, out_dir: Path, stem: str, fmt: Optional[str],
+                   pedestal: float, progress: Optional[ProgressFn]) -> BatchItem:
+    from .core.calibrate import calibrate_sequence, fit_flat
+    from .io import open_sequence
+    from .io.single import read_image
+
+    item = BatchItem(input=src)
+    t0 = time.perf_counter()
+    try:
+        flat_raw = read_image(flat_path)
+        with open_sequence(src) as seq:
+            if flat_raw.shape[:2] != (seq.height, seq.width):
+                item.status = "skipped"
+                item.note = (f"frames are {seq.width}x{seq.height} but the flat is "
+                             f"{flat_raw.shape[1]}x{flat_raw.shape[0]}")
+                return item
+            flat = fit_flat(flat_raw, seq, flat_path)
+            f, name = _calibrated_name(seq, fmt, stem)
+            stats = calibrate_sequence(seq, flat, out_dir / name, fmt=f, pedestal=pedestal, progress=progress)
+        item.output, item.frames, item.clipped, item.status = stats.output, stats.frames, stats.clipped, "ok"
+    except Cancelled:
+        item.status, item.note = "cancelled", "cancelled; no output written"
+        raise
+    except AiflatError as err:
+        item.status, item.note = "failed", str(err)
+    except Exception as exc:  # noqa: BLE001 - one file's surprise must not sink the batch
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        item.status, item.note = "failed", f"internal error ({type(exc).__name__}: {first})"
+    finally:
+        item.seconds = time.perf_counter() - t0
+    return item
+
+
+# worker-process state (set by the pool initializer)
+_CANCEL = None
+_FRACTIONS = None
+
+
+def _init_worker(cancel, fractions) -> None:
+    global _CANCEL, _FRACTIONS
+    _CANCEL, _FRACTIONS = cancel, fractions
+
+
+def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt: Optional[str],
+            pedestal: float) -> BatchItem:
+    def prog(fraction: float, message: str = "") -> None:
+        if _CANCEL is not None and _CANCEL.is_set():
+            raise Cancelled()
+        if _FRACTIONS is not None:
+            _FRACTIONS[slot] = fraction
+
+    try:
+        return _calibrate_one(src, flat_path, out_dir, stem, fmt, pedestal, prog)
+    except (Cancelled, KeyboardInterrupt):
+        return BatchItem(input=src, status="cancelled", note="cancelled; no output written")
+
+
+def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,
+                    fmt: Optional[str] = None, jobs: int = 0, pedestal: float = 0.0,
+                    progress: Optional[ProgressFn] = None) -> BatchSummary:
+    """Calibrate every input with one flat into ``out_dir`` as ``<name>_calibrated.<ext>``.
+
+    ``jobs``: worker processes (0: one per CPU core; 1: in this process). Files whose frame size
+    differs from the flat are skipped with a note; a file that fails is reported and the others go
+    on. ``progress`` may raise Cancelled: workers stop at their next frame chunk and leave no output.
+    """
+    from .core.calibrate import validate_flat
+    from .io.single import read_image
+
+    t0 = time.perf_counter()
+    files = expand_inputs(inputs)
+    flat_p = Path(flat_path)
+    validate_flat(read_image(flat_p), flat_p)  # a bad flat is the user's error for the whole batch
+    out = Path(out_dir)
+    if not out.exists():
+        if not out.resolve().parent.is_dir():
+            raise InputError(f"parent folder {out.resolve().parent} does not exist", out)
+        out.mkdir()
+    if not out.is_dir():
+        raise InputError("output folder is a file", out)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError("output folder is not writable", out)
+    stems = _stems(files)
+    n = len(files)
+    jobs = int(jobs) if jobs and jobs > 0 else (os.cpu_count() or 1)
+    jobs = max(1, min(jobs, n))
+    summary = BatchSummary()
+    report(progress, 0.0, f"{n} files, {jobs} jobs")
+    if jobs == 1:
+        for k, (src, stem) in enumerate(zip(files, stems)):
+            item = _calibrate_one(src, flat_p, out, stem, fmt, pedestal, sub_progress(progress, k / n, (k + 1) / n))
+            summary.items.append(item)
+        summary.seconds = time.perf_counter() - t0
+        report(progress, 1.0, "batch done")
+        return summary
+
+    ctx = mp.get_context("spawn")  # safe with threads in the parent (GUI) and on every OS
+    cancel = ctx.Event()
+    fractions = ctx.Array("d", n, lock=False)
+    results: dict[int, BatchItem] = {}
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                initargs=(cancel, fractions)) as pool:
+        futures = {pool.submit(_worker, k, src, flat_p, out, stem, fmt, pedestal): k
+                   for k, (src, stem) in enumerate(zip(files, stems))}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = cf.wait(pending, timeout=0.25)
+                for fut in done:
+                    k = futures[fut]
+                    try:
+                        results[k] = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker
+                        results[k] = BatchItem(input=files[k], status="failed",
+                                               note=f"worker failed ({type(exc).__name__})")
+                    fractions[k] = 1.0
+                report(progress, sum(fractions[:]) / n, f"{len(results)}/{n} files")
+        except (Cancelled, KeyboardInterrupt):
+            cancel.set()
+            for fut in pending:
+                fut.cancel()
+            cf.wait(pending)
+            raise
+    summary.items = [results[k] for k in range(n)]
+    summary.seconds = time.perf_counter() - t0
+    report(progress, 1.0, "batch done")
+    return summary
