@@ -364,6 +364,16 @@ def test_writer_from_array_template(tmp_path):
     assert (tmp_path / "p.ser").stat().st_size == HEADER_SIZE + frames[0, ..., 0].nbytes
 
 
+def test_writer_accepts_big_endian_arrays(tmp_path):
+    frames = smooth_frames(2).astype(">u2")
+    with SerWriter(tmp_path / "o.ser", ArraySequence(frames)) as w:
+        for f in frames:
+            w.write(f)
+    with SerSequence(tmp_path / "o.ser") as s:
+        assert s.byte_order == "little"
+        np.testing.assert_array_equal(s[:], frames)
+
+
 def test_writer_refuses_float_and_odd_data(tmp_path):
     f = np.zeros((2, 4, 4), np.float32)
     with pytest.raises(InputError, match="integer"):
@@ -376,6 +386,9 @@ def test_writer_refuses_float_and_odd_data(tmp_path):
     with pytest.raises(InputError, match="float32"):
         with SerWriter(tmp_path / "g.ser", tmpl) as w:
             w.write(np.zeros((4, 4), np.float32))
+    with pytest.raises(InputError, match="uint8"):
+        with SerWriter(tmp_path / "g.ser", tmpl) as w:
+            w.write(np.zeros((4, 4), np.uint8))
     with pytest.raises(InputError, match="does not match"):
         with SerWriter(tmp_path / "g.ser", tmpl) as w:
             w.write(np.zeros((4, 5), np.uint16))
