@@ -1,0 +1,562 @@
+"""The image viewer: a pyqtgraph view of one frame with a stretch, a mask overlay and a brush.
+
+Display only: the raw array handed to :meth:`ImageViewer.set_image` is kept (for the pixel
+readout) and never modified; stretches come from :mod:`aiflat_gui.core.stretch` and every mask
+edit goes through a :class:`~aiflat_gui.core.maskedit.MaskModel`.
+
+Mouse: left-drag paints/erases in the paint/erase tools (gap-free, one undo step per drag),
+a left click in the remove tool deletes the speck under the cursor, left-drag pans in the pan
+tool; middle-drag pans and right-drag zooms in every tool, the wheel zooms. Keys: ``[``/``]``
+shrink/grow the brush, Ctrl+Z / Ctrl+Shift+Z (or Ctrl+Y) undo/redo on the mask model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6.QtCore import Qt, Signal
+
+from ..core.maskedit import Box, MaskModel
+from ..core.stretch import StretchState, apply as apply_stretch, auto_levels, make_lut, stf_auto, to_display_rgb
+from ..errors import InputError
+
+TOOLS = ("pan", "paint", "erase", "remove")
+MIN_BRUSH, MAX_BRUSH = 1, 500
+
+
+def _grow_radius(r: int) -> int:
+    return min(MAX_BRUSH, r + 1 if r < 10 else int(round(r * 1.25)))
+
+
+def _shrink_radius(r: int) -> int:
+    return max(MIN_BRUSH, r - 1 if r <= 10 else int(round(r / 1.25)))
+
+
+class MaskOverlayItem(QtWidgets.QGraphicsObject):
+    """A coloured, semi-transparent rendering of a 0/1 uint8 mask.
+
+    Holds an ARGB32-premultiplied buffer the size of the mask; a change re-colours only the
+    changed box and repaints only that part of the viewport (paint draws the exposed rect)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setFlag(QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+        self._buf: Optional[np.ndarray] = None      # (H, W) uint32 premultiplied ARGB
+        self._qimage: Optional[QtGui.QImage] = None
+        self._w = 0
+        self._h = 0
+        self._color = (255, 0, 0)
+        self._opacity = 0.45
+        self._lut = self._make_lut()
+        self._source: Optional[np.ndarray] = None
+
+    def _make_lut(self) -> np.ndarray:
+        a = int(round(255 * min(max(self._opacity, 0.0), 1.0)))
+        r, g, b = (int(round(c * a / 255.0)) for c in self._color)
+        return np.array([0, (a << 24) | (r << 16) | (g << 8) | b], dtype=np.uint32)
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return QtCore.QRectF(0, 0, self._w, self._h)
+
+    def _colorize(self, mask: np.ndarray, out: np.ndarray) -> None:
+        # the LUT's entry 0 is transparent (0), so colour = mask * entry 1 (faster than a take)
+        np.multiply(mask, self._lut[1], out=out, casting="unsafe")
+
+    def shows(self, mask: Optional[np.ndarray]) -> bool:
+        """Whether the overlay currently mirrors exactly this mask array."""
+        return mask is not None and self._source is mask and self._buf is not None \
+            and self._buf.shape == mask.shape
+
+    def has_mask(self) -> bool:
+        return self._buf is not None
+
+    def set_mask(self, mask: Optional[np.ndarray]) -> None:
+        """Show ``mask`` (uint8 0/1, (H, W)); None removes the overlay."""
+        self.prepareGeometryChange()
+        if mask is None:
+            self._buf = None
+            self._qimage = None
+            self._w = self._h = 0
+            self._source = None
+        else:
+            h, w = mask.shape
+            if self._buf is None or self._buf.shape != (h, w):
+                self._buf = np.empty((h, w), np.uint32)
+                self._qimage = QtGui.QImage(self._buf.data, w, h, w * 4,
+                                            QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+            self._colorize(mask, self._buf)
+            self._w, self._h = w, h
+        self._source = mask
+        self.update()
+
+    def update_box(self, mask: np.ndarray, box: Box) -> None:
+        """Re-colour ``box`` (x0, y0, x1, y1) from ``mask`` and repaint only that region."""
+        if not self.shows(mask):
+            self.set_mask(mask)
+            return
+        x0, y0, x1, y1 = box
+        if x1 <= x0 or y1 <= y0:
+            return
+        self._colorize(mask[y0:y1, x0:x1], self._buf[y0:y1, x0:x1])
+        self.update(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+
+    def set_color(self, rgb, mask: Optional[np.ndarray]) -> None:
+        self._color = tuple(int(min(max(c, 0), 255)) for c in rgb)[:3]
+        self._lut = self._make_lut()
+        if mask is not None and self._buf is not None:
+            self.set_mask(mask)
+
+    def set_overlay_opacity(self, opacity: float, mask: Optional[np.ndarray]) -> None:
+        self._opacity = float(min(max(opacity, 0.0), 1.0))
+        self._lut = self._make_lut()
+        if mask is not None and self._buf is not None:
+            self.set_mask(mask)
+
+    @property
+    def color(self) -> tuple[int, int, int]:
+        return self._color  # type: ignore[return-value]
+
+    @property
+    def overlay_opacity(self) -> float:
+        return self._opacity
+
+    def pixel_argb(self, x: int, y: int) -> int:
+        """The premultiplied ARGB value shown at pixel (x, y) (0 = transparent)."""
+        return int(self._buf[y, x]) if self._buf is not None else 0
+
+    def paint(self, painter: QtGui.QPainter, option, widget=None) -> None:
+        if self._qimage is None:
+            return
+        exposed = option.exposedRect.intersected(self.boundingRect())
+        if exposed.isEmpty():
+            return
+        src = exposed.toAlignedRect().intersected(QtCore.QRect(0, 0, self._w, self._h))
+        painter.drawImage(QtCore.QRectF(src), self._qimage, QtCore.QRectF(src))
+
+
+class _ImageItem(pg.ImageItem):
+    """pyqtgraph's ImageItem that draws only the exposed part of the image, so a brush
+    repaint of a small region does not rescale the whole 4K frame."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.setFlag(QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
+
+    def paint(self, painter, option=None, widget=None):  # noqa: D401 - Qt override
+        if self.image is None:
+            return
+        if self._renderRequired:
+            self.render()
+            if self._unrenderable:
+                return
+        if self.qimage is None:
+            return
+        h, w = self.image.shape[:2]
+        bounds = QtCore.QRect(0, 0, w, h)
+        src = bounds
+        if option is not None:
+            exposed = option.exposedRect
+            if not exposed.isEmpty():
+                src = exposed.toAlignedRect().intersected(bounds)
+        if src.isEmpty():
+            return
+        painter.drawImage(QtCore.QRectF(src), self.qimage, QtCore.QRectF(src))
+
+
+class ImageViewer(QtWidgets.QWidget):
+    """A zoomable, pannable image with a stretch, a mask overlay and a mask brush."""
+
+    pixelHovered = Signal(int, int)     # x, y under the cursor; -1, -1 outside the image
+    strokeFinished = Signal()           # a paint/erase drag (or click) ended
+    speckClicked = Signal(int, int)     # the remove tool was clicked at x, y
+    viewChanged = Signal()              # pan or zoom changed
+    brushRadiusChanged = Signal(int)
+    toolChanged = Signal(str)
+
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent)
+        self.graphics_view = pg.GraphicsView(self)
+        self.graphics_view.setBackground(QtGui.QColor(24, 24, 24))
+        self.graphics_view.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.view_box = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.view_box.setMouseMode(pg.ViewBox.PanMode)
+        self.graphics_view.setCentralItem(self.view_box)
+
+        self.image_item = _ImageItem(axisOrder="row-major")
+        self.view_box.addItem(self.image_item)
+        self.overlay_item = MaskOverlayItem()
+        self.overlay_item.setZValue(10)
+        self.view_box.addItem(self.overlay_item, ignoreBounds=True)
+        self.cursor_item = QtWidgets.QGraphicsEllipseItem()
+        pen = QtGui.QPen(QtGui.QColor(255, 255, 255, 220))
+        pen.setCosmetic(True)
+        pen.setWidthF(1.0)
+        self.cursor_item.setPen(pen)
+        self.cursor_item.setZValue(20)
+        self.cursor_item.setVisible(False)
+        self.view_box.addItem(self.cursor_item, ignoreBounds=True)
+
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics_view)
+
+        self._raw: Optional[np.ndarray] = None
+        self._color = "mono"
+        self._display: Optional[np.ndarray] = None   # mono data or RGB (display order)
+        self._is_colour = False
+        self._state = StretchState()
+        self._have_levels = False
+        self._model: Optional[MaskModel] = None
+        self._overlay_visible = True
+        self._tool = "pan"
+        self._brush = 8
+        self._painting = False
+        self._press_pos: Optional[QtCore.QPointF] = None
+        self._last_hover = (-2, -2)
+        self._cursor_pos: Optional[tuple[float, float]] = None
+
+        self.view_box.sigRangeChanged.connect(lambda *_: self.viewChanged.emit())
+        self.graphics_view.viewport().installEventFilter(self)
+        self.graphics_view.installEventFilter(self)
+        self._update_cursor_shape()
+
+    # ----------------------------------------------------------------- image
+    def set_image(self, array: Optional[np.ndarray], color: str = "mono", levels=None,
+                  autolevel: bool = False) -> None:
+        """Show ``array`` ((H, W) mono or raw Bayer, or (H, W, 3) RGB/BGR) with layout ``color``.
+
+        ``levels=(black, white)`` sets the black/white points; ``autolevel`` recomputes them from
+        this frame (the STF for the "auto" mode, else percentiles); otherwise the current stretch
+        is kept (the first image is auto-levelled). The array is kept, not copied or modified."""
+        if array is None:
+            self._raw = None
+            self._display = None
+            self.image_item.clear()
+            self._sync_overlay()
+            return
+        arr = np.asarray(array)
+        display, is_colour = to_display_rgb(arr, color)
+        self._raw = arr
+        self._color = color
+        self._display = display
+        self._is_colour = is_colour
+        if levels is not None:
+            b, w = (float(v) for v in levels)
+            self._state = self._state.copy(black=b, white=w)
+            self._have_levels = True
+        elif autolevel or not self._have_levels:
+            self._state = self._auto_state(self._state)
+            self._have_levels = True
+        self._render(new_data=True)
+        self._sync_overlay()
+
+    def _auto_state(self, base: StretchState) -> StretchState:
+        if self._display is None:
+            return base
+        if base.mode == "auto":
+            return stf_auto(self._display, base=base)
+        b, w = auto_levels(self._display)
+        return base.copy(black=b, white=w)
+
+    def auto_levels(self) -> StretchState:
+        """Recompute the levels (or the STF in "auto" mode) from the shown image; returns the state."""
+        self._state = self._auto_state(self._state)
+        self._have_levels = True
+        self._render(new_data=False)
+        return self._state
+
+    def _render(self, new_data: bool) -> None:
+        if self._display is None:
+            return
+        st = self._state
+        if self._is_colour:
+            self.image_item.setImage(apply_stretch(self._display, st), levels=(0, 255), lut=None,
+                                     autoLevels=False)
+        elif new_data:
+            self.image_item.setImage(self._display, levels=st.levels, lut=make_lut(st), autoLevels=False)
+        else:
+            self.image_item.setLookupTable(make_lut(st), update=False)
+            self.image_item.setLevels(st.levels)
+
+    def image(self) -> Optional[np.ndarray]:
+        """The raw array last passed to :meth:`set_image` (not a copy)."""
+        return self._raw
+
+    def color(self) -> str:
+        return self._color
+
+    def display_array(self) -> Optional[np.ndarray]:
+        """What is being stretched: the mono data or the (debayered) RGB image."""
+        return self._display
+
+    def image_shape(self) -> Optional[tuple[int, int]]:
+        return None if self._raw is None else tuple(self._raw.shape[:2])  # type: ignore[return-value]
+
+    def set_levels(self, black: float, white: float) -> None:
+        self._state = self._state.copy(black=float(black), white=float(white))
+        self._have_levels = True
+        self._render(new_data=False)
+
+    def levels(self) -> tuple[float, float]:
+        return self._state.levels
+
+    def set_stretch(self, state: StretchState) -> None:
+        """Change the display curve and levels only (the data is not touched)."""
+        self._state = state.copy()
+        self._have_levels = True
+        self._render(new_data=False)
+
+    def stretch(self) -> StretchState:
+        return self._state.copy()
+
+    def value_at(self, x: int, y: int):
+        """The raw value at pixel (x, y): a number for mono/Bayer, a tuple (storage order) for
+        colour; None outside the image."""
+        if self._raw is None:
+            return None
+        h, w = self._raw.shape[:2]
+        x, y = int(x), int(y)
+        if not (0 <= x < w and 0 <= y < h):
+            return None
+        v = self._raw[y, x]
+        if np.ndim(v):
+            return tuple(v.tolist())
+        return v.item()
+
+    # ------------------------------------------------------------------ mask
+    def set_mask_model(self, model: Optional[MaskModel]) -> None:
+        """Show and edit ``model`` (None: no overlay, no painting)."""
+        if self._model is not None:
+            self._model.remove_listener(self._on_mask_changed)
+            if self._painting:
+                self._model.end_stroke()
+                self._painting = False
+        self._model = model
+        if model is not None:
+            model.on_change(self._on_mask_changed)
+        self._sync_overlay()
+
+    def mask_model(self) -> Optional[MaskModel]:
+        return self._model
+
+    def _mask_matches(self) -> bool:
+        if self._model is None:
+            return False
+        shape = self.image_shape()
+        return shape is None or tuple(self._model.shape) == shape
+
+    def _sync_overlay(self) -> None:
+        if self._model is not None and self._mask_matches():
+            if not self.overlay_item.shows(self._model.mask):
+                self.overlay_item.set_mask(self._model.mask)
+        else:
+            self.overlay_item.set_mask(None)
+        self.overlay_item.setVisible(self._overlay_visible)
+
+    def _on_mask_changed(self, box: Box) -> None:
+        if self._model is None or not self._mask_matches():
+            return
+        self.overlay_item.update_box(self._model.mask, box)
+
+    def set_overlay_visible(self, visible: bool) -> None:
+        self._overlay_visible = bool(visible)
+        self.overlay_item.setVisible(self._overlay_visible)
+
+    def overlay_visible(self) -> bool:
+        return self._overlay_visible
+
+    def set_overlay_opacity(self, opacity: float) -> None:
+        self.overlay_item.set_overlay_opacity(opacity, self._model.mask if self._mask_matches() else None)
+
+    def set_overlay_color(self, rgb) -> None:
+        self.overlay_item.set_color(rgb, self._model.mask if self._mask_matches() else None)
+
+    # ----------------------------------------------------------------- tools
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise InputError(f"unknown viewer tool '{tool}' (choose from {', '.join(TOOLS)})")
+        if self._painting:
+            self._finish_stroke(None)
+        self._tool = tool
+        self._update_cursor_shape()
+        self.toolChanged.emit(tool)
+
+    def tool(self) -> str:
+        return self._tool
+
+    def set_brush_radius(self, radius: int) -> None:
+        r = int(min(max(int(round(radius)), MIN_BRUSH), MAX_BRUSH))
+        if r != self._brush:
+            self._brush = r
+            self._update_cursor_shape()
+            self.brushRadiusChanged.emit(r)
+
+    def brush_radius(self) -> int:
+        return self._brush
+
+    def _update_cursor_shape(self) -> None:
+        brush_tool = self._tool in ("paint", "erase")
+        r = float(self._brush)
+        self.cursor_item.setRect(QtCore.QRectF(-r, -r, 2 * r, 2 * r))
+        if self._cursor_pos is not None:
+            self.cursor_item.setPos(*self._cursor_pos)
+        self.cursor_item.setVisible(brush_tool and self._cursor_pos is not None)
+        cursor = Qt.CursorShape.CrossCursor if self._tool in ("paint", "erase", "remove") else Qt.CursorShape.OpenHandCursor
+        self.graphics_view.viewport().setCursor(cursor)
+
+    # ------------------------------------------------------------------ view
+    def fit(self) -> None:
+        """Show the whole image."""
+        shape = self.image_shape()
+        if shape is None:
+            return
+        h, w = shape
+        self.view_box.setRange(QtCore.QRectF(0, 0, w, h), padding=0)
+
+    def zoom_factor(self) -> float:
+        """Screen pixels per image pixel."""
+        (x0, x1), _ = self.view_box.viewRange()
+        width = max(self.view_box.width(), 1.0)
+        return width / max(x1 - x0, 1e-9)
+
+    def zoom_1to1(self) -> None:
+        """One image pixel per screen pixel, keeping the centre of the view."""
+        (x0, x1), (y0, y1) = self.view_box.viewRange()
+        self._set_view((x0 + x1) / 2.0, (y0 + y1) / 2.0, 1.0)
+
+    def center_on(self, x: float, y: float, zoom: Optional[float] = None) -> None:
+        """Centre pixel (x, y); ``zoom`` in screen pixels per image pixel (None keeps it)."""
+        self._set_view(float(x) + 0.5, float(y) + 0.5, zoom if zoom is not None else self.zoom_factor())
+
+    def _set_view(self, cx: float, cy: float, zoom: float) -> None:
+        zoom = max(float(zoom), 1e-6)
+        vw = max(self.view_box.width(), 1.0) / zoom
+        vh = max(self.view_box.height(), 1.0) / zoom
+        self.view_box.setRange(QtCore.QRectF(cx - vw / 2.0, cy - vh / 2.0, vw, vh), padding=0)
+
+    def view_to_pixel(self, pos: QtCore.QPointF) -> tuple[float, float]:
+        """Image coordinates (pixel centres at integers) of a point in view coordinates."""
+        return pos.x() - 0.5, pos.y() - 0.5
+
+    def pixel_to_viewport(self, x: float, y: float) -> QtCore.QPoint:
+        """The viewport widget position of the centre of image pixel (x, y) (for tests/tools)."""
+        scene = self.view_box.mapViewToScene(QtCore.QPointF(float(x) + 0.5, float(y) + 0.5))
+        return self.graphics_view.mapFromScene(scene)
+
+    # ----------------------------------------------------------------- input
+    def _image_pos(self, viewport_pos: QtCore.QPointF) -> tuple[float, float, QtCore.QPointF]:
+        scene = self.graphics_view.mapToScene(viewport_pos.toPoint())
+        view = self.view_box.mapSceneToView(scene)
+        return view.x() - 0.5, view.y() - 0.5, view
+
+    def _hover(self, fx: float, fy: float, view: QtCore.QPointF) -> None:
+        self._cursor_pos = (view.x(), view.y())
+        self.cursor_item.setPos(view.x(), view.y())
+        self.cursor_item.setVisible(self._tool in ("paint", "erase"))
+        shape = self.image_shape()
+        px, py = int(math.floor(view.x())), int(math.floor(view.y()))
+        if shape is None or not (0 <= px < shape[1] and 0 <= py < shape[0]):
+            px, py = -1, -1
+        if (px, py) != self._last_hover:
+            self._last_hover = (px, py)
+            self.pixelHovered.emit(px, py)
+
+    def _leave(self) -> None:
+        self._cursor_pos = None
+        self.cursor_item.setVisible(False)
+        if self._last_hover != (-1, -1):
+            self._last_hover = (-1, -1)
+            self.pixelHovered.emit(-1, -1)
+
+    def _can_edit(self) -> bool:
+        return self._model is not None and self._raw is not None and self._mask_matches()
+
+    def _finish_stroke(self, pos: Optional[tuple[float, float]]) -> None:
+        self._painting = False
+        if self._model is None:
+            return
+        if pos is not None and self._model.stroke_active:
+            self._model.stroke_to(*pos)
+        self._model.end_stroke()
+        self.strokeFinished.emit()
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: C901 - one dispatcher for the mouse
+        et = event.type()
+        if obj is self.graphics_view and et == QtCore.QEvent.Type.KeyPress:
+            return self._key(event)
+        if obj is not self.graphics_view.viewport():
+            return False
+        if et == QtCore.QEvent.Type.MouseMove:
+            fx, fy, view = self._image_pos(event.position())
+            self._hover(fx, fy, view)
+            if self._painting and self._model is not None:
+                self._model.stroke_to(fx, fy)
+                return True
+            return self._tool == "remove" and self._press_pos is not None
+        if et == QtCore.QEvent.Type.MouseButtonPress and event.button() == Qt.MouseButton.LeftButton:
+            if self._tool in ("paint", "erase"):
+                if not self._can_edit():
+                    return True
+                fx, fy, view = self._image_pos(event.position())
+                self._hover(fx, fy, view)
+                self._model.begin_stroke(self._tool, self._brush)
+                self._model.stroke_to(fx, fy)
+                self._painting = True
+                self.graphics_view.setFocus(Qt.FocusReason.MouseFocusReason)
+                return True
+            if self._tool == "remove":
+                self._press_pos = event.position()
+                return True
+            return False
+        if et == QtCore.QEvent.Type.MouseButtonRelease and event.button() == Qt.MouseButton.LeftButton:
+            if self._painting:
+                fx, fy, _ = self._image_pos(event.position())
+                self._finish_stroke((fx, fy))
+                return True
+            if self._tool == "remove" and self._press_pos is not None:
+                start, self._press_pos = self._press_pos, None
+                d = event.position() - start
+                if abs(d.x()) + abs(d.y()) <= 6:
+                    fx, fy, view = self._image_pos(event.position())
+                    px, py = int(math.floor(view.x())), int(math.floor(view.y()))
+                    shape = self.image_shape()
+                    if shape is not None and 0 <= px < shape[1] and 0 <= py < shape[0]:
+                        if self._can_edit():
+                            self._model.remove_component_at(px, py)
+                        self.speckClicked.emit(px, py)
+                return True
+            return False
+        if et == QtCore.QEvent.Type.MouseButtonDblClick and event.button() == Qt.MouseButton.LeftButton \
+                and self._tool != "pan":
+            return True
+        if et == QtCore.QEvent.Type.Leave:
+            self._leave()
+        return False
+
+    def _key(self, event: QtGui.QKeyEvent) -> bool:
+        key = event.key()
+        mods = event.modifiers()
+        text = event.text()
+        if text == "[" or key == Qt.Key.Key_BracketLeft:
+            self.set_brush_radius(_shrink_radius(self._brush))
+            return True
+        if text == "]" or key == Qt.Key.Key_BracketRight:
+            self.set_brush_radius(_grow_radius(self._brush))
+            return True
+        ctrl = bool(mods & Qt.KeyboardModifier.ControlModifier)
+        if ctrl and self._model is not None and not self._painting:
+            if key == Qt.Key.Key_Z and not (mods & Qt.KeyboardModifier.ShiftModifier):
+                self._model.undo()
+                return True
+            if key == Qt.Key.Key_Y or (key == Qt.Key.Key_Z and mods & Qt.KeyboardModifier.ShiftModifier):
+                self._model.redo()
+                return True
+        return False
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
+        if not self._key(event):
+            super().keyPressEvent(event)
