@@ -117,10 +117,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _check_output(path, *inputs) -> None:
+    """Fail fast (before any long computation) on an output we could not write."""
+    from .io.base import check_output_path
+
+    check_output_path(Path(path), *inputs)
+
+
 def cmd_reference(args) -> int:
     from .core.reference import compute_reference
     from .io.single import write_image
 
+    _check_output(args.output, args.path)
     with _open(args, args.path) as seq:
         ref = compute_reference(seq, method=args.method, max_frames=args.max_frames,
                                 progress=_progress(args, "reference"))
@@ -183,6 +191,7 @@ def cmd_flat(args) -> int:
     from .core.mask import load_mask
     from .io.single import read_image, write_image
 
+    _check_output(args.output, args.path, args.mask)
     with _open(args, args.path) as seq:
         ref = _reference_for(args, seq)
         mask, warnings = load_mask(args.mask, (seq.height, seq.width))
@@ -193,7 +202,8 @@ def cmd_flat(args) -> int:
             raise InputError("--method ai needs --clean CLEAN (the AI's dust-free image)")
         flat = synthesize_flat(ref, mask, method=args.method, sequence=seq, clean=clean, grow=args.grow,
                                feather=args.feather, pedestal=args.pedestal, color=seq.color,
-                               progress=_progress(args, "flat"))
+                               progress=_progress(args, "flat"),
+                               **({"max_frames": args.max_frames} if args.max_frames else {}))
     write_image(args.output, flat)
     _say(args, f"flat       {args.output}")
     return 0
@@ -202,12 +212,14 @@ def cmd_flat(args) -> int:
 def cmd_calibrate(args) -> int:
     from .core.calibrate import calibrate_sequence, flat_from_mask_file, load_flat
 
+    _check_output(args.output, args.path)
     with _open(args, args.path) as seq:
         if args.flat:
             flat = load_flat(args.flat, seq)
         else:
             flat = flat_from_mask_file(seq, args.mask, grow=args.grow, feather=args.feather,
-                                       pedestal=args.pedestal, progress=_progress(args, "flat"))
+                                       pedestal=args.pedestal, progress=_progress(args, "flat"),
+                                       max_frames=args.max_frames)
         stats = calibrate_sequence(seq, flat, args.output, fmt=args.format, pedestal=args.pedestal,
                                    overwrite=not args.no_overwrite, progress=_progress(args, "calibrate"))
     _say(args, f"calibrated {stats.output}  ({stats.frames} frames, {stats.clipped} pixels clipped)")
@@ -218,6 +230,7 @@ def cmd_export_flat(args) -> int:
     from .core.export import export_flat
     from .io.single import read_image
 
+    _check_output(args.output, args.flat)
     flat = read_image(args.flat)
     out = export_flat(flat, args.target, args.output)
     _say(args, f"{args.target:10s} {out}")
@@ -232,10 +245,14 @@ def cmd_run(args) -> int:
                           mask_path=args.mask, fmt=args.format, method=args.method, grow=args.grow,
                           feather=args.feather, pedestal=args.pedestal, max_frames=args.max_frames,
                           byte_order=None if args.byte_order == "auto" else args.byte_order,
-                          progress=_progress(args, "run"))
+                          progress=_progress(args, "run"), clean_path=args.clean)
     for name, p in result.items():
         if isinstance(p, (str, Path)):
             _say(args, f"{name:10s} {p}")
+    _say(args, f"{result['specks']} specks, {result['dust_pixels']} dust pixels, {result['frames']} frames, "
+               f"{result['clipped']} pixels clipped")
+    for w in result.get("warnings", []):
+        print(f"aiflat: warning: {w}", file=sys.stderr)
     return 0
 
 
@@ -315,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=FLAT_METHODS, default="local")
     p.add_argument("--clean", help="AI dust-free image for --method ai")
     p.add_argument("--reference", help="reference frame (default: median of the video)")
-    p.add_argument("--max-frames", type=int)
+    p.add_argument("--max-frames", type=int, help="frames for the reference and the multiframe method")
     p.add_argument("--grow", type=int, default=2, help="dilate the mask by PX (default %(default)s)")
     p.add_argument("--feather", type=int, default=0, help="soften the flat's edge over PX inside the mask")
     p.add_argument("--pedestal", type=float, default=0.0, help="camera offset in ADU")
@@ -332,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pedestal", type=float, default=0.0)
     p.add_argument("--grow", type=int, default=2)
     p.add_argument("--feather", type=int, default=0)
+    p.add_argument("--max-frames", type=int, help="with --mask: reference from N evenly spaced frames")
     p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing output")
     _add_byte_order(p)
     p.set_defaults(func=cmd_calibrate)
@@ -346,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--mask", help="use this mask instead of a provider")
+    p.add_argument("--clean", help="AI dust-free image for --method ai")
     p.add_argument("--format", choices=OUTPUT_FORMATS)
     p.add_argument("--method", choices=FLAT_METHODS, default="local")
     p.add_argument("--grow", type=int, default=2)
