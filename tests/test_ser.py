@@ -113,6 +113,25 @@ def test_byte_order_undecidable_defaults_to_little(tmp_path):
         assert s.byte_order == "little" and "cannot tell" in s.byte_order_reason
 
 
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_byte_order_sniff_hard_cases(tmp_path, order):
+    # 12-bit data shifted to the top bits
+    shifted = (smooth_frames(2, top=4095) << 4).astype(np.uint16)
+    # a dark frame: every value below 256, so the high byte is always zero
+    dark = smooth_frames(2, top=200)
+    # one pixel wide: only vertical neighbours to compare
+    narrow = smooth_frames(2, h=64, w=1, top=4095)
+    # Bayer data whose colours differ strongly: neighbours of the same colour are two pixels apart
+    cfa = smooth_frames(2, top=3000)
+    cfa[:, ::2, ::2] //= 3
+    for name, frames, color in (("s", shifted, "mono"), ("d", dark, "mono"), ("n", narrow, "mono"),
+                                ("c", cfa, "RGGB")):
+        p = write_ser(tmp_path / f"{name}.ser", frames, color=color, byte_order=order, little_endian_flag=0)
+        with SerSequence(p) as s:
+            assert s.byte_order == order, (name, s.byte_order_reason)
+            np.testing.assert_array_equal(s[:], frames)
+
+
 def test_big_endian_copy_is_written_little_with_flag_zero(tmp_path):
     frames = smooth_frames(3)
     src = write_ser(tmp_path / "be.ser", frames, byte_order="big", little_endian_flag=1, timestamps=ticks(3),
@@ -328,6 +347,18 @@ def test_metadata_fields(tmp_path):
         assert len(m["raw_header"]) == HEADER_SIZE and unpack_header(m["raw_header"])["lu_id"] == 42
 
 
+def test_no_file_handles_leak(tmp_path):
+    good = write_ser(tmp_path / "a.ser", smooth_frames(2))
+    bad = write_ser(tmp_path / "b.ser", smooth_frames(2), header_overrides={"color_id": 16})
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(FormatError):
+            SerSequence(bad)
+        with SerSequence(good) as s:
+            s.frame(1).sum()
+    assert len(os.listdir("/proc/self/fd")) <= fds
+
+
 def test_frames_are_read_only_views_and_close(tmp_path):
     frames = smooth_frames(2)
     p = write_ser(tmp_path / "a.ser", frames)
@@ -447,8 +478,9 @@ def test_cli_info_json(tmp_path, capsys):
     assert d["timestamps"]["last"] == "2023-11-14T22:13:20.099999Z"
     assert len(d["warnings"]) == 1
     assert main(["info", str(p)]) == 0
-    out = capsys.readouterr().out
-    assert "big (sniffed from data" in out and "GRBG" in out
+    cap = capsys.readouterr()
+    assert "big (sniffed from data" in cap.out and "GRBG" in cap.out
+    assert cap.err.startswith(f"aiflat: warning: {p}: header says 16-bit depth")
 
 
 def test_cli_info_bad_file_one_line_exit_2(tmp_path, capsys):

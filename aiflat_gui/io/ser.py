@@ -242,9 +242,11 @@ class SerSequence(Sequence):
         }
 
         # map the whole file read-only; frames are views into it
-        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if len(self._mm) < HEADER_SIZE + self.n_frames * fs:  # the file shrank under us
             raise self._fail("file changed size while opening")
+        self._file = None
+        f.close()  # the map holds its own reference to the file
         self.memmapped = True
 
         flag = h["little_endian"]
@@ -282,25 +284,32 @@ class SerSequence(Sequence):
         return out
 
     def _sniff_byte_order(self, flag: int) -> tuple[str, str]:
+        """Mean absolute difference between neighbouring same-colour samples (across and down) of
+        the data read both ways: the right byte order puts the slowly varying byte on top and is
+        much smoother. A byte that never changes becomes the high byte (its lower values win)."""
         step = 2 if self.color in ("RGGB", "GRBG", "GBRG", "BGGR") else 1  # compare same CFA colour
         tv_le = tv_be = 0.0
         for a in self._sample_frames():
-            if a.shape[1] <= step:
-                continue
-            le = a.astype(np.int32)
-            be = a.byteswap().astype(np.int32)
-            tv_le += float(np.abs(le[:, step:] - le[:, :-step]).mean())
-            tv_be += float(np.abs(be[:, step:] - be[:, :-step]).mean())
+            for sw in (False, True):
+                v = (a.byteswap() if sw else a).astype(np.int32)
+                tv = 0.0
+                if v.shape[0] > step:  # down
+                    tv += float(np.abs(v[step:] - v[:-step]).mean())
+                if v.shape[1] > step:  # across
+                    tv += float(np.abs(v[:, step:] - v[:, :-step]).mean())
+                if sw:
+                    tv_be += tv
+                else:
+                    tv_le += tv
         if tv_le == 0 and tv_be == 0:
             return "little", f"data cannot tell (flat frames); default little-endian; header flag {flag}"
         lo, hi = min(tv_le, tv_be), max(tv_le, tv_be)
-        ratio = hi / lo if lo > 0 else float("inf")
+        ratio = hi / lo
         if ratio < 2.0:
             return "little", (f"data cannot tell (both byte orders equally smooth, {ratio:.1f}x); "
                               f"default little-endian; header flag {flag}")
         order = "little" if tv_le < tv_be else "big"
-        r = "infinitely" if ratio == float("inf") else f"{ratio:.0f}x"
-        return order, f"sniffed from data: {order}-endian image is {r} smoother; header flag {flag}"
+        return order, f"sniffed from data: {order}-endian image is {ratio:.0f}x smoother; header flag {flag}"
 
     def _infer_depth(self, header_depth: int) -> int:
         mx = 0
@@ -517,7 +526,7 @@ def write_ser(path: str | os.PathLike, frames: np.ndarray, color: str = "mono",
         if len(ticks):
             fields["datetime"] = fields["datetime_utc"] = int(ticks[0])
     fields.update(header_overrides or {})
-    data = frames.astype(frames.dtype.newbyteorder("<" if byte_order == "little" else ">"))
+    data = frames.astype(frames.dtype.newbyteorder("<" if byte_order == "little" else ">"), copy=False)
     with AtomicOutput(path) as tmp, disk_errors(path):
         with open(tmp, "wb") as fh:
             fh.write(pack_header(**fields))
