@@ -4,6 +4,7 @@ Usage:
     .venv/bin/python bench/open_large_ser.py                 # 4 GB temporary file in the system temp dir
     .venv/bin/python bench/open_large_ser.py --size-gb 1 --dir /var/tmp
     .venv/bin/python bench/open_large_ser.py --path capture.ser   # measure an existing file (kept)
+    .venv/bin/python bench/open_large_ser.py --dense              # every frame real data (slower to create)
 
 The generated file is a valid SER: header, a few real (smooth, noisy) frames at the start, the rest
 sparse (ftruncate) so creating 4 GB takes a moment and little disk. Its pages are evicted from the
@@ -68,7 +69,7 @@ print(json.dumps({"seconds": dt, "peak_rss": peak, "rss_before": rss0, **extra})
 """
 
 
-def make_file(path: Path, size: int, width: int, height: int, real_frames: int) -> int:
+def make_file(path: Path, size: int, width: int, height: int, real_frames: int, dense: bool = False) -> int:
     fs = width * height * 2
     n = (size - HEADER_SIZE) // fs
     rng = np.random.default_rng(0)
@@ -77,9 +78,10 @@ def make_file(path: Path, size: int, width: int, height: int, real_frames: int) 
     with open(path, "wb") as f:
         f.write(pack_header(width=width, height=height, depth=12, frame_count=n, observer="bench",
                             telescope="open_large_ser.py"))
-        for k in range(min(real_frames, n)):
-            frame = np.clip(disc + rng.normal(0, 15, disc.shape) + 3 * k, 0, 4095).astype("<u2")
-            f.write(frame.tobytes())
+        frames = [np.clip(disc + rng.normal(0, 15, disc.shape) + 3 * k, 0, 4095).astype("<u2").tobytes()
+                  for k in range(min(real_frames, n))]
+        for k in range(n if dense else len(frames)):
+            f.write(frames[k % len(frames)])
         f.truncate(HEADER_SIZE + n * fs)
         f.flush()
         os.fsync(f.fileno())
@@ -107,6 +109,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1200)
     ap.add_argument("--dir", default=tempfile.gettempdir())
+    ap.add_argument("--dense", action="store_true", help="write real data into every frame (not sparse)")
     ap.add_argument("--path", help="measure this existing 16-bit SER instead (not deleted)")
     args = ap.parse_args()
 
@@ -117,7 +120,7 @@ def main() -> int:
         made = path = Path(args.dir) / f"aiflat_bench_{os.getpid()}.ser"
         import time
         t = time.perf_counter()
-        n = make_file(path, int(args.size_gb * 1024**3), args.width, args.height, real_frames=8)
+        n = make_file(path, int(args.size_gb * 1024**3), args.width, args.height, real_frames=8, dense=args.dense)
         print(f"created {path} ({n} frames of {args.width}x{args.height} uint16) in {time.perf_counter() - t:.2f} s")
     try:
         size = path.stat().st_size
