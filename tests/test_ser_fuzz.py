@@ -25,7 +25,6 @@ INTERESTING = [0, 1, -1, 2, 3, 7, 8, 9, 10, 11, 12, 16, 17, 19, 100, 101, 255, 2
 
 def _base_file(kind: int) -> bytes:
     """A small valid SER: mono 16-bit with trailer, RGB 8-bit, or Bayer 16-bit big-endian."""
-    import io
     import tempfile
     from pathlib import Path
 
