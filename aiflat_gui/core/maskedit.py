@@ -304,7 +304,7 @@ class MaskModel:
         ys = np.arange(by0, by1, dtype=np.float32)[:, None]
         dx, dy = bx - ax, by - ay
         seg2 = dx * dx + dy * dy
-        if seg2 > 0:
+        if seg2 > 1e-12:
             t = ((xs - ax) * dx + (ys - ay) * dy) / seg2
             np.clip(t, 0.0, 1.0, out=t)
             px = xs - (ax + t * dx)

@@ -71,9 +71,12 @@ class StretchState:
 
 
 def _subsample(image: np.ndarray, target: int = SAMPLE_PIXELS) -> np.ndarray:
-    """A strided view with about ``target`` pixels per channel (no copy)."""
+    """A strided view with about ``target`` pixels per channel (no copy). The stride is odd, so
+    every colour of a raw 2x2 Bayer pattern is sampled."""
     h, w = image.shape[:2]
     step = max(1, int(np.sqrt(h * w / float(target))))
+    if step > 1 and step % 2 == 0:
+        step += 1
     return image[::step, ::step]
 
 
@@ -145,7 +148,7 @@ def stf_auto(image: np.ndarray, shadows_clip: float = -2.8, target_background: f
     if x0 <= 0.0:
         midtone = 0.5
     else:
-        midtone = float(mtf(x0, target_background))  # MTF is its own inverse in this sense
+        midtone = float(mtf(target_background, x0))  # solves MTF(midtone, x0) = target_background
     midtone = min(max(midtone, 1e-6), 1.0 - 1e-6)
     return state.copy(black=black, white=white, midtone=midtone)
 

@@ -226,12 +226,14 @@ class ImageViewer(QtWidgets.QWidget):
 
     # ----------------------------------------------------------------- image
     def set_image(self, array: Optional[np.ndarray], color: str = "mono", levels=None,
-                  autolevel: bool = False) -> None:
+                  autolevel: bool = False, stretch: Optional[StretchState] = None) -> None:
         """Show ``array`` ((H, W) mono or raw Bayer, or (H, W, 3) RGB/BGR) with layout ``color``.
 
         ``levels=(black, white)`` sets the black/white points; ``autolevel`` recomputes them from
-        this frame (the STF for the "auto" mode, else percentiles); otherwise the current stretch
-        is kept (the first image is auto-levelled). The array is kept, not copied or modified."""
+        this frame (the STF for the "auto" mode, else percentiles); ``stretch`` replaces the whole
+        display state (one render, e.g. from ``StretchPanel.set_image``); otherwise the current
+        stretch is kept (the first image is auto-levelled). The array is kept, not copied or
+        modified."""
         if array is None:
             self._raw = None
             self._display = None
@@ -244,11 +246,14 @@ class ImageViewer(QtWidgets.QWidget):
         self._color = color
         self._display = display
         self._is_colour = is_colour
+        if stretch is not None:
+            self._state = stretch.copy()
+            self._have_levels = True
         if levels is not None:
             b, w = (float(v) for v in levels)
             self._state = self._state.copy(black=b, white=w)
             self._have_levels = True
-        elif autolevel or not self._have_levels:
+        elif stretch is None and (autolevel or not self._have_levels):
             self._state = self._auto_state(self._state)
             self._have_levels = True
         self._render(new_data=True)

@@ -1,0 +1,256 @@
+"""Stretch controls: a histogram with draggable black/white points, the stretch mode, its
+strength, percentile auto-levels and "apply to all frames". Display only: it emits
+:class:`~aiflat_gui.core.stretch.StretchState` objects; the viewer renders them.
+
+Typical wiring (one render per frame change)::
+
+    panel.stretchChanged.connect(viewer.set_stretch)
+    state = panel.set_image(frame, color, emit=False)   # per-frame auto levels unless "apply to all"
+    viewer.set_image(frame, color, stretch=state)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+from PySide6.QtCore import Qt, Signal
+
+from ..core.stretch import MODES, StretchState, _subsample, auto_levels, stf_auto
+
+SLIDER_MAX = 1000
+
+#: per mode: (label, slider -> value, value -> slider, StretchState field)
+_STRENGTH = {
+    "gamma": ("Gamma", lambda s: 10 ** ((s - 500) / 500.0), lambda v: 500 + 500 * math.log10(v), "gamma"),
+    "asinh": ("Strength", lambda s: 10 ** (-1 + 4 * s / 1000.0), lambda v: (math.log10(v) + 1) * 250, "asinh_beta"),
+    "log": ("Strength", lambda s: 10 ** (4 * s / 1000.0), lambda v: math.log10(v) * 250, "log_a"),
+    # "auto": the slider is the target background brightness (0.02 .. 0.6), the STF is recomputed
+    "auto": ("Background", lambda s: 0.02 + 0.58 * s / 1000.0, lambda v: (v - 0.02) / 0.58 * 1000, None),
+}
+
+
+class StretchPanel(QtWidgets.QWidget):
+    """Histogram (log counts of a subsample) + black/white region + mode + strength + Auto."""
+
+    stretchChanged = Signal(object)  # StretchState
+
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent)
+        self._state = StretchState()
+        self._sample: Optional[np.ndarray] = None    # small copy of the image's subsample
+        self._target_background = 0.25
+        self._updating = False
+        self._has_image = False
+
+        self.plot = pg.PlotWidget(background=None)
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=True, y=False)
+        self.plot.hideAxis("left")
+        self.plot.setMinimumHeight(90)
+        self.plot.getPlotItem().setContentsMargins(0, 0, 0, 0)
+        self.curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=(120, 160, 220, 120),
+                                     pen=pg.mkPen((160, 190, 240), width=1))
+        self.plot.addItem(self.curve)
+        self.region = pg.LinearRegionItem(values=(0, 1), movable=True, swapMode="sort",
+                                          brush=(255, 255, 255, 25))
+        self.region.setZValue(10)
+        self.plot.addItem(self.region)
+
+        self.mode_combo = QtWidgets.QComboBox()
+        for m in MODES:
+            self.mode_combo.addItem(m.capitalize() if m != "auto" else "Auto (STF)", m)
+        self.strength_label = QtWidgets.QLabel("Strength")
+        self.strength_slider = QtWidgets.QSlider(Qt.Orientation.Horizontal)
+        self.strength_slider.setRange(0, SLIDER_MAX)
+        self.strength_value = QtWidgets.QLabel("")
+        self.strength_value.setMinimumWidth(44)
+        self.auto_button = QtWidgets.QPushButton("Auto")
+        self.auto_button.setToolTip("Percentile black/white points (0.1% / 99.9%) of this frame "
+                                    "(in Auto mode: the screen transfer function)")
+        self.apply_all_check = QtWidgets.QCheckBox("Apply to all frames")
+        self.apply_all_check.setToolTip("Keep these levels when the frame changes "
+                                        "(off: automatic levels for every frame)")
+        self.black_spin = QtWidgets.QDoubleSpinBox()
+        self.white_spin = QtWidgets.QDoubleSpinBox()
+        for sp, tip in ((self.black_spin, "Black point (data units)"), (self.white_spin, "White point (data units)")):
+            sp.setRange(-1e12, 1e12)
+            sp.setDecimals(4)
+            sp.setKeyboardTracking(False)
+            sp.setToolTip(tip)
+
+        row1 = QtWidgets.QHBoxLayout()
+        row1.addWidget(QtWidgets.QLabel("Mode"))
+        row1.addWidget(self.mode_combo, 1)
+        row1.addWidget(self.auto_button)
+        row2 = QtWidgets.QHBoxLayout()
+        row2.addWidget(self.strength_label)
+        row2.addWidget(self.strength_slider, 1)
+        row2.addWidget(self.strength_value)
+        row3 = QtWidgets.QHBoxLayout()
+        row3.addWidget(QtWidgets.QLabel("Black"))
+        row3.addWidget(self.black_spin, 1)
+        row3.addWidget(QtWidgets.QLabel("White"))
+        row3.addWidget(self.white_spin, 1)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.plot, 1)
+        lay.addLayout(row3)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        lay.addWidget(self.apply_all_check)
+
+        self.region.sigRegionChanged.connect(self._on_region)
+        self.mode_combo.currentIndexChanged.connect(self._on_mode)
+        self.strength_slider.valueChanged.connect(self._on_slider)
+        self.auto_button.clicked.connect(self.auto)
+        self.black_spin.valueChanged.connect(self._on_spins)
+        self.white_spin.valueChanged.connect(self._on_spins)
+        self._sync_widgets()
+
+    # ------------------------------------------------------------------ API
+    def state(self) -> StretchState:
+        return self._state.copy()
+
+    def set_state(self, state: StretchState, emit: bool = False) -> None:
+        """Show ``state`` in the controls (emits stretchChanged only when ``emit``)."""
+        self._state = state.copy()
+        self._sync_widgets()
+        if emit:
+            self.stretchChanged.emit(self.state())
+
+    def apply_to_all(self) -> bool:
+        return self.apply_all_check.isChecked()
+
+    def set_apply_to_all(self, on: bool) -> None:
+        self.apply_all_check.setChecked(bool(on))
+
+    def set_image(self, array: Optional[np.ndarray], color: str = "mono", emit: bool = True) -> StretchState:
+        """Show the histogram of ``array`` (a subsample, so it is fast on 4K frames).
+
+        Unless "apply to all frames" is on (or this is the first image), the levels are
+        recomputed for this frame (STF in Auto mode, percentiles otherwise). Returns the state
+        to display this frame with; emits stretchChanged if it changed and ``emit``."""
+        if array is None:
+            self._sample = None
+            self._has_image = False
+            self.curve.setData([0, 1], [0])
+            return self.state()
+        # all channels (or raw CFA values) together; the stride is odd so CFA colours all count
+        self._sample = np.ascontiguousarray(_subsample(np.asarray(array)))
+        first = not self._has_image
+        self._has_image = True
+        old = self._state
+        if first or not self.apply_to_all():
+            self._state = self._auto_state(self._state)
+        self._update_histogram()
+        self._sync_widgets()
+        if emit and self._state != old:
+            self.stretchChanged.emit(self.state())
+        return self.state()
+
+    def auto(self) -> StretchState:
+        """Recompute the levels from the current image (the "Auto" button) and emit."""
+        self._state = self._auto_state(self._state)
+        self._sync_widgets()
+        self.stretchChanged.emit(self.state())
+        return self.state()
+
+    def histogram_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bin edges, log10(1 + counts)) currently drawn."""
+        x, y = self.curve.getData()
+        return (np.asarray(x) if x is not None else np.zeros(0)), (np.asarray(y) if y is not None else np.zeros(0))
+
+    # ------------------------------------------------------------ internals
+    def _auto_state(self, base: StretchState) -> StretchState:
+        if self._sample is None:
+            return base
+        if base.mode == "auto":
+            return stf_auto(self._sample, target_background=self._target_background, base=base)
+        b, w = auto_levels(self._sample)
+        return base.copy(black=b, white=w)
+
+    def _update_histogram(self) -> None:
+        v = self._sample.ravel()
+        if v.dtype.kind == "f":
+            v = v[np.isfinite(v)]
+        if v.size == 0:
+            self.curve.setData([0, 1], [0])
+            return
+        lo, hi = float(v.min()), float(v.max())
+        if not hi > lo:
+            hi = lo + 1.0
+        counts, edges = np.histogram(v, bins=256, range=(lo, hi))
+        self.curve.setData(edges, np.log10(1.0 + counts))
+        b, w = self._state.levels
+        self.plot.setXRange(min(lo, b), max(hi, w), padding=0.02)
+
+    def _sync_widgets(self) -> None:
+        self._updating = True
+        try:
+            st = self._state
+            self.region.setRegion(st.levels)
+            self.black_spin.setValue(st.black)
+            self.white_spin.setValue(st.white)
+            idx = self.mode_combo.findData(st.mode)
+            self.mode_combo.setCurrentIndex(idx)
+            spec = _STRENGTH.get(st.mode)
+            self.strength_slider.setEnabled(spec is not None)
+            if spec is None:
+                self.strength_label.setText("Strength")
+                self.strength_value.setText("")
+            else:
+                label, _, inverse, field = spec
+                value = getattr(st, field) if field else self._target_background
+                self.strength_label.setText(label)
+                self.strength_slider.setValue(int(round(min(max(inverse(value), 0), SLIDER_MAX))))
+                self.strength_value.setText(f"{value:.3g}")
+        finally:
+            self._updating = False
+
+    def _emit(self) -> None:
+        self._sync_widgets()
+        self.stretchChanged.emit(self.state())
+
+    def _on_region(self) -> None:
+        if self._updating:
+            return
+        b, w = self.region.getRegion()
+        self._state = self._state.copy(black=float(b), white=float(w))
+        self._emit()
+
+    def _on_spins(self) -> None:
+        if self._updating:
+            return
+        self._state = self._state.copy(black=self.black_spin.value(), white=self.white_spin.value())
+        self._emit()
+
+    def _on_mode(self, index: int) -> None:
+        if self._updating:
+            return
+        mode = self.mode_combo.itemData(index)
+        self._state = self._state.copy(mode=mode)
+        if mode == "auto":
+            self._state = self._auto_state(self._state)
+        self._emit()
+
+    def _on_slider(self, value: int) -> None:
+        if self._updating:
+            return
+        spec = _STRENGTH.get(self._state.mode)
+        if spec is None:
+            return
+        _, forward, _, field = spec
+        v = float(forward(value))
+        if field is None:  # auto: target background -> recompute the STF
+            self._target_background = v
+            self._state = self._auto_state(self._state)
+        else:
+            self._state = self._state.copy(**{field: v})
+        self._emit()
+
+    def sizeHint(self) -> QtCore.QSize:
+        return QtCore.QSize(280, 220)
