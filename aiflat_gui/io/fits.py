@@ -1,0 +1,654 @@
+"""FITS: cubes, Siril FITSEQ (one image per HDU), single images and folders of frames; a streaming writer.
+
+Reading never loads a cube: astropy parses the headers only, and frames are views of a read-only
+memory map of the file at each HDU's data offset, converted one frame at a time (uint16 stored as
+BITPIX=16 + BZERO=32768 is turned back into uint16 by flipping the sign bit of that frame only).
+
+Layout decisions (documented for users):
+
+* NAXIS=2: one frame. Further image HDUs of the same shape and type make a FITSEQ (one frame each).
+* NAXIS=3 in a single HDU: colour (R, G, B planes, one frame) when NAXIS3 == 3 and either
+  ``CTYPE3`` names colour (``RGB``/``COLOR``/``COLOUR``) or there is no hint at all (the Siril and
+  PixInsight convention for colour images); a cube of NAXIS3 frames otherwise, i.e. when NAXIS3 != 3,
+  ``CTYPE3`` is something else, ``AIFCUBE = 'FRAMES'`` (written by :class:`FitsWriter`) or ``BAYERPAT``
+  is present. The reader option ``fits_cube="frames"`` or ``"color"`` overrides the guess.
+* NAXIS=4 (N, 3, H, W): a cube of colour frames.
+* ``ROWORDER = 'BOTTOM-UP'`` rows are flipped so that row 0 is the top; without ROWORDER rows are
+  returned in stored order (as astropy shows them). ``BAYERPAT`` describes the top-left 2x2 cell of
+  that top-down frame, shifted by ``XBAYROFF``/``YBAYROFF``.
+* ``DATE-OBS`` (per HDU, or per file in a folder) gives timestamps at 100 ns resolution; a cube's
+  per-frame times come from a ``TIMESTAMPS`` binary table (column ``TICKS``), as the writer stores them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import FormatError, InputError, ProcessingError
+from .base import BAYER_PATTERNS, Sequence, SequenceWriter, datetime_to_ticks
+
+__all__ = ["FitsSequence", "FitsFolderSequence", "FitsWriter", "FITS_EXTS", "date_to_ticks", "ticks_to_date",
+           "shift_bayer"]
+
+FITS_EXTS = (".fits", ".fit", ".fts")
+BLOCK = 2880
+COLOUR_CTYPES = ("RGB", "COLOR", "COLOUR", "RGB-PLANES")
+#: header keywords that describe the data layout; never copied from a template
+STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "END",
+              "ROWORDER", "BAYERPAT", "XBAYROFF", "YBAYROFF", "DATE-OBS", "CTYPE3", "AIFCUBE", "BLANK",
+              "CHECKSUM", "DATASUM", "EXTNAME", "DATAMIN", "DATAMAX", "TFIELDS", "THEAP", "ZIMAGE"}
+
+
+# -- small helpers -------------------------------------------------------------------------------
+
+_DATE_RE = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d*))?)?)?\s*Z?\s*$")
+
+
+def date_to_ticks(value: Any) -> Optional[int]:
+    """A FITS DATE-OBS string (``YYYY-MM-DD[Thh:mm[:ss[.fffffff]]]``, UTC) to SER ticks, keeping
+    100 ns resolution; None when it does not parse."""
+    m = _DATE_RE.match(str(value)) if value is not None else None
+    if not m:
+        return None
+    y, mo, d, hh, mi, ss, frac = m.groups()
+    try:
+        when = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0),
+                            tzinfo=_dt.timezone.utc)
+    except ValueError:
+        return None
+    digits = (frac or "")[:7].ljust(7, "0")
+    return datetime_to_ticks(when) + int(digits)
+
+
+def ticks_to_date(ticks: int) -> str:
+    """SER ticks to a DATE-OBS string with 7 decimals (exact)."""
+    sec, frac = divmod(int(ticks), 10_000_000)
+    t = _dt.datetime(1, 1, 1) + _dt.timedelta(seconds=sec)
+    return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+            f".{frac:07d}")
+
+
+def shift_bayer(pattern: str, dx: int, dy: int) -> str:
+    """The 2x2 CFA pattern seen from an origin shifted by (dx, dy) pixels."""
+    g = [[pattern[0], pattern[1]], [pattern[2], pattern[3]]]
+    return "".join(g[(y + dy) % 2][(x + dx) % 2] for y in (0, 1) for x in (0, 1))
+
+
+def _int(header, key: str, default: int = 0) -> int:
+    try:
+        return int(header.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(header, key: str, default: float) -> float:
+    try:
+        return float(header.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _text(header, key: str) -> str:
+    v = header.get(key)
+    return "" if v is None else str(v).strip()
+
+
+class _Decoder:
+    """Turns the raw big-endian samples of one frame into the frame the Sequence interface promises."""
+
+    def __init__(self, bitpix: int, bzero: float, bscale: float, colour: bool, bottom_up: bool):
+        self.bitpix, self.bzero, self.bscale = bitpix, bzero, bscale
+        self.colour, self.bottom_up = colour, bottom_up
+        codes = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+        if bitpix not in codes:
+            raise ValueError(f"BITPIX {bitpix}")
+        self.raw_dtype = np.dtype(codes[bitpix])
+        plain = bzero == 0 and bscale == 1
+        if bitpix == 8 and plain:
+            self.kind, self.dtype, self.bit_depth = "u8", np.dtype(np.uint8), 8
+        elif bitpix == 16 and bzero == 32768 and bscale == 1:
+            self.kind, self.dtype, self.bit_depth = "u16", np.dtype(np.uint16), 16
+        elif bitpix == 16 and plain:
+            self.kind, self.dtype, self.bit_depth = "i16", np.dtype(np.uint16), 16
+        elif bitpix == -32 and plain:
+            self.kind, self.dtype, self.bit_depth = "f32", np.dtype(np.float32), 32
+        else:
+            self.kind, self.dtype, self.bit_depth = "scaled", np.dtype(np.float32), 32
+
+    def orient(self, raw: np.ndarray) -> np.ndarray:
+        """(H, W) or (3, H, W) raw samples -> (H, W[, 3]) top-down view (no copy)."""
+        a = np.moveaxis(raw, 0, -1) if self.colour else raw
+        return a[::-1] if self.bottom_up else a
+
+    def finish(self, a: np.ndarray) -> np.ndarray:
+        k = self.kind
+        if k == "u8":
+            out = a
+        elif k == "u16":
+            out = a.view(">u2") ^ np.uint16(0x8000)
+        elif k == "i16":
+            out = np.clip(a, 0, None).astype(np.uint16)
+        elif k == "f32":
+            out = a.astype(np.float32)
+        else:
+            out = (a.astype(np.float64) * self.bscale + self.bzero).astype(np.float32)
+        out = np.ascontiguousarray(out)
+        if out.dtype.byteorder not in ("=", "|"):
+            out = out.astype(out.dtype.newbyteorder("="))
+        return out
+
+
+def _colour_from(header, n3: int, option: Optional[str]) -> bool:
+    if option:
+        return str(option).lower().startswith("col")
+    ctype3 = _text(header, "CTYPE3").upper()
+    if n3 != 3:
+        return False
+    if ctype3 in COLOUR_CTYPES:
+        return True
+    if ctype3 or _text(header, "AIFCUBE").upper() == "FRAMES" or _text(header, "BAYERPAT"):
+        return False
+    return True
+
+
+def _bayer_from(header, path) -> tuple[str, list[str]]:
+    pat = _text(header, "BAYERPAT").upper().replace(" ", "")
+    if not pat:
+        return "", []
+    if pat not in BAYER_PATTERNS:
+        return "", [f"BAYERPAT '{pat}' not understood; treating the data as mono"]
+    return shift_bayer(pat, _int(header, "XBAYROFF") % 2, _int(header, "YBAYROFF") % 2), []
+
+
+def _header_cards(header) -> list[tuple[str, Any, str]]:
+    cards = []
+    for card in header.cards:
+        key = card.keyword
+        if not key or key in STRUCTURAL or re.match(r"^(NAXIS\d+|TTYPE\d+|TFORM\d+|TUNIT\d+)$", key):
+            continue
+        cards.append((key, card.value, card.comment))
+    return cards
+
+
+def _meta_from_header(header) -> dict:
+    meta: dict[str, Any] = {"fits_header": _header_cards(header)}
+    for key, name in (("OBSERVER", "observer"), ("INSTRUME", "instrument"), ("TELESCOP", "telescope"),
+                      ("EXPTIME", "exptime"), ("OBJECT", "object")):
+        if key in header:
+            meta[name] = header[key]
+    return meta
+
+
+class FitsSequence(Sequence):
+    """A FITS file as a sequence (see the module docstring for the layouts understood).
+
+    Options: ``fits_cube`` ("frames" | "color") overrides the NAXIS3 == 3 guess; others are ignored."""
+
+    format = "fits"
+
+    def __init__(self, path: str | os.PathLike, fits_cube: Optional[str] = None, **_options: Any):
+        super().__init__()
+        self.path = Path(path)
+        self._mm: Optional[np.memmap] = None
+        size = self.path.stat().st_size
+        if size < BLOCK:
+            raise FormatError("not a FITS file (shorter than one 2880-byte header block)", self.path)
+        try:
+            images, tables = self._headers()
+        except FormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - astropy raises many types on damaged headers
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FormatError(f"not a valid FITS file ({msg})", self.path) from None
+        if not images:
+            raise FormatError("FITS file holds no image", self.path)
+        hdr0, loc0 = images[0]
+        naxis = _int(hdr0, "NAXIS")
+        axes = [_int(hdr0, f"NAXIS{k}") for k in range(1, naxis + 1)]  # FITS order: NAXIS1 = width
+        if any(n <= 0 for n in axes):
+            raise FormatError(f"FITS image has an empty axis {axes}", self.path)
+        w, h = axes[0], axes[1]
+        layout, colour, n_cube = "image", False, 1
+        if naxis == 3:
+            colour = _colour_from(hdr0, axes[2], fits_cube)
+            if not colour:
+                n_cube, layout = axes[2], "cube"
+        elif naxis == 4:
+            if axes[2] not in (1, 3):
+                raise FormatError(f"4-D FITS with {axes[2]} planes per frame is not supported", self.path)
+            colour = axes[2] == 3
+            n_cube, layout = axes[3], "cube"
+        elif naxis > 4:
+            raise FormatError(f"{naxis}-D FITS data is not supported", self.path)
+        bottom_up = _text(hdr0, "ROWORDER").upper() == "BOTTOM-UP"
+        try:
+            self._dec = _Decoder(_int(hdr0, "BITPIX"), _float(hdr0, "BZERO", 0.0), _float(hdr0, "BSCALE", 1.0),
+                                 colour, bottom_up)
+        except ValueError:
+            raise FormatError(f"invalid BITPIX {hdr0.get('BITPIX')}", self.path) from None
+        planes = 3 if colour else 1
+        self._raw_shape = (3, h, w) if colour else (h, w)
+        self._fbytes = planes * h * w * self._dec.raw_dtype.itemsize
+        offsets: list[int] = []
+        dates: list[Optional[int]] = []
+        if layout == "cube" or len(images) == 1:
+            for i in range(n_cube):
+                offsets.append(loc0 + i * self._fbytes)
+        else:
+            same = [(hd, loc) for hd, loc in images
+                    if [_int(hd, f"NAXIS{k}") for k in range(1, _int(hd, "NAXIS") + 1)] == axes
+                    and _int(hd, "BITPIX") == self._dec.bitpix
+                    and _float(hd, "BZERO", 0.0) == self._dec.bzero and _float(hd, "BSCALE", 1.0) == self._dec.bscale]
+            if len(same) < len(images):
+                self.warnings.append(f"{len(images) - len(same)} image HDUs of another size or type ignored")
+            layout = "hdus" if len(same) > 1 else "image"
+            for hd, loc in same:
+                offsets.append(loc)
+                dates.append(date_to_ticks(hd.get("DATE-OBS")))
+        whole = [o for o in offsets if o + self._fbytes <= size]
+        if len(whole) < len(offsets):
+            self.warnings.append(f"file is truncated: {len(whole)} of {len(offsets)} frames are complete")
+            if not whole:
+                raise FormatError(f"file is truncated: it ends before the first frame's data "
+                                  f"({size} bytes, needs {offsets[0] + self._fbytes})", self.path)
+        self._offsets = whole
+        self.n_frames = len(whole)
+        self.height, self.width = h, w
+        self.channels = planes
+        self.dtype, self.bit_depth = self._dec.dtype, self._dec.bit_depth
+        if self._dec.kind == "i16":
+            self.warnings.append("signed 16-bit data without BZERO: negative samples read as 0")
+        if self._dec.kind == "scaled":
+            self.warnings.append(f"BITPIX {self._dec.bitpix} (BZERO {self._dec.bzero:g}, BSCALE "
+                                 f"{self._dec.bscale:g}) read as 32-bit float")
+        self.color = "RGB" if colour else "mono"
+        if not colour:
+            pattern, warn = _bayer_from(hdr0, self.path)
+            self.warnings.extend(warn)
+            if pattern:
+                self.color = pattern
+        self.byte_order, self.byte_order_reason = "big", "FITS data are big-endian by definition"
+        # timestamps
+        if layout == "hdus":
+            dates = dates[: self.n_frames]
+            if dates and all(d is not None for d in dates):
+                self.timestamps = np.asarray(dates, dtype=np.int64)
+        else:
+            ticks = tables.get("TIMESTAMPS")
+            if ticks is not None and len(ticks) >= self.n_frames:
+                self.timestamps = np.asarray(ticks[: self.n_frames], dtype=np.int64)
+            elif self.n_frames == 1 and date_to_ticks(hdr0.get("DATE-OBS")) is not None:
+                self.timestamps = np.asarray([date_to_ticks(hdr0.get("DATE-OBS"))], dtype=np.int64)
+        self.metadata = _meta_from_header(hdr0)
+        self.metadata.update(layout=layout, roworder="BOTTOM-UP" if bottom_up else _text(hdr0, "ROWORDER") or None,
+                             date_obs=_text(hdr0, "DATE-OBS") or None)
+        self.format = "fits"
+        self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        self.memmapped = True
+
+    def _headers(self):
+        """[(header, data offset)] of image HDUs, and {EXTNAME: column} of the small tables we know."""
+        from astropy.io import fits
+
+        images, tables = [], {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(self.path, memmap=False, lazy_load_hdus=True, do_not_scale_image_data=True,
+                           ignore_missing_simple=False) as hdul:
+                for hdu in hdul:
+                    hd = hdu.header
+                    if isinstance(hdu, fits.CompImageHDU):
+                        raise FormatError("tile-compressed FITS is not supported; decompress it first (funpack)",
+                                          self.path)
+                    if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) and _int(hd, "NAXIS") >= 2:
+                        images.append((hd.copy(), int(hdu.fileinfo()["datLoc"])))
+                    elif isinstance(hdu, fits.BinTableHDU) and _text(hd, "EXTNAME").upper() == "TIMESTAMPS":
+                        try:
+                            tables["TIMESTAMPS"] = np.asarray(hdu.data["TICKS"], dtype=np.int64)
+                        except Exception:  # noqa: BLE001 - a damaged table only loses timestamps
+                            self.warnings.append("TIMESTAMPS table unreadable; timestamps ignored")
+        return images, tables
+
+    def _raw(self, i: int) -> np.ndarray:
+        if self._mm is None:
+            raise InputError("file is closed", self.path)
+        off = self._offsets[i]
+        return self._mm[off: off + self._fbytes].view(self._dec.raw_dtype).reshape(self._raw_shape)
+
+    def _read_frame(self, i: int) -> np.ndarray:
+        return self._dec.finish(self._dec.orient(self._raw(i)))
+
+    def frame_rows(self, i: int, y0: int, y1: int) -> np.ndarray:
+        i = int(i) + (self.n_frames if int(i) < 0 else 0)
+        if not 0 <= i < self.n_frames:
+            raise IndexError(f"frame {i} out of range 0..{self.n_frames - 1}")
+        return self._dec.finish(self._dec.orient(self._raw(i))[y0:y1])
+
+    def close(self) -> None:
+        self._mm = None
+
+
+# -- folder of FITS frames -------------------------------------------------------------------------
+
+def _read_primary_header(path: Path):
+    """The primary header of a FITS file and its data offset, read directly (faster than fits.open)."""
+    from astropy.io import fits
+
+    chunks = []
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(BLOCK)
+            if len(block) < BLOCK:
+                raise FormatError("not a FITS file (header ends before its END card)", path)
+            chunks.append(block)
+            if len(chunks) == 1 and not block.startswith(b"SIMPLE  ="):
+                raise FormatError("not a FITS file (no SIMPLE card)", path)
+            if any(block[k:k + 8] == b"END     " for k in range(0, BLOCK, 80)):
+                break
+            if len(chunks) > 1000:
+                raise FormatError("FITS header has no END card", path)
+    raw = b"".join(chunks)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = fits.Header.fromstring(raw.decode("ascii", "replace"))
+    except Exception as exc:  # noqa: BLE001
+        raise FormatError(f"damaged FITS header ({str(exc).splitlines()[0] if str(exc) else exc})", path) from None
+    return header, len(raw)
+
+
+def natural_key(name: str) -> list:
+    """Sort key putting frame2 before frame10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
+
+
+class FitsFolderSequence(Sequence):
+    """A folder of FITS files, one frame each, in natural order (frame2 before frame10). All files must
+    have the same size, sample type and colour layout. Options: ``fits_cube`` as for FitsSequence."""
+
+    format = "folder-fits"
+
+    def __init__(self, folder: str | os.PathLike, fits_cube: Optional[str] = None, **_options: Any):
+        super().__init__()
+        self.path = Path(folder)
+        files = sorted((f for f in self.path.iterdir() if f.is_file() and not f.name.startswith(".")
+                        and f.suffix.lower() in FITS_EXTS), key=lambda f: natural_key(f.name))
+        if not files:
+            raise InputError("folder holds no FITS files", self.path)
+        self._files = files
+        self._locs: list[int] = []
+        dates: list[Optional[int]] = []
+        ref = None
+        for f in files:
+            header, loc = _read_primary_header(f)
+            naxis = _int(header, "NAXIS")
+            if naxis < 2:
+                raise FormatError("no image in the primary HDU (a folder needs one image per file)", f)
+            axes = [_int(header, f"NAXIS{k}") for k in range(1, naxis + 1)]
+            colour = naxis == 3 and _colour_from(header, axes[2], fits_cube)
+            if naxis > 3 or (naxis == 3 and not colour and axes[2] != 1):
+                raise FormatError(f"file holds {int(np.prod(axes[2:]))} frames; a folder needs one frame per file", f)
+            key = (axes[0], axes[1], colour, _int(header, "BITPIX"), _float(header, "BZERO", 0.0),
+                   _float(header, "BSCALE", 1.0))
+            if ref is None:
+                ref, hdr0 = key, header
+            elif key != ref:
+                if key[:2] != ref[:2]:
+                    problem = f"frame is {key[0]}x{key[1]} but {files[0].name} is {ref[0]}x{ref[1]}"
+                elif key[2] != ref[2]:
+                    problem = f"colour layout differs from {files[0].name}"
+                else:
+                    problem = f"sample type (BITPIX {key[3]}) differs from {files[0].name} (BITPIX {ref[3]})"
+                raise InputError(f"{problem}; all frames in a folder must match", f)
+            self._locs.append(loc)
+            dates.append(date_to_ticks(header.get("DATE-OBS")))
+        w, h, colour = ref[0], ref[1], ref[2]
+        bottom_up = _text(hdr0, "ROWORDER").upper() == "BOTTOM-UP"
+        try:
+            self._dec = _Decoder(ref[3], ref[4], ref[5], ref[2], bottom_up)
+        except ValueError:
+            raise FormatError(f"invalid BITPIX {ref[3]}", files[0]) from None
+        self._raw_shape = (3, h, w) if colour else (h, w)
+        self._count = int(np.prod(self._raw_shape))
+        for f, loc in zip(files, self._locs):
+            if f.stat().st_size < loc + self._count * self._dec.raw_dtype.itemsize:
+                raise FormatError("file is truncated (image data incomplete)", f)
+        self.n_frames = len(files)
+        self.width, self.height = w, h
+        self.channels = 3 if colour else 1
+        self.dtype, self.bit_depth = self._dec.dtype, self._dec.bit_depth
+        self.color = "RGB" if colour else "mono"
+        if not colour:
+            pattern, warn = _bayer_from(hdr0, files[0])
+            self.warnings.extend(warn)
+            self.color = pattern or "mono"
+        if all(d is not None for d in dates):
+            self.timestamps = np.asarray(dates, dtype=np.int64)
+        self.byte_order, self.byte_order_reason = "big", "FITS data are big-endian by definition"
+        self.metadata = _meta_from_header(hdr0)
+        self.metadata.update(layout="folder", files=[f.name for f in files])
+        self.memmapped = False
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self._files)
+
+    def _raw(self, i: int) -> np.ndarray:
+        f = self._files[i]
+        try:
+            a = np.fromfile(f, dtype=self._dec.raw_dtype, count=self._count, offset=self._locs[i])
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", f) from None
+        if a.size < self._count:
+            raise FormatError("file is truncated (image data incomplete)", f)
+        return a.reshape(self._raw_shape)
+
+    def _read_frame(self, i: int) -> np.ndarray:
+        return self._dec.finish(self._dec.orient(self._raw(i)))
+
+
+# -- writer ----------------------------------------------------------------------------------------
+
+def _cast(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    a = np.asarray(frame)
+    if a.dtype == dtype:
+        return a
+    if dtype.kind == "f":
+        return a.astype(dtype)
+    info = np.iinfo(dtype)
+    if a.dtype.kind == "f":
+        a = np.rint(a)
+    return np.clip(a, info.min, info.max).astype(dtype)
+
+
+class FitsWriter(SequenceWriter):
+    """Streams frames to FITS. ``layout="cube"`` (default for mono/Bayer): one primary HDU
+    (NAXIS3 = frames; NAXIS4 for colour) whose header is written first and data streamed frame by
+    frame, plus a ``TIMESTAMPS`` table when times are known. ``layout="hdus"`` (default for colour):
+    Siril FITSEQ, one image HDU per frame (frame 0 in the primary), each with DATE-OBS.
+
+    uint8 -> BITPIX 8, uint16 -> BITPIX 16 + BZERO 32768, float -> BITPIX -32. Every HDU gets
+    ``ROWORDER = 'TOP-DOWN'``; Bayer data keep ``BAYERPAT``; colour gets ``CTYPE3 = 'RGB'`` (planes R, G, B);
+    a FITS template's non-structural cards (EXPTIME, GAIN, ...) are copied."""
+
+    format = "fits"
+
+    def __init__(self, path: str | os.PathLike, template: Sequence, n_frames: Optional[int] = None,
+                 overwrite: bool = True, layout: Optional[str] = None, timestamps: Optional[np.ndarray] = None,
+                 **_opts: Any):
+        dt = np.dtype(template.dtype)
+        if dt == np.uint8:
+            self._bitpix, self._dtype = 8, np.dtype(np.uint8)
+        elif dt == np.uint16:
+            self._bitpix, self._dtype = 16, np.dtype(np.uint16)
+        elif dt.kind in "fiu":
+            self._bitpix, self._dtype = -32, np.dtype(np.float32)
+        else:
+            raise InputError(f"FITS cannot store {dt.name} samples", path)
+        if template.channels not in (1, 3):
+            raise InputError(f"FITS writer cannot store {template.channels}-channel frames", path)
+        self._colour = template.channels == 3
+        layout = layout or ("hdus" if self._colour else "cube")
+        if layout not in ("cube", "hdus"):
+            raise InputError(f"unknown FITS layout '{layout}' (use cube or hdus)", path)
+        self.layout = layout
+        self._ts = timestamps if timestamps is not None else template.timestamps
+        self._fh = None
+        super().__init__(path, template, n_frames=n_frames, overwrite=overwrite)
+
+    def _cards(self) -> list[tuple[str, Any, str]]:
+        t = self.template
+        meta = t.metadata or {}
+        cards = list(meta.get("fits_header") or [])
+        if not cards:
+            for key, names in (("OBSERVER", ("observer",)), ("INSTRUME", ("instrument", "instrume")),
+                               ("TELESCOP", ("telescope", "telescop"))):
+                for name in names:
+                    v = meta.get(name)
+                    if isinstance(v, str) and v.strip():
+                        cards.append((key, v.strip().encode("ascii", "replace").decode()[:68], ""))
+                        break
+        return cards
+
+    def _header(self, primary: bool, naxes: list[int], date: Optional[int], cube: bool) -> bytes:
+        from astropy.io import fits
+
+        t = self.template
+        h = fits.Header()
+        if primary:
+            h["SIMPLE"] = (True, "conforms to FITS standard")
+        else:
+            h["XTENSION"] = ("IMAGE", "image extension")
+        h["BITPIX"] = self._bitpix
+        h["NAXIS"] = len(naxes)
+        for k, n in enumerate(naxes, 1):
+            h[f"NAXIS{k}"] = n
+        if primary:
+            h["EXTEND"] = True
+        else:
+            h["PCOUNT"] = 0
+            h["GCOUNT"] = 1
+        if self._bitpix == 16:
+            h["BZERO"] = (32768, "uint16 data stored as int16")
+            h["BSCALE"] = 1
+        h["ROWORDER"] = ("TOP-DOWN", "first stored row is the top of the image")
+        if t.color in BAYER_PATTERNS:
+            h["BAYERPAT"] = (t.color, "CFA pattern of the top-left pixels")
+            h["XBAYROFF"] = 0
+            h["YBAYROFF"] = 0
+        if self._colour:
+            h["CTYPE3"] = ("RGB", "colour planes R, G, B")
+        if cube:
+            h["AIFCUBE"] = ("FRAMES", "last axis counts video frames")
+        if date is not None:
+            h["DATE-OBS"] = (ticks_to_date(date), "UTC start of exposure")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for key, value, comment in self._cards():
+                if key in h:
+                    continue
+                try:
+                    if key in ("COMMENT", "HISTORY"):
+                        h.add_comment(value) if key == "COMMENT" else h.add_history(value)
+                    else:
+                        h[key] = (value, comment)
+                except Exception:  # noqa: BLE001 - a card astropy refuses is dropped, not fatal
+                    continue
+        return h.tostring().encode("ascii")
+
+    def _tick(self, index: int) -> Optional[int]:
+        ts = self._ts
+        if ts is None or not 0 <= index < len(ts):
+            return None
+        return int(ts[index])
+
+    def _frame_axes(self) -> list[int]:
+        t = self.template
+        return [t.width, t.height, 3] if self._colour else [t.width, t.height]
+
+    def _open(self, tmp_path: Path) -> None:
+        self._fh = open(tmp_path, "wb")
+        self._ticks: list[Optional[int]] = []
+        if self.layout == "cube":
+            self._cube_header = self._cube_header_bytes(self.n_frames, self._tick(0))
+            self._fh.write(self._cube_header)
+
+    def _cube_header_bytes(self, n: int, first_tick: Optional[int]) -> bytes:
+        return self._header(True, self._frame_axes() + [n], first_tick, cube=True)
+
+    def _data(self, frame: np.ndarray) -> bytes:
+        a = _cast(frame, self._dtype)
+        if self._colour:
+            if self.template.color == "BGR":
+                a = a[..., ::-1]
+            a = np.moveaxis(a, -1, 0)
+        if self._bitpix == 16:
+            a = (a ^ np.uint16(0x8000)).astype(">u2")
+        elif self._bitpix == -32:
+            a = a.astype(">f4")
+        return np.ascontiguousarray(a).tobytes()
+
+    def _write(self, frame: np.ndarray, index: int) -> None:
+        tick = self._tick(index)
+        self._ticks.append(tick)
+        data = self._data(frame)
+        if self.layout == "cube":
+            if self.written >= self.n_frames:
+                raise ProcessingError(f"more frames than the {self.n_frames} announced", self.path)
+            self._fh.write(data)
+            return
+        self._fh.write(self._header(self.written == 0, self._frame_axes(), tick, cube=False))
+        self._fh.write(data)
+        self._fh.write(bytes(-len(data) % BLOCK))
+
+    def _finish(self) -> None:
+        fh = self._fh
+        if self.layout == "cube":
+            n = self.written
+            data_len = n * len(self._data(np.zeros(self.template.frame_shape, self._dtype)))
+            fh.write(bytes(-data_len % BLOCK))
+            ticks = self._ticks
+            head = self._cube_header_bytes(n, ticks[0] if ticks else self._tick(0))
+            if len(head) != len(self._cube_header):
+                raise ProcessingError("FITS header changed size while writing", self.path)
+            if n != self.n_frames or head != self._cube_header:
+                fh.seek(0)
+                fh.write(head)
+                fh.seek(0, os.SEEK_END)
+            if n and all(t is not None for t in ticks):
+                fh.write(self._ticks_table(np.asarray(ticks, dtype=np.int64)))
+        elif self.written == 0:
+            fh.write(self._header(True, [], None, cube=False))
+        fh.close()
+        self._fh = None
+
+    def _ticks_table(self, ticks: np.ndarray) -> bytes:
+        from astropy.io import fits
+
+        h = fits.Header()
+        h["XTENSION"] = "BINTABLE"
+        h["BITPIX"] = 8
+        h["NAXIS"] = 2
+        h["NAXIS1"] = 8
+        h["NAXIS2"] = len(ticks)
+        h["PCOUNT"] = 0
+        h["GCOUNT"] = 1
+        h["TFIELDS"] = 1
+        h["TTYPE1"] = "TICKS"
+        h["TFORM1"] = "K"
+        h["TUNIT1"] = ("100ns", "since 0001-01-01T00:00:00 UTC (SER ticks)")
+        h["EXTNAME"] = ("TIMESTAMPS", "per-frame UTC times of the cube")
+        data = ticks.astype(">i8").tobytes()
+        return h.tostring().encode("ascii") + data + bytes(-len(data) % BLOCK)
+
+    def _abort_handles(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
