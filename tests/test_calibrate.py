@@ -1,0 +1,203 @@
+"""Streaming calibration on demo data: dust removed, every pixel outside the grown mask bit-exact,
+pedestal handling, clipping, float data, cancel and disk-full leave no output, bad flats refused."""
+
+import errno
+import hashlib
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiflat_gui.core.calibrate import (FrameCalibrator, calibrate_array, calibrate_sequence, fit_flat,
+                                       flat_from_mask_file, load_flat, output_format)
+from aiflat_gui.core.demo import generate_demo
+from aiflat_gui.core.flat import synthesize_flat
+from aiflat_gui.core.mask import grow
+from aiflat_gui.core.reference import compute_reference
+from aiflat_gui.errors import Cancelled, InputError, ProcessingError
+from aiflat_gui.io import ArraySequence, open_sequence
+from aiflat_gui.io.ser import write_ser
+from aiflat_gui.io.single import write_image
+
+GROW = 2
+
+
+def _has_writer(module):
+    try:
+        importlib.import_module(f"aiflat_gui.io.{module}")
+        return True
+    except ImportError:
+        return False
+
+
+FORMATS = [pytest.param(fmt, ext, marks=pytest.mark.skipif(not _has_writer(mod), reason=f"io.{mod} not there yet"))
+           for fmt, ext, mod in (("ser", ".ser", "ser"), ("fits", ".fits", "fits"), ("tiff", ".tif", "images"))]
+
+
+def _sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _removed(demo, cal, offset=0):
+    """Fraction of the dust's darkening removed: mean over dust pixels (all frames) vs the clean truth."""
+    m = demo.true_mask
+    before = (demo.clean[:, m] - demo.frames[:, m].astype(np.float64)).mean()
+    after = (demo.clean[:, m] - cal[:, m].astype(np.float64)).mean()
+    return 1.0 - after / before
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    d = tmp_path_factory.mktemp("easy")
+    demo = generate_demo(frames=16, width=256, height=192, seed=5, difficulty="easy")
+    path = write_ser(d / "demo.ser", demo.frames, timestamps=demo.timestamps, bit_depth=12)
+    write_image(d / "mask.png", demo.true_mask.astype(np.uint8) * 255)
+    return demo, path, d
+
+
+@pytest.mark.parametrize("fmt,ext", FORMATS)
+def test_dust_removed_and_outside_bit_exact(easy, tmp_path, fmt, ext):
+    demo, src, d = easy
+    before = _sha(src)
+    seq = open_sequence(src)
+    ref = compute_reference(seq)
+    flat = synthesize_flat(ref, demo.true_mask, grow=GROW)
+    out = tmp_path / f"cal{ext}"
+    stats = calibrate_sequence(seq, flat, out)
+    assert stats.format == fmt and stats.frames == 16 and stats.output == out
+    cal = open_sequence(out)
+    data = np.stack([cal.frame(i) for i in range(cal.n_frames)])
+    seq.close()
+    cal.close()
+    assert data.dtype == np.uint16 and data.shape == demo.frames.shape
+    outside = ~grow(demo.true_mask, GROW)
+    assert np.array_equal(data[:, outside], demo.frames[:, outside])  # not one pixel differs
+    removed = _removed(demo, data)
+    assert 0.95 <= removed <= 1.10, removed  # >= 95 % of the darkening gone, no gross over-correction
+    assert _sha(src) == before
+
+
+def test_pedestal_calibration_matches_the_no_offset_case_and_ignoring_it_is_wrong():
+    """A flat made from one video calibrates another of the same session (batch). The pedestal must
+    come off first: dust attenuates the signal, not the camera offset."""
+    res = {}
+    for offset in (0, 300):
+        demo = generate_demo(frames=12, width=256, height=192, seed=5, difficulty="easy", offset=offset)
+        ref = compute_reference(ArraySequence(demo.frames, bit_depth=16))
+        # the session's second video: same dust, half the exposure
+        frames_b = np.rint(offset + (demo.frames.astype(np.float64) - offset) * 0.5).astype(np.uint16)
+        clean_b = offset + (demo.clean - offset) * 0.5
+        for p in {0, offset}:
+            flat = synthesize_flat(ref, demo.true_mask, grow=GROW, pedestal=p)
+            cal = calibrate_array(frames_b, flat, pedestal=p).astype(np.float64)
+            m = demo.true_mask
+            before = (clean_b[:, m] - frames_b[:, m]).mean()
+            res[(offset, p)] = 1.0 - (clean_b[:, m] - cal[:, m]).mean() / before
+    assert abs(res[(300, 300)] - res[(0, 0)]) < 0.02, res  # as good as without an offset
+    assert 0.95 <= res[(300, 300)] <= 1.10, res
+    # ignoring the 300 ADU pedestal (on ~1200 ADU of signal) leaves a large error
+    assert abs(res[(300, 0)] - 1.0) > 0.15, res
+
+
+def test_only_flat_pixels_are_computed_rounding_and_clipping():
+    raw = np.array([[[100, 4000], [4095, 7]]], dtype=np.uint16)
+    flat = np.array([[1.0, 0.5], [0.9, 1.0]], np.float32)
+    fc = FrameCalibrator(flat, np.uint16, (0.0, 4095.0))
+    assert list(fc.idx) == [1, 2]
+    out = raw.copy()
+    assert fc.apply(out) == 2  # 8000 and 4550 exceed the 12-bit range
+    assert out.tolist() == [[[100, 4095], [4095, 7]]]
+    out = calibrate_array(np.array([[10, 11]], np.uint16), np.array([[1.0, 0.3]], np.float32), limits="dtype")
+    assert out.tolist() == [[10, 37]]  # round(11 / 0.3) = round(36.67)
+    p = calibrate_array(np.array([[110]], np.uint16), np.array([[0.5]], np.float32), pedestal=100)
+    assert p.tolist() == [[120]]  # (110 - 100) / 0.5 + 100
+
+
+def test_clipped_pixels_are_counted_and_float_data_stays_float(tmp_path):
+    data = np.full((3, 8, 8), 4000, np.uint16)
+    flat = np.ones((8, 8), np.float32)
+    flat[2:4, 2:4] = 0.5
+    seq = ArraySequence(data, bit_depth=12)
+    stats = calibrate_sequence(seq, flat, tmp_path / "c.ser")
+    assert stats.clipped == 3 * 4
+    back = open_sequence(tmp_path / "c.ser")
+    assert back.frame(0)[2, 2] == 4095 and back.frame(0)[0, 0] == 4000
+    back.close()
+    f = np.full((2, 4, 4), 0.3, np.float32)
+    out = calibrate_array(f, np.full((4, 4), 0.7, np.float32))
+    assert out.dtype == np.float32 and np.allclose(out, 0.3 / 0.7)
+
+
+def test_cancel_leaves_no_output_and_no_temp_file(easy, tmp_path):
+    demo, src, d = easy
+    seq = open_sequence(src)
+    flat = np.ones((seq.height, seq.width), np.float32)
+    flat[10:20, 10:20] = 0.5
+
+    def cancel(f, m):
+        if f > 0.3:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        calibrate_sequence(seq, flat, tmp_path / "out.ser", progress=cancel, chunk_bytes=seq.frame_nbytes)
+    seq.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_is_a_one_line_processing_error_with_no_output(easy, tmp_path, monkeypatch):
+    from aiflat_gui.io import ser
+
+    demo, src, d = easy
+
+    def full(self, frame, index):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ser.SerWriter, "_write", full)
+    seq = open_sequence(src)
+    with pytest.raises(ProcessingError) as e:
+        calibrate_sequence(seq, np.ones((seq.height, seq.width), np.float32), tmp_path / "out.ser")
+    seq.close()
+    assert "disk full" in str(e.value) and "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_equal_to_input_is_refused(easy):
+    demo, src, d = easy
+    before = _sha(src)
+    seq = open_sequence(src)
+    with pytest.raises(InputError, match="input"):
+        calibrate_sequence(seq, np.ones((seq.height, seq.width), np.float32), src)
+    seq.close()
+    assert _sha(src) == before
+
+
+def test_load_flat_checks(easy, tmp_path):
+    demo, src, d = easy
+    seq = open_sequence(src)
+    good = np.ones((seq.height, seq.width), np.float32)
+    write_image(tmp_path / "ok.fits", good)
+    assert load_flat(tmp_path / "ok.fits", seq).shape == (seq.height, seq.width)
+    cases = {"size.fits": np.ones((10, 10), np.float32), "nan.fits": np.where(np.eye(1, seq.width, dtype=bool), np.nan, good),
+             "zero.fits": np.where(np.eye(1, seq.width, dtype=bool), 0.0, good).astype(np.float32)}
+    for name, arr in cases.items():
+        write_image(tmp_path / name, np.broadcast_to(arr, arr.shape if name == "size.fits" else good.shape).astype(np.float32))
+        with pytest.raises(InputError) as e:
+            load_flat(tmp_path / name, seq)
+        assert name in str(e.value) and "\n" not in str(e.value)
+    rgb = ArraySequence(np.zeros((2, 4, 5, 3), np.uint8))
+    assert fit_flat(np.ones((4, 5), np.float32), rgb).shape == (4, 5, 3)
+    with pytest.raises(InputError):
+        fit_flat(np.ones((4, 5, 3), np.float32), ArraySequence(np.zeros((2, 4, 5), np.uint8)))
+    seq.close()
+
+
+def test_flat_from_mask_file_and_output_format(easy, tmp_path):
+    demo, src, d = easy
+    seq = open_sequence(src)
+    flat = flat_from_mask_file(seq, d / "mask.png", grow=GROW)
+    assert np.all(flat[~grow(demo.true_mask, GROW)] == 1.0) and flat.min() < 0.9
+    assert output_format(seq, tmp_path / "x.fits") == "fits"
+    assert output_format(seq, tmp_path / "x") == "ser"
+    assert output_format(seq, tmp_path / "x.fits", "tiff") == "tiff"
+    seq.close()

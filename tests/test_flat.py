@@ -1,0 +1,172 @@
+"""Synthetic flats: exactly 1.0 outside the grown mask; each method's accuracy on data with a known
+flat (small synthetic scenes and the demo generator's truth); pedestal, RGB and raw Bayer."""
+
+import cv2
+import numpy as np
+import pytest
+
+from aiflat_gui.core.demo import generate_demo
+from aiflat_gui.core.flat import FLOOR, HarmonicFill, match_histogram, synthesize_flat
+from aiflat_gui.core.mask import grow
+from aiflat_gui.core.reference import compute_reference
+from aiflat_gui.errors import InputError
+from aiflat_gui.io import ArraySequence
+
+H, W = 64, 80
+YY, XX = np.mgrid[:H, :W].astype(np.float64)
+
+
+def _scene(level=2000.0):
+    """Smooth signal: a gradient plus slow waves (harmonic fill is near exact on it)."""
+    return level * (1.0 + 0.002 * XX + 0.05 * np.sin(XX / 17.0) * np.cos(YY / 13.0))
+
+
+def _dust():
+    flat = np.ones((H, W))
+    mask = np.zeros((H, W), bool)
+    for cx, cy, r, depth in ((20, 20, 6, 0.4), (55, 40, 8, 0.25), (65, 12, 3, 0.1)):
+        d = np.hypot(XX - cx, YY - cy)
+        flat[d <= r] = 1 - depth
+        mask |= d <= r
+    return flat, mask
+
+
+def test_exactly_one_outside_the_grown_mask_for_every_method():
+    true, mask = _dust()
+    sig = _scene()
+    ref = (sig * true).astype(np.float32)
+    seq = ArraySequence(np.stack([ref] * 4))
+    for method in ("local", "multiframe", "ai"):
+        for g, feather in ((0, 0), (2, 0), (3, 2)):
+            f = synthesize_flat(ref, mask, method=method, sequence=seq, clean=sig, grow=g, feather=feather)
+            assert f.dtype == np.float32 and f.shape == ref.shape
+            out = ~grow(mask, g)
+            assert np.all(f[out] == 1.0), (method, g)
+            assert f.min() >= FLOOR and f.max() <= 1.0
+
+
+@pytest.mark.parametrize("method", ["local", "multiframe", "ai"])
+def test_recovers_a_known_flat_on_a_smooth_scene(method):
+    true, mask = _dust()
+    sig = _scene()
+    ref = (sig * true).astype(np.float32)
+    seq = ArraySequence(np.stack([ref] * 3))
+    clean = cv2.resize((0.5 * sig + 30).astype(np.float32), (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    f = synthesize_flat(ref, mask, method=method, sequence=seq, clean=clean if method == "ai" else None, grow=2)
+    err = np.abs(f - true)[mask]
+    assert err.mean() < (0.01 if method != "ai" else 0.02), err.mean()
+
+
+def test_multiframe_median_over_moving_texture_is_closer_than_a_single_frame():
+    rng = np.random.default_rng(4)
+    true, mask = _dust()
+    frames = []
+    for k in range(24):  # a fine texture that moves 1.5 px per frame across fixed dust
+        tex = 1 + 0.06 * np.sin((XX + 1.5 * k) / 2.3) * np.sin((YY - 0.7 * k) / 2.9)
+        frames.append((_scene() * tex * true + rng.normal(0, 3, (H, W))).astype(np.float32))
+    seq = ArraySequence(np.stack(frames))
+    one = synthesize_flat(frames[0], mask, method="local", grow=1)
+    multi = synthesize_flat(frames[0], mask, method="multiframe", sequence=seq, grow=1)
+    e_one, e_multi = np.abs(one - true)[mask].mean(), np.abs(multi - true)[mask].mean()
+    assert e_multi < 0.5 * e_one and e_multi < 0.01, (e_one, e_multi)
+
+
+def test_pedestal_is_removed_before_the_ratio():
+    true, mask = _dust()
+    p = 400.0
+    ref = (p + _scene(1000) * true).astype(np.float32)
+    good = synthesize_flat(ref, mask, grow=2, pedestal=p)
+    bad = synthesize_flat(ref, mask, grow=2, pedestal=0.0)
+    e_good, e_bad = np.abs(good - true)[mask].mean(), np.abs(bad - true)[mask].mean()
+    assert e_good < 0.01 and e_bad > 0.05, (e_good, e_bad)  # ignoring it under-estimates the dust
+
+
+def test_rgb_is_per_channel():
+    true, mask = _dust()
+    depth = np.array([0.2, 0.3, 0.5])
+    t3 = np.where(mask[..., None], 1 - depth[None, None, :] * ((1 - true) / (1 - true).max())[..., None], 1.0)
+    sig = _scene()[..., None] * np.array([1.0, 0.8, 0.5])
+    ref = (sig * t3).astype(np.float32)
+    f = synthesize_flat(ref, mask, grow=2, color="RGB")
+    assert f.shape == ref.shape
+    for c in range(3):
+        assert np.abs(f[..., c] - t3[..., c])[mask].mean() < 0.01
+
+
+def test_raw_bayer_is_per_cfa_phase_never_debayered():
+    true, mask = _dust()
+    levels = np.array([[3000.0, 1500.0], [1500.0, 700.0]])  # RGGB: very different per phase
+    cfa_gain = np.tile(levels, (H // 2, W // 2))
+    ref = (cfa_gain * (1 + 0.001 * XX) * true).astype(np.float32)
+    f = synthesize_flat(ref, mask, grow=2, color="RGGB")
+    assert np.abs(f - true)[mask].mean() < 0.01
+    naive = synthesize_flat(ref, mask, grow=2, color="mono")  # filling across colours is wrong
+    assert np.abs(naive - true)[mask].mean() > 0.05
+    with pytest.raises(InputError):
+        synthesize_flat(np.dstack([ref] * 3), mask, color="RGGB")
+
+
+def test_feather_blends_toward_one_only_inside():
+    true, mask = _dust()
+    ref = (_scene() * true).astype(np.float32)
+    sharp = synthesize_flat(ref, mask, grow=2)
+    soft = synthesize_flat(ref, mask, grow=2, feather=4)
+    g = grow(mask, 2)
+    assert np.all(soft[~g] == 1.0)
+    assert np.all(soft[g] >= sharp[g] - 1e-6)  # only ever closer to 1.0
+    assert soft[20, 20] == sharp[20, 20]  # the speck's centre is deeper than the feather
+    edge = g & ~grow(mask, 1)
+    assert np.all(soft[edge] >= sharp[edge])
+
+
+def test_harmonic_fill_is_exact_on_linear_data_and_reuses_its_factorisation():
+    m = np.zeros((30, 30), bool)
+    m[8:20, 5:25] = True
+    hf = HarmonicFill(m)
+    yy, xx = np.mgrid[:30, :30]
+    lin = 3.0 * xx - 2.0 * yy + 100
+    np.testing.assert_allclose(hf.fill(lin), lin[m], atol=1e-9)
+    stack = np.stack([lin, 2 * lin])
+    np.testing.assert_allclose(hf.fill(stack)[1], 2 * lin[m], atol=1e-9)
+    with pytest.raises(InputError):
+        HarmonicFill(np.ones((4, 4), bool))
+
+
+def test_histogram_matching_maps_a_monotone_transform_back():
+    rng = np.random.default_rng(0)
+    t = rng.uniform(100, 3000, (50, 50))
+    s = np.sqrt(t) * 3 + 7
+    use = np.ones_like(t, bool)
+    np.testing.assert_allclose(match_histogram(s, t, use), t, rtol=0.01)
+
+
+def test_wrong_inputs():
+    ref = np.ones((H, W), np.float32)
+    with pytest.raises(InputError):
+        synthesize_flat(ref, np.zeros((H + 1, W), bool))
+    with pytest.raises(InputError):
+        synthesize_flat(ref, np.zeros((H, W), bool), method="multiframe")
+    with pytest.raises(InputError):
+        synthesize_flat(ref, np.zeros((H, W), bool), method="ai")
+    assert np.all(synthesize_flat(ref, np.zeros((H, W), bool)) == 1.0)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate_demo(frames=24, width=320, height=240, seed=2, difficulty="normal")
+
+
+def test_each_method_against_the_demo_truth(demo):
+    """Mean |flat - true flat| over the true dust pixels (the figures are in bench/flat_methods.py)."""
+    seq = ArraySequence(demo.frames, bit_depth=12)
+    ref = compute_reference(seq)
+    clean = np.median(demo.clean, axis=0)  # a perfect "AI" clean image, to test the ai path itself
+    m = demo.true_mask
+    errors = {}
+    for method in ("local", "multiframe", "ai"):
+        f = synthesize_flat(ref, m, method=method, sequence=seq, clean=clean, grow=2)
+        assert np.all(f[~grow(m, 2)] == 1.0)
+        errors[method] = float(np.abs(f - demo.true_flat)[m].mean())
+    assert errors["local"] < 0.03 and errors["multiframe"] < 0.03 and errors["ai"] < 0.01, errors
+    # and all far better than no flat at all
+    assert all(e < 0.5 * float((1 - demo.true_flat)[m].mean()) for e in errors.values()), errors

@@ -1,0 +1,102 @@
+"""Reference frames: exact results in bounded memory, evenly spaced frames, progress and cancel."""
+
+import numpy as np
+import pytest
+
+from aiflat_gui.core.reference import block_rows_for, compute_reference, frame_indices, sigma_clipped_mean
+from aiflat_gui.errors import Cancelled, InputError
+from aiflat_gui.io import ArraySequence
+
+
+class DecodingSequence(ArraySequence):
+    """Like a non-memmapped reader (AVI): whole frames only, reads counted."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.memmapped = False
+        self.reads = 0
+
+    def _read_frame(self, i):
+        self.reads += 1
+        return self._data[i].copy()
+
+    def frame_rows(self, i, y0, y1):  # pragma: no cover - must not be used for non-memmapped data
+        raise AssertionError("frame_rows used on a non-memmapped sequence")
+
+
+def _data(n=9, h=37, w=23, c=None, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (n, h, w) if c is None else (n, h, w, c)
+    return rng.integers(0, 4096, size=shape, dtype=np.uint16)
+
+
+@pytest.mark.parametrize("n", [8, 9])  # even counts average the two middle values
+def test_median_is_exact_with_many_row_blocks(n):
+    data = _data(n=n)
+    seq = ArraySequence(data)
+    budget = 5 * data[0, :1].nbytes * n  # a couple of rows per block
+    assert block_rows_for(seq, n, budget) < 5
+    ref = compute_reference(seq, "median", budget=budget)
+    assert ref.dtype == np.float32 and ref.shape == data.shape[1:]
+    np.testing.assert_array_equal(ref, np.median(data, axis=0).astype(np.float32))
+
+
+def test_mean_and_rgb_shapes():
+    data = _data(c=3)
+    ref = compute_reference(ArraySequence(data), "mean")
+    np.testing.assert_allclose(ref, data.mean(axis=0), rtol=1e-6)
+    med = compute_reference(ArraySequence(data), "median")
+    np.testing.assert_array_equal(med, np.median(data, axis=0).astype(np.float32))
+
+
+def test_sigmaclip_rejects_outliers_that_bias_the_mean():
+    rng = np.random.default_rng(1)
+    data = (1000 + rng.normal(0, 5, (20, 8, 8))).astype(np.float32)
+    data[3, 2, 2] = 60000  # a cosmic ray / hot frame pixel
+    ref = compute_reference(ArraySequence(data), "sigmaclip")
+    assert abs(ref[2, 2] - 1000) < 5
+    assert abs(data[:, 2, 2].mean() - 1000) > 2000  # the plain mean is ruined
+    clean = np.delete(data[:, 2, 2], 3)
+    assert ref[2, 2] == pytest.approx(clean.mean(), abs=1e-3)
+    np.testing.assert_allclose(sigma_clipped_mean(data[:, :1, :1]), data[:, :1, :1].mean(axis=0), rtol=1e-5)
+
+
+def test_max_frames_uses_evenly_spaced_frames():
+    idx = frame_indices(100, 5)
+    assert list(idx) == [0, 25, 50, 74, 99]
+    assert list(frame_indices(4, 10)) == [0, 1, 2, 3]
+    data = _data(n=11)
+    ref = compute_reference(ArraySequence(data), "median", max_frames=3)
+    np.testing.assert_array_equal(ref, np.median(data[[0, 5, 10]], axis=0))
+
+
+def test_non_memmapped_reads_each_frame_once_when_it_fits_the_budget():
+    data = _data(n=10)
+    seq = DecodingSequence(data)
+    ref = compute_reference(seq, "median")
+    assert seq.reads == 10
+    np.testing.assert_array_equal(ref, np.median(data, axis=0))
+    # a tiny budget: several passes, same exact answer
+    seq2 = DecodingSequence(data)
+    ref2 = compute_reference(seq2, "median", budget=data[0].nbytes * 4)
+    assert seq2.reads > 10
+    np.testing.assert_array_equal(ref2, ref)
+
+
+def test_progress_reaches_one_and_cancel_stops():
+    data = _data(n=20)
+    seen = []
+    compute_reference(ArraySequence(data), "median", progress=lambda f, m: seen.append(f), budget=data[0].nbytes * 30)
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+
+    def cancel(f, m):
+        if f > 0.2:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        compute_reference(ArraySequence(data), "median", progress=cancel, budget=data[0].nbytes * 30)
+
+
+def test_bad_method_is_an_input_error():
+    with pytest.raises(InputError):
+        compute_reference(ArraySequence(_data()), "mode")
