@@ -68,7 +68,13 @@ class Request:
 
     @property
     def image_mime_types(self) -> list[str]:
-        return [(p.get("inlineData") or {}).get("mimeType") for p in self.parts if p.get("inlineData")]
+        """MIME labels of the inline images (the SDK writes ``mime_type`` or ``mimeType``)."""
+        out = []
+        for p in self.parts:
+            inline = p.get("inlineData") or p.get("inline_data")
+            if inline:
+                out.append(inline.get("mimeType") or inline.get("mime_type"))
+        return out
 
     @property
     def text(self) -> str:
@@ -169,7 +175,7 @@ def find_specks(img: np.ndarray) -> np.ndarray:
     gray = img if img.ndim == 2 else cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)
     gray = gray.astype(np.float32)
     background = cv2.medianBlur(gray.astype(np.uint8), 21).astype(np.float32)
-    specks = (gray < 0.9 * background) & (background > 20)
+    specks = (background - gray > np.maximum(12.0, 0.1 * background)) & (background > 20)
     return specks.astype(np.uint8) * 255
 
 
@@ -241,7 +247,8 @@ class FakeGemini:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-gemini", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="fake-gemini", daemon=True)
         self._thread.start()
         return self
 
@@ -283,7 +290,10 @@ class FakeGemini:
             return self._send_json(h, 403, {"error": {"code": 403, "message": "API key missing", "status": "PERMISSION_DENIED"}})
         reply = self._next_reply()
         if callable(reply):
-            reply = reply(req)
+            try:
+                reply = reply(req)
+            except Exception as exc:  # like Gemini's answer to an image it cannot process
+                reply = error_reply(400, "INVALID_ARGUMENT", f"fake Gemini cannot process the request: {exc!r}")
         if reply.delay and self._stopping.wait(reply.delay):
             return
         try:

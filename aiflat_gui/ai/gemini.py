@@ -64,6 +64,11 @@ PRICES = {
     "gemini-2.5-flash-image": ({"1K": 0.039, "2K": 0.039, "4K": 0.039}, 0.0002),
 }
 
+#: Automatic tiling: a frame (tile) is sent whole while its long side is at most this many times
+#: the answer's long side (a 2x downscale keeps 3-px dust visible and the engine grows the mask
+#: anyway); larger frames are split into overlapping tiles.
+DETAIL_FACTOR = 2.0
+
 #: HTTP codes worth retrying: timeout, quota/rate limit, server trouble.
 RETRY_CODES = (408, 429, 500, 502, 503, 504)
 #: Finish reasons that mean "no picture for you" (the SDK's FinishReason names).
@@ -132,7 +137,7 @@ class GeminiProvider:
     answer cache (default ``platformdirs.user_cache_dir("aiflat")/gemini``). reroll: ask again even
     when an answer is cached (and overwrite it). retries: extra attempts after the first on
     429/5xx/timeouts. threshold: soft-mask level (0..1) counted as dust. tile: ``None`` = tile only
-    when the frame exceeds ``1.5x`` the answer's size; an int = maximum tile side in pixels;
+    when the frame exceeds :data:`DETAIL_FACTOR` times the answer's size; an int = maximum tile side in pixels;
     ``0`` = never tile. base_url: another endpoint (else the SDK's ``GOOGLE_GEMINI_BASE_URL``).
     stream: use ``streamGenerateContent`` (server-sent events) instead of one JSON answer.
     backoff / max_backoff: first and largest wait between attempts in seconds.
@@ -209,7 +214,7 @@ class GeminiProvider:
         if self.tile is not None:
             return max(height, width) if int(self.tile) <= 0 else max(64, int(self.tile))
         ow, oh = ip.output_size(ip.nearest_aspect(width, height), self.effective_size)
-        return int(1.5 * max(ow, oh))
+        return int(DETAIL_FACTOR * max(ow, oh))
 
     def _plan(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         side = self._max_tile_side(height, width)
