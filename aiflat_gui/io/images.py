@@ -1,0 +1,496 @@
+"""TIFF, PNG and JPEG: multi-page TIFF stacks, single images, folders of frames; TIFF writers.
+
+* A multi-page TIFF is one frame per page (the first series as tifffile sees it). Uncompressed
+  contiguous pages are views of a read-only memory map; compressed pages are decoded one at a time.
+* A single TIFF/PNG/JPEG image is a one-frame sequence (formats "tiff", "png", "jpeg").
+* A folder of TIFF/PNG/JPEG files is one frame per file in natural order (frame2 before frame10);
+  every file must have the same size, channel count and sample type, checked from the file headers.
+
+Samples are kept: uint8 and uint16 stay, float TIFF is float32; colour is returned RGB (alpha dropped).
+The writers store each page's colour layout (Bayer pattern) and timestamp in a small JSON
+ImageDescription (``{"aiflat": 1, "color": ..., "ticks": ...}``) so a round trip keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+from .base import COLORS, Sequence, SequenceWriter
+from .fits import natural_key
+
+__all__ = ["ImageSequence", "ImageFolderSequence", "TiffWriter", "TiffFolderWriter", "IMAGE_EXTS", "natural_key"]
+
+TIFF_EXTS = (".tif", ".tiff")
+PNG_EXTS = (".png",)
+JPEG_EXTS = (".jpg", ".jpeg")
+IMAGE_EXTS = TIFF_EXTS + PNG_EXTS + JPEG_EXTS
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _sample_dtype(dt: np.dtype) -> np.dtype:
+    """The sample type the Sequence interface uses for stored samples of type ``dt``."""
+    dt = np.dtype(dt)
+    if dt in (np.uint8, np.uint16, np.float32):
+        return np.dtype(dt.char)
+    if dt == np.bool_:
+        return np.dtype(np.uint8)
+    return np.dtype(np.float32)
+
+
+def _to_sample(a: np.ndarray) -> np.ndarray:
+    dt = _sample_dtype(a.dtype)
+    if a.dtype != dt:
+        a = a.astype(dt)
+    return a
+
+
+def _aiflat_description(text: Optional[str]) -> dict:
+    if not text or not text.lstrip().startswith("{"):
+        return {}
+    try:
+        d = json.loads(text)
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) and d.get("aiflat") else {}
+
+
+# -- TIFF pages --------------------------------------------------------------------------------------
+
+class _TiffLayout:
+    """How one TIFF page's samples become a frame: shape, channels, planar order."""
+
+    def __init__(self, page, path: Path):
+        shape = tuple(int(s) for s in page.shape)
+        spp = int(getattr(page, "samplesperpixel", 1) or 1)
+        planar = spp > 1 and int(getattr(page, "planarconfig", 1)) == 2
+        if len(shape) == 2:
+            h, w, ch = shape[0], shape[1], 1
+        elif len(shape) == 3 and planar:
+            ch, h, w = shape
+        elif len(shape) == 3:
+            h, w, ch = shape
+        else:
+            raise FormatError(f"TIFF page of shape {shape} is not a 2-D image", path)
+        if ch == 2:
+            keep = 1  # grey + alpha
+        elif ch >= 3:
+            keep = 3
+        else:
+            keep = 1
+        self.page_shape, self.planar, self.stored_channels = shape, planar, ch
+        self.height, self.width, self.channels = h, w, keep
+        self.dtype = _sample_dtype(page.dtype)
+
+    @property
+    def key(self) -> tuple:
+        return (self.width, self.height, self.channels, self.dtype.name)
+
+    def frame(self, a: np.ndarray) -> np.ndarray:
+        """Stored page samples -> (H, W) or (H, W, 3) view/array (no dtype change)."""
+        if self.planar:
+            a = np.moveaxis(a, 0, -1)
+        if a.ndim == 3:
+            a = a[..., 0] if self.channels == 1 else a[..., :3]
+        return a
+
+
+def _open_tiff(path: Path):
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types on damaged files
+        raise FormatError(f"not a readable TIFF ({_first_line(exc)})", path) from None
+    if not tif.series:
+        tif.close()
+        raise FormatError("TIFF holds no image", path)
+    return tif
+
+
+# -- PNG / JPEG header probes ---------------------------------------------------------------------------
+
+def _probe_png(path: Path) -> tuple:
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise FormatError("not a PNG file (bad signature)", path)
+    w, h, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    channels = 3 if ctype in (2, 3, 6) else 1
+    return (w, h, channels, "uint16" if depth == 16 else "uint8")
+
+
+def _probe_jpeg(path: Path) -> tuple:
+    with open(path, "rb") as f:
+        data = f.read(1 << 20)
+    if data[:2] != b"\xff\xd8":
+        raise FormatError("not a JPEG file (bad signature)", path)
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            pos += 1
+            continue
+        marker = data[pos + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        seg = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 10 <= len(data):
+            depth, h, w, ncomp = struct.unpack(">BHHB", data[pos + 4:pos + 10])
+            return (w, h, 3 if ncomp >= 3 else 1, "uint16" if depth > 8 else "uint8")
+        pos += 2 + seg
+    raise FormatError("damaged JPEG (no frame header)", path)
+
+
+def _decode_cv(path: Path) -> np.ndarray:
+    import cv2
+
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", path) from None
+    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    if img is None:
+        raise FormatError("not a readable image (damaged or unsupported encoding)", path)
+    if img.ndim == 3:
+        if img.shape[2] >= 3:
+            img = img[..., 2::-1]
+        else:
+            img = img[..., 0]
+    return np.ascontiguousarray(_to_sample(img))
+
+
+def _image_format(path: Path) -> str:
+    ext = path.suffix.lower()
+    if ext in TIFF_EXTS:
+        return "tiff"
+    if ext in PNG_EXTS:
+        return "png"
+    if ext in JPEG_EXTS:
+        return "jpeg"
+    raise InputError(f"unsupported image type '{ext}' (use TIFF, PNG or JPEG)", path)
+
+
+# -- readers ---------------------------------------------------------------------------------------------
+
+class ImageSequence(Sequence):
+    """A multi-page TIFF (one frame per page) or a single TIFF/PNG/JPEG image. Options are ignored."""
+
+    def __init__(self, path: str | os.PathLike, **_options: Any):
+        super().__init__()
+        self.path = Path(path)
+        self.format = _image_format(self.path)
+        self._tif = None
+        self._mm: Optional[np.memmap] = None
+        self._image: Optional[np.ndarray] = None
+        if self.format == "tiff":
+            self._open_tiff()
+        else:
+            img = _decode_cv(self.path)
+            self._image = img
+            self.n_frames = 1
+            self.height, self.width = img.shape[:2]
+            self.channels = 3 if img.ndim == 3 else 1
+            self.dtype = img.dtype
+            self.color = "RGB" if self.channels == 3 else "mono"
+            self.memmapped = False
+        self.bit_depth = 32 if np.dtype(self.dtype).kind == "f" else np.dtype(self.dtype).itemsize * 8
+
+    def _open_tiff(self) -> None:
+        tif = _open_tiff(self.path)
+        self._tif = tif
+        try:
+            series = tif.series[0]
+            key = series.keyframe
+            lay = _TiffLayout(key, self.path)
+            per = int(np.prod(lay.page_shape))
+            total = int(np.prod(series.shape))
+            n = max(1, total // per) if per else 0
+            self._lay, self._series = lay, series
+            self.n_frames = n
+            self.height, self.width, self.channels = lay.height, lay.width, lay.channels
+            self.dtype = lay.dtype
+            self.color = "RGB" if lay.channels == 3 else "mono"
+            file_dtype = np.dtype(key.dtype).newbyteorder(tif.byteorder)
+            self._file_dtype = file_dtype
+            self._pages = list(series.pages) if len(series.pages) == n else None
+            self._offsets: Optional[list[int]] = None
+            if series.dataoffset is not None:
+                self._offsets = [int(series.dataoffset) + i * per * file_dtype.itemsize for i in range(n)]
+            elif self._pages is not None and all(p is not None and p.is_contiguous for p in self._pages):
+                self._offsets = [int(p.dataoffsets[0]) for p in self._pages]
+            if self._offsets is not None:
+                size = self.path.stat().st_size
+                if self._offsets[-1] + per * file_dtype.itemsize > size:
+                    raise FormatError("TIFF is truncated (page data runs past the end of the file)", self.path)
+                self._per = per
+                self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+                self.memmapped = True
+            desc = _aiflat_description(getattr(key, "description", None))
+            if desc:
+                self._apply_description(desc)
+            self.byte_order = "little" if tif.byteorder == "<" else "big"
+            self.byte_order_reason = "TIFF header"
+            self.metadata = {"pages": n, "compression": str(getattr(key, "compression", "")),
+                             "photometric": str(getattr(key, "photometric", ""))}
+        except InputError:
+            self.close()
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self.close()
+            raise FormatError(f"damaged TIFF ({_first_line(exc)})", self.path) from None
+
+    def _apply_description(self, first: dict) -> None:
+        color = first.get("color")
+        if self.channels == 1 and color in COLORS and color not in ("RGB", "BGR"):
+            self.color = color
+        if first.get("ticks") is None or self._tif is None:
+            return
+        ticks = []
+        pages = self._tif.pages
+        for i in range(self.n_frames):
+            page = pages.get(i) if i else self._series.keyframe
+            d = _aiflat_description(getattr(page, "description", None)) if page is not None else {}
+            t = d.get("ticks")
+            if not isinstance(t, int):
+                return
+            ticks.append(t)
+        self.timestamps = np.asarray(ticks, dtype=np.int64)
+
+    def _read_frame(self, i: int) -> np.ndarray:
+        if self._image is not None:
+            return self._image
+        return self._finish(self._tiff_raw(i))
+
+    def _tiff_raw(self, i: int) -> np.ndarray:
+        if self._tif is None:
+            raise InputError("file is closed", self.path)
+        if self._offsets is not None and self._mm is not None:
+            off = self._offsets[i]
+            n = self._per * self._file_dtype.itemsize
+            return self._mm[off: off + n].view(self._file_dtype).reshape(self._lay.page_shape)
+        try:
+            if self._pages is not None:
+                a = self._pages[i].asarray()
+            else:
+                a = self._tif.asarray(series=0, key=i)
+        except Exception as exc:  # noqa: BLE001
+            raise FormatError(f"cannot decode page {i} ({_first_line(exc)})", self.path) from None
+        return np.asarray(a).reshape(self._lay.page_shape)
+
+    def _finish(self, a: np.ndarray) -> np.ndarray:
+        a = self._lay.frame(a)
+        a = _to_sample(a)
+        if a.dtype.byteorder not in ("=", "|"):
+            a = a.astype(a.dtype.newbyteorder("="))
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+    def frame_rows(self, i: int, y0: int, y1: int) -> np.ndarray:
+        if self._offsets is None or self._mm is None or self._lay.planar:
+            return super().frame_rows(i, y0, y1)
+        i = int(i) + (self.n_frames if int(i) < 0 else 0)
+        if not 0 <= i < self.n_frames:
+            raise IndexError(f"frame {i} out of range 0..{self.n_frames - 1}")
+        return self._finish(self._tiff_raw(i)[y0:y1])
+
+    def close(self) -> None:
+        self._mm = None
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+
+class ImageFolderSequence(Sequence):
+    """A folder of TIFF/PNG/JPEG frames, one per file, natural order, all the same size and type."""
+
+    format = "folder-images"
+
+    def __init__(self, folder: str | os.PathLike, **_options: Any):
+        super().__init__()
+        self.path = Path(folder)
+        files = sorted((f for f in self.path.iterdir() if f.is_file() and not f.name.startswith(".")
+                        and f.suffix.lower() in IMAGE_EXTS), key=lambda f: natural_key(f.name))
+        if not files:
+            raise InputError("folder holds no TIFF, PNG or JPEG frames", self.path)
+        self._files = files
+        ref = None
+        ticks: list[Optional[int]] = []
+        colors: set[str] = set()
+        multipage = 0
+        for f in files:
+            key, desc, pages = self._probe(f)
+            if ref is None:
+                ref = key
+            elif key != ref:
+                if key[:2] != ref[:2]:
+                    problem = f"frame is {key[0]}x{key[1]} but {files[0].name} is {ref[0]}x{ref[1]}"
+                elif key[2] != ref[2]:
+                    problem = f"frame has {key[2]} channel(s) but {files[0].name} has {ref[2]}"
+                else:
+                    problem = f"samples are {key[3]} but {files[0].name} has {ref[3]}"
+                raise InputError(f"{problem}; all frames in a folder must match", f)
+            t = desc.get("ticks")
+            ticks.append(t if isinstance(t, int) else None)
+            colors.add(str(desc.get("color") or ""))
+            multipage += pages > 1
+        self.n_frames = len(files)
+        self.width, self.height, self.channels = ref[0], ref[1], ref[2]
+        self.dtype = np.dtype(ref[3])
+        self.bit_depth = 32 if self.dtype.kind == "f" else self.dtype.itemsize * 8
+        self.color = "RGB" if self.channels == 3 else "mono"
+        if self.channels == 1 and len(colors) == 1:
+            c = colors.pop()
+            if c in COLORS and c not in ("RGB", "BGR"):
+                self.color = c
+        if ticks and all(t is not None for t in ticks):
+            self.timestamps = np.asarray(ticks, dtype=np.int64)
+        if multipage:
+            self.warnings.append(f"{multipage} multi-page TIFF files: only their first page is used")
+        self.metadata = {"files": [f.name for f in files]}
+        self.memmapped = False
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self._files)
+
+    def _probe(self, f: Path) -> tuple[tuple, dict, int]:
+        fmt = _image_format(f)
+        if fmt == "png":
+            return _probe_png(f), {}, 1
+        if fmt == "jpeg":
+            return _probe_jpeg(f), {}, 1
+        tif = _open_tiff(f)
+        try:
+            page = tif.pages.first
+            lay = _TiffLayout(page, f)
+            return lay.key, _aiflat_description(getattr(page, "description", None)), len(tif.pages)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise FormatError(f"damaged TIFF ({_first_line(exc)})", f) from None
+        finally:
+            tif.close()
+
+    def _read_frame(self, i: int) -> np.ndarray:
+        f = self._files[i]
+        if _image_format(f) == "tiff":
+            tif = _open_tiff(f)
+            try:
+                page = tif.pages.first
+                lay = _TiffLayout(page, f)
+                a = _to_sample(lay.frame(page.asarray()))
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise FormatError(f"cannot decode ({_first_line(exc)})", f) from None
+            finally:
+                tif.close()
+            a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+        else:
+            a = _decode_cv(f)
+        if a.shape != self.frame_shape or a.dtype != self.dtype:
+            raise FormatError(f"decoded frame {a.shape} {a.dtype.name} does not match the folder's "
+                              f"{self.frame_shape} {self.dtype.name}", f)
+        return a
+
+
+# -- writers ---------------------------------------------------------------------------------------------
+
+class _TiffPages:
+    """What both TIFF writers share: sample type, colour handling, page description."""
+
+    template: Sequence
+
+    def _setup(self, template: Sequence, path, timestamps: Optional[np.ndarray]) -> None:
+        dt = np.dtype(template.dtype)
+        if template.channels not in (1, 3):
+            raise InputError(f"TIFF writer cannot store {template.channels}-channel frames", path)
+        self._dtype = dt if dt in (np.uint8, np.uint16, np.float32) else np.dtype(np.float32)
+        self._colour = template.channels == 3
+        self._bgr = template.color == "BGR"
+        self._ts = timestamps if timestamps is not None else template.timestamps
+
+    def _page(self, frame: np.ndarray, index: int) -> tuple[np.ndarray, dict]:
+        a = np.asarray(frame)
+        if a.dtype != self._dtype:
+            if self._dtype.kind == "f":
+                a = a.astype(self._dtype)
+            else:
+                info = np.iinfo(self._dtype)
+                a = np.clip(np.rint(a) if a.dtype.kind == "f" else a, info.min, info.max).astype(self._dtype)
+        if self._colour and self._bgr:
+            a = a[..., ::-1]
+        desc: dict[str, Any] = {"aiflat": 1, "color": "RGB" if self._colour else self.template.color}
+        ts = self._ts
+        if ts is not None and 0 <= index < len(ts):
+            desc["ticks"] = int(ts[index])
+        kwargs = dict(photometric="rgb" if self._colour else "minisblack", metadata=None,
+                      description=json.dumps(desc, separators=(",", ":")))
+        return np.ascontiguousarray(a), kwargs
+
+
+class TiffWriter(_TiffPages, SequenceWriter):
+    """Streams a multi-page TIFF, one uncompressed page per frame, in the template's sample type
+    (uint8/uint16/float32). BigTIFF when the result may exceed 4 GB. Options: ``timestamps``."""
+
+    format = "tiff"
+
+    def __init__(self, path: str | os.PathLike, template: Sequence, n_frames: Optional[int] = None,
+                 overwrite: bool = True, timestamps: Optional[np.ndarray] = None, **_opts: Any):
+        self._setup(template, path, timestamps)
+        self._tw = None
+        super().__init__(path, template, n_frames=n_frames, overwrite=overwrite)
+
+    def _open(self, tmp_path: Path) -> None:
+        import tifffile
+
+        t = self.template
+        estimate = max(1, self.n_frames) * (t.height * t.width * t.channels * self._dtype.itemsize + 512)
+        self._tw = tifffile.TiffWriter(tmp_path, bigtiff=estimate > 2 ** 32 - 2 ** 26)
+
+    def _write(self, frame: np.ndarray, index: int) -> None:
+        a, kwargs = self._page(frame, index)
+        self._tw.write(a, contiguous=False, **kwargs)
+
+    def _finish(self) -> None:
+        tw, self._tw = self._tw, None
+        tw.close()
+
+    def _abort_handles(self) -> None:
+        if self._tw is not None:
+            tw, self._tw = self._tw, None
+            tw.close()
+
+
+class TiffFolderWriter(_TiffPages, SequenceWriter):
+    """One TIFF per frame (frame_00000.tif, ...) in a folder that appears under the final name only
+    when complete."""
+
+    format = "tiff-folder"
+    is_directory = True
+
+    def __init__(self, path: str | os.PathLike, template: Sequence, n_frames: Optional[int] = None,
+                 overwrite: bool = True, timestamps: Optional[np.ndarray] = None, **_opts: Any):
+        self._setup(template, path, timestamps)
+        self._dir: Optional[Path] = None
+        super().__init__(path, template, n_frames=n_frames, overwrite=overwrite)
+
+    def _open(self, tmp_path: Path) -> None:
+        self._dir = Path(tmp_path)
+        self._digits = max(5, len(str(max(0, self.n_frames - 1))))
+
+    def _write(self, frame: np.ndarray, index: int) -> None:
+        import tifffile
+
+        a, kwargs = self._page(frame, index)
+        tifffile.imwrite(self._dir / f"frame_{self.written:0{self._digits}d}.tif", a, **kwargs)
