@@ -1,0 +1,363 @@
+"""The image viewer and the stretch panel, driven with real (simulated) mouse and key events."""
+
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+from PySide6 import QtCore
+from PySide6.QtCore import Qt
+
+from aiflat_gui.core.maskedit import MaskModel
+from aiflat_gui.core.stretch import StretchState
+from aiflat_gui.errors import InputError
+from aiflat_gui.gui.histogram import StretchPanel
+from aiflat_gui.gui.viewer import ImageViewer
+
+H, W = 120, 160
+
+
+def digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def frame(seed=0, h=H, w=W):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 2000 + 20 * xx + rng.normal(0, 30, (h, w))
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture
+def viewer(qtbot):
+    v = ImageViewer()
+    qtbot.addWidget(v)
+    v.resize(480, 360)
+    v.show()
+    qtbot.waitExposed(v)
+    v.set_image(frame())
+    v.set_mask_model(MaskModel(shape=(H, W)))
+    v.fit()
+    qtbot.wait(1)
+    return v
+
+
+def vp(v):
+    return v.graphics_view.viewport()
+
+
+def grab_rgb(v, x, y):
+    """The colour the screen shows at the centre of image pixel (x, y)."""
+    img = v.graphics_view.viewport().grab().toImage()
+    p = v.pixel_to_viewport(x, y)
+    c = img.pixelColor(p)
+    return c.red(), c.green(), c.blue()
+
+
+def drag(qtbot, v, points, button=Qt.MouseButton.LeftButton, pause=0):
+    """Press at the first point, move through the others, release at the last. ``pause`` (ms)
+    between moves lets pyqtgraph's 100 Hz mouse-move rate limit through (needed for panning)."""
+    w = vp(v)
+    pos = [v.pixel_to_viewport(x, y) for x, y in points]
+    qtbot.mouseMove(w, pos[0])
+    qtbot.mousePress(w, button, pos=pos[0])
+    for p in pos[1:]:
+        if pause:
+            qtbot.wait(pause)
+        qtbot.mouseMove(w, p)
+    qtbot.mouseRelease(w, button, pos=pos[-1])
+
+
+def test_set_image_keeps_the_raw_array_and_reads_values(viewer):
+    img = frame(3)
+    viewer.set_image(img)
+    assert viewer.image() is img
+    assert viewer.value_at(10, 20) == int(img[20, 10])
+    assert viewer.value_at(-1, 0) is None and viewer.value_at(W, 0) is None
+    assert np.shares_memory(viewer.image_item.image, img)  # mono data goes to pyqtgraph as is (no copy)
+    assert viewer.image_item.lut.shape == (256,)
+
+
+def test_stretch_changes_the_screen_but_never_the_data(viewer, qtbot):
+    img = viewer.image()
+    before = digest(img)
+    viewer.set_levels(2000, 5200)
+    dark = grab_rgb(viewer, 40, 60)
+    viewer.set_stretch(StretchState(mode="asinh", black=2000, white=5200, asinh_beta=50))
+    bright = grab_rgb(viewer, 40, 60)
+    assert bright[0] > dark[0] + 40
+    viewer.set_stretch(StretchState(mode="linear", black=0, white=1000))
+    assert grab_rgb(viewer, 40, 60)[0] == 255  # everything above white
+    assert viewer.levels() == (0.0, 1000.0)
+    viewer.set_image(img, autolevel=True)
+    assert viewer.levels()[0] > 1000
+    assert digest(img) == before and viewer.image() is img
+
+
+def test_auto_mode_uses_the_stf_per_frame(viewer):
+    viewer.set_stretch(StretchState(mode="auto"))
+    st = viewer.auto_levels()
+    img = viewer.image()
+    assert st.mode == "auto" and st.black >= img.min() and st.white == img.max()
+    # the frame's median lands at a quarter of the screen range
+    shown = viewer.image_item.lut[int(255 * (np.median(img) - st.black) / (st.white - st.black))]
+    assert abs(int(shown) - 64) <= 6
+    viewer.set_image(frame(1) // 2, autolevel=True)
+    assert viewer.stretch().white < st.white
+
+
+def test_drag_paints_a_gap_free_stroke_along_the_path_then_undo_redo(viewer, qtbot):
+    model = viewer.mask_model()
+    viewer.set_tool("paint")
+    viewer.set_brush_radius(2)
+    finished = []
+    viewer.strokeFinished.connect(lambda: finished.append(1))
+    drag(qtbot, viewer, [(20, 20), (120, 20), (120, 100)])
+    m = model.mask
+    assert finished == [1]
+    assert m[20, 20] and m[20, 70] and m[20, 120] and m[60, 120] and m[100, 120]
+    assert m[60, 60] == 0 and m[100, 20] == 0  # nothing off the path
+    n, _ = cv2.connectedComponents(m, connectivity=8)
+    assert n - 1 == 1
+    assert len(model.undo_steps) == 1
+    painted = m.copy()
+    # the overlay shows it (red over a grey image)
+    r, g, b = grab_rgb(viewer, 70, 20)
+    assert r > g + 30 and r > b + 30
+    # Ctrl+Z / Ctrl+Shift+Z on the view
+    qtbot.keyClick(viewer.graphics_view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert model.mask.sum() == 0
+    r, g, b = grab_rgb(viewer, 70, 20)
+    assert abs(r - g) < 12
+    qtbot.keyClick(viewer.graphics_view, Qt.Key.Key_Z,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert np.array_equal(model.mask, painted)
+
+
+def test_one_fast_mouse_move_leaves_no_gap(viewer, qtbot):
+    viewer.set_tool("paint")
+    viewer.set_brush_radius(1)
+    drag(qtbot, viewer, [(5, 5), (150, 110)])  # press, one move across the image, release
+    m = viewer.mask_model().mask
+    n, _ = cv2.connectedComponents(m, connectivity=8)
+    assert n - 1 == 1
+    for t in np.linspace(0, 1, 50):
+        x, y = 5 + 145 * t, 5 + 105 * t
+        assert m[int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2].any()
+
+
+def test_erase_tool_and_single_click_dab(viewer, qtbot):
+    model = viewer.mask_model()
+    model.apply(np.ones((H, W), bool), "fill")
+    viewer.set_tool("erase")
+    viewer.set_brush_radius(3)
+    drag(qtbot, viewer, [(30, 60), (130, 60)])
+    assert model.mask[60, 30:131].sum() == 0 and model.mask[20, 80] == 1
+    viewer.set_tool("paint")
+    qtbot.mouseClick(vp(viewer), Qt.MouseButton.LeftButton, pos=viewer.pixel_to_viewport(80, 60))
+    assert model.mask[60, 80] == 1 and len(model.undo_steps) == 3
+
+
+def test_click_in_remove_tool_deletes_the_speck(viewer, qtbot):
+    mask = np.zeros((H, W), np.uint8)
+    cv2.circle(mask, (40, 40), 5, 1, -1)
+    cv2.circle(mask, (110, 80), 5, 1, -1)
+    model = MaskModel(mask)
+    viewer.set_mask_model(model)
+    viewer.set_tool("remove")
+    clicked = []
+    viewer.speckClicked.connect(lambda x, y: clicked.append((x, y)))
+    qtbot.mouseClick(vp(viewer), Qt.MouseButton.LeftButton, pos=viewer.pixel_to_viewport(41, 42))
+    assert clicked == [(41, 42)]
+    assert model.mask[30:50, 30:50].sum() == 0 and model.mask[80, 110] == 1
+    assert len(model.undo_steps) == 1
+    model.undo()
+    assert np.array_equal(model.mask, mask)
+
+
+def test_pan_tool_left_drag_moves_the_view_and_does_not_paint(viewer, qtbot):
+    viewer.set_tool("pan")
+    changed = []
+    viewer.viewChanged.connect(lambda: changed.append(1))
+    (x0, x1), _ = viewer.view_box.viewRange()
+    drag(qtbot, viewer, [(80, 60), (60, 60), (40, 60), (20, 60)], pause=20)
+    (nx0, nx1), _ = viewer.view_box.viewRange()
+    assert nx0 > x0 + 20 and changed
+    assert viewer.mask_model().mask.sum() == 0
+
+
+def test_bracket_keys_resize_the_brush_and_the_cursor_follows(viewer, qtbot):
+    viewer.set_tool("paint")
+    viewer.set_brush_radius(8)
+    sizes = []
+    viewer.brushRadiusChanged.connect(sizes.append)
+    qtbot.keyClick(viewer.graphics_view, "]")
+    assert viewer.brush_radius() == 9
+    qtbot.keyClick(viewer.graphics_view, "[")
+    qtbot.keyClick(viewer.graphics_view, "[")
+    assert viewer.brush_radius() == 7 and sizes == [9, 8, 7]
+    for _ in range(40):
+        qtbot.keyClick(viewer.graphics_view, "[")
+    assert viewer.brush_radius() == 1
+    viewer.set_brush_radius(100)
+    qtbot.keyClick(viewer.graphics_view, "]")
+    assert viewer.brush_radius() == 125
+    qtbot.mouseMove(vp(viewer), viewer.pixel_to_viewport(50, 50))
+    assert viewer.cursor_item.isVisible()
+    assert viewer.cursor_item.rect().width() == pytest.approx(250)
+    assert viewer.cursor_item.pos().x() == pytest.approx(50.5, abs=1)
+    viewer.set_tool("pan")
+    assert not viewer.cursor_item.isVisible()
+
+
+def test_hover_reports_the_pixel_and_minus_one_outside(viewer, qtbot):
+    got = []
+    viewer.pixelHovered.connect(lambda x, y: got.append((x, y)))
+    qtbot.mouseMove(vp(viewer), viewer.pixel_to_viewport(33, 44))
+    assert got[-1] == (33, 44)
+    qtbot.mouseMove(vp(viewer), viewer.pixel_to_viewport(150, 7))
+    assert got[-1] == (150, 7)
+    viewer.center_on(0, 0)  # the image's corner in the middle: the top-left is outside
+    qtbot.mouseMove(vp(viewer), QtCore.QPoint(3, 3))
+    assert got[-1] == (-1, -1)
+    qtbot.mouseMove(vp(viewer), viewer.pixel_to_viewport(2, 2))
+    assert got[-1] == (2, 2)
+    QtCore.QCoreApplication.sendEvent(vp(viewer), QtCore.QEvent(QtCore.QEvent.Type.Leave))
+    assert got[-1] == (-1, -1)
+
+
+def test_fit_one_to_one_and_center_on(viewer, qtbot):
+    viewer.zoom_1to1()
+    assert viewer.zoom_factor() == pytest.approx(1.0, rel=0.02)
+    viewer.center_on(50, 60, zoom=4)
+    (x0, x1), (y0, y1) = viewer.view_box.viewRange()
+    assert (x0 + x1) / 2 == pytest.approx(50.5, abs=0.5) and (y0 + y1) / 2 == pytest.approx(60.5, abs=0.5)
+    assert viewer.zoom_factor() == pytest.approx(4.0, rel=0.02)
+    viewer.fit()
+    (x0, x1), (y0, y1) = viewer.view_box.viewRange()
+    assert x0 <= 0.5 and x1 >= W - 0.5 and y0 <= 0.5 and y1 >= H - 0.5
+    # row 0 is at the top
+    assert viewer.pixel_to_viewport(10, 0).y() < viewer.pixel_to_viewport(10, H - 1).y()
+
+
+def test_bayer_is_shown_debayered_in_colour_and_read_raw(viewer):
+    cfa = np.zeros((H, W), np.uint16)
+    cfa[0::2, 0::2] = 50000  # RGGB: a red scene
+    viewer.set_mask_model(None)
+    viewer.set_image(cfa, color="RGGB", levels=(0, 50000))
+    assert viewer.image_item.image.ndim == 3
+    r, g, b = grab_rgb(viewer, 60, 60)
+    assert r > 200 and g < 30 and b < 30
+    assert viewer.value_at(0, 0) == 50000 and viewer.value_at(1, 0) == 0
+    bgr = np.zeros((H, W, 3), np.uint8)
+    bgr[..., 0] = 255  # blue, stored first
+    viewer.set_image(bgr, color="BGR", levels=(0, 255))
+    r, g, b = grab_rgb(viewer, 60, 60)
+    assert b > 200 and r < 30
+    assert viewer.value_at(0, 0) == (255, 0, 0)
+
+
+def test_overlay_colour_opacity_visibility_and_size_mismatch(viewer, qtbot):
+    model = viewer.mask_model()
+    model.dab(80, 60, "paint", 6)
+    viewer.set_overlay_color((0, 255, 0))
+    argb = viewer.overlay_item.pixel_argb(80, 60)
+    assert (argb >> 8) & 0xFF > 0 and (argb >> 16) & 0xFF == 0
+    r, g, b = grab_rgb(viewer, 80, 60)
+    assert g > r + 30
+    viewer.set_overlay_opacity(0.0)
+    assert viewer.overlay_item.pixel_argb(80, 60) == 0
+    viewer.set_overlay_opacity(1.0)
+    assert viewer.overlay_item.pixel_argb(80, 60) >> 24 == 255
+    viewer.set_overlay_visible(False)
+    r, g, b = grab_rgb(viewer, 80, 60)
+    assert abs(r - g) < 12
+    viewer.set_overlay_visible(True)
+    # a mask of another size is not shown and cannot be painted
+    viewer.set_mask_model(MaskModel(shape=(10, 10)))
+    assert not viewer.overlay_item.has_mask()
+    viewer.set_tool("paint")
+    drag(qtbot, viewer, [(2, 2), (8, 8)])
+    assert viewer.mask_model().mask.sum() == 0
+    with pytest.raises(InputError):
+        viewer.set_tool("lasso")
+
+
+def test_replacing_the_mask_array_updates_the_overlay(viewer):
+    model = viewer.mask_model()
+    new = np.zeros((H, W), bool)
+    new[10:20, 10:20] = True
+    model.set_mask(new)
+    assert viewer.overlay_item.shows(model.mask)
+    assert viewer.overlay_item.pixel_argb(15, 15) != 0
+
+
+# ------------------------------------------------------------------ StretchPanel
+@pytest.fixture
+def panel(qtbot):
+    p = StretchPanel()
+    qtbot.addWidget(p)
+    p.resize(300, 240)
+    p.show()
+    return p
+
+
+def test_panel_histogram_and_first_frame_auto_levels(panel, qtbot):
+    img = frame(0)
+    with qtbot.waitSignal(panel.stretchChanged) as sig:
+        st = panel.set_image(img)
+    assert sig.args[0] == st
+    lo, hi = np.percentile(img, [0.1, 99.9])
+    assert st.black == pytest.approx(lo, abs=40) and st.white == pytest.approx(hi, abs=40)
+    x, y = panel.histogram_data()
+    assert len(x) == 257 and len(y) == 256 and y.max() > 0
+    assert panel.region.getRegion() == pytest.approx((st.black, st.white))
+
+
+def test_panel_region_drag_mode_slider_and_auto(panel, qtbot):
+    panel.set_image(frame(0))
+    got = []
+    panel.stretchChanged.connect(got.append)
+    panel.region.setRegion((2500, 4000))  # what dragging the lines does
+    assert got[-1].black == pytest.approx(2500) and got[-1].white == pytest.approx(4000)
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("gamma"))
+    assert got[-1].mode == "gamma"
+    panel.strength_slider.setValue(1000)
+    assert got[-1].gamma == pytest.approx(10.0)
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("auto"))
+    stf = got[-1]
+    assert stf.mode == "auto" and stf.black >= 1900 and stf.midtone != 0.5
+    panel.strength_slider.setValue(100)  # darker target background
+    assert got[-1].midtone > stf.midtone and got[-1].mode == "auto"
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("linear"))
+    assert not panel.strength_slider.isEnabled()
+    panel.region.setRegion((0, 100))
+    panel.auto_button.click()
+    assert got[-1].black > 1000
+    panel.set_state(StretchState(mode="log", black=1, white=2, log_a=100))
+    assert panel.state().log_a == 100 and panel.mode_combo.currentData() == "log"
+
+
+def test_panel_apply_to_all_frames_keeps_levels(panel):
+    panel.set_image(frame(0))
+    panel.set_apply_to_all(True)
+    panel.region.setRegion((2100, 3000))
+    st = panel.set_image(frame(1) * 2)
+    assert (st.black, st.white) == pytest.approx((2100, 3000))
+    panel.set_apply_to_all(False)
+    st = panel.set_image(frame(1) * 2)
+    assert st.black > 3000
+
+
+def test_panel_drives_the_viewer_without_touching_data(panel, viewer, qtbot):
+    panel.stretchChanged.connect(viewer.set_stretch)
+    img = frame(5)
+    before = digest(img)
+    st = panel.set_image(img, emit=False)
+    viewer.set_image(img, stretch=st)
+    assert viewer.levels() == pytest.approx(st.levels)
+    panel.region.setRegion((2000, 2600))
+    assert viewer.levels() == pytest.approx((2000, 2600))
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("asinh"))
+    assert viewer.stretch().mode == "asinh"
+    assert digest(img) == before
