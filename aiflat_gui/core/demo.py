@@ -73,7 +73,8 @@ class DemoData:
     offset: the camera pedestal in ADU.
     distractors: solar features that are not dust: kind ("sunspot", "pore", "filament"), centroid
         (x, y) in frame 0, radius/length, depth (darkening of the feature itself).
-    shifts: float32 (N, 2) the sun's drift (dx, dy) in px of each frame relative to frame 0.
+    shifts: float32 (N, 2) the sun's drift: displacement (dx, dy) in px of solar features in frame i
+        relative to frame 0 (seeing wobble comes on top).
     params: the generator settings (difficulty, seed, level, gain, ...).
     """
 
@@ -364,7 +365,7 @@ def generate_demo(frames: int = 40, width: int = 640, height: int = 480, seed: i
         steps[1:] = p["drift"] * np.array([math.cos(ang), math.sin(ang)]) + rng.normal(0, 0.04, (frames - 1, 2))
     shifts = np.cumsum(steps, axis=0)
     reach = float(np.abs(shifts).max()) if frames > 1 else 0.0
-    margin = int(math.ceil(reach + 4 * p["seeing_px"] + 6))
+    margin = int(math.ceil(reach + 4 * p["seeing_px"] + 16))
     ch, cw = height + 2 * margin, width + 2 * margin
     sun = _Sun(rng, (ch, cw), p, (height, width))
 
@@ -400,18 +401,20 @@ def generate_demo(frames: int = 40, width: int = 640, height: int = 480, seed: i
     clean = np.empty((frames, height, width), np.float32)
     level = float(p["level"])
     cell = 40.0
-    gx, gy = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    # render each frame with a border of `eb` px so the seeing blur sees real sun at the edges
+    eb = 8
+    gx, gy = np.meshgrid(np.arange(-eb, width + eb, dtype=np.float32), np.arange(-eb, height + eb, dtype=np.float32))
     lo_b, hi_b = p["blur"]
     for i in range(frames):
         phase = p["evolve"] * (math.pi / 2) * (i / max(frames - 1, 1))
         scene = sun.frame(phase)
-        wx = _smooth_field(rng, (height, width), cell) * p["seeing_px"]
-        wy = _smooth_field(rng, (height, width), cell) * p["seeing_px"]
+        wx = _smooth_field(rng, gx.shape, cell) * p["seeing_px"]
+        wy = _smooth_field(rng, gx.shape, cell) * p["seeing_px"]
         mx = gx + float(margin + shifts[i, 0]) + wx
         my = gy + float(margin + shifts[i, 1]) + wy
         img = cv2.remap(scene, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         sigma = rng.uniform(lo_b, hi_b)
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
+        img = cv2.GaussianBlur(img, (0, 0), sigma)[eb:eb + height, eb:eb + width]
         signal = img * level
         np.add(signal, offset, out=clean[i])
         dusty = signal * true_flat
@@ -428,7 +431,7 @@ def generate_demo(frames: int = 40, width: int = 640, height: int = 480, seed: i
                   clean_definition="clean = offset + dust-free noise-free signal (ADU); "
                                    "frames ~= offset + (clean - offset) * true_flat + noise")
     return DemoData(frames=data, clean=clean, true_flat=true_flat, true_mask=true_mask, specks=specks,
-                    offset=offset, distractors=distractors, shifts=shifts.astype(np.float32), params=params)
+                    offset=offset, distractors=distractors, shifts=(-shifts).astype(np.float32), params=params)
 
 
 # -- files -------------------------------------------------------------------------------------

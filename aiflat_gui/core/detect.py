@@ -1,0 +1,415 @@
+"""The offline dust detector (numpy/OpenCV only, no Qt).
+
+Dust sits still on the sensor and darkens by the same factor in every frame; solar features drift
+with the sun and wobble with seeing. The detector turns that into a per-pixel score in four steps:
+
+1. **Local darkening per frame.** Each frame's luminance ``Y`` is divided by a smooth local
+   background ``B`` (a wide Gaussian of ``Y`` with its dark dips filled first, computed at quarter
+   resolution for speed): ``d = 1 - Y / B`` is the fraction by which a pixel is darker than its
+   surroundings, independent of plage, limb darkening and exposure.
+2. **Time.** Over up to ``max_frames`` evenly spaced frames we keep running sums of ``d`` and
+   ``d**2`` (all frames) and a float16 stack of ``d`` for a subset that fits ``memory_mb``. The
+   temporal *median* keeps what is fixed to the sensor and washes out what moves through a pixel in
+   fewer than half the frames; the temporal *variance* in excess of its local baseline marks pixels
+   that features move across (dust never adds variance: it scales signal and texture alike).
+   The sun's global drift per frame is measured by phase correlation.
+3. **Shape and scale.** The median darkening minus its own smooth baseline is matched-filtered at a
+   few scales (Gaussian, 0-3.5 px) and each scale is normalised by its robust (MAD) noise; the score
+   is the best scale's signal-to-noise, minus the motion penalty. Sky beyond the limb and very dark
+   pixels (umbrae) are excluded.
+4. **Candidates that follow the sun are rejected.** For each candidate speck the dip is measured in
+   every stacked frame both at its fixed sensor position and at the position that follows the
+   measured solar drift. If it is deeper when following the sun, it is solar (a pore or filament),
+   not dust. This needs some drift; with almost none the candidate is kept.
+
+With no time axis (a single image) only steps 1 and 3 apply, on the reference: faint dust below the
+granulation contrast is then hard to separate and the detector is weaker.
+
+``ScoreMap.mask(sensitivity)`` re-thresholds with hysteresis (seeds above a high threshold, grown
+into a lower one) in milliseconds; sensitivity 0..1, 0.5 default, higher finds more.
+
+Colour: RGB/BGR data is reduced to the mean of its channels; raw Bayer (CFA) data to a 2x2 box
+average (a luminance that is the same on every CFA phase), so a speck darkens it like any frame.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from ..io.base import BAYER_PATTERNS
+from ..progress import ProgressFn, report
+
+#: z-score of the seed threshold at sensitivity 0.5; it halves/doubles every 0.5 of sensitivity.
+SEED_Z = 7.0
+#: The grow threshold is this fraction of the seed threshold.
+GROW_FRACTION = 0.45
+#: Lowest grow threshold ever used (sensitivity 1).
+MIN_GROW_Z = 1.6
+#: Gaussian pre-smoothing (px) of each darkening map: tames interpolation and pixel noise.
+PRESMOOTH = 0.7
+
+
+def luminance(image: np.ndarray, color: Optional[str] = None) -> np.ndarray:
+    """A float32 (H, W) luminance plane of a frame: mono as is, colour the mean of its channels,
+    raw Bayer (``color`` one of RGGB/GRBG/GBRG/BGGR) a 2x2 box average."""
+    a = np.asarray(image)
+    if a.ndim == 3:
+        return a.astype(np.float32).mean(axis=2)
+    if a.ndim != 2:
+        raise InputError(f"expected an image of shape (H, W) or (H, W, C), got {a.shape}")
+    y = a.astype(np.float32, copy=True)
+    if color in BAYER_PATTERNS:
+        y = cv2.blur(y, (2, 2), borderType=cv2.BORDER_REFLECT)
+    return y
+
+
+def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return a
+    return cv2.GaussianBlur(a, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _down(a: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return a
+    h, w = a.shape
+    return cv2.resize(a, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+
+
+def _up(a: np.ndarray, shape) -> np.ndarray:
+    if a.shape == tuple(shape):
+        return a
+    return cv2.resize(a, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def background(y: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth local background of ``y`` that ignores dark dips smaller than ~``sigma``: blur, fill
+    everything darker than the blur with the blur, blur again (at reduced resolution)."""
+    f = max(1, min(4, int(sigma // 3)))
+    small = _down(y, f)
+    s = sigma / f
+    b1 = _blur(small, s)
+    b1_full = _up(b1, y.shape)
+    filled = np.maximum(y, b1_full)
+    b = _blur(_down(filled, f), s)
+    return _up(b, y.shape)
+
+
+def darkening(y: np.ndarray, sigma: float) -> np.ndarray:
+    """``1 - y / background(y)``, clipped to [-1, 1]: positive where darker than the surroundings."""
+    b = background(y, sigma)
+    d = 1.0 - y / np.maximum(b, 1e-3)
+    np.clip(d, -1.0, 1.0, out=d)
+    return d
+
+
+def _lower_envelope(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth baseline of ``a`` ignoring positive peaks (the mirror of :func:`background`)."""
+    f = max(1, min(4, int(sigma // 3)))
+    small = _down(a, f)
+    b1 = _up(_blur(small, sigma / f), a.shape)
+    filled = np.minimum(a, b1)
+    return _up(_blur(_down(filled, f), sigma / f), a.shape)
+
+
+def _robust_sigma(a: np.ndarray, valid: np.ndarray) -> float:
+    v = a[valid]
+    if v.size > 200_000:
+        v = v[:: v.size // 200_000 + 1]
+    if v.size == 0:
+        return 1.0
+    med = np.median(v)
+    mad = np.median(np.abs(v - med))
+    return float(max(1.4826 * mad, 1e-6))
+
+
+def _phase_shift(ref_patch: np.ndarray, patch: np.ndarray, window: np.ndarray) -> tuple[float, float]:
+    (dx, dy), _ = cv2.phaseCorrelate(ref_patch, patch, window)
+    return float(dx), float(dy)
+
+
+@dataclass
+class ScoreMap:
+    """The detector's cached result. ``score`` is a float32 (H, W) signal-to-noise map (>= 0),
+    ``extent`` the single-scale map the mask grows into, ``reject`` pixels of candidates that were
+    judged solar (they move with the sun). ``mask(s)`` re-thresholds without recomputation."""
+
+    score: np.ndarray
+    extent: np.ndarray
+    valid: np.ndarray
+    reject: np.ndarray
+    frames_used: int = 0
+    darkening: Optional[np.ndarray] = None
+    shifts: Optional[np.ndarray] = None
+    max_area: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def thresholds(sensitivity: float) -> tuple[float, float]:
+        """(seed, grow) z-thresholds for a sensitivity in [0, 1]."""
+        s = min(1.0, max(0.0, float(sensitivity)))
+        seed = SEED_Z * 2.0 ** (1.0 - 2.0 * s)
+        grow = max(MIN_GROW_Z, GROW_FRACTION * seed)
+        return seed, grow
+
+    def mask(self, sensitivity: float = 0.5) -> np.ndarray:
+        """Binary dust mask (bool (H, W)) at ``sensitivity`` (0..1, higher finds more)."""
+        seed_t, grow_t = self.thresholds(sensitivity)
+        grow = (self.extent >= grow_t) | (self.score >= seed_t)
+        grow &= ~self.reject
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(grow.view(np.uint8), connectivity=8,
+                                                               ltype=cv2.CV_32S)
+        if n <= 1:
+            return np.zeros(self.score.shape, bool)
+        seeds = labels[self.score >= seed_t]
+        keep = np.zeros(n, bool)
+        keep[np.unique(seeds)] = True
+        keep[0] = False
+        if self.max_area:
+            keep &= stats[:, cv2.CC_STAT_AREA] <= self.max_area
+        return keep[labels]
+
+    def soft(self) -> np.ndarray:
+        """The score mapped to [0, 1] (1 = far above the most sensitive seed threshold)."""
+        lo, _ = self.thresholds(1.0)
+        hi, _ = self.thresholds(0.0)
+        s = np.clip((self.score - lo * 0.5) / (hi - lo * 0.5), 0.0, 1.0).astype(np.float32)
+        s[self.reject] = 0.0
+        return s
+
+
+def _select_frames(n: int, max_frames: int) -> np.ndarray:
+    k = max(1, min(int(n), int(max_frames)))
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
+
+
+def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
+                   progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
+                   memory_mb: float = 256.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
+                   max_area_fraction: float = 0.01, iterations: int = 3) -> ScoreMap:
+    """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
+    with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
+
+    ``max_frames`` evenly spaced frames feed the running statistics; a float16 stack of at most
+    ``memory_mb`` MB of them feeds the temporal median and the follow-the-sun test. ``progress`` may
+    raise :class:`~aiflat_gui.errors.Cancelled`. ``color`` defaults to ``sequence.color``."""
+    t0 = time.perf_counter()
+    ref = np.asarray(reference)
+    if ref.ndim not in (2, 3) or ref.shape[0] < 8 or ref.shape[1] < 8:
+        raise InputError(f"reference must be an image of at least 8x8 pixels, got shape {ref.shape}")
+    if color is None and sequence is not None:
+        color = getattr(sequence, "color", None)
+    yref = luminance(ref, color if ref.ndim == 2 else None)
+    h, w = yref.shape
+    if not np.isfinite(yref).all():
+        yref = np.nan_to_num(yref, nan=0.0, posinf=0.0, neginf=0.0)
+    report(progress, 0.0, "dust: reference")
+
+    # valid pixels: on the disc (not sky), not inside very dark features (umbrae)
+    bref = background(yref, bg_sigma)
+    level = float(np.percentile(bref[:: 4, :: 4], 90)) if bref.size else 1.0
+    on_disc = bref > 0.3 * max(level, 1e-6)
+    valid = cv2.erode(on_disc.view(np.uint8), np.ones((9, 9), np.uint8), borderType=cv2.BORDER_REPLICATE) > 0
+
+    n_frames = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
+    shifts = None
+    noise = None
+    stack_n = 0
+    if n_frames >= 3:
+        k_max = max(3, min(n_frames, int(max_frames)))
+        cap = int(memory_mb * 2 ** 20 // max(1, h * w * 2))
+        idx = _select_frames(n_frames, max(3, min(k_max, cap)))
+        k = len(idx)
+        stack = np.empty((k, h, w), np.float16)
+        # phase correlation on a central crop of the darkening map (texture, no limb gradient)
+        cy, cx = h // 2, w // 2
+        ph, pw = min(h, 512), min(w, 512)
+        crop = (slice(cy - ph // 2, cy - ph // 2 + ph), slice(cx - pw // 2, cx - pw // 2 + pw))
+        window = cv2.createHanningWindow((pw, ph), cv2.CV_32F)
+        ref_patch = None
+        shifts = np.zeros((k, 2), np.float32)
+        sample = valid.copy()
+        sample[::3] = False
+        sample[:, ::3] = False
+        if not sample.any():
+            sample[:] = True
+        for n_i, fi in enumerate(idx):
+            report(progress, 0.02 + 0.5 * n_i / k, f"dust: frame {n_i + 1}/{k}")
+            y = luminance(sequence.frame(int(fi)), color)
+            if y.shape != (h, w):
+                raise InputError(f"frame {fi} is {y.shape[1]}x{y.shape[0]}, the reference {w}x{h}")
+            # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves
+            ly = np.log(np.maximum(y, 1.0))
+            d = _blur(float(np.median(ly[sample])) - ly, PRESMOOTH)
+            patch = darkening(np.ascontiguousarray(y[crop]), bg_sigma)
+            if ref_patch is None:
+                ref_patch = patch
+            else:
+                shifts[n_i] = _phase_shift(ref_patch, patch, window)
+            stack[n_i] = d
+        stack_n = k
+        shifts -= np.median(shifts, axis=0)
+        med, noise = _separate(stack, shifts, iterations, progress)
+        frames_used = k
+    else:
+        med = _blur(darkening(yref, bg_sigma), PRESMOOTH)
+        frames_used = 1 if n_frames <= 1 else n_frames
+        stack = None
+    report(progress, 0.9, "dust: scoring")
+
+    valid &= darkening(yref, bg_sigma) < max_depth
+    dip = med - _lower_envelope(med, bg_sigma)
+    if noise is not None:
+        # per-pixel temporal scatter of the residuals: edges that wobble with seeing count less
+        nz = noise / max(float(np.median(noise[valid])) if valid.any() else 1.0, 1e-6)
+        dip = dip / np.maximum(nz, 1.0)
+    dip[~valid] = 0.0
+    score = np.zeros((h, w), np.float32)
+    extent = None
+    for s in (0.0, 1.0, 2.0, 3.5):
+        ds = _blur(dip, s) if s > 0 else dip
+        z = ds / _robust_sigma(ds, valid)
+        np.maximum(score, z, out=score)
+        if s == 1.0:
+            extent = z
+    score[~valid] = 0.0
+    extent = extent.astype(np.float32)
+    extent[~valid] = 0.0
+    reject = np.zeros((h, w), bool)
+    max_area = int(max(200, max_area_fraction * h * w))
+    sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid, reject=reject,
+                  frames_used=frames_used, darkening=med, shifts=shifts, max_area=max_area)
+    sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
+                   mode="sequence" if stack_n else "single image",
+                   drift_px=float(np.ptp(shifts, axis=0).max()) if shifts is not None and len(shifts) > 1 else 0.0)
+    report(progress, 1.0, "dust: done")
+    return sm
+
+
+def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], border=None) -> np.ndarray:
+    """``out(x, y) = a(x - dx, y - dy)`` on an output of ``size`` (w, h), cubic interpolation;
+    outside ``a`` the value is ``border`` or the replicated edge when ``border`` is None."""
+    m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
+    # (a NaN border value is not safe: OpenCV's cubic path spreads it far beyond the edge)
+    if border is None:
+        return cv2.warpAffine(a, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(a, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+
+def _median0(arr: np.ndarray) -> np.ndarray:
+    """Median along axis 0 (upper median for an even count), without NaNs."""
+    k = arr.shape[0]
+    return np.partition(arr, k // 2, axis=0)[k // 2]
+
+
+def _nanmedian0(arr: np.ndarray) -> np.ndarray:
+    """Median along axis 0 ignoring NaNs (lower median for an even count; 0 where all are NaN),
+    via one in-place sort (NaNs sort last)."""
+    arr.sort(axis=0)
+    n = (~np.isnan(arr)).sum(axis=0)
+    out = np.take_along_axis(arr, ((n - 1) // 2).clip(0)[None], axis=0)[0]
+    out[n == 0] = 0.0
+    return out
+
+
+def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
+              progress: Optional[ProgressFn]) -> tuple[np.ndarray, np.ndarray]:
+    """Split the darkening stack into what is fixed to the sensor (dust) and what moves with the
+    sun, by alternating robust estimates (a KLL-style self-flat on the measured drift):
+
+        sun(x)  = median_i [ (d_i - dust)(x + s_i) ]      (frames aligned on the sun)
+        dust(x) = median_i [ d_i(x) - sun(x - s_i) ]       (frames as recorded)
+
+    The sun map lives on a canvas padded by the largest shift, so every frame's field is covered.
+    Returns (dust, scatter): the dust darkening map and the per-pixel temporal scatter (mean
+    absolute residual) of the last iteration."""
+    k, h, w = stack.shape
+    dust = np.zeros((h, w), np.float32)
+    rows = max(8, int(2 ** 23 // max(1, k * w * 4)))
+    reach = float(np.abs(shifts).max())
+    moving = reach >= 0.5
+    pad = int(math.ceil(reach)) + 2
+    ch, cw = h + 2 * pad, w + 2 * pad
+    resid = stack
+    n_it = max(1, iterations) if moving else 1
+    for it in range(n_it):
+        base = 0.52 + 0.38 * it / n_it
+        if moving:
+            report(progress, base, f"dust: separating sun and sensor ({it + 1}/{n_it})")
+            aligned = np.empty((k, ch, cw), np.float32)
+            for i in range(k):
+                tx, ty = pad - float(shifts[i, 0]), pad - float(shifts[i, 1])
+                a = _translate(stack[i].astype(np.float32) - dust, tx, ty, (cw, ch), border=0.0)
+                # outside this frame's field (and its interpolation support): no data
+                x0, x1 = int(math.ceil(tx + 1)), int(math.floor(tx + w - 2)) + 1
+                y0, y1 = int(math.ceil(ty + 1)), int(math.floor(ty + h - 2)) + 1
+                a[:max(y0, 0)] = np.nan
+                a[max(y1, 0):] = np.nan
+                a[:, :max(x0, 0)] = np.nan
+                a[:, max(x1, 0):] = np.nan
+                aligned[i] = a
+            sun = np.empty((ch, cw), np.float32)
+            crow = max(8, rows * h // ch)
+            for y0 in range(0, ch, crow):
+                sun[y0:y0 + crow] = _nanmedian0(aligned[:, y0:y0 + crow])
+            del aligned
+            resid = np.empty((k, h, w), np.float32)
+            for i in range(k):
+                resid[i] = stack[i] - _translate(sun, float(shifts[i, 0]) - pad, float(shifts[i, 1]) - pad, (w, h))
+        for y0 in range(0, h, rows):
+            blk = resid[:, y0:y0 + rows]
+            dust[y0:y0 + rows] = _median0(blk if blk.dtype == np.float32 else blk.astype(np.float32))
+    scatter = np.zeros((h, w), np.float32)
+    for y0 in range(0, h, rows):
+        r = resid[:, y0:y0 + rows].astype(np.float32) - dust[y0:y0 + rows]
+        scatter[y0:y0 + rows] = np.abs(r).mean(axis=0)
+    return dust, scatter
+
+
+def _reject_solar(sm: ScoreMap, stack: np.ndarray, shifts: np.ndarray, min_drift: float = 1.0) -> None:
+    """Mark candidates (at the most sensitive setting) whose dip is deeper when followed along the
+    sun's drift than when held fixed on the sensor: they are solar features, not dust."""
+    rel = shifts - np.median(shifts, axis=0)
+    if float(np.abs(rel).max()) < min_drift:
+        return
+    seed_t, grow_t = ScoreMap.thresholds(1.0)
+    cand = (sm.extent >= grow_t) | (sm.score >= seed_t)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    h, w = labels.shape
+    pad = int(math.ceil(float(np.abs(rel).max()))) + 6
+    irel = np.round(rel).astype(int)
+    seeds = set(np.unique(labels[sm.score >= seed_t]).tolist()) - {0}
+    for lab in seeds:
+        x, y, bw, bh, area = stats[lab]
+        if area < 3:
+            continue
+        x0, y0 = max(0, x - pad), max(0, y - pad)
+        x1, y1 = min(w, x + bw + pad), min(h, y + bh + pad)
+        comp = labels[y0:y1, x0:x1] == lab
+        ring = cv2.dilate(comp.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~comp
+        ring &= labels[y0:y1, x0:x1] == 0
+        if ring.sum() < 4:
+            continue
+        patches = stack[:, y0:y1, x0:x1].astype(np.float32)
+        fixed = patches[:, comp].mean(axis=1) - patches[:, ring].mean(axis=1)
+        follow = np.empty(len(patches), np.float32)
+        ys, xs = np.nonzero(comp)
+        ry, rx = np.nonzero(ring)
+        ph, pw = comp.shape
+        for i, (dx, dy) in enumerate(irel):
+            cy_ = np.clip(ys + dy, 0, ph - 1)
+            cx_ = np.clip(xs + dx, 0, pw - 1)
+            ry_ = np.clip(ry + dy, 0, ph - 1)
+            rx_ = np.clip(rx + dx, 0, pw - 1)
+            follow[i] = patches[i, cy_, cx_].mean() - patches[i, ry_, rx_].mean()
+        a, b = float(np.median(fixed)), float(np.median(follow))
+        spread = float(np.std(fixed - follow)) / math.sqrt(len(fixed)) + 1e-6
+        if b > a and (b - a) > 2.0 * spread and b > 1.1 * max(a, 0.0):
+            sm.reject[y0:y1, x0:x1] |= comp
