@@ -24,18 +24,19 @@ def describe_lines(desc: Any) -> list[tuple[str, str]]:
     """(label, text) rows from a describe_request() answer (a dict or an object with attributes)."""
     get = (lambda k, d=None: desc.get(k, d)) if isinstance(desc, dict) else (lambda k, d=None: getattr(desc, k, d))
     rows = [("Model", str(get("model", "?")))]
-    size = get("output_size") or get("image_size") or get("size")
+    size = get("output_size") or get("size")
+    label = get("image_size")
     if isinstance(size, (tuple, list)) and len(size) == 2:
         size = f"{size[0]} × {size[1]} px"
-    if size:
-        rows.append(("Output size", str(size)))
+    if size or label:
+        rows.append(("Output size", " ".join(str(v) for v in (label, f"({size})" if size and label else size) if v)))
     tiles = get("tiles")
     if tiles is not None:
         rows.append(("Tiles", str(len(tiles) if isinstance(tiles, (list, tuple)) else tiles)))
     requests = get("requests")
     if requests is not None:
         rows.append(("Requests", str(requests)))
-    cost = get("cost_usd", get("estimated_cost", get("cost")))
+    cost = get("estimated_cost_usd", get("cost_usd", get("cost")))
     rows.append(("Estimated cost", _fmt_cost(cost)))
     cached = get("cached", get("cache_hit"))
     if cached is not None:

@@ -114,9 +114,9 @@ def store_api_key(key: str) -> str:
         try:
             from ..ai.keys import set_api_key
 
-            set_api_key(key)
-            set_session_api_key(None)
-            return "API key saved in the OS keyring."
+            if set_api_key(key):
+                set_session_api_key(None)
+                return "API key saved in the OS keyring."
         except Exception as exc:  # noqa: BLE001 - fall back to a session key, say why (never the key)
             log.warning("keyring refused the key: %s", type(exc).__name__)
     set_session_api_key(key)

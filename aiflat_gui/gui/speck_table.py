@@ -34,7 +34,7 @@ class _Item(QtWidgets.QTableWidgetItem):
 
 class SpeckTable(QtWidgets.QTableWidget):
     """``set_specks(specks)`` fills the table from ``core.mask.components`` results (objects or dicts
-    with label, area, centroid (y, x), bbox, attenuation). ``speckActivated(x, y)`` on click."""
+    with label, area, centroid (x, y), bbox, attenuation). ``speckActivated(x, y)`` on click."""
 
     speckActivated = Signal(int, int)
 
@@ -56,7 +56,7 @@ class SpeckTable(QtWidgets.QTableWidget):
         self.specks = list(specks)[: self.max_rows]
         self.setRowCount(len(self.specks))
         for row, s in enumerate(self.specks):
-            cy, cx = self.centroid_xy(s)[::-1]
+            cx, cy = self.centroid_xy(s)
             att = _get(s, "attenuation", None)
             depth = float("nan") if att is None else 100.0 * float(att)
             label = int(_get(s, "label", row + 1))
@@ -70,9 +70,9 @@ class SpeckTable(QtWidgets.QTableWidget):
 
     @staticmethod
     def centroid_xy(speck: Any) -> tuple[float, float]:
-        """(x, y) of a speck; ``centroid`` is stored (y, x) like scipy/skimage."""
+        """(x, y) of a speck (``core.mask.Speck.centroid`` is (x, y))."""
         c = _get(speck, "centroid", (0.0, 0.0))
-        return float(c[1]), float(c[0])
+        return float(c[0]), float(c[1])
 
     def _on_click(self, row: int, _col: int) -> None:
         it = self.item(row, 0)

@@ -1,0 +1,406 @@
+"""The real main window, offscreen, on a small demo the test writes: stretch, brush + undo/redo,
+speck removal, detection and calibration through the workers, cancel, sessions, bad imports."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6 import QtCore, QtWidgets
+from PySide6.QtTest import QTest
+
+from aiflat_gui.core.demo import write_demo
+from aiflat_gui.io import open_sequence
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    write_demo(d, frames=8, width=160, height=120, seed=3, difficulty="easy")
+    return d
+
+
+@pytest.fixture
+def demo(demo_dir, tmp_path):
+    """A private copy of the small demo SER (sessions are written beside it)."""
+    p = tmp_path / "demo.ser"
+    p.write_bytes((demo_dir / "demo.ser").read_bytes())
+    return p
+
+
+@pytest.fixture
+def boxes(monkeypatch):
+    """Capture message boxes instead of blocking on them."""
+    seen = []
+
+    def fake(kind, ret=None):
+        def f(parent, title, text, *a, **k):
+            seen.append((kind, title, text))
+            return ret
+        return f
+
+    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", fake("warning"))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "critical", fake("critical"))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "information", fake("information"))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "about", fake("about"))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "question", fake("question", QtWidgets.QMessageBox.Yes))
+    return seen
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, monkeypatch, boxes):
+    monkeypatch.setenv("AIFLAT_DATA_DIR", str(tmp_path / "userdata"))
+    from aiflat_gui.gui.main_window import MainWindow
+
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.IniFormat)
+    made = []
+
+    def make(**kw):
+        kw.setdefault("auto_reference", False)
+        w = MainWindow(settings=settings, **kw)
+        qtbot.addWidget(w)
+        w.resize(900, 650)
+        w.show()
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        if w.worker is not None:
+            w.worker.cancel()
+            w.wait_idle(10)
+
+
+def wait_job(qtbot, worker, timeout=60000):
+    assert worker is not None
+    if worker.running:
+        with qtbot.waitSignal(worker.done, timeout=timeout):
+            pass
+    return worker
+
+
+def prepared(make_window, qtbot, demo):
+    """A window with the demo open, the reference computed and the offline mask found."""
+    w = make_window()
+    assert w.open_path(demo)
+    wait_job(qtbot, w.run_reference())
+    wd = wait_job(qtbot, w.run_detection())
+    assert wd.state == "succeeded", wd.error
+    assert w.workflow.state("mask") == "done"
+    return w
+
+
+def viewport_pos(w, x, y):
+    return w.viewer.pixel_to_viewport(x, y)
+
+
+def test_open_demo_from_menu_shows_first_frame(make_window, monkeypatch, demo, boxes):
+    import aiflat_gui.core.demo as demo_mod
+
+    monkeypatch.setattr(demo_mod, "ensure_demo", lambda cache_dir=None: demo)
+    w = make_window()
+    w.act_demo.trigger()
+    assert w.seq is not None and w.path == demo
+    with open_sequence(demo) as seq:
+        np.testing.assert_array_equal(w.viewer.image(), seq.frame(0))
+    assert w.workflow.state("sequence") == "done" and w.workflow.state("reference") == "not done"
+    assert "Reference" in w.workflow.hint_label.text() or "reference" in w.workflow.hint_label.text()
+    assert w.frame_slider.maximum() == 7
+    w.frame_slider.setValue(3)
+    with open_sequence(demo) as seq:
+        np.testing.assert_array_equal(w.viewer.image(), seq.frame(3))
+    assert not boxes
+
+
+def test_stretch_changes_levels_but_not_data(make_window, demo):
+    w = make_window()
+    w.open_path(demo)
+    before = np.array(w.viewer.image(), copy=True)
+    with open_sequence(demo) as seq:
+        raw0 = np.array(seq.frame(0))
+    state = w.stretch_panel.state()
+    new = state.copy(mode="asinh", black=float(raw0.min()) + 5, white=float(raw0.max()) - 5)
+    w.stretch_panel.set_state(new)
+    w.stretch_panel.stretchChanged.emit(new)
+    assert w.viewer.levels() == pytest.approx(new.levels)
+    assert w.viewer.stretch().mode == "asinh"
+    np.testing.assert_array_equal(w.viewer.image(), before)
+    with open_sequence(demo) as seq:
+        np.testing.assert_array_equal(seq.frame(0), raw0)
+    # with "apply to all frames" the stretch survives a frame change and a fixed-level view
+    w.stretch_panel.set_apply_to_all(True)
+    w.set_view("mask")
+    w.set_view("frame")
+    w.set_frame(2)
+    assert w.viewer.levels() == pytest.approx(new.levels) and w.viewer.stretch().mode == "asinh"
+
+
+def test_paint_stroke_with_the_mouse_then_undo_redo(make_window, qtbot, demo):
+    w = make_window()
+    w.open_path(demo)
+    w.set_tool("paint")
+    w.brush_spin.setValue(3)
+    vp = w.viewer.graphics_view.viewport()
+    assert not w.mask_model.mask.any()
+    QTest.mousePress(vp, QtCore.Qt.LeftButton, QtCore.Qt.NoModifier, viewport_pos(w, 30, 40))
+    for x in range(32, 101, 4):  # a fast drag: far apart mouse positions
+        QTest.mouseMove(vp, viewport_pos(w, x, 40))
+    QTest.mouseRelease(vp, QtCore.Qt.LeftButton, QtCore.Qt.NoModifier, viewport_pos(w, 100, 40))
+    m = w.mask_model.mask.copy()
+    assert m[40, 30:101].all(), "the stroke has gaps"
+    assert m[40, 60] and not m[80, 60]
+    assert w.workflow.state("mask") == "done" and w.act_undo.isEnabled()
+    w.act_undo.trigger()
+    assert not w.mask_model.mask.any()
+    w.act_redo.trigger()
+    np.testing.assert_array_equal(w.mask_model.mask, m)
+    # the keyboard shortcuts do the same
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow, timeout=3000)
+    QTest.keyClick(w, QtCore.Qt.Key_Z, QtCore.Qt.ControlModifier)
+    assert not w.mask_model.mask.any()
+    QTest.keyClick(w, QtCore.Qt.Key_Z, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)
+    np.testing.assert_array_equal(w.mask_model.mask, m)
+
+
+def test_remove_a_speck_by_click(make_window, qtbot, demo):
+    w = make_window()
+    w.open_path(demo)
+    mask = np.zeros((120, 160), bool)
+    mask[10:16, 10:16] = True
+    mask[60:70, 100:108] = True
+    w.mask_model.apply(mask, "test")
+    w.set_tool("remove")
+    vp = w.viewer.graphics_view.viewport()
+    QTest.mouseClick(vp, QtCore.Qt.LeftButton, QtCore.Qt.NoModifier, viewport_pos(w, 103, 64))
+    assert not w.mask_model.mask[60:70, 100:108].any()
+    assert w.mask_model.mask[10:16, 10:16].all()
+    w.undo()
+    assert w.mask_model.mask[60:70, 100:108].all()
+
+
+def test_detection_flat_and_calibration_through_workers(make_window, qtbot, demo, tmp_path):
+    w = make_window()
+    w.open_path(demo)
+    seen = []
+    wref = w.run_reference()
+    wref.progress.connect(lambda f, m: seen.append(("ref", f)))
+    wait_job(qtbot, wref)
+    assert w.reference is not None and w.reference.shape == (120, 160)
+
+    wdet = w.run_detection()
+    wdet.progress.connect(lambda f, m: seen.append(("det", f)))
+    wait_job(qtbot, wdet)
+    assert wdet.state == "succeeded", wdet.error
+    assert w.mask_model.mask.any(), "the offline detector found nothing on the easy demo"
+    assert w.workflow.state("mask") == "done"
+    assert w.speck_table.rowCount() >= 0
+
+    wait_job(qtbot, w.run_flat())
+    assert w.flat is not None and w.workflow.state("flat") == "done"
+    assert (w.flat[~w.mask_model.mask.astype(bool)] == 1.0).sum() > 0.9 * w.flat.size
+
+    out = tmp_path / "out" / "cal.ser"
+    out.parent.mkdir()
+    wc = w.calibrate_to(out, "ser")
+    wc.progress.connect(lambda f, m: seen.append(("cal", f)))
+    wait_job(qtbot, wc)
+    assert wc.state == "succeeded", wc.error
+    assert any(k == "cal" for k, _ in seen) and any(k == "det" for k, _ in seen)
+    assert w.workflow.state("calibrate") == "done"
+    with open_sequence(demo) as src, open_sequence(out) as cal:
+        assert cal.n_frames == src.n_frames
+        untouched = w.flat == 1.0
+        for i in range(src.n_frames):
+            a, b = src.frame(i), cal.frame(i)
+            np.testing.assert_array_equal(a[untouched], b[untouched])
+        dusty = ~untouched
+        if dusty.any():
+            assert (cal.frame(0)[dusty].astype(float) >= src.frame(0)[dusty].astype(float)).all()
+    # the calibrated preview equals frame i of the written file
+    w.set_frame(5)
+    w.set_view("calibrated")
+    with open_sequence(out) as cal:
+        np.testing.assert_array_equal(w.viewer.image(), cal.frame(5))
+
+
+def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path, monkeypatch):
+    import aiflat_gui.gui.main_window as mw
+    from aiflat_gui.core.calibrate import calibrate_sequence
+
+    w = prepared(make_window, qtbot, demo)
+    wait_job(qtbot, w.run_flat())
+
+    def slow_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
+        # the real calibration, one frame per chunk, slowed so the Cancel click lands mid-way
+        def prog(f, m):
+            time.sleep(0.05)
+            progress(f, m)
+
+        with open_sequence(path) as seq:
+            return calibrate_sequence(seq, flat, output, fmt=fmt, pedestal=pedestal, overwrite=overwrite,
+                                      progress=prog, chunk_bytes=seq.frame_nbytes)
+
+    monkeypatch.setattr(mw, "job_calibrate", slow_calibrate)
+    out = tmp_path / "cancelled.ser"
+    wc = w.calibrate_to(out, "ser")
+    assert w.job_panel.isVisible()
+    with qtbot.waitSignal(wc.cancelled, timeout=30000):
+        qtbot.waitUntil(lambda: w.job_panel.bar.value() > 0, timeout=10000)
+        QTest.mouseClick(w.job_panel.cancel_button, QtCore.Qt.LeftButton)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if "cancelled" in p.name] == []
+    assert w.workflow.state("calibrate") == "not done"
+    assert not w.job_panel.isVisible()
+
+
+def test_ui_stays_responsive_during_a_job(make_window, qtbot, demo, monkeypatch):
+    import aiflat_gui.gui.main_window as mw
+
+    w = make_window()
+    w.open_path(demo)
+
+    def slow_reference(path, method, max_frames, progress=None):
+        for i in range(20):
+            time.sleep(0.02)
+            progress(i / 20, "")
+        return np.zeros((120, 160), np.float32)
+
+    monkeypatch.setattr(mw, "job_reference", slow_reference)
+    ticks = []
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    wait_job(qtbot, w.run_reference())
+    timer.stop()
+    assert len(ticks) >= 8
+    assert w.workflow.state("reference") == "done"
+
+
+def test_session_restored_after_closing_the_window(make_window, qtbot, demo):
+    w = prepared(make_window, qtbot, demo)
+    w.mask_model.dab(20, 20, "paint", 4)  # a hand edit on top of the detection
+    w.workflow.grow.setValue(5)
+    w.workflow.set_sensitivity(0.65)
+    w.set_view("reference")
+    state = w.stretch_panel.state().copy(mode="gamma", black=100.0, white=3000.0)
+    w.stretch_panel.set_state(state)
+    w.stretch_panel.stretchChanged.emit(state)
+    mask = w.mask_model.mask.copy()
+    w.close()
+    sidecar = demo.parent / "demo.ser.aiflat.json"
+    assert sidecar.is_file() and (demo.parent / "demo.ser.aiflat-mask.png").is_file()
+
+    w2 = make_window()
+    assert w2.open_path(demo)
+    np.testing.assert_array_equal(w2.mask_model.mask, mask)
+    assert w2.workflow.state("mask") == "done"
+    assert w2.workflow.grow.value() == 5 and w2.workflow.sensitivity_value() == pytest.approx(0.65)
+    assert w2.view == "reference"
+    st = w2.stretch_panel.state()
+    assert (st.mode, st.black, st.white) == ("gamma", 100.0, 3000.0)
+
+
+def test_autosave_after_a_stroke(make_window, qtbot, demo):
+    w = make_window()
+    w.open_path(demo)
+    w.mask_model.dab(50, 50, "paint", 3)
+    store = w.session_store
+    qtbot.waitUntil(lambda: store.mask_path.is_file(), timeout=3000)  # debounced ~0.5 s
+    data, mask, _ = store.load((120, 160))
+    assert mask[50, 50] and mask.sum() == w.mask_model.mask.sum()
+
+
+def test_wrong_size_mask_import_shows_a_message_and_keeps_the_session(make_window, qtbot, demo, tmp_path, boxes):
+    from aiflat_gui.io.single import write_image
+
+    w = make_window()
+    w.open_path(demo)
+    w.mask_model.dab(40, 40, "paint", 3)
+    w.save_session()
+    before = w.mask_model.mask.copy()
+    json_before = w.session_store.json_path.read_bytes()
+    bad = tmp_path / "bad_mask.png"
+    write_image(bad, np.full((37, 51), 255, np.uint8))
+    assert w.import_mask(bad) is False
+    assert boxes and boxes[-1][0] == "warning" and str(bad) in boxes[-1][2] and "\n" not in boxes[-1][2]
+    np.testing.assert_array_equal(w.mask_model.mask, before)
+    w.save_session()
+    data, mask, _ = w.session_store.load((120, 160))
+    np.testing.assert_array_equal(mask, before.astype(bool))
+    assert w.session_store.json_path.read_bytes() == json_before
+
+
+def test_good_mask_import_and_bad_file_open(make_window, qtbot, demo, tmp_path, boxes):
+    from aiflat_gui.io.single import write_image
+
+    w = make_window()
+    w.open_path(demo)
+    good = tmp_path / "good_mask.png"
+    m = np.zeros((120, 160), np.uint8)
+    m[5:9, 5:9] = 255
+    write_image(good, m)
+    w.drop_paths([str(good)])  # a dropped mask is imported into the open video
+    np.testing.assert_array_equal(w.mask_model.mask.astype(bool), m > 0)
+    bad = tmp_path / "broken.ser"
+    bad.write_bytes(b"not a ser file at all")
+    assert w.open_path(bad) is False
+    assert boxes[-1][0] == "warning" and "broken.ser" in boxes[-1][2]
+    assert w.path == demo and w.mask_model.mask.astype(bool).sum() == 16
+
+
+def test_all_views_render(make_window, qtbot, demo):
+    w = prepared(make_window, qtbot, demo)
+    wait_job(qtbot, w.run_flat())
+    for key in ("frame", "reference", "mask", "flat", "calibrated", "difference", "blink"):
+        w.set_view(key)
+        assert w.viewer.image() is not None, key
+    assert w.blink_timer.isActive()
+    first = np.array(w.viewer.image())
+    w._blink()
+    second = np.array(w.viewer.image())
+    w.set_view("frame")
+    assert not w.blink_timer.isActive()
+    with open_sequence(demo) as seq:
+        raw = seq.frame(0)
+    assert any(np.array_equal(x, raw) for x in (first, second))
+    assert not np.array_equal(first, second) or not (w.flat != 1).any()
+
+
+def test_sensitivity_slider_rethresholds_live(make_window, qtbot, demo):
+    w = prepared(make_window, qtbot, demo)
+    if getattr(w.local_provider, "scores", None) is None:
+        pytest.skip("detector keeps no score map")
+    counts = {}
+    for s in (0.1, 0.9):
+        w.workflow.set_sensitivity(s, emit=True)
+        counts[s] = int(w.mask_model.mask.sum())
+    assert counts[0.9] >= counts[0.1]
+    assert counts[0.9] != counts[0.1]
+    # each re-threshold is undoable
+    w.undo()
+    assert int(w.mask_model.mask.sum()) == counts[0.1]
+
+
+def test_play_advances_frames(make_window, qtbot, demo):
+    w = make_window()
+    w.open_path(demo)
+    w.play_button.setChecked(True)
+    qtbot.waitUntil(lambda: w.frame_index >= 2, timeout=3000)
+    w.play_button.setChecked(False)
+    assert not w.play_timer.isActive()
+
+
+def test_pixel_readout(make_window, qtbot, demo):
+    w = prepared(make_window, qtbot, demo)
+    wait_job(qtbot, w.run_flat())
+    w.set_view("frame")
+    w._on_hover(7, 9)
+    with open_sequence(demo) as seq:
+        v = int(seq.frame(0)[9, 7])
+    text = w.pixel_label.text()
+    assert "x 7" in text and "y 9" in text and f"value {v}" in text and "mask" in text and "flat" in text
