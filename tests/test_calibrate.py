@@ -88,16 +88,17 @@ def test_pedestal_calibration_matches_the_no_offset_case_and_ignoring_it_is_wron
         # the session's second video: same dust, half the exposure
         frames_b = np.rint(offset + (demo.frames.astype(np.float64) - offset) * 0.5).astype(np.uint16)
         clean_b = offset + (demo.clean - offset) * 0.5
-        for p in {0, offset}:
-            flat = synthesize_flat(ref, demo.true_mask, grow=GROW, pedestal=p)
+        clean_ref = np.median(demo.clean, axis=0)  # the ai method with a perfect clean image isolates
+        for p in {0, offset}:                      # the pedestal's effect from any fill error
+            flat = synthesize_flat(ref, demo.true_mask, method="ai", clean=clean_ref, grow=GROW, pedestal=p)
             cal = calibrate_array(frames_b, flat, pedestal=p).astype(np.float64)
             m = demo.true_mask
             before = (clean_b[:, m] - frames_b[:, m]).mean()
             res[(offset, p)] = 1.0 - (clean_b[:, m] - cal[:, m]).mean() / before
     assert abs(res[(300, 300)] - res[(0, 0)]) < 0.02, res  # as good as without an offset
-    assert 0.95 <= res[(300, 300)] <= 1.10, res
+    assert 0.95 <= res[(300, 300)] <= 1.05, res
     # ignoring the 300 ADU pedestal (on ~1200 ADU of signal) leaves a large error
-    assert abs(res[(300, 0)] - 1.0) > 0.15, res
+    assert abs(res[(300, 0)] - 1.0) > 0.1, res  # 14 % over-correction here
 
 
 def test_only_flat_pixels_are_computed_rounding_and_clipping():

@@ -75,7 +75,7 @@ def export_flat(flat: np.ndarray, target: str, out: str | os.PathLike) -> Path:
             raise InputError(f"the {target} flat is a FITS file: use a .fits name", p)
         data = f * np.float32(PIXINSIGHT_SCALE) if target == "pixinsight" else f
         if target == "pixinsight":
-            header["AIFLSCAL"] = (PIXINSIGHT_SCALE, "flat scaled so PixInsight's mean counts all pixels")
+            header["AIFLSCAL"] = (PIXINSIGHT_SCALE, 'flat x0.5: all values in the mean')
         return write_image(p, data.astype(np.float32), header=header)
     if ext not in _TIFF:
         raise InputError(f"the {target} flat is a 16-bit TIFF file: use a .tif name", p)

@@ -1,0 +1,115 @@
+"""Flat export: each target program's documented formula, reproduced in numpy on the exported file,
+gives back our own calibration (up to the format's quantisation and, for the programs that
+normalise the flat by its mean, one global constant: that mean)."""
+
+import numpy as np
+import pytest
+import tifffile
+from astropy.io import fits
+
+from aiflat_gui.core.calibrate import calibrate_array
+from aiflat_gui.core.export import PIXINSIGHT_RANGE, export_flat
+from aiflat_gui.errors import InputError
+from aiflat_gui.io.single import read_image
+
+H, W = 90, 120
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:H, :W]
+    flat = np.ones((H, W), np.float32)
+    for cx, cy, r, depth in ((30, 45, 7, 0.35), (60, 40, 5, 0.2), (95, 70, 9, 0.5)):  # one in the centre third
+        d = np.hypot(xx - cx, yy - cy)
+        flat[d <= r] = np.float32(1 - depth * (1 - (d[d <= r] / (r + 1)) ** 2))
+    raw = rng.integers(500, 4000, size=(3, H, W)).astype(np.uint16)
+    ours = calibrate_array(raw.astype(np.float64), flat)  # our calibration, before rounding
+    return flat, raw.astype(np.float64), ours
+
+
+def _fits(path):
+    with fits.open(path) as h:
+        return h[0].data.astype(np.float64), h[0].header
+
+
+def test_pixelmath_is_exactly_ours(data, tmp_path):
+    flat, raw, ours = data
+    ff, hdr = _fits(export_flat(flat, "pixelmath", tmp_path / "pm.fits"))
+    assert hdr["BITPIX"] == -32 and hdr["ROWORDER"] == "TOP-DOWN"
+    np.testing.assert_allclose(raw / ff, ours, rtol=1e-6)  # PixelMath: $T / flat
+
+
+def test_pixinsight_mean_normalisation_and_the_trap(data, tmp_path):
+    flat, raw, ours = data
+    ff, _ = _fits(export_flat(flat, "pixinsight", tmp_path / "pi.fits"))
+    lo, hi = PIXINSIGHT_RANGE
+
+    def imagecalibration(f):  # out = raw * s / flat, s = mean of flat values inside (lo, hi)
+        s = f[(f > lo) & (f < hi)].mean()
+        return raw * s / f
+
+    out = imagecalibration(ff)
+    m = float(flat.astype(np.float64).mean())
+    np.testing.assert_allclose(out, ours * m, rtol=1e-6)
+    assert 0.98 < m < 1.0  # one global constant (1 - dust area x depth), no change of structure
+    ratio = out / ours
+    assert ratio.std() < 1e-6
+    # the trap: the flat written as is (1.0 outside) -> s from the dust pixels only
+    trap = imagecalibration(flat.astype(np.float64))
+    assert (trap / ours).mean() < 0.85
+
+
+def test_siril_central_third(data, tmp_path):
+    flat, raw, ours = data
+    ff, _ = _fits(export_flat(flat, "siril", tmp_path / "si.fits"))
+    k = ff[H // 3: 2 * H // 3, W // 3: 2 * W // 3].mean()  # out = k * raw / flat
+    out = k * raw / ff
+    kc = float(flat[H // 3: 2 * H // 3, W // 3: 2 * W // 3].astype(np.float64).mean())
+    np.testing.assert_allclose(out, ours * kc, rtol=1e-6)
+    assert 0.99 < kc <= 1.0
+
+
+@pytest.mark.parametrize("target", ["pss", "autostakkert"])
+def test_16bit_tiff_targets(data, tmp_path, target):
+    flat, raw, ours = data
+    p = export_flat(flat, target, tmp_path / f"{target}.tif")
+    ff = tifffile.imread(p)
+    assert ff.dtype == np.uint16 and ff.max() == 65535
+    quant = 0.5 / (65535 * flat.min())  # relative quantisation of the darkest flat value
+    # direct division by the 65535 = 1.0 image: ours within the quantisation
+    np.testing.assert_allclose(raw / (ff / 65535.0), ours, rtol=quant)
+    # PlanetarySystemStacker: frame * mean(flat) / flat (scale-free)
+    out = raw * ff.astype(np.float64).mean() / ff
+    np.testing.assert_allclose(out, ours * float(flat.astype(np.float64).mean()), rtol=quant + 1e-6)
+
+
+def test_pss_float_fits_trap_is_why_we_write_tiff(data):
+    flat, raw, ours = data
+    rounded = np.rint(flat).astype(np.uint16)  # what PSS does to a float FITS flat
+    assert set(np.unique(rounded)) <= {0, 1}
+
+
+def test_colour_flat_per_channel(tmp_path):
+    flat = np.ones((20, 30, 3), np.float32)
+    flat[5:9, 5:9] = [0.5, 0.6, 0.7]
+    ff, _ = _fits(export_flat(flat, "pixinsight", tmp_path / "c.fits"))
+    assert ff.shape == (3, 20, 30)
+    np.testing.assert_allclose(np.moveaxis(ff, 0, -1), flat * 0.5, rtol=1e-7)
+    back = read_image(export_flat(flat, "pss", tmp_path / "c.tif"))
+    assert back.shape == (20, 30, 3) and back[6, 6].tolist() == [32768, 39321, 45874]
+
+
+def test_wrong_extension_and_bad_flats(tmp_path):
+    flat = np.ones((10, 10), np.float32)
+    with pytest.raises(InputError, match="fits"):
+        export_flat(flat, "pixinsight", tmp_path / "x.tif")
+    with pytest.raises(InputError, match="tif"):
+        export_flat(flat, "pss", tmp_path / "x.fits")
+    with pytest.raises(InputError, match="non-finite"):
+        export_flat(np.full((4, 4), np.nan, np.float32), "siril", tmp_path / "x.fits")
+    with pytest.raises(InputError, match="<= 0"):
+        export_flat(np.zeros((4, 4), np.float32), "siril", tmp_path / "x.fits")
+    with pytest.raises(InputError):
+        export_flat(flat, "photoshop", tmp_path / "x.fits")
+    assert list(tmp_path.iterdir()) == []
