@@ -158,8 +158,12 @@ def blocked_reply(reason: str = "SAFETY", finish: Optional[str] = None, text: Op
     return Reply({"promptFeedback": {"blockReason": reason}, "modelVersion": "fake-gemini"})
 
 
-def error_reply(code: int, status: str, message: str, delay: float = 0.0) -> Reply:
-    return Reply({"error": {"code": code, "message": message, "status": status}}, status=code, delay=delay)
+def error_reply(code: int, status: str, message: str, delay: float = 0.0, details: Optional[list] = None) -> Reply:
+    """A Google API error (``details``: e.g. a ``RetryInfo`` with ``retryDelay``)."""
+    err: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        err["details"] = details
+    return Reply({"error": err}, status=code, delay=delay)
 
 
 def output_size(request: Request) -> tuple[int, int]:

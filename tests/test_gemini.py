@@ -230,6 +230,14 @@ def test_429_then_success(make, server):
     assert_mask_finds_specks(r.mask)
 
 
+def test_429_retry_delay_from_the_server_is_honoured(make, server):
+    server.queue(error_reply(429, "RESOURCE_EXHAUSTED", "quota", details=[
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.6s"}]))
+    t0 = time.monotonic()
+    make(backoff=0.01).find_mask(dusty_image())
+    assert len(server.requests) == 2 and time.monotonic() - t0 >= 0.6
+
+
 def test_503_exhausted_is_a_clear_error(make, server):
     server.default = error_reply(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
     with pytest.raises(ProcessingError) as ei:
@@ -489,6 +497,24 @@ def test_request_clean_bayer_returns_cfa(make, server):
     far = ~cv2.dilate(speck_truth().astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
     far[:4], far[-4:], far[:, :4], far[:, -4:] = False, False, False, False
     assert np.median(np.abs(clean[far] - cfa[far]) / cfa[far]) < 0.05
+
+
+def test_with_clean_returns_the_clean_image_too(make, server):
+    ref = dusty_image()
+    p = make(with_clean=True)
+    d = p.describe_request(ref)
+    assert d["requests"] == 2 and d["cached"] is False
+    r = p.find_mask(ref)
+    assert len(server.requests) == 2
+    assert len(server.requests[0].images) == 1 and len(server.requests[1].images) == 2
+    sent_mask = server.requests[1].images[1][:, 13:413] > 127
+    assert sent_mask.sum() > r.mask.sum()  # grown by clean_grow before sending
+    assert r.clean is not None and r.clean.shape == ref.shape and r.clean.dtype == np.float32
+    for (y, x, _r) in SPECKS:
+        assert r.clean[y, x] > 1.3 * ref[y, x]
+    assert r.report["clean"]["requests_sent"] == 1
+    assert r.report["estimated_cost_usd"] == pytest.approx(estimate_cost(MODELS[0], "1K", 2))
+    assert p.describe_request(ref)["cached"] is True
 
 
 def test_describe_and_costs(make):

@@ -142,6 +142,9 @@ class GeminiProvider:
     stream: use ``streamGenerateContent`` (server-sent events) instead of one JSON answer.
     backoff / max_backoff: first and largest wait between attempts in seconds.
     clean_prompt / clean_prompt_file: prompt for :meth:`request_clean` (default ``clean.txt``).
+    with_clean: :meth:`find_mask` also asks for the AI "clean" image (a second request per tile,
+    with the mask grown by ``clean_grow`` px) and returns it as ``MaskResult.clean`` for the
+    engine's ``ai`` flat method.
     """
 
     name = "gemini"
@@ -152,7 +155,7 @@ class GeminiProvider:
                  threshold: float = 0.5, tile: Optional[int] = None, base_url: Optional[str] = None,
                  stream: bool = False, backoff: float = 2.0, max_backoff: float = 30.0,
                  clean_prompt: Optional[str] = None, clean_prompt_file: Optional[str] = None,
-                 overlap: int = 64):
+                 overlap: int = 64, with_clean: bool = False, clean_grow: int = 4):
         self.model = (model or DEFAULT_MODEL).strip()
         if not self.model:
             raise InputError("empty Gemini model id")
@@ -172,6 +175,8 @@ class GeminiProvider:
         self.tile = tile
         self.overlap = max(0, int(overlap))
         self.reroll = bool(reroll)
+        self.with_clean = bool(with_clean)
+        self.clean_grow = max(0, int(clean_grow))
         self.stream = bool(stream)
         self.base_url = base_url
         self._explicit_key = api_key
@@ -222,7 +227,9 @@ class GeminiProvider:
         return ip.plan_tiles(height, width, side, overlap)
 
     def describe_request(self, reference: np.ndarray, sequence: Any = None) -> dict[str, Any]:
-        """What :meth:`find_mask` would send, without sending it: model, output size, tiles, cost."""
+        """What :meth:`find_mask` would send, without sending it (no key or network needed): model,
+        output size, tiles, requests, estimated cost of a fresh request, and whether the mask answer
+        is already cached (then a run without re-roll is free)."""
         h, w = np.asarray(reference).shape[:2]
         boxes = self._plan(h, w)
         tiles = []
@@ -231,11 +238,20 @@ class GeminiProvider:
             ph, pw = ip.padded_shape(y1 - y0, x1 - x0, aspect)
             ow, oh = ip.output_size(aspect, self.effective_size)
             tiles.append({"box": [y0, y1, x0, x1], "aspect_ratio": aspect, "padded": [pw, ph], "output": [ow, oh]})
-        cost = estimate_cost(self.model, self.effective_size, len(boxes))
+        n_requests = len(boxes) * (2 if self.with_clean else 1)
+        cost = estimate_cost(self.model, self.effective_size, n_requests)
+        cached_tiles = 0
+        if reference is not None and np.asarray(reference).ndim in (2, 3):
+            u8, _s, _l = ip.to_model_image(np.asarray(reference), getattr(sequence, "color", None))
+            for box in boxes:
+                tile = self._tile(box, [u8])
+                if self.cache.get(cache_key(tile.pngs, **self._settings("mask", tile, self.prompt))) is not None:
+                    cached_tiles += 1
+        cached = cached_tiles == len(boxes) and not self.reroll
         first = tiles[0]
         summary = (f"{self.model}, {self.effective_size} ({first['output'][0]}x{first['output'][1]}, "
-                   f"{first['aspect_ratio']}), {len(boxes)} request{'s' if len(boxes) != 1 else ''}, "
-                   f"about ${cost:.2f}")
+                   f"{first['aspect_ratio']}), {n_requests} request{'s' if n_requests != 1 else ''}, "
+                   f"about ${cost:.2f}" + (" (answer cached: free)" if cached else ""))
         return {
             "provider": self.name,
             "model": self.model,
@@ -245,7 +261,10 @@ class GeminiProvider:
             "output_size": first["output"],
             "tiles": len(boxes),
             "tile_boxes": tiles,
+            "requests": n_requests,
             "estimated_cost_usd": cost,
+            "cached": cached,
+            "cached_tiles": cached_tiles,
             "summary": summary,
         }
 
@@ -261,11 +280,12 @@ class GeminiProvider:
         h, w = ref.shape[:2]
         boxes = self._plan(h, w)
         report(progress, 0.0, f"asking {self.model} for a dust mask")
+        mask_progress = sub_progress(progress, 0.0, 0.5) if self.with_clean else progress
         soft = np.zeros((h, w), np.float32)
         answers, inverted = [], 0
         for i, box in enumerate(boxes):
             tile = self._tile(box, [u8])
-            sub = sub_progress(progress, i / len(boxes), (i + 1) / len(boxes))
+            sub = sub_progress(mask_progress, i / len(boxes), (i + 1) / len(boxes))
             ans = self._ask("mask", tile, self.prompt, key, sub, label=f"tile {i + 1}/{len(boxes)}" if len(boxes) > 1 else "")
             img = ip.decode_answer(ans.image)
             if img is None:
@@ -284,9 +304,24 @@ class GeminiProvider:
         rep["threshold"] = self.threshold
         rep["dust_pixels"] = int(mask.sum())
         rep["inverted_tiles"] = inverted
+        clean = None
+        if self.with_clean:
+            report(progress, 0.5, "mask received")
+            sent = mask
+            if self.clean_grow and mask.any():
+                import cv2
+
+                k = 2 * self.clean_grow + 1
+                sent = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+            clean = self.request_clean(ref, sent, sub_progress(progress, 0.5, 1.0), sequence=sequence)
+            crep = self.last_report
+            rep["clean"] = {k: crep[k] for k in ("seconds", "requests_sent", "estimated_cost_usd", "cache_hit",
+                                                 "text", "returned_size", "returned_format")}
+            rep["estimated_cost_usd"] = round(rep["estimated_cost_usd"] + crep["estimated_cost_usd"], 4)
+            rep["seconds"] = round(time.monotonic() - t0, 2)
         report(progress, 1.0, "mask received")
         self.last_report = rep
-        return MaskResult(mask=mask, soft=np.clip(soft, 0.0, 1.0), report=rep)
+        return MaskResult(mask=mask, soft=np.clip(soft, 0.0, 1.0), report=rep, clean=clean)
 
     def request_clean(self, reference: np.ndarray, mask: np.ndarray, progress: Optional[ProgressFn] = None,
                       sequence: Any = None) -> np.ndarray:
