@@ -1,0 +1,308 @@
+"""FITS reader/writer: cubes, FITSEQ, colour, folders, BZERO per frame without loading, ROWORDER,
+BAYERPAT, timestamps, exact round trips, bad files."""
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from aiflat_gui.errors import FormatError, InputError
+from aiflat_gui.io import ArraySequence, open_sequence, open_writer
+from aiflat_gui.io.fits import (FitsFolderSequence, FitsSequence, date_to_ticks, natural_key, shift_bayer,
+                                ticks_to_date)
+
+T0 = 638500000000000000  # 2024 in SER ticks
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(3)
+
+
+def write_copy(seq, out, fmt="fits", **opts):
+    with open_writer(out, fmt, seq, **opts) as w:
+        for i in range(seq.n_frames):
+            w.write(seq.frame(i), index=i)
+    return out
+
+
+def astropy_write(path, hdus):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+# -- reading files written by astropy (as Siril/others would) -------------------------------------------
+
+def test_uint16_cube_is_read_frame_by_frame_from_a_memmap(tmp_path, rng):
+    cube = rng.integers(0, 65536, (40, 64, 96), dtype=np.uint16)
+    p = tmp_path / "cube.fits"
+    astropy_write(p, [fits.PrimaryHDU(cube)])
+    assert fits.getheader(p)["BZERO"] == 32768 and fits.getheader(p)["BITPIX"] == 16
+    tracemalloc.start()
+    try:
+        seq = open_sequence(p)
+        f7 = seq.frame(7)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < cube.nbytes / 8, f"opening + one frame allocated {peak} bytes for a {cube.nbytes}-byte cube"
+    assert isinstance(seq, FitsSequence) and seq.metadata["layout"] == "cube"
+    assert isinstance(seq._mm, np.memmap) and np.shares_memory(seq._raw(7), seq._mm)
+    assert seq._raw(7).dtype == np.dtype(">i2")  # raw int16 from the map; sign bit flipped per frame
+    assert f7.dtype == np.uint16 and f7.dtype.isnative and np.array_equal(f7, cube[7])
+    assert (seq.n_frames, seq.height, seq.width, seq.channels, seq.color) == (40, 64, 96, 1, "mono")
+    assert np.array_equal(seq.frame_rows(39, 10, 20), cube[39, 10:20])
+    assert np.array_equal(seq[:], cube)
+    seq.close()
+
+
+def test_fitseq_one_image_per_hdu_with_date_obs(tmp_path, rng):
+    frames = rng.integers(0, 256, (4, 6, 5), dtype=np.uint8)
+    dates = ["2024-04-08T18:00:00.1234567", "2024-04-08T18:00:00.2", "2024-04-08T18:00:01", "2024-04-08T18:00:02.5"]
+    hdus = [fits.PrimaryHDU(frames[0])] + [fits.ImageHDU(f) for f in frames[1:]]
+    for h, d in zip(hdus, dates):
+        h.header["DATE-OBS"] = d
+    p = tmp_path / "seq.fit"
+    astropy_write(p, hdus)
+    with open_sequence(p) as seq:
+        assert seq.metadata["layout"] == "hdus" and seq.n_frames == 4 and seq.dtype == np.uint8
+        assert np.array_equal(seq[:], frames)
+        assert list(seq.timestamps) == [date_to_ticks(d) for d in dates]
+        assert seq.timestamps[0] % 10_000_000 == 1234567  # 100 ns kept
+        assert seq.describe()["timestamps"]["first"].startswith("2024-04-08T18:00:00.123456")
+
+
+def test_three_plane_cube_colour_or_frames(tmp_path, rng):
+    planes = rng.integers(0, 65536, (3, 5, 7), dtype=np.uint16)
+    p = tmp_path / "rgb.fits"
+    astropy_write(p, [fits.PrimaryHDU(planes)])
+    with open_sequence(p) as seq:  # no hint: the Siril/PixInsight colour convention
+        assert seq.n_frames == 1 and seq.color == "RGB" and seq.frame_shape == (5, 7, 3)
+        assert np.array_equal(seq.frame(0), np.moveaxis(planes, 0, -1))
+    with open_sequence(p, fits_cube="frames") as seq:
+        assert seq.n_frames == 3 and np.array_equal(seq[:], planes)
+    h = fits.PrimaryHDU(planes)
+    h.header["CTYPE3"] = "TIME"
+    astropy_write(p, [h])
+    with open_sequence(p) as seq:
+        assert seq.n_frames == 3 and seq.color == "mono"
+    h.header["CTYPE3"] = "RGB"
+    astropy_write(p, [h])
+    with open_sequence(p) as seq:
+        assert seq.color == "RGB"
+    four = rng.integers(0, 65536, (4, 5, 7), dtype=np.uint16)
+    astropy_write(p, [fits.PrimaryHDU(four)])
+    with open_sequence(p) as seq:
+        assert seq.n_frames == 4 and seq.color == "mono"
+
+
+def test_roworder_bottom_up_is_flipped(tmp_path, rng):
+    img = rng.integers(0, 65536, (2, 6, 4), dtype=np.uint16)
+    h = fits.PrimaryHDU(img)
+    h.header["ROWORDER"] = "BOTTOM-UP"
+    p = tmp_path / "bu.fits"
+    astropy_write(p, [h])
+    with open_sequence(p) as seq:
+        assert np.array_equal(seq[:], img[:, ::-1])
+        assert np.array_equal(seq.frame_rows(1, 0, 2), img[1, ::-1][0:2])
+
+
+@pytest.mark.parametrize("pat,dx,dy,expected", [("RGGB", 0, 0, "RGGB"), ("RGGB", 1, 0, "GRBG"),
+                                                ("RGGB", 0, 1, "GBRG"), ("RGGB", 1, 1, "BGGR"),
+                                                ("GBRG", 1, 0, "BGGR")])
+def test_bayerpat_and_offsets(tmp_path, rng, pat, dx, dy, expected):
+    assert shift_bayer(pat, dx, dy) == expected
+    h = fits.PrimaryHDU(rng.integers(0, 4096, (4, 6), dtype=np.uint16))
+    h.header["BAYERPAT"] = pat
+    h.header["XBAYROFF"] = dx
+    h.header["YBAYROFF"] = dy
+    p = tmp_path / "bayer.fits"
+    astropy_write(p, [h])
+    with open_sequence(p) as seq:
+        assert seq.color == expected and seq.is_bayer and seq.channels == 1
+
+
+def test_sample_types(tmp_path, rng):
+    p = tmp_path / "t.fits"
+    f32 = rng.random((2, 3, 4)).astype(np.float32)
+    astropy_write(p, [fits.PrimaryHDU(f32)])
+    with open_sequence(p) as seq:
+        assert seq.dtype == np.float32 and seq.bit_depth == 32 and np.array_equal(seq[:], f32)
+    i16 = np.array([[[-5, 0, 100, 32767]]], dtype=np.int16)
+    astropy_write(p, [fits.PrimaryHDU(np.repeat(i16, 2, axis=1))])
+    with open_sequence(p) as seq:
+        assert seq.dtype == np.uint16 and list(seq.frame(0)[0]) == [0, 0, 100, 32767]
+        assert any("negative" in w for w in seq.warnings)
+    h = fits.PrimaryHDU(np.arange(12, dtype=np.int16).reshape(3, 4))
+    h.header["BSCALE"] = 0.5
+    h.header["BZERO"] = 10.0
+    astropy_write(p, [h])
+    with fits.open(p, do_not_scale_image_data=True) as hd:
+        stored = hd[0].data.astype(float)
+    with open_sequence(p) as seq:
+        assert seq.dtype == np.float32 and np.allclose(seq.frame(0), stored * 0.5 + 10)
+
+
+def test_truncated_and_garbage_files(tmp_path, rng):
+    cube = rng.integers(0, 65536, (5, 16, 18), dtype=np.uint16)
+    p = tmp_path / "cube.fits"
+    astropy_write(p, [fits.PrimaryHDU(cube)])
+    raw = p.read_bytes()
+    frame = 16 * 18 * 2
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(raw[: 2880 + 3 * frame + 100])
+    with open_sequence(cut) as seq:
+        assert seq.n_frames == 3 and np.array_equal(seq[:], cube[:3])
+        assert any("truncated" in w for w in seq.warnings)
+    cut.write_bytes(raw[: 2880 + 50])
+    with pytest.raises(FormatError, match="truncated"):
+        open_sequence(cut)
+    for name, content in (("head.fits", raw[:1000]), ("junk.fits", rng.bytes(6000)), ("empty.fits", b"")):
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        with pytest.raises(InputError) as err:
+            open_sequence(bad)
+        assert name in str(err.value) and "\n" not in str(err.value)
+    table = tmp_path / "table.fits"
+    astropy_write(table, [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("A", "K", array=[1, 2])])])
+    with pytest.raises(FormatError, match="no image"):
+        open_sequence(table)
+
+
+# -- folders --------------------------------------------------------------------------------------------
+
+def test_folder_natural_order_and_timestamps(tmp_path, rng):
+    d = tmp_path / "frames"
+    d.mkdir()
+    frames = rng.integers(0, 65536, (11, 4, 5), dtype=np.uint16)
+    for i, f in enumerate(frames):
+        h = fits.PrimaryHDU(f)
+        h.header["DATE-OBS"] = ticks_to_date(T0 + i * 1_000_003)
+        h.header["EXPTIME"] = 0.002
+        astropy_write(d / f"frame{i + 1}.fits", [h])
+    (d / "notes.txt").write_text("ignored")
+    assert sorted(["frame10", "frame2", "frame1"], key=natural_key) == ["frame1", "frame2", "frame10"]
+    with open_sequence(d) as seq:
+        assert isinstance(seq, FitsFolderSequence) and seq.format == "folder-fits"
+        assert seq.n_frames == 11 and np.array_equal(seq[:], frames)  # frame2 before frame10
+        assert list(seq.timestamps) == [T0 + i * 1_000_003 for i in range(11)]
+        assert seq.metadata["exptime"] == 0.002
+        out = write_copy(seq, tmp_path / "copy.fits")
+    with open_sequence(out) as copy:
+        assert np.array_equal(copy[:], frames) and list(copy.timestamps) == [T0 + i * 1_000_003 for i in range(11)]
+        assert fits.getheader(out)["EXPTIME"] == 0.002
+
+
+def test_folder_errors_name_the_odd_file(tmp_path, rng):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    astropy_write(d / "a1.fits", [fits.PrimaryHDU(np.zeros((4, 5), np.uint16))])
+    astropy_write(d / "a2.fits", [fits.PrimaryHDU(np.zeros((4, 6), np.uint16))])
+    with pytest.raises(InputError) as err:
+        open_sequence(d)
+    msg = str(err.value)
+    assert "a2.fits" in msg and "6x4" in msg and "5x4" in msg and "\n" not in msg
+    astropy_write(d / "a2.fits", [fits.PrimaryHDU(np.zeros((4, 5), np.float32))])
+    with pytest.raises(InputError, match="a2.fits.*BITPIX"):
+        open_sequence(d)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="empty"):
+        FitsFolderSequence(empty)
+    with pytest.raises(InputError, match="folder holds no"):
+        open_sequence(empty)
+
+
+# -- writer ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("layout", ["cube", "hdus"])
+def test_writer_round_trip_exact_with_timestamps(tmp_path, rng, dtype, layout):
+    data = (rng.random((6, 5, 7)) * (255 if dtype == np.uint8 else 65535)).astype(dtype)
+    ticks = T0 + np.arange(6, dtype=np.int64) * 33_333_1 + 7
+    out = write_copy(ArraySequence(data, timestamps=ticks), tmp_path / "o.fits", layout=layout)
+    with open_sequence(out) as seq:
+        assert seq.metadata["layout"] == layout and seq.dtype == dtype
+        assert np.array_equal(seq[:], data) and np.array_equal(seq.timestamps, ticks)
+    with fits.open(out) as hdul:  # a standard FITS astropy verifies and reads the same values
+        hdul.verify("exception")
+        h0 = hdul[0].header
+        assert h0["BITPIX"] == {np.uint8: 8, np.uint16: 16, np.float32: -32}[dtype]
+        assert h0["ROWORDER"] == "TOP-DOWN"
+        if dtype == np.uint16:
+            assert h0["BZERO"] == 32768
+        got = hdul[0].data if layout == "cube" else np.stack([h.data for h in hdul])
+        assert np.array_equal(got, data)
+
+
+def test_writer_bayer_and_colour(tmp_path, rng):
+    bayer = rng.integers(0, 4096, (3, 4, 6), dtype=np.uint16)
+    out = write_copy(ArraySequence(bayer, color="GBRG"), tmp_path / "b.fits")
+    assert fits.getheader(out)["BAYERPAT"] == "GBRG"
+    with open_sequence(out) as seq:
+        assert seq.color == "GBRG" and np.array_equal(seq[:], bayer)
+    rgb = rng.integers(0, 65536, (3, 4, 6, 3), dtype=np.uint16)
+    for layout in ("hdus", "cube"):
+        out = write_copy(ArraySequence(rgb), tmp_path / f"c_{layout}.fits", layout=layout)
+        with open_sequence(out) as seq:
+            assert seq.color == "RGB" and seq.metadata["layout"] == layout and np.array_equal(seq[:], rgb)
+    with fits.open(tmp_path / "c_hdus.fits") as hdul:
+        assert hdul[1].header["CTYPE3"] == "RGB" and np.array_equal(hdul[1].data, np.moveaxis(rgb[1], -1, 0))
+    out = write_copy(ArraySequence(rgb[:, :, :, ::-1].copy(), color="BGR"), tmp_path / "bgr.fits")
+    with open_sequence(out) as seq:
+        assert seq.color == "RGB" and np.array_equal(seq[:], rgb)
+    one = write_copy(ArraySequence(rgb[:1]), tmp_path / "one.fits", layout="cube")
+    with fits.open(one) as hdul:
+        assert hdul[0].data.shape == (1, 3, 4, 6)
+
+
+def test_writer_fixes_frame_count_when_fewer_frames_arrive(tmp_path, rng):
+    data = rng.integers(0, 65536, (5, 4, 4), dtype=np.uint16)
+    out = tmp_path / "short.fits"
+    with open_writer(out, "fits", ArraySequence(data)) as w:
+        for f in data[:3]:
+            w.write(f)
+    with fits.open(out) as hdul:
+        hdul.verify("exception")
+        assert hdul[0].header["NAXIS3"] == 3
+    with open_sequence(out) as seq:
+        assert seq.n_frames == 3 and np.array_equal(seq[:], data[:3])
+
+
+def test_writer_abort_leaves_nothing(tmp_path, rng):
+    data = rng.integers(0, 65536, (3, 4, 4), dtype=np.uint16)
+    for layout in ("cube", "hdus"):
+        with pytest.raises(KeyboardInterrupt):
+            with open_writer(tmp_path / "x.fits", "fits", ArraySequence(data), layout=layout) as w:
+                w.write(data[0])
+                raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_copy_keeps_header_cards_and_refuses_writing_over_input(tmp_path, rng):
+    cube = rng.integers(0, 65536, (4, 4, 5), dtype=np.uint16)
+    h = fits.PrimaryHDU(cube)
+    h.header["EXPTIME"] = (0.004, "seconds")
+    h.header["INSTRUME"] = "ASI174MM"
+    h.header["GAIN"] = 200
+    p = tmp_path / "in.fits"
+    astropy_write(p, [h])
+    with open_sequence(p) as seq:
+        assert seq.metadata["instrument"] == "ASI174MM"
+        out = write_copy(seq, tmp_path / "out.fits", layout="hdus")
+        with pytest.raises(InputError, match="input"):
+            open_writer(p, "fits", seq)
+    hdr = fits.getheader(out, 2)
+    assert hdr["EXPTIME"] == 0.004 and hdr["INSTRUME"] == "ASI174MM" and hdr["GAIN"] == 200
+    with open_sequence(out) as again:
+        assert np.array_equal(again[:], cube)
+
+
+def test_date_helpers():
+    assert date_to_ticks("2024-04-08") == date_to_ticks("2024-04-08T00:00:00")
+    assert date_to_ticks("garbage") is None and date_to_ticks(None) is None
+    t = T0 + 1234567
+    assert date_to_ticks(ticks_to_date(t)) == t
