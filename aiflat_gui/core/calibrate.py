@@ -189,7 +189,7 @@ def calibrate_array(raw: np.ndarray, flat: np.ndarray, pedestal: float = 0.0,
 
 def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Optional[str] = None,
                        pedestal: float = 0.0, overwrite: bool = True, progress: Optional[ProgressFn] = None,
-                       chunk_bytes: int = CHUNK_BYTES, writer_options: Optional[dict] = None) -> CalibrationStats:
+                       chunk_bytes: Optional[int] = None, writer_options: Optional[dict] = None) -> CalibrationStats:
     """Divide every frame of ``seq`` by ``flat`` and stream the result to ``output``.
 
     ``fmt``: writer format (``ser``, ``fits``, ``tiff``, ``tiff-folder``, ``avi``); None: from the
@@ -207,7 +207,7 @@ def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Op
     f = fit_flat(flat, seq)
     calib = FrameCalibrator(f, seq.dtype, sample_limits(seq), pedestal)
     n = seq.n_frames
-    k = max(1, min(n, chunk_bytes // max(1, seq.frame_nbytes)))
+    k = max(1, min(n, (chunk_bytes or CHUNK_BYTES) // max(1, seq.frame_nbytes)))
     buf = np.empty((k,) + tuple(seq.frame_shape), dtype=seq.dtype)
     clipped = 0
     report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame)")

@@ -1,0 +1,173 @@
+"""The aiflat command end to end on demo data: every engine subcommand, and every user error is one
+line with exit code 2 (1 for runtime failures), no partial output, input untouched."""
+
+import errno
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiflat_gui.cli import TerminalProgress, main
+from aiflat_gui.io import open_sequence
+from aiflat_gui.io.single import read_image, write_image
+
+
+def _sha(p):
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    assert main(["-q", "demo", str(d), "--frames", "8", "--width", "128", "--height", "96", "--difficulty", "easy"]) == 0
+    return d
+
+
+def _run(capsys, *argv):
+    code = main(["-q", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_error_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("aiflat: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_engine_subcommands(demo, tmp_path, capsys):
+    ser, mask = demo / "demo.ser", demo / "truth_mask.png"
+    before = _sha(ser)
+    assert _run(capsys, "reference", ser, "-o", tmp_path / "ref.fits", "--method", "sigmaclip")[0] == 0
+    assert read_image(tmp_path / "ref.fits").shape == (96, 128)
+    for method in ("local", "multiframe"):
+        assert _run(capsys, "flat", ser, "--mask", mask, "-o", tmp_path / f"{method}.fits", "--method", method,
+                    "--grow", "1", "--feather", "1")[0] == 0
+        f = read_image(tmp_path / f"{method}.fits")
+        assert f.dtype == np.float32 and f.min() < 0.95 and f.max() == 1.0
+    from aiflat_gui.core.demo import generate_demo
+
+    clean = generate_demo(frames=8, width=128, height=96, seed=1, difficulty="easy").clean
+    write_image(tmp_path / "clean.fits", np.median(clean, axis=0).astype(np.float32))
+    assert _run(capsys, "flat", ser, "--mask", mask, "-o", tmp_path / "ai.fits", "--method", "ai",
+                "--clean", tmp_path / "clean.fits")[0] == 0
+    code, out, err = _run(capsys, "calibrate", ser, "--flat", tmp_path / "local.fits", "-o", tmp_path / "cal.ser")
+    assert code == 0
+    code, out, err = _run(capsys, "calibrate", ser, "--mask", mask, "-o", tmp_path / "cal.fits", "--max-frames", "4")
+    assert code == 0 and (tmp_path / "cal.fits").exists()
+    with open_sequence(tmp_path / "cal.ser") as s:
+        assert s.n_frames == 8
+    assert _run(capsys, "export-flat", tmp_path / "local.fits", "--target", "pss", "-o", tmp_path / "pss.tif")[0] == 0
+    assert _sha(ser) == before
+
+
+def test_run_and_batch(demo, tmp_path, capsys):
+    code, out, err = main(["run", str(demo / "demo.ser"), "-o", str(tmp_path / "out"), "--mask",
+                           str(demo / "truth_mask.png")]), *capsys.readouterr()
+    assert code == 0, err
+    for name in ("reference.fits", "mask.png", "flat.fits", "calibrated.ser", "report.png"):
+        assert (tmp_path / "out" / name).is_file()
+    assert "specks" in out
+    code, out, err = _run(capsys, "batch", demo, "--flat", tmp_path / "out" / "flat.fits", "-o", tmp_path / "b",
+                          "--jobs", "1")
+    assert code == 0 and "1 calibrated" in out
+    assert (tmp_path / "b" / "demo_calibrated.ser").is_file()
+
+
+def _errors(demo, tmp_path):
+    ser = demo / "demo.ser"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    write_image(bad / "small_mask.png", np.zeros((50, 60), np.uint8))
+    write_image(bad / "small_flat.fits", np.ones((48, 64), np.float32))
+    nan = np.ones((96, 128), np.float32)
+    nan[3, 3] = np.nan
+    write_image(bad / "nan_flat.fits", nan)
+    zero = np.ones((96, 128), np.float32)
+    zero[4, 4] = 0
+    write_image(bad / "zero_flat.fits", zero)
+    out = tmp_path / "o"
+    out.mkdir()
+    return ser, bad, out
+
+
+@pytest.mark.parametrize("case", ["mask size", "flat size", "nan flat", "zero flat", "output is input",
+                                  "missing dir", "unwritable dir", "mask size (flat)"])
+def test_user_errors_exit_2_one_line_no_output(demo, tmp_path, capsys, monkeypatch, case):
+    ser, bad, out = _errors(demo, tmp_path)
+    before = _sha(ser)
+    argv = {
+        "mask size": ["calibrate", ser, "--mask", bad / "small_mask.png", "-o", out / "c.ser"],
+        "mask size (flat)": ["flat", ser, "--mask", bad / "small_mask.png", "-o", out / "f.fits"],
+        "flat size": ["calibrate", ser, "--flat", bad / "small_flat.fits", "-o", out / "c.ser"],
+        "nan flat": ["calibrate", ser, "--flat", bad / "nan_flat.fits", "-o", out / "c.ser"],
+        "zero flat": ["calibrate", ser, "--flat", bad / "zero_flat.fits", "-o", out / "c.ser"],
+        "output is input": ["calibrate", ser, "--mask", demo / "truth_mask.png", "-o", ser],
+        "missing dir": ["calibrate", ser, "--mask", demo / "truth_mask.png", "-o", out / "nope" / "c.ser"],
+        "unwritable dir": ["calibrate", ser, "--mask", demo / "truth_mask.png", "-o", out / "c.ser"],
+    }[case]
+    if case == "unwritable dir":  # root ignores permission bits: make the directory report unwritable
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == out.resolve() else real(p, mode, *a, **k))
+    code, stdout, err = _run(capsys, *argv)
+    line = _one_error_line(err)
+    assert code == 2, line
+    expect = {"mask size": "60x50", "mask size (flat)": "60x50", "flat size": "64x48", "nan flat": "non-finite",
+              "zero flat": "<= 0", "output is input": "input", "missing dir": "does not exist",
+              "unwritable dir": "not writable"}[case]
+    assert expect in line
+    assert list(out.iterdir()) == []
+    assert _sha(ser) == before
+
+
+def test_disk_full_exits_1_with_no_output(demo, tmp_path, capsys, monkeypatch):
+    from aiflat_gui.io import ser as sermod
+
+    def full(self, frame, index):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sermod.SerWriter, "_write", full)
+    before = _sha(demo / "demo.ser")
+    code, out, err = _run(capsys, "calibrate", demo / "demo.ser", "--mask", demo / "truth_mask.png",
+                          "-o", tmp_path / "c.ser")
+    assert code == 1 and "disk full" in _one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
+    assert _sha(demo / "demo.ser") == before
+
+
+def test_ctrl_c_cancels_cleanly(demo, tmp_path, capsys, monkeypatch):
+    from aiflat_gui.core import calibrate
+
+    calls = {"n": 0}
+    real = calibrate.FrameCalibrator.apply
+
+    def interrupted(self, frames):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        return real(self, frames)
+
+    monkeypatch.setattr(calibrate, "CHUNK_BYTES", 1)  # one frame per chunk
+    monkeypatch.setattr(calibrate.FrameCalibrator, "apply", interrupted)
+    code, out, err = _run(capsys, "calibrate", demo / "demo.ser", "--mask", demo / "truth_mask.png",
+                          "-o", tmp_path / "c.ser")
+    assert code == 130 and "cancelled" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_terminal_progress_bar_with_eta():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    s = Tty()
+    bar = TerminalProgress("calibrate", stream=s)
+    bar.start -= 10  # 10 s elapsed
+    bar(0.5, "frame 5/10")
+    bar(1.0, "done")
+    text = s.getvalue()
+    assert "[###############---------------]" in text and "ETA 0:10" in text and text.endswith("\n")
