@@ -404,3 +404,49 @@ def test_pixel_readout(make_window, qtbot, demo):
         v = int(seq.frame(0)[9, 7])
     text = w.pixel_label.text()
     assert "x 7" in text and "y 9" in text and f"value {v}" in text and "mask" in text and "flat" in text
+
+
+def test_ask_ai_through_the_worker_with_a_fake_gemini(make_window, qtbot, demo, tmp_path, monkeypatch, boxes):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_gemini import FakeGemini
+
+    import aiflat_gui.gui.gemini_dialog as gd
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the answer cache
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFAKE-gui-test-key-000")
+    shown = []
+    reroll = {"on": False}
+
+    def fake_exec(self):
+        shown.append(self.summary())
+        self.reroll_box.setChecked(reroll["on"])
+        return QtWidgets.QDialog.Accepted
+
+    monkeypatch.setattr(gd.GeminiAskDialog, "exec", fake_exec)
+    with FakeGemini() as server:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
+        w = make_window()
+        w.settings.setValue("gemini/timeout", 20.0)
+        w.open_path(demo)
+        wait_job(qtbot, w.run_reference())
+        w.workflow.set_provider("gemini")
+        assert w.workflow.buttons["ask_ai"].isVisibleTo(w.workflow)
+        wa = wait_job(qtbot, w.ask_ai())
+        assert wa.state == "succeeded", wa.error
+        assert "gemini-3-pro-image" in shown[0] and "$" in shown[0]
+        assert len(server.requests) == 1
+        assert w.mask_model.mask.any() and w.workflow.state("mask") == "done"
+        assert boxes[-1][0] == "information" and "The model says" in boxes[-1][2]
+        # asked again: the cached answer, no new request; re-roll asks again
+        wait_job(qtbot, w.ask_ai())
+        assert len(server.requests) == 1 and "cache" in boxes[-1][2]
+        reroll["on"] = True
+        wait_job(qtbot, w.ask_ai())
+        assert len(server.requests) == 2
+    # the key is in no session file
+    w.save_session()
+    for f in demo.parent.iterdir():
+        if ".aiflat" in f.name:
+            assert b"AIzaFAKE" not in f.read_bytes()

@@ -106,7 +106,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     debug = os.environ.get("AIFLAT_DEBUG") == "1"
     if args.screenshot:
-        window = MainWindow(autosave=False, remember_layout=False)
+        import tempfile
+
+        # a screenshot leaves the user's settings, recent files and sessions alone
+        tmp_settings = tempfile.TemporaryDirectory(prefix="aiflat-shot-")
+        settings = QtCore.QSettings(str(Path(tmp_settings.name) / "settings.ini"), QtCore.QSettings.IniFormat)
+        window = MainWindow(autosave=False, remember_layout=False, settings=settings)
+        window.interactive = False
         try:
             size = _parse_size(args.size)
             out = screenshot(window, args.screenshot, args.path, args.demo, size)
@@ -124,6 +130,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             window.close()
             window.deleteLater()
+            tmp_settings.cleanup()
         print(str(out))
         return 0
 

@@ -992,8 +992,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 w.cancel()
                 raise AiflatError("the workflow did not finish in time", self.path)
             if len(self.errors) > n_errors:
-                raise AiflatError(self.errors[-1].split(": ", 1)[-1] if str(self.path) in self.errors[-1]
-                                  else self.errors[-1], self.path)
+                raise AiflatError(self.errors[-1])
 
     def show_screenshot_views(self) -> None:
         """What the README screenshot shows: the calibrated preview with the mask overlay."""
