@@ -513,7 +513,7 @@ class GeminiProvider:
         return self._pick_image(collected, key, seconds, used)
 
     def _pick_image(self, c: "_Collected", key: str, seconds: float, attempts: int) -> _Answer:
-        text = _one_line(c.text, 2000)
+        text = _one_line(redact(c.text, key), 2000)
         who = f"Gemini ({self.model})"
         said = f'; the model said: "{_one_line(redact(c.text or c.thought_text, key))}"' if (c.text or c.thought_text) else ""
         if c.block_reason:
