@@ -450,3 +450,20 @@ def test_ask_ai_through_the_worker_with_a_fake_gemini(make_window, qtbot, demo, 
     for f in demo.parent.iterdir():
         if ".aiflat" in f.name:
             assert b"AIzaFAKE" not in f.read_bytes()
+
+
+def test_brush_keys_and_tool_shortcuts(make_window, qtbot, demo):
+    w = make_window()
+    w.open_path(demo)
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow, timeout=3000)
+    w.brush_spin.setValue(8)
+    QTest.keyClick(w, QtCore.Qt.Key_BracketRight)
+    assert w.brush_spin.value() == 9 and w.viewer.brush_radius() == 9
+    w.brush_spin.setValue(40)
+    QTest.keyClick(w, QtCore.Qt.Key_BracketLeft)
+    assert w.brush_spin.value() == 32 and w.viewer.brush_radius() == 32
+    QTest.keyClick(w, QtCore.Qt.Key_E)
+    assert w.viewer.tool() == "erase" and w.tool_actions["erase"].isChecked()
+    QTest.keyClick(w, QtCore.Qt.Key_3)
+    assert w.view == "mask"

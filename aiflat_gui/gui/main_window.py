@@ -293,10 +293,8 @@ class MainWindow(QtWidgets.QMainWindow):
             tgroup.addAction(a)
             self.tool_actions[key] = a
         self.tool_actions["pan"].setChecked(True)
-        self.act_brush_smaller = A("Smaller brush", lambda: self.brush_spin.setValue(self.brush_spin.value() - 1), "[",
-                                   name="brush_smaller")
-        self.act_brush_larger = A("Larger brush", lambda: self.brush_spin.setValue(self.brush_spin.value() + 1), "]",
-                                  name="brush_larger")
+        self.act_brush_smaller = A("Smaller brush", lambda: self._step_brush(-1), "[", name="brush_smaller")
+        self.act_brush_larger = A("Larger brush", lambda: self._step_brush(+1), "]", name="brush_larger")
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -347,7 +345,7 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addWidget(QtWidgets.QLabel(" Brush "))
         self.brush_spin = QtWidgets.QSpinBox()
         self.brush_spin.setObjectName("brushSize")
-        self.brush_spin.setRange(1, 200)
+        self.brush_spin.setRange(1, 500)
         self.brush_spin.setValue(int(self.settings.value("editor/brush", 6) or 6))
         self.brush_spin.setSuffix(" px")
         self.brush_spin.valueChanged.connect(self._on_brush)
@@ -1151,6 +1149,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.viewer.set_tool(tool)
         if tool in self.tool_actions and not self.tool_actions[tool].isChecked():
             self.tool_actions[tool].setChecked(True)
+
+    def _step_brush(self, direction: int) -> None:
+        """``[`` / ``]``: +-1 px for small brushes, +-25 % for large ones (as the viewer does)."""
+        from .viewer import _grow_radius, _shrink_radius
+
+        r = self.brush_spin.value()
+        self.brush_spin.setValue(_grow_radius(r) if direction > 0 else _shrink_radius(r))
 
     def _on_viewer_brush(self, r: int) -> None:
         if self.brush_spin.value() != r:
