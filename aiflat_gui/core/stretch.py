@@ -212,6 +212,30 @@ def apply(image: np.ndarray, state: StretchState, out: Optional[np.ndarray] = No
     return np.take(lut, idx.astype(np.int32), out=out)
 
 
+_CV_DEPTHS = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)}
+
+
+def apply_fast(image: np.ndarray, state: StretchState) -> np.ndarray:
+    """Like :func:`apply`, at display (8-bit) precision, with OpenCV: ``t`` is rounded to one of
+    256 steps and looked up in ``make_lut(state)`` — exactly what pyqtgraph does with the mono
+    ``levels`` + 256-entry LUT route, so colour and mono frames look alike. Avoids numpy's
+    64-bit index arrays (faster on 16-bit colour frames). ``image`` is not modified."""
+    image = np.asarray(image)
+    if image.dtype not in _CV_DEPTHS or image.ndim not in (2, 3) or image.size == 0:
+        return apply(image, state)
+    black, white = state.levels
+    alpha = 255.0 / (white - black)
+    src = image if image.flags.c_contiguous else np.ascontiguousarray(image)
+    if src.dtype.kind == "f" and not np.isfinite(src).all():
+        src = np.nan_to_num(src, nan=black, posinf=white, neginf=black)
+    flat = src.reshape(src.shape[0], -1)  # one channel: OpenCV scalars then apply to every value
+    # clamp below black first: convertScaleAbs takes |x*alpha + beta| before saturating to 0..255
+    if not (src.dtype.kind == "u" and black <= 0):
+        flat = cv2.max(flat, float(black))
+    idx = cv2.convertScaleAbs(flat, alpha=alpha, beta=-black * alpha)
+    return cv2.LUT(idx, make_lut(state, np.uint8, 256)).reshape(image.shape)
+
+
 def debayer_for_display(frame: np.ndarray, pattern: str) -> np.ndarray:
     """Demosaic a raw CFA frame (RGGB/GRBG/GBRG/BGGR) to an (H, W, 3) RGB array of the same
     type, for display only (bilinear). Odd sizes are handled; the input is not modified."""
@@ -261,11 +285,12 @@ def display_args(frame: np.ndarray, color: str, state: StretchState):
     """``(data, levels, lut)`` to hand to a pyqtgraph ImageItem for ``frame`` under ``state``.
 
     Mono: the raw data with ``levels=state.levels`` and a 256-entry LUT (fast; pyqtgraph does
-    the scaling). Colour: an already stretched uint8 RGB image, ``levels=(0, 255)`` and no LUT."""
+    the scaling). Colour: an already stretched uint8 RGB image (:func:`apply_fast`),
+    ``levels=(0, 255)`` and no LUT."""
     data, is_colour = to_display_rgb(frame, color)
     if not is_colour:
         return data, state.levels, make_lut(state)
-    return apply(data, state), (0.0, 255.0), None
+    return apply_fast(data, state), (0.0, 255.0), None
 
 
 def histogram(image: np.ndarray, bins: int = 256, value_range: Optional[tuple[float, float]] = None):

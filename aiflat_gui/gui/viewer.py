@@ -21,7 +21,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from ..core.maskedit import Box, MaskModel
-from ..core.stretch import StretchState, apply as apply_stretch, auto_levels, make_lut, stf_auto, to_display_rgb
+from ..core.stretch import StretchState, apply_fast, auto_levels, make_lut, stf_auto, to_display_rgb
 from ..errors import InputError
 
 TOOLS = ("pan", "paint", "erase", "remove")
@@ -279,7 +279,7 @@ class ImageViewer(QtWidgets.QWidget):
             return
         st = self._state
         if self._is_colour:
-            self.image_item.setImage(apply_stretch(self._display, st), levels=(0, 255), lut=None,
+            self.image_item.setImage(apply_fast(self._display, st), levels=(0, 255), lut=None,
                                      autoLevels=False)
         elif new_data:
             self.image_item.setImage(self._display, levels=st.levels, lut=make_lut(st), autoLevels=False)
