@@ -140,7 +140,7 @@ class _Decoder:
         else:
             out = (a.astype(np.float64) * self.bscale + self.bzero).astype(np.float32)
         out = np.ascontiguousarray(out)
-        if out.dtype.byteorder not in ("=", "|"):
+        if not out.dtype.isnative:
             out = out.astype(out.dtype.newbyteorder("="))
         return out
 

@@ -214,26 +214,36 @@ class ImageSequence(Sequence):
             key = series.keyframe
             lay = _TiffLayout(key, self.path)
             per = int(np.prod(lay.page_shape))
-            total = int(np.prod(series.shape))
-            n = max(1, total // per) if per else 0
-            self._lay, self._series = lay, series
-            self.n_frames = n
+            file_dtype = np.dtype(key.dtype).newbyteorder(tif.byteorder)
+            self._lay, self._series, self._per, self._file_dtype = lay, series, per, file_dtype
+            # one source per frame: ("off", byte offset) for uncompressed contiguous data, else
+            # ("page", page) or ("key", series index, frame in series) decoded by tifffile
+            sources: list[tuple] = []
+            ignored = 0
+            for si, s in enumerate(tif.series):
+                if si and (np.dtype(s.dtype) != np.dtype(series.dtype)
+                           or tuple(s.keyframe.shape) != lay.page_shape):
+                    ignored += 1
+                    continue
+                n_s = max(1, int(np.prod(s.shape)) // per)
+                if s.dataoffset is not None:
+                    sources += [("off", int(s.dataoffset) + k * per * file_dtype.itemsize) for k in range(n_s)]
+                elif len(s.pages) == n_s and all(p is not None for p in s.pages):
+                    sources += [("off", int(p.dataoffsets[0])) if p.is_contiguous else ("page", p)
+                                for p in s.pages]
+                else:
+                    sources += [("key", si, k) for k in range(n_s)]
+            if ignored:
+                self.warnings.append(f"{ignored} other images in the TIFF (thumbnails or other sizes) ignored")
+            self._sources = sources
+            self.n_frames = len(sources)
             self.height, self.width, self.channels = lay.height, lay.width, lay.channels
             self.dtype = lay.dtype
             self.color = "RGB" if lay.channels == 3 else "mono"
-            file_dtype = np.dtype(key.dtype).newbyteorder(tif.byteorder)
-            self._file_dtype = file_dtype
-            self._pages = list(series.pages) if len(series.pages) == n else None
-            self._offsets: Optional[list[int]] = None
-            if series.dataoffset is not None:
-                self._offsets = [int(series.dataoffset) + i * per * file_dtype.itemsize for i in range(n)]
-            elif self._pages is not None and all(p is not None and p.is_contiguous for p in self._pages):
-                self._offsets = [int(p.dataoffsets[0]) for p in self._pages]
-            if self._offsets is not None:
+            if all(src[0] == "off" for src in sources):
                 size = self.path.stat().st_size
-                if self._offsets[-1] + per * file_dtype.itemsize > size:
+                if max(src[1] for src in sources) + per * file_dtype.itemsize > size:
                     raise FormatError("TIFF is truncated (page data runs past the end of the file)", self.path)
-                self._per = per
                 self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
                 self.memmapped = True
             desc = _aiflat_description(getattr(key, "description", None))
@@ -241,7 +251,7 @@ class ImageSequence(Sequence):
                 self._apply_description(desc)
             self.byte_order = "little" if tif.byteorder == "<" else "big"
             self.byte_order_reason = "TIFF header"
-            self.metadata = {"pages": n, "compression": str(getattr(key, "compression", "")),
+            self.metadata = {"pages": len(tif.pages), "compression": str(getattr(key, "compression", "")),
                              "photometric": str(getattr(key, "photometric", ""))}
         except InputError:
             self.close()
@@ -254,7 +264,7 @@ class ImageSequence(Sequence):
         color = first.get("color")
         if self.channels == 1 and color in COLORS and color not in ("RGB", "BGR"):
             self.color = color
-        if first.get("ticks") is None or self._tif is None:
+        if first.get("ticks") is None or self._tif is None or len(self._tif.pages) != self.n_frames:
             return
         ticks = []
         pages = self._tif.pages
@@ -275,15 +285,22 @@ class ImageSequence(Sequence):
     def _tiff_raw(self, i: int) -> np.ndarray:
         if self._tif is None:
             raise InputError("file is closed", self.path)
-        if self._offsets is not None and self._mm is not None:
-            off = self._offsets[i]
-            n = self._per * self._file_dtype.itemsize
-            return self._mm[off: off + n].view(self._file_dtype).reshape(self._lay.page_shape)
+        src = self._sources[i]
         try:
-            if self._pages is not None:
-                a = self._pages[i].asarray()
+            if src[0] == "off":
+                if self._mm is None:
+                    a = np.fromfile(self.path, dtype=self._file_dtype, count=self._per, offset=src[1])
+                    if a.size < self._per:
+                        raise FormatError(f"TIFF page {i} is truncated", self.path)
+                    return a.reshape(self._lay.page_shape)
+                n = self._per * self._file_dtype.itemsize
+                return self._mm[src[1]: src[1] + n].view(self._file_dtype).reshape(self._lay.page_shape)
+            if src[0] == "page":
+                a = src[1].asarray()
             else:
-                a = self._tif.asarray(series=0, key=i)
+                a = self._tif.asarray(series=src[1], key=src[2])
+        except InputError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise FormatError(f"cannot decode page {i} ({_first_line(exc)})", self.path) from None
         return np.asarray(a).reshape(self._lay.page_shape)
@@ -291,12 +308,12 @@ class ImageSequence(Sequence):
     def _finish(self, a: np.ndarray) -> np.ndarray:
         a = self._lay.frame(a)
         a = _to_sample(a)
-        if a.dtype.byteorder not in ("=", "|"):
+        if not a.dtype.isnative:
             a = a.astype(a.dtype.newbyteorder("="))
         return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
     def frame_rows(self, i: int, y0: int, y1: int) -> np.ndarray:
-        if self._offsets is None or self._mm is None or self._lay.planar:
+        if self._mm is None or self._lay.planar:
             return super().frame_rows(i, y0, y1)
         i = int(i) + (self.n_frames if int(i) < 0 else 0)
         if not 0 <= i < self.n_frames:
