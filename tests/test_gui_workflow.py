@@ -27,7 +27,10 @@ def demo_dir(tmp_path_factory):
 @pytest.fixture
 def demo(demo_dir, tmp_path):
     """A private copy of the small demo SER (sessions are written beside it)."""
-    p = tmp_path / "demo.ser"
+    (tmp_path / "demo_truth_mask.png").write_bytes((demo_dir / "truth_mask.png").read_bytes())
+    d = tmp_path / "video"
+    d.mkdir()
+    p = d / "demo.ser"
     p.write_bytes((demo_dir / "demo.ser").read_bytes())
     return p
 
@@ -91,6 +94,15 @@ def prepared(make_window, qtbot, demo):
     wd = wait_job(qtbot, w.run_detection())
     assert wd.state == "succeeded", wd.error
     assert w.workflow.state("mask") == "done"
+    return w
+
+
+def with_truth_mask(make_window, qtbot, demo):
+    """A window with the demo open, the reference computed and the demo's true mask imported."""
+    w = make_window()
+    assert w.open_path(demo)
+    wait_job(qtbot, w.run_reference())
+    assert w.import_mask(demo.parent.parent / "demo_truth_mask.png")
     return w
 
 
@@ -232,7 +244,7 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
     import aiflat_gui.gui.main_window as mw
     from aiflat_gui.core.calibrate import calibrate_sequence
 
-    w = prepared(make_window, qtbot, demo)
+    w = with_truth_mask(make_window, qtbot, demo)
     wait_job(qtbot, w.run_flat())
 
     def slow_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
@@ -253,7 +265,7 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
         qtbot.waitUntil(lambda: w.job_panel.bar.value() > 0, timeout=10000)
         QTest.mouseClick(w.job_panel.cancel_button, QtCore.Qt.LeftButton)
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if "cancelled" in p.name] == []
+    assert [p.name for p in out.parent.iterdir() if "cancelled" in p.name] == []
     assert w.workflow.state("calibrate") == "not done"
     assert not w.job_panel.isVisible()
 
@@ -354,7 +366,7 @@ def test_good_mask_import_and_bad_file_open(make_window, qtbot, demo, tmp_path, 
 
 
 def test_all_views_render(make_window, qtbot, demo):
-    w = prepared(make_window, qtbot, demo)
+    w = with_truth_mask(make_window, qtbot, demo)
     wait_job(qtbot, w.run_flat())
     for key in ("frame", "reference", "mask", "flat", "calibrated", "difference", "blink"):
         w.set_view(key)
@@ -396,7 +408,7 @@ def test_play_advances_frames(make_window, qtbot, demo):
 
 
 def test_pixel_readout(make_window, qtbot, demo):
-    w = prepared(make_window, qtbot, demo)
+    w = with_truth_mask(make_window, qtbot, demo)
     wait_job(qtbot, w.run_flat())
     w.set_view("frame")
     w._on_hover(7, 9)
@@ -467,3 +479,35 @@ def test_brush_keys_and_tool_shortcuts(make_window, qtbot, demo):
     assert w.viewer.tool() == "erase" and w.tool_actions["erase"].isChecked()
     QTest.keyClick(w, QtCore.Qt.Key_3)
     assert w.view == "mask"
+
+
+def test_calibration_failure_shows_a_message_and_keeps_the_session(make_window, qtbot, demo, tmp_path, boxes):
+    w = with_truth_mask(make_window, qtbot, demo)
+    wait_job(qtbot, w.run_flat())
+    mask = w.mask_model.mask.copy()
+    wc = wait_job(qtbot, w.calibrate_to(tmp_path / "missing_dir" / "out.ser", "ser"))
+    assert wc.state == "failed"
+    assert boxes[-1][0] == "warning" and "missing_dir" in boxes[-1][2] and "\n" not in boxes[-1][2]
+    assert w.workflow.state("calibrate") == "not done" and w.workflow.state("flat") == "done"
+    np.testing.assert_array_equal(w.mask_model.mask, mask)
+    assert w.calibrate_to(demo) is None  # never over the input
+    assert "input" in boxes[-1][2]
+
+
+def test_speck_table_lists_and_centres_specks(make_window, qtbot, demo):
+    from aiflat_gui.core.mask import components
+
+    w = with_truth_mask(make_window, qtbot, demo)
+    w.refresh_specks()
+    specks = components(w.mask_model.mask.astype(bool), w.reference)
+    assert len(specks) > 0 and w.speck_table.rowCount() == len(specks)
+    w.viewer.zoom_1to1()
+    row = w.speck_table.rowCount() - 1
+    w.speck_table.cellClicked.emit(row, 0)
+    label = int(w.speck_table.item(row, 0).text())
+    s = next(sp for sp in specks if sp.label == label)
+    (x0, x1), (y0, y1) = w.viewer.view_box.viewRange()
+    assert abs((x0 + x1) / 2 - (s.centroid[0] + 0.5)) < 2 and abs((y0 + y1) / 2 - (s.centroid[1] + 0.5)) < 2
+    # the workflow says what is next, and the log dock shows what happened
+    assert w.workflow.state("flat") == "not done" and "flat" in w.workflow.hint_label.text().lower()
+    assert "imported mask" in w.log_view.toPlainText()

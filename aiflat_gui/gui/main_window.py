@@ -1213,7 +1213,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_mask_info()
 
     def _on_speck_activated(self, x: int, y: int) -> None:
-        self.viewer.center_on(x, y)
+        # centre the speck, close enough to judge it (at least 2 screen pixels per image pixel)
+        self.viewer.center_on(x, y, zoom=max(self.viewer.zoom_factor(), 2.0))
 
     def _on_hover(self, x: int, y: int) -> None:
         if self.seq is None or not (0 <= x < self.seq.width and 0 <= y < self.seq.height):
