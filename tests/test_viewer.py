@@ -249,6 +249,14 @@ def test_bayer_is_shown_debayered_in_colour_and_read_raw(viewer):
     r, g, b = grab_rgb(viewer, 60, 60)
     assert r > 200 and g < 30 and b < 30
     assert viewer.value_at(0, 0) == 50000 and viewer.value_at(1, 0) == 0
+    # a colour stretch change shows on the next paint, data untouched
+    before = digest(cfa)
+    viewer.set_stretch(StretchState(mode="linear", black=0, white=200000))
+    r, g, b = grab_rgb(viewer, 60, 60)
+    assert 40 < r < 90
+    viewer.set_stretch(StretchState(mode="gamma", black=0, white=200000, gamma=3))
+    assert grab_rgb(viewer, 60, 60)[0] > 120
+    assert digest(cfa) == before
     bgr = np.zeros((H, W, 3), np.uint8)
     bgr[..., 0] = 255  # blue, stored first
     viewer.set_image(bgr, color="BGR", levels=(0, 255))

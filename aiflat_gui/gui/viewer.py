@@ -210,6 +210,7 @@ class ImageViewer(QtWidgets.QWidget):
         self._is_colour = False
         self._state = StretchState()
         self._have_levels = False
+        self._colour_pending = False
         self._model: Optional[MaskModel] = None
         self._overlay_visible = True
         self._tool = "pan"
@@ -279,13 +280,24 @@ class ImageViewer(QtWidgets.QWidget):
             return
         st = self._state
         if self._is_colour:
-            self.image_item.setImage(apply_fast(self._display, st), levels=(0, 255), lut=None,
-                                     autoLevels=False)
+            if new_data:
+                self._flush_colour()
+            else:
+                # colour is stretched here, not by pyqtgraph: defer it to the next paint so that
+                # set_stretch() followed by set_image() costs one stretch, not two
+                self._colour_pending = True
+                self.image_item.update()
         elif new_data:
             self.image_item.setImage(self._display, levels=st.levels, lut=make_lut(st), autoLevels=False)
         else:
             self.image_item.setLookupTable(make_lut(st), update=False)
             self.image_item.setLevels(st.levels)
+
+    def _flush_colour(self) -> None:
+        self._colour_pending = False
+        if self._display is not None and self._is_colour:
+            self.image_item.setImage(apply_fast(self._display, self._state), levels=(0, 255), lut=None,
+                                     autoLevels=False)
 
     def image(self) -> Optional[np.ndarray]:
         """The raw array last passed to :meth:`set_image` (not a copy)."""
@@ -494,6 +506,10 @@ class ImageViewer(QtWidgets.QWidget):
         if obj is self.graphics_view and et == QtCore.QEvent.Type.KeyPress:
             return self._key(event)
         if obj is not self.graphics_view.viewport():
+            return False
+        if et == QtCore.QEvent.Type.Paint:
+            if self._colour_pending:
+                self._flush_colour()
             return False
         if et == QtCore.QEvent.Type.MouseMove:
             fx, fy, view = self._image_pos(event.position())
