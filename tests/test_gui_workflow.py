@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("demo")
-    write_demo(d, frames=8, width=160, height=120, seed=3, difficulty="easy")
+    write_demo(d, frames=12, width=160, height=120, seed=1, difficulty="easy")
     return d
 
 
@@ -121,7 +121,7 @@ def test_open_demo_from_menu_shows_first_frame(make_window, monkeypatch, demo, b
         np.testing.assert_array_equal(w.viewer.image(), seq.frame(0))
     assert w.workflow.state("sequence") == "done" and w.workflow.state("reference") == "not done"
     assert "Reference" in w.workflow.hint_label.text() or "reference" in w.workflow.hint_label.text()
-    assert w.frame_slider.maximum() == 7
+    assert w.frame_slider.maximum() == 11
     w.frame_slider.setValue(3)
     with open_sequence(demo) as seq:
         np.testing.assert_array_equal(w.viewer.image(), seq.frame(3))
