@@ -246,6 +246,7 @@ class _Sun:
 
     def _free_spot(self, rng, margin):
         ch, cw = self.shape
+        margin = min(margin, 0.45 * min(ch, cw))
         for _ in range(200):
             x = rng.uniform(margin, cw - margin)
             y = rng.uniform(margin, ch - margin)
@@ -463,11 +464,25 @@ def write_demo(out_dir: str | os.PathLike, frames: int = 40, width: int = 640, h
               bit_depth=demo.params["bit_depth"])
     write_image(paths["flat"], demo.true_flat)
     write_image(paths["mask"], demo.true_mask.astype(np.uint8) * 255)
-    write_image(paths["clean"], demo.clean, header={"BUNIT": "ADU", "PEDESTAL": demo.offset})
+    _write_cube(paths["clean"], demo.clean, {"BUNIT": "ADU", "PEDESTAL": demo.offset,
+                                              "COMMENT": "dust-free noise-free signal incl. pedestal"})
     truth = dict(params=demo.params, offset=demo.offset, specks=demo.specks, distractors=demo.distractors,
                  shifts=demo.shifts.round(4).tolist(), files={k: v.name for k, v in paths.items()})
     atomic_write_bytes(paths["truth"], json.dumps(truth, indent=1).encode())
     return paths
+
+
+def _write_cube(path: Path, cube: np.ndarray, header: dict) -> None:
+    """A 3-D (N, H, W) primary-HDU FITS cube, written atomically."""
+    from astropy.io import fits
+
+    from ..io.base import AtomicOutput, disk_errors
+
+    hdu = fits.PrimaryHDU(np.ascontiguousarray(cube))
+    for k, v in header.items():
+        hdu.header[k] = v
+    with AtomicOutput(path) as tmp, disk_errors(path):
+        hdu.writeto(tmp, overwrite=True)
 
 
 #: Settings of the demo that ``ensure_demo`` caches (and ``aiflat-gui --demo`` opens).

@@ -54,6 +54,8 @@ GROW_FRACTION = 0.45
 MIN_GROW_Z = 1.6
 #: Gaussian pre-smoothing (px) of each darkening map: tames interpolation and pixel noise.
 PRESMOOTH = 0.7
+#: Border (px) not judged in sequence mode.
+EDGE = 3
 
 
 def luminance(image: np.ndarray, color: Optional[str] = None) -> np.ndarray:
@@ -192,7 +194,7 @@ def _select_frames(n: int, max_frames: int) -> np.ndarray:
 
 def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
                    progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
-                   memory_mb: float = 256.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
+                   memory_mb: float = 384.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
                    max_area_fraction: float = 0.01, iterations: int = 3) -> ScoreMap:
     """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
     with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
@@ -221,10 +223,13 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     n_frames = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
     shifts = None
     noise = None
+    plain = None
     stack_n = 0
     if n_frames >= 3:
         k_max = max(3, min(n_frames, int(max_frames)))
-        cap = int(memory_mb * 2 ** 20 // max(1, h * w * 2))
+        # the float16 stack plus one float16 working stack (sun-aligned, then residuals) on a
+        # slightly larger canvas must fit in memory_mb
+        cap = int(memory_mb * 2 ** 20 // max(1, h * w * 2 * 2.3))
         idx = _select_frames(n_frames, max(3, min(k_max, cap)))
         k = len(idx)
         stack = np.empty((k, h, w), np.float16)
@@ -256,6 +261,18 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
             stack[n_i] = d
         stack_n = k
         shifts -= np.median(shifts, axis=0)
+        # the outermost pixels lack interpolation support in the sun frame: not judged
+        b = EDGE
+        valid[:b] = False
+        valid[-b:] = False
+        valid[:, :b] = False
+        valid[:, -b:] = False
+        # plain temporal median: the whole of each speck (and whatever of the sun stayed put);
+        # only used to let a detected speck grow to its full extent
+        plain = np.empty((h, w), np.float32)
+        rows = max(8, int(2 ** 23 // max(1, k * w * 4)))
+        for y0 in range(0, h, rows):
+            plain[y0:y0 + rows] = _median0(stack[:, y0:y0 + rows].astype(np.float32))
         med, noise = _separate(stack, shifts, iterations, progress)
         frames_used = k
     else:
@@ -265,6 +282,9 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     report(progress, 0.9, "dust: scoring")
 
     valid &= darkening(yref, bg_sigma) < max_depth
+    # pixels not judged (sky, frame border) must not drag the baseline of their neighbours
+    med = med.copy()
+    med[~valid] = float(np.median(med[valid])) if valid.any() else 0.0
     dip = med - _lower_envelope(med, bg_sigma)
     if noise is not None:
         # per-pixel temporal scatter of the residuals: edges that wobble with seeing count less
@@ -279,6 +299,11 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         np.maximum(score, z, out=score)
         if s == 1.0:
             extent = z
+    if plain is not None:
+        plain[~valid] = float(np.median(plain[valid])) if valid.any() else 0.0
+        pdip = _blur(plain - _lower_envelope(plain, bg_sigma), 1.0)
+        pdip[~valid] = 0.0
+        np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
     score[~valid] = 0.0
     extent = extent.astype(np.float32)
     extent[~valid] = 0.0
@@ -343,7 +368,7 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
         base = 0.52 + 0.38 * it / n_it
         if moving:
             report(progress, base, f"dust: separating sun and sensor ({it + 1}/{n_it})")
-            aligned = np.empty((k, ch, cw), np.float32)
+            aligned = np.empty((k, ch, cw), np.float16)
             for i in range(k):
                 tx, ty = pad - float(shifts[i, 0]), pad - float(shifts[i, 1])
                 a = _translate(stack[i].astype(np.float32) - dust, tx, ty, (cw, ch), border=0.0)
@@ -358,9 +383,9 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
             sun = np.empty((ch, cw), np.float32)
             crow = max(8, rows * h // ch)
             for y0 in range(0, ch, crow):
-                sun[y0:y0 + crow] = _nanmedian0(aligned[:, y0:y0 + crow])
+                sun[y0:y0 + crow] = _nanmedian0(aligned[:, y0:y0 + crow].astype(np.float32))
             del aligned
-            resid = np.empty((k, h, w), np.float32)
+            resid = np.empty((k, h, w), np.float16)
             for i in range(k):
                 resid[i] = stack[i] - _translate(sun, float(shifts[i, 0]) - pad, float(shifts[i, 1]) - pad, (w, h))
         for y0 in range(0, h, rows):
