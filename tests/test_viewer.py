@@ -78,6 +78,21 @@ def test_set_image_keeps_the_raw_array_and_reads_values(viewer):
     assert viewer.image_item.lut.shape == (256,)
 
 
+def test_float_nan_and_unusual_types_display_and_none_clears(viewer):
+    f = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
+    f[5, 5] = np.nan
+    viewer.set_image(f, autolevel=True)
+    assert 0 <= viewer.levels()[0] < viewer.levels()[1] <= 1
+    assert grab_rgb(viewer, 150, 110)[0] > grab_rgb(viewer, 10, 10)[0] + 100
+    assert np.isnan(viewer.value_at(5, 5))
+    u32 = (np.arange(H * W, dtype=np.uint32).reshape(H, W) * 1000)
+    viewer.set_image(u32, levels=(0, int(u32.max())))
+    assert grab_rgb(viewer, 150, 110)[0] > 200
+    viewer.set_image(None)
+    assert viewer.image() is None and viewer.value_at(0, 0) is None
+    viewer.fit()  # no image: nothing to do, no error
+
+
 def test_stretch_changes_the_screen_but_never_the_data(viewer, qtbot):
     img = viewer.image()
     before = digest(img)

@@ -70,7 +70,7 @@ class StretchState:
         return replace(self, **changes)
 
 
-def _subsample(image: np.ndarray, target: int = SAMPLE_PIXELS) -> np.ndarray:
+def subsample(image: np.ndarray, target: int = SAMPLE_PIXELS) -> np.ndarray:
     """A strided view with about ``target`` pixels per channel (no copy). The stride is odd, so
     every colour of a raw 2x2 Bayer pattern is sampled."""
     h, w = image.shape[:2]
@@ -89,7 +89,7 @@ def _finite(values: np.ndarray) -> np.ndarray:
 
 def sample_values(image: np.ndarray, target: int = SAMPLE_PIXELS) -> np.ndarray:
     """Flattened finite values of a subsample of ``image`` (all channels), a new array."""
-    return _finite(_subsample(np.asarray(image), target))
+    return _finite(subsample(np.asarray(image), target))
 
 
 def dtype_range(dtype) -> tuple[float, float]:

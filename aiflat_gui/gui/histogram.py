@@ -19,7 +19,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
-from ..core.stretch import MODES, StretchState, _subsample, auto_levels, stf_auto
+from ..core.stretch import MODES, StretchState, auto_levels, stf_auto, subsample
 
 SLIDER_MAX = 1000
 
@@ -140,7 +140,7 @@ class StretchPanel(QtWidgets.QWidget):
             self.curve.setData([0, 1], [0])
             return self.state()
         # all channels (or raw CFA values) together; the stride is odd so CFA colours all count
-        self._sample = np.ascontiguousarray(_subsample(np.asarray(array)))
+        self._sample = np.ascontiguousarray(subsample(np.asarray(array)))
         first = not self._has_image
         self._has_image = True
         old = self._state
