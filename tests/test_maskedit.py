@@ -90,6 +90,20 @@ def test_steps_store_only_the_tight_changed_box():
     assert len(m.undo_steps) == 2
 
 
+def test_a_long_scribble_keeps_bounded_memory_and_undoes_exactly():
+    rng = np.random.default_rng(5)
+    start = (rng.random((256, 256)) > 0.9).astype(np.uint8)
+    m = MaskModel(start)
+    m.begin_stroke("erase", 6)
+    for i in range(3000):  # back and forth over the same region for a long time
+        m.stroke_to(40 + (i % 2) * 60, 100 + (i % 7))
+    assert m.stroke_backup_nbytes <= 4 * 64 * 64  # the few 64x64 tiles it touched, once each
+    step = m.end_stroke()
+    assert m.stroke_backup_nbytes == 0 and step is not None
+    m.undo()
+    assert np.array_equal(m.mask, start)
+
+
 def test_erase_on_empty_and_strokes_at_the_border():
     m = MaskModel(shape=(50, 60))
     m.begin_stroke("erase", 5)

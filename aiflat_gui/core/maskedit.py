@@ -24,6 +24,10 @@ from ..errors import InputError
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (half-open)
 ChangeCallback = Callable[[Box], None]
 
+#: a stroke saves the original content of each TILE x TILE tile it touches, once: its memory is
+#: bounded by the mask size however long the drag lasts
+TILE = 64
+
 #: default history budget: 256 MiB of packed before/after boxes (a 4K whole-mask step is 2 MB)
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 
@@ -248,6 +252,13 @@ class MaskModel:
     def stroke_active(self) -> bool:
         return self._stroke is not None
 
+    @property
+    def stroke_backup_nbytes(self) -> int:
+        """Bytes the running stroke keeps to build its undo step (0 outside a stroke)."""
+        if self._stroke is None:
+            return 0
+        return sum(t.nbytes for t in self._stroke["tiles"].values())
+
     def begin_stroke(self, mode: str = "paint", radius: float = 5.0) -> None:
         """Start a brush stroke ("paint" sets pixels, "erase" clears them) of ``radius`` pixels."""
         if mode not in ("paint", "erase"):
@@ -257,7 +268,7 @@ class MaskModel:
             raise InputError(f"the brush radius must be positive, not {radius}")
         self.end_stroke()
         self._stroke = {"value": 1 if mode == "paint" else 0, "radius": radius, "last": None,
-                        "dabs": [], "box": None, "label": "Paint" if mode == "paint" else "Erase"}
+                        "tiles": {}, "box": None, "label": "Paint" if mode == "paint" else "Erase"}
 
     def stroke_to(self, x: float, y: float) -> Optional[Box]:
         """Extend the current stroke to (x, y): a disc there and a gap-free capsule from the
@@ -315,8 +326,12 @@ class MaskModel:
         inside = (px * px + py * py) <= r * r
         if not inside.any():
             return None
+        tiles = st["tiles"]
+        for ty in range(by0 // TILE, (by1 - 1) // TILE + 1):
+            for tx in range(bx0 // TILE, (bx1 - 1) // TILE + 1):
+                if (ty, tx) not in tiles:
+                    tiles[(ty, tx)] = self._mask[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE].copy()
         region = self._mask[by0:by1, bx0:bx1]
-        st["dabs"].append((bx0, by0, region.copy()))
         region[inside] = st["value"]
         box = (bx0, by0, bx1, by1)
         sb = st["box"]
@@ -333,9 +348,12 @@ class MaskModel:
         ux0, uy0, ux1, uy1 = st["box"]
         after = self._mask[uy0:uy1, ux0:ux1].copy()
         before = after.copy()
-        for bx0, by0, old in reversed(st["dabs"]):  # replay the saved originals, newest first
-            hh, ww = old.shape
-            before[by0 - uy0:by0 - uy0 + hh, bx0 - ux0:bx0 - ux0 + ww] = old
+        for (ty, tx), old in st["tiles"].items():  # put back the originals of the touched tiles
+            x0, y0 = max(tx * TILE, ux0), max(ty * TILE, uy0)
+            x1, y1 = min(tx * TILE + old.shape[1], ux1), min(ty * TILE + old.shape[0], uy1)
+            if x1 > x0 and y1 > y0:
+                before[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0] = old[y0 - ty * TILE:y1 - ty * TILE,
+                                                                     x0 - tx * TILE:x1 - tx * TILE]
         return self._push(st["label"], ux0, uy0, before, after)
 
     def dab(self, x: float, y: float, mode: str = "paint", radius: float = 5.0) -> Optional[EditStep]:
