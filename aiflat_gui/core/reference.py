@@ -76,7 +76,7 @@ def block_rows_for(seq, n: int, budget: int) -> int:
     """Rows per block so that ``n`` frames of that many rows, plus the reduction's working copy,
     stay within ``budget`` bytes."""
     row_bytes = seq.width * seq.channels * np.dtype(seq.dtype).itemsize * n
-    # the block itself, np.median's partitioned copy, and a float32 sigma-clip working set
+    # the gathered block, its pixel-major copy, and a float32 sigma-clip working set
     per_row = row_bytes * 2 + seq.width * seq.channels * n * 4
     return int(max(1, min(seq.height, budget // max(1, per_row))))
 
@@ -87,7 +87,9 @@ def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.n
     rows = block_rows_for(seq, n, budget)
     out = np.empty(seq.frame_shape, dtype=np.float32)
     n_blocks = -(-H // rows)
-    buf = np.empty((n, rows) + tuple(seq.frame_shape[1:]), dtype=seq.dtype)
+    rest = tuple(seq.frame_shape[1:])
+    buf = np.empty((n, rows) + rest, dtype=seq.dtype)
+    tbuf = np.empty(rows * int(np.prod(rest, dtype=np.int64)) * n, dtype=seq.dtype) if method == "median" else None
     memmapped = bool(getattr(seq, "memmapped", False))
     for b in range(n_blocks):
         y0, y1 = b * rows, min(H, (b + 1) * rows)
@@ -99,15 +101,29 @@ def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.n
                 block[k] = seq.frame(int(i))[y0:y1]
             if progress is not None and (k % 16 == 15 or k == n - 1):
                 report(progress, (b + (k + 1) / n * 0.8) / n_blocks, f"rows {y0}-{y1}")
-        out[y0:y1] = _reduce(block, method)
+        if method == "median":
+            out[y0:y1] = _median_pixel_major(block, tbuf)
+        else:
+            out[y0:y1] = sigma_clipped_mean(block)
         report(progress, (b + 1) / n_blocks, f"rows {y0}-{y1}")
     return out
 
 
-def _reduce(block: np.ndarray, method: str) -> np.ndarray:
-    if method == "median":
-        return np.median(block, axis=0)
-    return sigma_clipped_mean(block)
+def _median_pixel_major(block: np.ndarray, tbuf: np.ndarray) -> np.ndarray:
+    """Exact median along axis 0, computed on a pixel-major copy (partitioning contiguous rows is
+    ~1.5x faster than numpy's median along the first axis). Even counts average the two middle
+    values, as ``np.median`` does."""
+    n = block.shape[0]
+    pix = int(np.prod(block.shape[1:], dtype=np.int64))
+    t = tbuf[: pix * n].reshape(pix, n)
+    t[...] = block.reshape(n, pix).T
+    if n % 2:
+        t.partition(n // 2, axis=1)
+        med = t[:, n // 2].astype(np.float32)
+    else:
+        t.partition([n // 2 - 1, n // 2], axis=1)
+        med = ((t[:, n // 2 - 1].astype(np.float64) + t[:, n // 2]) / 2).astype(np.float32)
+    return med.reshape(block.shape[1:])
 
 
 def sigma_clipped_mean(block: np.ndarray, sigma: float = SIGMA, iterations: int = SIGMA_ITERATIONS) -> np.ndarray:
