@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build the one-folder Linux bundle of AI Flat (executables `aiflat` and `aiflat-gui`).
+#
+#   packaging/build.sh [--dist DIR] [--work DIR] [--venv DIR] [--fresh] [--max-mb N]
+#
+# 1. creates a clean virtual environment (default build/venv) with the project's Python (>= 3.12:
+#    $AIFLAT_PYTHON, else pyenv with the repo's .python-version, else python3.13/python3.12/python3)
+#    and installs the runtime dependencies listed in pyproject.toml plus the `packaging` extra
+#    (PyInstaller). The project itself is not installed: PyInstaller takes it from this checkout.
+# 2. runs PyInstaller on packaging/aiflat.spec -> DIST/aiflat/ (default dist/aiflat/).
+# 3. smoke-tests the bundled `aiflat --version`, prints the bundle size and fails if it is larger
+#    than --max-mb (default 400 MB).
+#
+# Environment: AIFLAT_PYTHON, AIFLAT_BUILD_VENV, AIFLAT_MAX_BUNDLE_MB, AIFLAT_BUNDLE_NAME.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DIST="$ROOT/dist"
+WORK="$ROOT/build/pyinstaller"
+VENV="${AIFLAT_BUILD_VENV:-$ROOT/build/venv}"
+MAX_MB="${AIFLAT_MAX_BUNDLE_MB:-400}"
+NAME="${AIFLAT_BUNDLE_NAME:-aiflat}"
+FRESH=0
+
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dist) DIST="$2"; shift 2 ;;
+        --work) WORK="$2"; shift 2 ;;
+        --venv) VENV="$2"; shift 2 ;;
+        --max-mb) MAX_MB="$2"; shift 2 ;;
+        --fresh) FRESH=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (try --help)" ;;
+    esac
+done
+mkdir -p "$DIST" "$WORK"
+DIST="$(cd "$DIST" && pwd)"
+WORK="$(cd "$WORK" && pwd)"
+unset PYTHONPATH PYTHONHOME
+
+find_python() {
+    if [ -n "${AIFLAT_PYTHON:-}" ]; then echo "$AIFLAT_PYTHON"; return 0; fi
+    if command -v pyenv >/dev/null 2>&1 && [ -f "$ROOT/.python-version" ]; then
+        local p
+        if p="$(cd "$ROOT" && PYENV_VERSION="$(head -n1 .python-version)" pyenv which python 2>/dev/null)"; then
+            echo "$p"; return 0
+        fi
+    fi
+    local c
+    for c in python3.13 python3.12 python3; do
+        if command -v "$c" >/dev/null 2>&1; then command -v "$c"; return 0; fi
+    done
+    return 1
+}
+
+START=$(date +%s)
+PY="$(find_python)" || die "no Python found (set AIFLAT_PYTHON to a Python >= 3.12)"
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' \
+    || die "$PY is $("$PY" -V 2>&1); AI Flat needs Python >= 3.12 (set AIFLAT_PYTHON)"
+"$PY" -c 'import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") or sys.platform != "linux" else 1)' \
+    || die "$PY was built without a shared libpython; PyInstaller needs one (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)"
+
+if [ "$FRESH" = 1 ] && [ -d "$VENV" ]; then rm -rf "$VENV"; fi
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "build.sh: creating clean virtual environment $VENV with $("$PY" -V 2>&1)"
+    "$PY" -m venv "$VENV"
+fi
+# Runtime dependencies + the `packaging` extra, read from pyproject.toml (single source of truth).
+mapfile -t DEPS < <("$VENV/bin/python" - "$ROOT/pyproject.toml" <<'EOF'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+for dep in project["dependencies"] + project.get("optional-dependencies", {}).get("packaging", []):
+    print(dep)
+EOF
+)
+echo "build.sh: installing ${#DEPS[@]} packages into $VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "${DEPS[@]}" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+
+echo "build.sh: running PyInstaller ($("$VENV/bin/python" -m PyInstaller --version))"
+cd "$ROOT"
+AIFLAT_BUNDLE_NAME="$NAME" "$VENV/bin/python" -m PyInstaller --noconfirm --log-level WARN \
+    --distpath "$DIST" --workpath "$WORK" "$ROOT/packaging/aiflat.spec"
+
+BUNDLE="$DIST/$NAME"
+[ -x "$BUNDLE/aiflat" ] && [ -e "$BUNDLE/aiflat-gui" ] || die "PyInstaller did not produce $BUNDLE/aiflat and aiflat-gui"
+VERSION_LINE="$("$BUNDLE/aiflat" --version)" || die "the bundled aiflat --version failed"
+SIZE_MB=$(du -sm "$BUNDLE" | cut -f1)
+END=$(date +%s)
+echo "build.sh: $VERSION_LINE"
+echo "build.sh: bundle $BUNDLE"
+echo "build.sh: bundle size $(du -sh "$BUNDLE" | cut -f1) (${SIZE_MB} MB), built in $((END - START)) s"
+if [ "$SIZE_MB" -gt "$MAX_MB" ]; then
+    die "bundle is ${SIZE_MB} MB, over the ${MAX_MB} MB limit"
+fi
