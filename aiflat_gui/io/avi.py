@@ -508,7 +508,7 @@ class AviWriter(SequenceWriter):
             out = np.zeros((self.template.height, self._stride), np.uint8)
             out[:, : self._row] = a
             a = out
-        data = np.ascontiguousarray(a).tobytes()
+        data = memoryview(np.ascontiguousarray(a)).cast("B")
         fh = self._fh
         chunk_len = 8 + len(data) + (len(data) & 1)
         if self._seg_entries and fh.tell() + chunk_len + 8 * len(self._seg_entries) + 64 - self._riff_at \
@@ -518,7 +518,10 @@ class AviWriter(SequenceWriter):
                 raise ProcessingError("AVI output too large for its index (over 256 segments)", self.path)
             self._start_segment(first=False)
         self._seg_entries.append((fh.tell(), len(data)))
-        fh.write(_chunk(self._ckid, data))
+        fh.write(self._ckid + struct.pack("<I", len(data)))
+        fh.write(data)
+        if len(data) & 1:
+            fh.write(b"\0")
         self._total += 1
 
     def _finish(self) -> None:

@@ -666,7 +666,7 @@ class FitsWriter(SequenceWriter):
     def _cube_header_bytes(self, n: int, first_tick: Optional[int]) -> bytes:
         return self._header(True, self._frame_axes() + [n], first_tick, cube=True)
 
-    def _data(self, frame: np.ndarray) -> bytes:
+    def _data(self, frame: np.ndarray) -> memoryview:
         a = _cast(frame, self._dtype)
         if self._colour:
             if self.template.color == "BGR":
@@ -676,7 +676,7 @@ class FitsWriter(SequenceWriter):
             a = (a ^ np.uint16(0x8000)).astype(">u2")
         elif self._bitpix == -32:
             a = a.astype(">f4")
-        return np.ascontiguousarray(a).tobytes()
+        return memoryview(np.ascontiguousarray(a)).cast("B")
 
     def _write(self, frame: np.ndarray, index: int) -> None:
         tick = self._tick(index)
@@ -689,13 +689,13 @@ class FitsWriter(SequenceWriter):
             return
         self._fh.write(self._header(self.written == 0, self._frame_axes(), tick, cube=False))
         self._fh.write(data)
-        self._fh.write(bytes(-len(data) % BLOCK))
+        self._fh.write(bytes(-data.nbytes % BLOCK))
 
     def _finish(self) -> None:
         fh = self._fh
         if self.layout == "cube":
             n = self.written
-            data_len = n * len(self._data(np.zeros(self.template.frame_shape, self._dtype)))
+            data_len = n * int(np.prod(self.template.frame_shape)) * abs(self._bitpix) // 8
             fh.write(bytes(-data_len % BLOCK))
             ticks = self._ticks
             head = self._cube_header_bytes(n, ticks[0] if ticks else self._tick(0))
