@@ -28,6 +28,9 @@ ChangeCallback = Callable[[Box], None]
 #: bounded by the mask size however long the drag lasts
 TILE = 64
 
+#: a brush segment is drawn in pieces whose bounding box holds at most this many pixels
+MAX_PIECE_AREA = 16384
+
 #: default history budget: 256 MiB of packed before/after boxes (a 4K whole-mask step is 2 MB)
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 
@@ -285,10 +288,13 @@ class MaskModel:
         r = max(st["radius"], 0.71)  # at least the nearest pixel of any centre
         x0, y0 = p0
         x1, y1 = p1
-        length = math.hypot(x1 - x0, y1 - y0)
-        # long moves: split into pieces about one radius long so each box stays small;
-        # the union of the pieces' capsules is exactly the whole segment's capsule
-        pieces = max(1, int(math.ceil(length / max(r, 4.0))))
+        # long diagonal moves: split into pieces whose boxes stay small (the union of the pieces'
+        # capsules is exactly the whole segment's capsule)
+        adx, ady = abs(x1 - x0), abs(y1 - y0)
+        pieces = 1
+        while (adx / pieces + 2 * r + 1) * (ady / pieces + 2 * r + 1) > MAX_PIECE_AREA \
+                and max(adx, ady) / pieces > r:
+            pieces *= 2
         touched: Optional[Box] = None
         for k in range(pieces):
             ax = x0 + (x1 - x0) * k / pieces
