@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     d = tmp_path_factory.mktemp("appdemo")
-    return write_demo(d, frames=6, width=128, height=96, seed=5, difficulty="easy")["sequence"]
+    return write_demo(d, frames=12, width=160, height=120, seed=1, difficulty="easy")["sequence"]
 
 
 @pytest.fixture

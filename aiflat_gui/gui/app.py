@@ -82,6 +82,8 @@ def screenshot(window, out: str | os.PathLike, path: Optional[str], demo: bool,
         window.open_demo(interactive=False)
     window.run_full_workflow()
     window.show_screenshot_views()
+    window.resize(*size)
+    window.default_dock_sizes()
     QtWidgets.QApplication.processEvents()
     image = window.grab().toImage()
     with AtomicOutput(out) as tmp:

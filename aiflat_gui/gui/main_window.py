@@ -168,9 +168,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self._install_log()
         self.setAcceptDrops(True)
         self.resize(1280, 800)
-        if remember_layout:
-            self._restore_layout()
+        self._layout_restored = remember_layout and self._restore_layout()
         self._update_actions()
+
+    def default_dock_sizes(self) -> None:
+        """Give the workflow dock the width its content needs and the log a few lines."""
+        wf = self.workflow.minimumSizeHint().width() + self.workflow_scroll.verticalScrollBar().sizeHint().width() + 6
+        self.resizeDocks([self.workflow_dock], [wf], Qt.Horizontal)
+        self.resizeDocks([self.log_dock], [90], Qt.Vertical)
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_shown_once", False):
+            self._shown_once = True
+            if not self._layout_restored:
+                self.default_dock_sizes()
 
     # ================================================================== construction
     def _build_central(self) -> None:
@@ -237,8 +249,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
         self.log_dock = self._dock("log", "Log", self.log_view, Qt.BottomDockWidgetArea)
-        self.resizeDocks([self.workflow_dock], [300], Qt.Horizontal)
-        self.resizeDocks([self.log_dock], [90], Qt.Vertical)
+        self.workflow_scroll = scroll
 
         self.workflow.actionRequested.connect(self._on_workflow_action)
         self.workflow.sensitivityChanged.connect(self.set_sensitivity)
@@ -1313,13 +1324,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self.open_path(p)
 
     # ================================================================== layout, close
-    def _restore_layout(self) -> None:
+    def _restore_layout(self) -> bool:
         geo = self.settings.value("window/geometry")
         state = self.settings.value("window/state")
         if geo is not None:
             self.restoreGeometry(geo)
-        if state is not None:
-            self.restoreState(state)
+        return bool(state is not None and self.restoreState(state))
 
     def save_layout(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
