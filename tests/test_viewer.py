@@ -237,6 +237,9 @@ def test_hover_reports_the_pixel_and_minus_one_outside(viewer, qtbot):
     assert got[-1] == (-1, -1)
     qtbot.mouseMove(vp(viewer), viewer.pixel_to_viewport(2, 2))
     assert got[-1] == (2, 2)
+    n = len(got)
+    viewer.set_image(frame(9))  # a new frame under a still cursor: the readout is refreshed
+    assert got[n:] == [(2, 2)]
     QtCore.QCoreApplication.sendEvent(vp(viewer), QtCore.QEvent(QtCore.QEvent.Type.Leave))
     assert got[-1] == (-1, -1)
 
@@ -359,6 +362,30 @@ def test_panel_region_drag_mode_slider_and_auto(panel, qtbot):
     assert got[-1].black > 1000
     panel.set_state(StretchState(mode="log", black=1, white=2, log_a=100))
     assert panel.state().log_a == 100 and panel.mode_combo.currentData() == "log"
+
+
+def test_panel_black_line_follows_a_real_mouse_drag(panel, qtbot):
+    st = panel.set_image(frame(0))
+    vb = panel.plot.getPlotItem().getViewBox()
+    (y0, y1) = vb.viewRange()[1]
+
+    def at(x):
+        return panel.plot.mapFromScene(vb.mapViewToScene(QtCore.QPointF(x, (y0 + y1) / 2)))
+
+    target = st.black + 0.3 * (st.white - st.black)
+    got = []
+    panel.stretchChanged.connect(got.append)
+    w = panel.plot.viewport()
+    start, end = at(st.black), at(target)
+    qtbot.mouseMove(w, start)
+    qtbot.mousePress(w, Qt.MouseButton.LeftButton, pos=start)
+    for k in range(1, 6):
+        qtbot.wait(20)  # pyqtgraph drops moves closer than 10 ms
+        qtbot.mouseMove(w, start + (end - start) * (k / 5))
+    qtbot.mouseRelease(w, Qt.MouseButton.LeftButton, pos=end)
+    assert got, "dragging the black line emitted nothing"
+    tol = 0.03 * (st.white - st.black)
+    assert got[-1].black == pytest.approx(target, abs=tol) and got[-1].white == pytest.approx(st.white)
 
 
 def test_panel_apply_to_all_frames_keeps_levels(panel):

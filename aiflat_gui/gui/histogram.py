@@ -58,6 +58,11 @@ class StretchPanel(QtWidgets.QWidget):
         self.region = pg.LinearRegionItem(values=(0, 1), movable=True, swapMode="sort",
                                           brush=(255, 255, 255, 25))
         self.region.setZValue(10)
+        for line, colour, tip in zip(self.region.lines, ((30, 30, 30), (250, 250, 250)),
+                                     ("Black point: drag", "White point: drag")):
+            line.setPen(pg.mkPen((230, 160, 40), width=2))
+            line.setHoverPen(pg.mkPen(colour, width=3))
+            line.setToolTip(tip)
         self.plot.addItem(self.region)
 
         self.mode_combo = QtWidgets.QComboBox()

@@ -191,11 +191,18 @@ class ImageViewer(QtWidgets.QWidget):
         self.overlay_item = MaskOverlayItem()
         self.overlay_item.setZValue(10)
         self.view_box.addItem(self.overlay_item, ignoreBounds=True)
+        # the brush circle: black solid under white dashes, visible on dark and bright data
         self.cursor_item = QtWidgets.QGraphicsEllipseItem()
-        pen = QtGui.QPen(QtGui.QColor(255, 255, 255, 220))
+        pen = QtGui.QPen(QtGui.QColor(0, 0, 0, 230))
         pen.setCosmetic(True)
         pen.setWidthF(1.0)
         self.cursor_item.setPen(pen)
+        self._cursor_dashes = QtWidgets.QGraphicsEllipseItem(self.cursor_item)
+        dash = QtGui.QPen(QtGui.QColor(255, 255, 255, 240))
+        dash.setCosmetic(True)
+        dash.setWidthF(1.0)
+        dash.setStyle(Qt.PenStyle.DashLine)
+        self._cursor_dashes.setPen(dash)
         self.cursor_item.setZValue(20)
         self.cursor_item.setVisible(False)
         self.view_box.addItem(self.cursor_item, ignoreBounds=True)
@@ -259,6 +266,12 @@ class ImageViewer(QtWidgets.QWidget):
             self._have_levels = True
         self._render(new_data=True)
         self._sync_overlay()
+        if self._last_hover[0] >= 0:
+            # the readout under a still cursor now refers to the new image
+            x, y = self._last_hover
+            h, w = arr.shape[:2]
+            self._last_hover = (x, y) if (x < w and y < h) else (-1, -1)
+            self.pixelHovered.emit(*self._last_hover)
 
     def _auto_state(self, base: StretchState) -> StretchState:
         if self._display is None:
@@ -419,6 +432,7 @@ class ImageViewer(QtWidgets.QWidget):
         brush_tool = self._tool in ("paint", "erase")
         r = float(self._brush)
         self.cursor_item.setRect(QtCore.QRectF(-r, -r, 2 * r, 2 * r))
+        self._cursor_dashes.setRect(QtCore.QRectF(-r, -r, 2 * r, 2 * r))
         if self._cursor_pos is not None:
             self.cursor_item.setPos(*self._cursor_pos)
         self.cursor_item.setVisible(brush_tool and self._cursor_pos is not None)
