@@ -132,9 +132,44 @@ def _robust_sigma(a: np.ndarray, valid: np.ndarray) -> float:
     return float(max(1.4826 * mad, 1e-6))
 
 
-def _phase_shift(ref_patch: np.ndarray, patch: np.ndarray, window: np.ndarray) -> tuple[float, float]:
-    (dx, dy), _ = cv2.phaseCorrelate(ref_patch, patch, window)
-    return float(dx), float(dy)
+class _DriftMeter:
+    """Displacement (dx, dy) of the sun in a frame relative to a reference frame, by FFT cross-
+    correlation of their local-darkening maps on a central crop. The maps are clipped at 2.5
+    robust sigmas so static dust cannot dominate and pull the answer towards zero shift, and the
+    cross-power spectrum is only partly whitened (|X|**0.25): full phase correlation lets noise
+    at high frequencies win on blurred, noisy frames. Shifts beyond a quarter of the crop are not
+    searched; the peak is refined to sub-pixel precision by parabolas."""
+
+    def __init__(self, y_ref: np.ndarray, crop, bg_sigma: float):
+        self.crop = crop
+        self.bg_sigma = bg_sigma
+        d = darkening(np.ascontiguousarray(y_ref[crop]), bg_sigma)
+        self.clip = 2.5 * _robust_sigma(d, np.ones(d.shape, bool))
+        self.window = cv2.createHanningWindow((d.shape[1], d.shape[0]), cv2.CV_32F)
+        self.ref = np.fft.rfft2(self._prep(d))
+
+    def _prep(self, d: np.ndarray) -> np.ndarray:
+        return np.clip(d, -self.clip, self.clip) * self.window
+
+    def __call__(self, y: np.ndarray) -> tuple[float, float]:
+        d = darkening(np.ascontiguousarray(y[self.crop]), self.bg_sigma)
+        x = self.ref * np.conj(np.fft.rfft2(self._prep(d)))
+        x /= np.abs(x) ** 0.25 + 1e-20
+        c = np.fft.fftshift(np.fft.irfft2(x, s=d.shape))
+        h, w = c.shape
+        cy, cx = h // 2, w // 2
+        qy, qx = max(1, h // 4), max(1, w // 4)
+        sub = c[cy - qy:cy + qy, cx - qx:cx + qx]
+        iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        iy, ix = iy + cy - qy, ix + cx - qx
+
+        def vertex(a: float, b: float, e: float) -> float:
+            den = a - 2.0 * b + e
+            return 0.5 * (a - e) / den if den != 0 else 0.0
+
+        fy = vertex(c[iy - 1, ix], c[iy, ix], c[(iy + 1) % h, ix]) if 0 < iy else 0.0
+        fx = vertex(c[iy, ix - 1], c[iy, ix], c[iy, (ix + 1) % w]) if 0 < ix else 0.0
+        return float(cx - (ix + fx)), float(cy - (iy + fy))
 
 
 @dataclass
@@ -233,46 +268,46 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         idx = _select_frames(n_frames, max(3, min(k_max, cap)))
         k = len(idx)
         stack = np.empty((k, h, w), np.float16)
-        # phase correlation on a central crop of the darkening map (texture, no limb gradient)
+        # the drift is measured on a central crop
         cy, cx = h // 2, w // 2
         ph, pw = min(h, 512), min(w, 512)
         crop = (slice(cy - ph // 2, cy - ph // 2 + ph), slice(cx - pw // 2, cx - pw // 2 + pw))
-        window = cv2.createHanningWindow((pw, ph), cv2.CV_32F)
-        ref_patch = None
-        shifts = np.zeros((k, 2), np.float32)
         sample = valid.copy()
         sample[::3] = False
         sample[:, ::3] = False
         if not sample.any():
             sample[:] = True
-        for n_i, fi in enumerate(idx):
-            report(progress, 0.02 + 0.5 * n_i / k, f"dust: frame {n_i + 1}/{k}")
+        def read(fi: int) -> np.ndarray:
             y = luminance(sequence.frame(int(fi)), color)
             if y.shape != (h, w):
-                raise InputError(f"frame {fi} is {y.shape[1]}x{y.shape[0]}, the reference {w}x{h}")
+                raise InputError(f"frame {fi} is {y.shape[1]}x{y.shape[0]} but the reference is {w}x{h}",
+                                 getattr(sequence, "path", None))
+            return y
+
+        meter = _DriftMeter(read(idx[k // 2]), crop, bg_sigma)
+        shifts = np.zeros((k, 2), np.float32)
+        for n_i, fi in enumerate(idx):
+            report(progress, 0.02 + 0.5 * n_i / k, f"dust: frame {n_i + 1}/{k}")
+            y = read(fi)
+            shifts[n_i] = meter(y)
             # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves
             ly = np.log(np.maximum(y, 1.0))
             d = _blur(float(np.median(ly[sample])) - ly, PRESMOOTH)
-            patch = darkening(np.ascontiguousarray(y[crop]), bg_sigma)
-            if ref_patch is None:
-                ref_patch = patch
-            else:
-                shifts[n_i] = _phase_shift(ref_patch, patch, window)
             stack[n_i] = d
         stack_n = k
-        shifts -= np.median(shifts, axis=0)
         # the outermost pixels lack interpolation support in the sun frame: not judged
         b = EDGE
         valid[:b] = False
         valid[-b:] = False
         valid[:, :b] = False
         valid[:, -b:] = False
-        # plain temporal median: the whole of each speck (and whatever of the sun stayed put);
-        # only used to let a detected speck grow to its full extent
         plain = np.empty((h, w), np.float32)
         rows = max(8, int(2 ** 23 // max(1, k * w * 4)))
         for y0 in range(0, h, rows):
             plain[y0:y0 + rows] = _median0(stack[:, y0:y0 + rows].astype(np.float32))
+        # (the plain temporal median also shows the whole of each speck, interior included, and
+        # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
+        shifts -= np.median(shifts, axis=0)
         med, noise = _separate(stack, shifts, iterations, progress)
         frames_used = k
     else:
