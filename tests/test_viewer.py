@@ -309,6 +309,42 @@ def test_overlay_colour_opacity_visibility_and_size_mismatch(viewer, qtbot):
         viewer.set_tool("lasso")
 
 
+def test_overlay_paints_every_tile_with_mask_and_no_seams(qtbot):
+    v = ImageViewer()
+    qtbot.addWidget(v)
+    v.resize(420, 300)
+    v.show()
+    qtbot.waitExposed(v)
+    h, w = 330, 470  # several 64-pixel tiles, not a multiple of 64
+    v.set_image(np.full((h, w), 1000, np.uint16), levels=(0, 2000))
+    model = MaskModel(shape=(h, w))
+    v.set_mask_model(model)
+    v.set_overlay_opacity(1.0)
+    v.fit()
+    model.invert()  # everything masked: the overlay must cover the whole image without gaps
+    img = vp(v).grab().toImage()
+    tl, br = v.pixel_to_viewport(0, 0), v.pixel_to_viewport(w - 1, h - 1)
+    arr = np.array([[img.pixelColor(x, y).red() - img.pixelColor(x, y).green()
+                     for x in range(tl.x() + 1, br.x(), 3)] for y in range(tl.y() + 1, br.y(), 3)])
+    assert arr.min() > 200
+    # specks in separate tiles (different rows and columns), erased tiles stop being drawn
+    model.clear()
+    for x, y in ((10, 10), (300, 100), (460, 320), (100, 250)):
+        model.dab(x, y, "paint", 5)
+    for x, y in ((10, 10), (300, 100), (460, 320), (100, 250)):
+        r, g, b = grab_rgb(v, x, y)
+        assert r > 200 and g < 60, (x, y)
+    for x, y in ((200, 10), (300, 250), (50, 100)):  # same tile rows/columns, no mask
+        r, g, b = grab_rgb(v, x, y)
+        assert abs(r - g) < 12, (x, y)
+    model.begin_stroke("erase", 8)
+    model.stroke_to(300, 100)
+    model.end_stroke()
+    r, g, b = grab_rgb(v, 300, 100)
+    assert abs(r - g) < 12
+    assert not v.overlay_item._occ[100 // 64, 300 // 64]
+
+
 def test_replacing_the_mask_array_updates_the_overlay(viewer):
     model = viewer.mask_model()
     new = np.zeros((H, W), bool)
@@ -394,9 +430,12 @@ def test_panel_apply_to_all_frames_keeps_levels(panel):
     panel.region.setRegion((2100, 3000))
     st = panel.set_image(frame(1) * 2)
     assert (st.black, st.white) == pytest.approx((2100, 3000))
-    panel.set_apply_to_all(False)
-    st = panel.set_image(frame(1) * 2)
-    assert st.black > 3000
+    got = []
+    panel.stretchChanged.connect(got.append)
+    panel.set_apply_to_all(False)  # back to automatic levels, starting with the current frame
+    assert got and got[-1].black > 3000
+    st = panel.set_image(frame(2) * 3)
+    assert st.black > 5000
 
 
 def test_panel_drives_the_viewer_without_touching_data(panel, viewer, qtbot):

@@ -112,6 +112,7 @@ class StretchPanel(QtWidgets.QWidget):
         self.mode_combo.currentIndexChanged.connect(self._on_mode)
         self.strength_slider.valueChanged.connect(self._on_slider)
         self.auto_button.clicked.connect(self.auto)
+        self.apply_all_check.toggled.connect(self._on_apply_all)
         self.black_spin.valueChanged.connect(self._on_spins)
         self.white_spin.valueChanged.connect(self._on_spins)
         self._sync_widgets()
@@ -219,6 +220,11 @@ class StretchPanel(QtWidgets.QWidget):
     def _emit(self) -> None:
         self._sync_widgets()
         self.stretchChanged.emit(self.state())
+
+    def _on_apply_all(self, on: bool) -> None:
+        # switching "apply to all frames" off means: automatic levels, starting with this frame
+        if not on and self._sample is not None:
+            self.auto()
 
     def _on_region(self) -> None:
         if self._updating:
