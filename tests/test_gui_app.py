@@ -146,8 +146,11 @@ def test_settings_keep_the_key_out_of_qsettings(qtbot, settings, tmp_path, monke
     import aiflat_gui.ai.keys as keys
     import aiflat_gui.gui.settings_dialog as sd
 
-    monkeypatch.setattr(keys, "keyring_available", lambda: False)
-    monkeypatch.setattr(keys, "get_api_key", lambda explicit=None: None)
+    import aiflat_gui.ai.gemini  # noqa: F401 - imported before patching: it binds keys' functions by name
+
+    monkeypatch.setattr(keys, "_keyring", lambda: None)  # no OS keyring on this "system"
+    for var in keys.ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
     sd.set_session_api_key(None)
     dlg = sd.SettingsDialog(settings=settings)
     qtbot.addWidget(dlg)
@@ -171,9 +174,11 @@ def test_settings_keep_the_key_out_of_qsettings(qtbot, settings, tmp_path, monke
     stored = {}
     monkeypatch.setattr(keys, "keyring_available", lambda: True)
     monkeypatch.setattr(keys, "set_api_key", lambda k: stored.setdefault("key", k) is not None)
+    sd.set_session_api_key("left-over")
     assert "keyring" in sd.store_api_key("another-fake-key")
     assert stored["key"] == "another-fake-key" and sd.session_api_key() is None
     assert "another-fake-key" not in Path(settings.fileName()).read_text()
+    sd.set_session_api_key(None)
 
 
 def test_export_dialog_overwrite_protection(qtbot, demo, tmp_path, boxes):
