@@ -511,3 +511,55 @@ def test_speck_table_lists_and_centres_specks(make_window, qtbot, demo):
     # the workflow says what is next, and the log dock shows what happened
     assert w.workflow.state("flat") == "not done" and "flat" in w.workflow.hint_label.text().lower()
     assert "imported mask" in w.log_view.toPlainText()
+
+
+def test_export_flat_mask_and_batch_from_the_window(make_window, qtbot, demo, tmp_path, boxes):
+    import cv2
+
+    from aiflat_gui.io.single import read_image
+
+    w = with_truth_mask(make_window, qtbot, demo)
+    wait_job(qtbot, w.run_flat())
+    out = tmp_path / "exports"
+    out.mkdir()
+    # through the dialog's signal, as its buttons do
+    w._on_export_requested("flat", {"path": str(out / "flat_siril.fits"), "target": "siril"})
+    w._on_export_requested("mask", {"path": str(out / "mask.png")})
+    assert (out / "flat_siril.fits").is_file()
+    m = cv2.imread(str(out / "mask.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(m > 0, w.mask_model.mask.astype(bool))
+    assert set(np.unique(m)) <= {0, 255}
+    # batch: this video and a second copy of it, into a new folder
+    second = tmp_path / "second.ser"
+    second.write_bytes(demo.read_bytes())
+    wb = wait_job(qtbot, w.run_batch([str(demo), str(second)], out / "batch", None, jobs=1))
+    assert wb.state == "succeeded", wb.error
+    made = sorted(p.name for p in (out / "batch").iterdir())
+    assert "flat.fits" in made and len([n for n in made if "calibrated" in n]) == 2
+    np.testing.assert_array_equal(read_image(out / "batch" / "flat.fits"), w.flat)
+    assert boxes[-1][0] == "information" and "2 calibrated" in boxes[-1][2]
+
+
+def test_refused_ai_answer_is_a_message_and_the_mask_stays(make_window, qtbot, demo, tmp_path, monkeypatch, boxes):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_gemini import FakeGemini, text_reply
+
+    import aiflat_gui.gui.gemini_dialog as gd
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFAKE-gui-test-key-001")
+    monkeypatch.setattr(gd.GeminiAskDialog, "exec", lambda self: QtWidgets.QDialog.Accepted)
+    with FakeGemini() as server:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
+        server.default = text_reply("I cannot find any dust in this picture.")
+        w = with_truth_mask(make_window, qtbot, demo)
+        w.settings.setValue("gemini/timeout", 20.0)
+        before = w.mask_model.mask.copy()
+        wa = wait_job(qtbot, w.ask_ai())
+    assert wa.state == "failed"
+    kind, _, text = boxes[-1]
+    assert kind == "warning" and "I cannot find any dust" in text and "\n" not in text
+    np.testing.assert_array_equal(w.mask_model.mask, before)
+    assert w.workflow.state("mask") == "done"

@@ -77,7 +77,7 @@ def job_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
                                   progress=progress)
 
 
-def job_batch(inputs, flat, out_dir, fmt, pedestal, progress=None):
+def job_batch(inputs, flat, out_dir, fmt, pedestal, jobs=0, progress=None):
     from ..io.single import write_image
     from ..pipeline import batch_calibrate
 
@@ -87,7 +87,7 @@ def job_batch(inputs, flat, out_dir, fmt, pedestal, progress=None):
     except OSError as exc:
         raise InputError(f"cannot create the folder: {exc.strerror or exc}", out) from None
     flat_path = write_image(out / "flat.fits", np.asarray(flat, np.float32))
-    return batch_calibrate(inputs, str(flat_path), str(out), fmt=fmt, jobs=0, pedestal=pedestal, progress=progress)
+    return batch_calibrate(inputs, str(flat_path), str(out), fmt=fmt, jobs=jobs, pedestal=pedestal, progress=progress)
 
 
 class _LogHandler(logging.Handler):
@@ -938,11 +938,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log(f"mask written to {path}")
         return True
 
-    def run_batch(self, inputs: list[str], out_dir, fmt: Optional[str] = None) -> Optional[Worker]:
+    def run_batch(self, inputs: list[str], out_dir, fmt: Optional[str] = None, jobs: int = 0) -> Optional[Worker]:
+        """Calibrate every video in ``inputs`` with the current flat (``jobs`` processes, 0: one per
+        core); the flat is saved as ``out_dir/flat.fits`` beside the results."""
         if not self._need("flat") or self._busy():
             return None
         pedestal = self.workflow.params()["pedestal"]
-        w = Worker(job_batch, list(inputs), self.flat, str(out_dir), fmt, pedestal, name="batch")
+        w = Worker(job_batch, list(inputs), self.flat, str(out_dir), fmt, pedestal, jobs, name="batch")
 
         def ok(summary):
             text = summary.text() if hasattr(summary, "text") else str(summary)
