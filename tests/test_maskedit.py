@@ -181,6 +181,38 @@ def test_whole_mask_operations_are_single_steps_storing_the_changed_box():
     assert [x.label for x in m.undo_steps] == ["Clear mask", "Offline detector"]
 
 
+def test_applies_with_a_merge_key_fold_into_one_undo_step():
+    base = np.zeros((40, 50), np.uint8)
+    base[5:10, 5:10] = 1
+    m = MaskModel(base)
+    m.dab(40, 30, "paint", 2)  # an unrelated earlier edit stays its own step
+    start = m.mask.copy()
+    for i, thr in enumerate((3, 6, 9)):  # a detector slider moving: masks of growing specks
+        new = start.copy()
+        new[20:20 + thr, 20:20 + thr] = 1
+        m.apply(new, f"Sensitivity {thr}", merge_key="sensitivity")
+    assert len(m.undo_steps) == 2 and m.undo_label == "Sensitivity 9"
+    assert m.undo_steps[-1].box == (20, 20, 29, 29)
+    last = m.mask.copy()
+    m.undo()
+    assert np.array_equal(m.mask, start)
+    m.redo()
+    assert np.array_equal(m.mask, last)
+    # back to where the run started: the merged step vanishes
+    m.apply(start, "Sensitivity 0", merge_key="sensitivity")
+    assert len(m.undo_steps) == 1 and np.array_equal(m.mask, start)
+    # another key, or a save in between, starts a new step
+    m.apply(last, "Sensitivity 9", merge_key="sensitivity")
+    m.mark_saved()
+    m.apply(start, "Sensitivity 0", merge_key="sensitivity")
+    assert len(m.undo_steps) == 3
+    m.apply(last, "Grow", merge_key="grow")
+    assert len(m.undo_steps) == 4
+    m.undo()
+    m.undo()
+    assert np.array_equal(m.mask, last) and not m.changed_since_save
+
+
 def test_new_edit_clears_redo():
     m = MaskModel(shape=(30, 30))
     m.dab(10, 10, "paint", 2)

@@ -47,6 +47,7 @@ class EditStep:
     before_bits: np.ndarray
     after_bits: np.ndarray
     serial: int
+    merge_key: Optional[str] = None
 
     @property
     def box(self) -> Box:
@@ -196,7 +197,8 @@ class MaskModel:
     def redo_label(self) -> str:
         return self._redo[-1].label if self._redo else ""
 
-    def _push(self, label: str, ox: int, oy: int, before: np.ndarray, after: np.ndarray) -> Optional[EditStep]:
+    def _push(self, label: str, ox: int, oy: int, before: np.ndarray, after: np.ndarray,
+              merge_key: Optional[str] = None) -> Optional[EditStep]:
         """Record a change of the region at (ox, oy) from ``before`` to ``after`` (already applied),
         trimmed to the pixels that changed. Returns the step, or None when nothing changed."""
         box = _changed_box(before, after)
@@ -208,7 +210,7 @@ class MaskModel:
         self._serial += 1
         step = EditStep(label=label, x0=ox + bx0, y0=oy + by0, width=bx1 - bx0, height=by1 - by0,
                         before_bits=np.packbits(b, axis=None), after_bits=np.packbits(a, axis=None),
-                        serial=self._serial)
+                        serial=self._serial, merge_key=merge_key)
         self._undo.append(step)
         self._redo.clear()
         self._enforce_budget()
@@ -369,9 +371,14 @@ class MaskModel:
         return self.end_stroke()
 
     # -------------------------------------------------------- whole-mask ops
-    def apply(self, new_mask: np.ndarray, label: str = "Edit mask") -> Optional[EditStep]:
+    def apply(self, new_mask: np.ndarray, label: str = "Edit mask",
+              merge_key: Optional[str] = None) -> Optional[EditStep]:
         """Replace the mask with ``new_mask`` (same shape) as one undo step that stores only
-        the changed box. Returns the step, or None when nothing changed."""
+        the changed box. Returns the step, or None when nothing changed.
+
+        ``merge_key``: consecutive applies with the same key (e.g. "sensitivity" while a slider
+        moves) fold into the last step, so one undo goes back to before the first of them (not
+        across a save point). A run that ends where it started leaves no step at all."""
         self.end_stroke()
         new = np.asarray(new_mask)
         if new.shape != self._mask.shape:
@@ -381,11 +388,21 @@ class MaskModel:
         box = _changed_box(self._mask, new_u8)
         if box is None:
             return None
-        x0, y0, x1, y1 = box
-        before = self._mask[y0:y1, x0:x1].copy()
+        top = self._undo[-1] if self._undo else None
+        if merge_key is not None and top is not None and top.merge_key == merge_key \
+                and top.serial != self._saved_serial:
+            self._undo.pop()
+            tx0, ty0, tx1, ty1 = top.box
+            x0, y0 = min(box[0], tx0), min(box[1], ty0)
+            x1, y1 = max(box[2], tx1), max(box[3], ty1)
+            before = self._mask[y0:y1, x0:x1].copy()
+            before[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = top.before()  # the state before the run
+        else:
+            x0, y0, x1, y1 = box
+            before = self._mask[y0:y1, x0:x1].copy()
         after = np.array(new_u8[y0:y1, x0:x1], dtype=np.uint8, copy=True)
         self._mask[y0:y1, x0:x1] = after
-        step = self._push(label, x0, y0, before, after)
+        step = self._push(label, x0, y0, before, after, merge_key)
         self._notify(box)
         return step
 
