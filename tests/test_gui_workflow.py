@@ -563,3 +563,35 @@ def test_refused_ai_answer_is_a_message_and_the_mask_stays(make_window, qtbot, d
     assert kind == "warning" and "I cannot find any dust" in text and "\n" not in text
     np.testing.assert_array_equal(w.mask_model.mask, before)
     assert w.workflow.state("mask") == "done"
+
+
+@pytest.mark.parametrize("color", ["RGGB", "RGB"])
+def test_colour_and_bayer_videos_go_through_every_view(make_window, qtbot, tmp_path, color, boxes):
+    from aiflat_gui.io.ser import write_ser
+
+    rng = np.random.default_rng(0)
+    shape = (5, 64, 80) if color == "RGGB" else (5, 64, 80, 3)
+    frames = rng.integers(800, 1200, size=shape).astype(np.uint16)
+    frames[:, 20:26, 30:36] = (frames[:, 20:26, 30:36] * 0.7).astype(np.uint16)  # a static dust speck
+    path = write_ser(tmp_path / f"{color}.ser", frames, color=color, bit_depth=12)
+    w = make_window()
+    assert w.open_path(path)
+    wait_job(qtbot, w.run_reference())
+    m = np.zeros((64, 80), bool)
+    m[19:27, 29:37] = True
+    w.mask_model.apply(m, "test")
+    wf = wait_job(qtbot, w.run_flat())
+    assert wf.state == "succeeded", wf.error
+    assert w.flat.shape[:2] == (64, 80)
+    for key in ("frame", "reference", "mask", "flat", "calibrated", "difference", "blink"):
+        w.set_view(key)
+        assert w.viewer.image() is not None
+    w._on_hover(31, 22)
+    assert "flat" in w.pixel_label.text()
+    cal = w.calibrated_frame()
+    flat = w.flat if w.flat.shape == cal.shape else np.repeat(w.flat[..., None], 3, axis=2)
+    outside = flat == 1.0
+    assert outside.sum() > 0.8 * outside.size
+    np.testing.assert_array_equal(cal[outside], frames[0][outside])
+    assert (cal[~outside].astype(int) >= frames[0][~outside]).all()
+    assert not boxes, boxes
