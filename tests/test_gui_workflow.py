@@ -595,3 +595,19 @@ def test_colour_and_bayer_videos_go_through_every_view(make_window, qtbot, tmp_p
     np.testing.assert_array_equal(cal[outside], frames[0][outside])
     assert (cal[~outside].astype(int) >= frames[0][~outside]).all()
     assert not boxes, boxes
+
+
+def test_steps_turn_stale_when_their_inputs_change(make_window, qtbot, demo):
+    w = with_truth_mask(make_window, qtbot, demo)
+    wait_job(qtbot, w.run_flat())
+    assert [w.workflow.state(s) for s in ("sequence", "reference", "mask", "flat")] == ["done"] * 4
+    assert "Calibrate" in w.workflow.hint_label.text()
+    w.mask_model.dab(10, 10, "paint", 2)  # a mask edit makes the flat out of date
+    assert w.workflow.state("flat") == "stale" and "Out of date" in w.workflow.hint_label.text()
+    wait_job(qtbot, w.run_flat())
+    assert w.workflow.state("flat") == "done"
+    w.workflow.feather.setValue(3)  # so does a flat option
+    assert w.workflow.state("flat") == "stale"
+    w.workflow.reference_method.setCurrentText("mean")  # and the reference method, for the reference
+    assert w.workflow.state("reference") == "stale"
+    assert w.workflow.state_labels["flat"].text().endswith("stale")
