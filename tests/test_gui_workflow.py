@@ -611,3 +611,37 @@ def test_steps_turn_stale_when_their_inputs_change(make_window, qtbot, demo):
     w.workflow.reference_method.setCurrentText("mean")  # and the reference method, for the reference
     assert w.workflow.state("reference") == "stale"
     assert w.workflow.state_labels["flat"].text().endswith("stale")
+
+
+def test_ai_flat_method_asks_for_a_clean_image(make_window, qtbot, demo, tmp_path, monkeypatch, boxes):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_gemini import FakeGemini
+
+    import aiflat_gui.gui.gemini_dialog as gd
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFAKE-gui-test-key-002")
+    titles = []
+
+    def fake_exec(self):
+        titles.append(self.windowTitle())
+        return QtWidgets.QDialog.Accepted
+
+    monkeypatch.setattr(gd.GeminiAskDialog, "exec", fake_exec)
+    with FakeGemini() as server:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
+        w = with_truth_mask(make_window, qtbot, demo)
+        w.settings.setValue("gemini/timeout", 20.0)
+        w.workflow.flat_method.setCurrentIndex(w.workflow.flat_method.findData("ai"))
+        wf = wait_job(qtbot, w.run_flat())
+        assert wf.state == "succeeded", wf.error
+        assert titles == ["Ask the AI for a dust-free image"]
+        assert len(server.requests) == 1 and len(server.requests[0].images) == 2  # image + mask
+        assert w.clean is not None and w.clean.shape == w.reference.shape
+        grown_outside = w.flat == 1.0
+        assert grown_outside.sum() > 0.8 * w.flat.size and w.flat.min() < 1.0
+        # the same mask again: the clean image is reused, nothing is sent
+        wait_job(qtbot, w.run_flat())
+        assert len(server.requests) == 1 and titles == ["Ask the AI for a dust-free image"]

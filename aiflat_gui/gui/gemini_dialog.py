@@ -48,12 +48,19 @@ class GeminiAskDialog(QtWidgets.QDialog):
     """Confirm a Gemini request. ``exec()`` returns Accepted when the user clicks Send;
     :attr:`reroll` says whether to bypass the cache."""
 
-    def __init__(self, description: Any, parent: Optional[QtWidgets.QWidget] = None, has_key: bool = True):
+    def __init__(self, description: Any, parent: Optional[QtWidgets.QWidget] = None, has_key: bool = True,
+                 purpose: str = "mask"):
         super().__init__(parent)
-        self.setWindowTitle("Ask the AI to find the dust")
         lay = QtWidgets.QVBoxLayout(self)
-        intro = QtWidgets.QLabel("The reference frame is sent to Google's image model, which draws a mask of the "
-                                 "dust. It never changes your pixels: the flat is computed here.")
+        if purpose == "clean":
+            self.setWindowTitle("Ask the AI for a dust-free image")
+            text = ("The reference frame and the mask are sent to Google's image model, which paints the dust "
+                    "away. Only the ratio inside the mask is used for the flat: pixels outside it never change.")
+        else:
+            self.setWindowTitle("Ask the AI to find the dust")
+            text = ("The reference frame is sent to Google's image model, which draws a mask of the dust. "
+                    "It never changes your pixels: the flat is computed here.")
+        intro = QtWidgets.QLabel(text)
         intro.setWordWrap(True)
         lay.addWidget(intro)
         form = QtWidgets.QFormLayout()

@@ -69,6 +69,18 @@ def job_flat(path, reference, mask, method, clean, grow, feather, pedestal, prog
                                feather=feather, pedestal=pedestal, color=seq.color, progress=progress)
 
 
+def job_ai_flat(provider, path, reference, mask, grow, feather, pedestal, progress=None):
+    """Ask the AI for a dust-free image (80 % of the progress), then build the ``ai`` flat."""
+    from ..core.flat import synthesize_flat
+    from ..progress import sub_progress
+
+    with _open(path) as seq:
+        clean = provider.request_clean(reference, mask, progress=sub_progress(progress, 0.0, 0.8), sequence=seq)
+        flat = synthesize_flat(reference, mask, method="ai", sequence=seq, clean=clean, grow=grow, feather=feather,
+                               pedestal=pedestal, color=seq.color, progress=sub_progress(progress, 0.8, 1.0))
+    return clean, flat
+
+
 def job_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
     from ..core.calibrate import calibrate_sequence
 
@@ -150,6 +162,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.view = "frame"
         self._calibrator = None
         self._mask_generation = 0
+        self._clean_generation = -1
         self._used_params: dict[str, dict] = {}
         self._blink_phase = 0
         self._display_kind = ""
@@ -759,7 +772,17 @@ class MainWindow(QtWidgets.QMainWindow):
     def ask_ai(self) -> Optional[Worker]:
         if not self._need("reference") or self._busy():
             return None
-        from .gemini_dialog import GeminiAskDialog, show_reply
+        from .gemini_dialog import show_reply
+
+        provider = self._ask_gemini_confirm("mask")
+        if provider is None:
+            return None
+        return self._run_gemini(provider, show_reply)
+
+    def _ask_gemini_confirm(self, purpose: str):
+        """A GeminiProvider from the settings after the user has seen model, size and cost and
+        clicked Send; None when cancelled or impossible (a message says why)."""
+        from .gemini_dialog import GeminiAskDialog
         from .settings_dialog import gemini_options, stored_api_key
 
         try:
@@ -773,22 +796,23 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         has_key = bool(opts.get("api_key") or stored_api_key() or os.environ.get("GEMINI_API_KEY")
                        or os.environ.get("GOOGLE_API_KEY"))
-        dlg = GeminiAskDialog(description, self, has_key=has_key)
+        dlg = GeminiAskDialog(description, self, has_key=has_key, purpose=purpose)
         if dlg.exec() != QtWidgets.QDialog.Accepted:
             return None
         if dlg.reroll:
             provider.reroll = True
-        self.log(f"asking the AI: {dlg.summary()}")
-        return self._run_gemini(provider, show_reply)
+        self.log(f"asking the AI ({purpose}): {dlg.summary()}")
+        return provider
 
     def _run_gemini(self, provider, show_reply_fn=None) -> Worker:
         w = Worker(job_gemini, provider, self.reference, name="gemini")
 
         def ok(result):
             self.ai_report = dict(result.report or {})
-            if result.clean is not None:
-                self.clean = np.asarray(result.clean)
             self.mask_model.apply(np.asarray(result.mask, bool), "Find dust (AI)")
+            if result.clean is not None:  # a clean image made for exactly this mask
+                self.clean = np.asarray(result.clean, np.float32)
+                self._clean_generation = self._mask_generation
             self.workflow.step_changed("mask")
             self._update_mask_info()
             self.log(f"AI answer: {int(np.count_nonzero(result.mask))} dust pixels; "
@@ -862,16 +886,23 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self._need("reference") or self._busy():
             return None
         p = self.workflow.params()
-        if p["flat_method"] == "ai" and self.clean is None:
-            self.show_error("The AI flat method needs the AI's clean image: ask the AI first, or choose "
-                            "another method.")
-            return None
         generation = self._mask_generation
         mask = self.mask_model.mask.astype(bool)
-        w = Worker(job_flat, str(self.path), self.reference, mask, p["flat_method"], self.clean, p["grow"],
-                   p["feather"], p["pedestal"], name="flat")
+        fresh_clean = self.clean is not None and self._clean_generation == generation
+        if p["flat_method"] == "ai" and not fresh_clean:
+            provider = self._ask_gemini_confirm("clean")
+            if provider is None:
+                return None
+            w = Worker(job_ai_flat, provider, str(self.path), self.reference, mask, p["grow"], p["feather"],
+                       p["pedestal"], name="ai flat")
+        else:
+            w = Worker(job_flat, str(self.path), self.reference, mask, p["flat_method"], self.clean, p["grow"],
+                       p["feather"], p["pedestal"], name="flat")
 
         def ok(flat):
+            if isinstance(flat, tuple):  # (AI clean image, flat)
+                self.clean, flat = np.asarray(flat[0], np.float32), flat[1]
+                self._clean_generation = generation
             self.flat = np.asarray(flat, np.float32)
             self._calibrator = None
             self._used_params["flat"] = {k: p[k] for k in ("flat_method", "grow", "feather", "pedestal")}
