@@ -57,7 +57,7 @@ def test_recovers_a_known_flat_on_a_smooth_scene(method):
     assert err.mean() < (0.01 if method != "ai" else 0.02), err.mean()
 
 
-def test_multiframe_median_over_moving_texture_is_closer_than_a_single_frame():
+def test_multiframe_over_moving_texture_is_closer_than_a_single_frame():
     rng = np.random.default_rng(4)
     true, mask = _dust()
     frames = []
@@ -167,6 +167,8 @@ def test_each_method_against_the_demo_truth(demo):
         f = synthesize_flat(ref, m, method=method, sequence=seq, clean=clean, grow=2)
         assert np.all(f[~grow(m, 2)] == 1.0)
         errors[method] = float(np.abs(f - demo.true_flat)[m].mean())
-    assert errors["local"] < 0.03 and errors["multiframe"] < 0.03 and errors["ai"] < 0.01, errors
+    assert errors["local"] < 0.03 and errors["multiframe"] < 0.015 and errors["ai"] < 0.01, errors
+    # the sun drifts under fixed dust: the self-flat equations beat any fill from the surroundings
+    assert errors["multiframe"] < 0.7 * errors["local"], errors
     # and all far better than no flat at all
     assert all(e < 0.5 * float((1 - demo.true_flat)[m].mean()) for e in errors.values()), errors

@@ -13,10 +13,17 @@ Methods (the dust-free estimate):
     a harmonic (Laplace) fill of every speck from the pixels just outside it, on the reference
     frame: the smoothest surface that matches the surroundings. Deterministic, needs one frame.
 ``multiframe``
-    the same fill, solved for each of up to ``max_frames`` evenly spaced frames of the sequence;
-    the flat is the per-pixel median over frames of observed / filled. The dust stays put while the
-    solar surface moves under it, so the fill's errors differ from frame to frame and the median
-    averages them out.
+    uses the motion of the sun under the fixed dust, over up to ``max_frames`` evenly spaced frames.
+    First a prior: the harmonic fill solved for each frame, and the per-pixel median over frames of
+    observed / filled. Then the frames are registered (global sub-pixel shift by phase correlation)
+    and the self-flat equations of Kuhn, Lin & Loranz (1991) are solved in least squares: for
+    frames k, j whose sun moved by d, ``log raw_k(x) - log raw_j(x + d) = g(x) - g(x + d)`` with
+    ``g = log flat`` unknown only inside the grown mask and 0 outside -- the boundary that makes
+    the problem well posed even for drifts smaller than the specks (classical KLL needs large,
+    deliberate offsets). A weak pull toward the prior (:data:`PRIOR_WEIGHT`) decides where the
+    motion says nothing; with too little motion (fewer than 8 frame pairs moved by 0.7 px) the prior
+    is the result. On the demo it cuts the flat error 2-4x against ``local`` when the sun drifts
+    a few pixels; with ~1-2 px of drift under strong seeing it is no better than ``local``.
 ``ai``
     an AI "clean" image (resampled to the frame if needed), histogram-matched to the reference on
     the unmasked pixels (quantile mapping, as the blog author's reference code did), then
@@ -279,7 +286,8 @@ def synthesize_flat(reference: np.ndarray, mask: np.ndarray, method: str = "loca
             _assign(flat, sl, hf.idx, _finish(r))
             report(progress, 0.1 + 0.9 * (p + 1) / len(slices), "AI ratio")
     else:
-        _multiframe(flat, ref, sequence, frame_idx, slices, fills, pedestal, sub_progress(progress, 0.1, 1.0))
+        _multiframe(flat, ref, sequence, frame_idx, slices, fills, pedestal, sub_progress(progress, 0.1, 1.0),
+                    color=color, grown=grown)
 
     if feather and feather > 0:
         flat = _feather(flat, grown, feather)
@@ -301,10 +309,88 @@ def _assign(flat: np.ndarray, sl: tuple, idx: np.ndarray, values: np.ndarray) ->
         view[ys, xs] = values
 
 
-def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress) -> None:
+def _luminance_and_mask(img: np.ndarray, grown: np.ndarray, color: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """A single-plane image for registration, its dust mask, and its pixel scale (2 for binned
+    Bayer data: one luminance pixel is two sensor pixels)."""
+    a = np.asarray(img, dtype=np.float32)
+    if a.ndim == 3:
+        return a.mean(axis=2), grown, 1.0
+    if color in BAYER:
+        h, w = (a.shape[0] // 2) * 2, (a.shape[1] // 2) * 2
+        lum = a[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        m = grown[:h, :w].reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+        return lum, m, 2.0
+    return a, grown, 1.0
+
+
+class _Registrar:
+    """Sub-pixel global shift of each frame against the first one (phase correlation of the
+    dust-filled luminance, Hanning window, on a central crop of at most 1024 px). Registering
+    frame to frame worked better on the demo than against the (motion-blurred) median reference."""
+
+    CROP = 1024
+
+    def __init__(self, shape: tuple, grown: np.ndarray, color: str):
+        self.color = color
+        self.grown = grown
+        h, w = shape[:2]
+        self.scale = 2.0 if (color in BAYER and len(shape) == 2) else 1.0
+        if self.scale == 2.0:
+            h, w = h // 2, w // 2
+        ch, cw = min(h, self.CROP), min(w, self.CROP)
+        self.box = (slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
+        self.fill = None
+        self.win = cv2.createHanningWindow((cw, ch), cv2.CV_64F)
+        self.base = None
+
+    def _prep(self, frame: np.ndarray) -> np.ndarray:
+        lum, m, _ = _luminance_and_mask(frame, self.grown, self.color)
+        if self.fill is None:
+            mb = m[self.box]
+            self.fill = HarmonicFill(mb) if mb.any() and not mb.all() else False
+        a = lum[self.box]
+        return (self.fill.apply(a) if self.fill else a).astype(np.float64)
+
+    def shift(self, frame: np.ndarray) -> tuple[float, float]:
+        """(dx, dy) in sensor pixels: where a solar feature of the first frame is in ``frame``."""
+        img = self._prep(frame)
+        if self.base is None:
+            self.base = img
+            return 0.0, 0.0
+        (dx, dy), _resp = cv2.phaseCorrelate(self.base, img, self.win)
+        return dx * self.scale, dy * self.scale
+
+
+#: Pairs of frames closer than this (plane pixels) carry no information; farther than the cap are
+#: not used (the halo of pixels kept per frame extends that far around the mask).
+MIN_PAIR_SHIFT = 0.7
+MAX_PAIR_SHIFT = 24.0
+MAX_PAIRS = 300
+#: Weight of the per-frame-fill prior relative to the data term (per unknown, relative to the
+#: median data weight): the prior only decides where the frames' motion says nothing.
+PRIOR_WEIGHT = 0.002
+
+
+def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, color="mono", grown=None) -> dict:
+    """Per plane: (1) the median over frames of observed / harmonic fill (prior); (2) where the
+    sun moved, the least-squares solution of the self-flat equations (Kuhn-Lin-Loranz): for frames
+    k, j with relative shift d, ``log raw_k(x) - log raw_j(x + d) = g(x) - g(x + d)``, ``g = log flat``
+    unknown only inside the grown mask (0 outside: this anchors the solution), plus a weak pull
+    toward the prior. Returns diagnostics."""
     K = len(frame_idx)
     ratios = {p: np.empty((K, fills[p].n), dtype=np.float32) for p in fills}
     min_sig = {p: _min_signal(ref[sl], pedestal) for p, sl in enumerate(slices)}
+    reg = _Registrar(ref.shape, grown, color) if K >= 3 else None
+    shifts = np.zeros((K, 2))
+    # halo: the pixels each frame must keep for the pair equations
+    halos = {}
+    for p, sl in enumerate(slices):
+        pm = grown[sl[:2]]
+        step = 2 if color in BAYER and len(sl) == 2 else 1
+        r = int(np.ceil(MAX_PAIR_SHIFT / step)) + 2
+        halo = maskmod.grow(pm, r) if pm.any() else pm
+        halos[p] = (np.flatnonzero(halo), step)
+    halo_vals = {p: np.empty((K, len(halos[p][0])), dtype=np.float32) for p in halos}
     chunk = 16
     for k0 in range(0, K, chunk):
         ks = frame_idx[k0:k0 + chunk]
@@ -312,25 +398,120 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress) ->
         if frames.shape[1:] != ref.shape:
             raise InputError(f"frames are {frames.shape[1:]} but the reference is {ref.shape}",
                              getattr(seq, "path", None))
+        for j in range(len(ks)):
+            if reg is not None:
+                shifts[k0 + j] = reg.shift(frames[j])
         for p, sl in enumerate(slices):
             hf = fills[p]
             if hf.n == 0:
                 continue
             planes = np.ascontiguousarray(frames[(slice(None),) + sl])
             est = hf.fill(planes)  # (k, n)
-            obs = planes.reshape(planes.shape[0], -1)[:, hf.idx]
+            flat2 = planes.reshape(planes.shape[0], -1)
+            obs = flat2[:, hf.idx]
             ratios[p][k0:k0 + len(ks)] = _ratio(obs, est, pedestal, min_sig[p])
-        report(progress, (k0 + len(ks)) / K, f"frame {k0 + len(ks)}/{K}")
+            halo_vals[p][k0:k0 + len(ks)] = flat2[:, halos[p][0]]
+        report(progress, 0.7 * (k0 + len(ks)) / K, f"frame {k0 + len(ks)}/{K}")
+    info = {"shifts": shifts, "kll": {}}
     for p, sl in enumerate(slices):
-        if fills[p].n == 0:
+        hf = fills[p]
+        if hf.n == 0:
             continue
-        with np.errstate(all="ignore"):
-            import warnings
+        import warnings
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> 1.0 below
-                med = np.nanmedian(ratios[p], axis=0)
-        _assign(flat, sl, fills[p].idx, _finish(med))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> 1.0 below
+            med = np.nanmedian(ratios[p], axis=0)
+        prior = _finish(med).astype(np.float64)
+        hidx, step = halos[p]
+        plane_shape = ref[sl].shape
+        solved = _self_flat(hf, plane_shape, hidx, halo_vals[p], shifts / step, prior, pedestal, min_sig[p])
+        info["kll"][p] = solved is not None
+        _assign(flat, sl, hf.idx, _finish(solved if solved is not None else prior))
+        report(progress, 0.7 + 0.3 * (p + 1) / len(slices), "self-flat solve")
+    return info
+
+
+def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min_signal):
+    """Solve the self-flat equations for ``g = log flat`` at the mask pixels ``hf.idx``; None when
+    the frames did not move enough to say anything."""
+    K = vals.shape[0]
+    h, w = shape
+    n = hf.n
+    pairs = []
+    for k in range(K):
+        for j in range(K):
+            if k != j:
+                d = shifts[j] - shifts[k]
+                dist = float(np.hypot(d[0], d[1]))
+                if MIN_PAIR_SHIFT <= dist <= MAX_PAIR_SHIFT - 1:
+                    pairs.append((k, j))
+    if len(pairs) < 8:
+        return None
+    if len(pairs) > MAX_PAIRS:
+        rng = np.random.default_rng(0)
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_PAIRS, replace=False))]
+    num = np.full(h * w, -1, dtype=np.int64)
+    num[hf.idx] = np.arange(n)
+    pos = np.full(h * w, -1, dtype=np.int64)
+    pos[hidx] = np.arange(len(hidx))
+    mask2d = num.reshape(h, w) >= 0
+    dist = cv2.distanceTransform((~mask2d).astype(np.uint8), cv2.DIST_L2, 5).reshape(-1)
+    logv = np.log(np.maximum(vals.astype(np.float64) - pedestal, min_signal))
+    valid = (vals.astype(np.float64) - pedestal) > min_signal
+    AtA = sp.csr_matrix((n, n))
+    Atb = np.zeros(n)
+    for k, j in pairs:
+        dx, dy = shifts[j] - shifts[k]
+        reach = float(np.hypot(dx, dy)) + 1.5
+        cand = hidx[dist[hidx] <= reach]
+        ys, xs = np.divmod(cand, w)
+        qx, qy = xs + dx, ys + dy
+        x0, y0 = np.floor(qx).astype(np.int64), np.floor(qy).astype(np.int64)
+        ok = (x0 >= 0) & (x0 < w - 1) & (y0 >= 0) & (y0 < h - 1)
+        cand, x0, y0, qx, qy = cand[ok], x0[ok], y0[ok], qx[ok], qy[ok]
+        fx, fy = qx - x0, qy - y0
+        nbs = ((y0 * w + x0, (1 - fx) * (1 - fy)), (y0 * w + x0 + 1, fx * (1 - fy)),
+               ((y0 + 1) * w + x0, (1 - fx) * fy), ((y0 + 1) * w + x0 + 1, fx * fy))
+        pc = pos[cand]
+        good = valid[k, pc]
+        involved = num[cand] >= 0
+        interp = np.zeros(len(cand))
+        for q, wq in nbs:
+            pq = pos[q]
+            inside = pq >= 0
+            good &= inside
+            pq = np.where(inside, pq, 0)
+            good &= valid[j, pq]
+            interp += wq * vals[j, pq]
+            involved |= (num[q] >= 0) & (wq > 0)
+        sel = np.flatnonzero(good & involved)
+        if len(sel) == 0:
+            continue
+        m = len(sel)
+        rows, cols, data = [], [], []
+        u = num[cand[sel]] >= 0
+        rows.append(np.flatnonzero(u))
+        cols.append(num[cand[sel]][u])
+        data.append(np.ones(int(u.sum())))
+        for q, wq in nbs:
+            qs, ws = q[sel], wq[sel]
+            u = (num[qs] >= 0) & (ws > 0)
+            rows.append(np.flatnonzero(u))
+            cols.append(num[qs][u])
+            data.append(-ws[u])
+        A = sp.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(m, n))
+        b = logv[k, pc[sel]] - np.log(np.maximum(interp[sel] - pedestal, min_signal))
+        AtA = AtA + (A.T @ A)
+        Atb += A.T @ b
+    diag = AtA.diagonal()
+    if not np.any(diag > 0):
+        return None
+    mu = PRIOR_WEIGHT * float(np.median(diag[diag > 0]))
+    g0 = np.log(np.clip(prior, FLOOR, 1.0))
+    M = (AtA + sp.identity(n, format="csr") * mu).tocsc()
+    g = spla.spsolve(M, Atb + mu * g0)
+    return np.exp(g)
 
 
 def _feather(flat: np.ndarray, grown: np.ndarray, feather: int) -> np.ndarray:
