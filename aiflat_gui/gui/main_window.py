@@ -1074,8 +1074,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.frame_slider.setValue(i)
         self._update_frame_label()
         if self.view in ("frame", "calibrated", "difference", "blink"):
-            # new levels for this frame unless "apply to all frames" is on (the panel decides)
-            self.stretch_panel.set_image(self.current_frame(), self.seq.color, emit=False)
+            # new levels for this frame unless "apply to all frames" is on (the panel decides);
+            # during playback with fixed levels the histogram waits until the pause
+            if not (self.play_timer.isActive() and self.stretch_panel.apply_to_all()):
+                self.stretch_panel.set_image(self.current_frame(), self.seq.color, emit=False)
             self.render()
 
     def _update_frame_label(self) -> None:
@@ -1093,6 +1095,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.play_timer.start()
             icon = QtWidgets.QStyle.SP_MediaPause
         else:
+            if self.play_timer.isActive() and self.seq is not None:
+                self.stretch_panel.set_image(self.current_frame(), self.seq.color, emit=False)
             self.play_timer.stop()
             icon = QtWidgets.QStyle.SP_MediaPlay
             if self.play_button.isChecked():

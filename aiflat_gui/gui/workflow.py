@@ -314,11 +314,14 @@ class WorkflowPanel(QtWidgets.QWidget):
 
     def refresh(self) -> None:
         st = self.model.states
+        shown = getattr(self, "_shown", {})
         for step, label in self.state_labels.items():
             state = st[step]
-            label.setText(f"● {state}")
-            label.setStyleSheet(f"color: {_COLORS[state]};")
-            label.setToolTip(HINTS[step])
+            if shown.get(step) != state:  # style sheets are slow: only touch what changed
+                label.setText(f"● {state}")
+                label.setStyleSheet(f"color: {_COLORS[state]};")
+                label.setToolTip(HINTS[step])
+        self._shown = dict(st)
         have_seq = st["sequence"] == DONE
         have_ref = st["reference"] in (DONE, STALE)
         have_mask = st["mask"] in (DONE, STALE)
@@ -336,6 +339,11 @@ class WorkflowPanel(QtWidgets.QWidget):
             self.buttons["flat"].setEnabled(have_ref and have_mask)
             self.buttons["calibrate"].setEnabled(have_flat)
             self.buttons["batch"].setEnabled(have_flat)
-        for step, box in self.boxes.items():
-            box.setStyleSheet("QGroupBox { font-weight: bold; }" if step == self.model.next_step() else "")
-        self.hint_label.setText(self.model.hint())
+        nxt = self.model.next_step()
+        if getattr(self, "_shown_next", 0) != nxt:
+            for step, box in self.boxes.items():
+                box.setStyleSheet("QGroupBox { font-weight: bold; }" if step == nxt else "")
+            self._shown_next = nxt
+        hint = self.model.hint()
+        if self.hint_label.text() != hint:
+            self.hint_label.setText(hint)
