@@ -227,3 +227,31 @@ def test_gemini_dialog_shows_model_size_and_cost(qtbot):
     assert not dlg.send_button.isEnabled()
     assert "The model says: no dust here" in reply_text({"text": "no dust here", "seconds": 12.0})
     assert "cache" in reply_text({"cache_hit": True})
+
+
+def test_main_opens_the_path_given_on_the_command_line(qtbot, demo, settings, monkeypatch, tmp_path, boxes):
+    import aiflat_gui.gui.app as app_mod
+    import aiflat_gui.gui.main_window as mw
+
+    monkeypatch.setenv("AIFLAT_DATA_DIR", str(tmp_path / "userdata"))
+    made = []
+
+    class Window(mw.MainWindow):
+        def __init__(self, **kw):
+            kw.setdefault("settings", settings)
+            super().__init__(**kw)
+            made.append(self)
+
+    def fake_exec(*_):
+        w = made[0]
+        qtbot.waitUntil(lambda: w.seq is not None, timeout=5000)
+        w.wait_idle(60)  # the reference starts by itself
+        w.close()
+        return 0
+
+    monkeypatch.setattr(mw, "MainWindow", Window)
+    monkeypatch.setattr(QtWidgets.QApplication, "exec", fake_exec)
+    assert app_mod.main([str(demo)]) == 0
+    w = made[0]
+    assert w.path == Path(demo) and w.reference is not None and w.workflow.state("reference") == "done"
+    assert not boxes
