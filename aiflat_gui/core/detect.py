@@ -54,6 +54,13 @@ GROW_FRACTION = 0.45
 MIN_GROW_Z = 1.6
 #: Gaussian pre-smoothing (px) of each darkening map: tames interpolation and pixel noise.
 PRESMOOTH = 0.7
+#: Gaussian matched-filter scales (px) for discs and donuts, and Hessian scales for fibres.
+BLOB_SCALES = (0.0, 1.0, 2.0, 3.5)
+RIDGE_SCALES = (1.0, 1.8)
+RIDGE_WEIGHT = 0.8
+#: Quantile of the sun-aligned darkening taken as the sun (0.5: median; lower quantiles, which
+#: would favour the frames where a point looked brightest, were worse on the demo: noise bias).
+SUN_QUANTILE = 0.5
 #: Border (px) not judged in sequence mode.
 EDGE = 3
 
@@ -230,7 +237,7 @@ def _select_frames(n: int, max_frames: int) -> np.ndarray:
 def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
                    progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
                    memory_mb: float = 384.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
-                   max_area_fraction: float = 0.01, iterations: int = 3) -> ScoreMap:
+                   max_area_fraction: float = 0.05, iterations: int = 3) -> ScoreMap:
     """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
     with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
 
@@ -328,12 +335,18 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     dip[~valid] = 0.0
     score = np.zeros((h, w), np.float32)
     extent = None
-    for s in (0.0, 1.0, 2.0, 3.5):
+    for s in BLOB_SCALES:
         ds = _blur(dip, s) if s > 0 else dip
         z = ds / _robust_sigma(ds, valid)
         np.maximum(score, z, out=score)
         if s == 1.0:
             extent = z
+    for s in RIDGE_SCALES:
+        r = _ridge(dip, s)
+        r[~valid] = 0.0
+        # -lambda_min is skewed positive on pure noise: centre it, and let it count a bit less
+        r -= float(np.median(r[valid])) if valid.any() else 0.0
+        np.maximum(score, RIDGE_WEIGHT * r / _robust_sigma(r, valid), out=score)
     if plain is not None:
         plain[~valid] = float(np.median(plain[valid])) if valid.any() else 0.0
         pdip = _blur(plain - _lower_envelope(plain, bg_sigma), 1.0)
@@ -343,7 +356,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     extent = extent.astype(np.float32)
     extent[~valid] = 0.0
     reject = np.zeros((h, w), bool)
-    max_area = int(max(200, max_area_fraction * h * w))
+    max_area = int(max(5000, max_area_fraction * h * w))
     sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid, reject=reject,
                   frames_used=frames_used, darkening=med, shifts=shifts, max_area=max_area)
     sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
@@ -351,6 +364,18 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
                    drift_px=float(np.ptp(shifts, axis=0).max()) if shifts is not None and len(shifts) > 1 else 0.0)
     report(progress, 1.0, "dust: done")
     return sm
+
+
+def _ridge(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Scale-normalised dark-line/blob strength: minus the most negative Hessian eigenvalue of
+    ``a`` smoothed at ``sigma`` (a thin fibre answers as strongly as a disc of its width)."""
+    g = _blur(a, sigma)
+    dxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
+    dyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3, borderType=cv2.BORDER_REFLECT)
+    dxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, borderType=cv2.BORDER_REFLECT)
+    half = 0.5 * (dxx + dyy)
+    lam_min = half - np.sqrt(0.25 * (dxx - dyy) ** 2 + dxy * dxy)
+    return (-lam_min * (sigma * sigma)).astype(np.float32)
 
 
 def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], border=None) -> np.ndarray:
@@ -369,12 +394,13 @@ def _median0(arr: np.ndarray) -> np.ndarray:
     return np.partition(arr, k // 2, axis=0)[k // 2]
 
 
-def _nanmedian0(arr: np.ndarray) -> np.ndarray:
-    """Median along axis 0 ignoring NaNs (lower median for an even count; 0 where all are NaN),
-    via one in-place sort (NaNs sort last)."""
+def _nanquantile0(arr: np.ndarray, q: float) -> np.ndarray:
+    """Quantile ``q`` along axis 0 ignoring NaNs (nearest rank below; 0 where all are NaN), via
+    one in-place sort (NaNs sort last)."""
     arr.sort(axis=0)
     n = (~np.isnan(arr)).sum(axis=0)
-    out = np.take_along_axis(arr, ((n - 1) // 2).clip(0)[None], axis=0)[0]
+    rank = np.floor((n - 1) * q).astype(np.int64).clip(0)
+    out = np.take_along_axis(arr, rank[None], axis=0)[0]
     out[n == 0] = 0.0
     return out
 
@@ -418,7 +444,7 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
             sun = np.empty((ch, cw), np.float32)
             crow = max(8, rows * h // ch)
             for y0 in range(0, ch, crow):
-                sun[y0:y0 + crow] = _nanmedian0(aligned[:, y0:y0 + crow].astype(np.float32))
+                sun[y0:y0 + crow] = _nanquantile0(aligned[:, y0:y0 + crow].astype(np.float32), SUN_QUANTILE)
             del aligned
             resid = np.empty((k, h, w), np.float16)
             for i in range(k):

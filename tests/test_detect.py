@@ -1,0 +1,206 @@
+"""The offline dust detector and the local/file mask providers, on demo data the tests create."""
+
+import cv2
+import numpy as np
+import pytest
+
+from aiflat_gui.ai import get_provider
+from aiflat_gui.ai.base import MaskResult
+from aiflat_gui.core.demo import generate_demo, write_demo
+from aiflat_gui.core.detect import ScoreMap, compute_scores, luminance
+from aiflat_gui.errors import Cancelled, InputError
+from aiflat_gui.io.base import ArraySequence
+
+SIZE = dict(frames=24, width=400, height=300, difficulty="normal")
+
+
+def specks_found(mask, demo, min_depth=0.05):
+    """(found, total) specks darker than ``min_depth``: found = half its core is masked."""
+    dark = 1.0 - demo.true_flat
+    found = total = 0
+    for sp in demo.specks:
+        if sp["depth"] <= min_depth:
+            continue
+        x0, y0, x1, y1 = sp["bbox"]
+        core = dark[y0:y1, x0:x1] >= 0.5 * sp["depth"]
+        total += 1
+        found += int(mask[y0:y1, x0:x1][core].mean() >= 0.5)
+    return found, total
+
+
+def false_components(mask, demo):
+    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+    right = set(np.unique(labels[demo.true_mask]).tolist()) - {0}
+    return (n - 1) - len(right), n - 1
+
+
+def reference(demo):
+    return np.median(demo.frames, axis=0).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=[2, 5])
+def case(request):
+    demo = generate_demo(seed=request.param, **SIZE)
+    sm = compute_scores(reference(demo), ArraySequence(demo.frames))
+    return demo, sm
+
+
+def test_sequence_finds_every_speck_darker_than_5_percent(case):
+    demo, sm = case
+    found, total = specks_found(sm.mask(0.5), demo)
+    assert total >= 3 and found == total
+    assert sm.frames_used == 24 and sm.info["mode"] == "sequence"
+    # the measured drift matches the demo's (up to seeing wobble)
+    true = demo.shifts - np.median(demo.shifts, axis=0)
+    assert np.abs(sm.shifts - true).max() < 1.2
+
+
+def test_sequence_leaves_the_sun_alone(case):
+    demo, sm = case
+    mask = sm.mask(0.5)
+    bad, comps = false_components(mask, demo)
+    assert comps >= 3 and bad == 0
+    h, w = mask.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    for d in demo.distractors:
+        cx, cy = d["centroid"]
+        near = np.hypot(xx - cx, yy - cy) <= d.get("radius", 3) + 1
+        if d["kind"] in ("sunspot", "pore") and near.any():
+            assert not (mask & near & ~demo.true_mask).any(), d
+
+
+def test_sensitivity_is_monotone_and_instant(case):
+    demo, sm = case
+    masks = [sm.mask(s) for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    counts = [int(m.sum()) for m in masks]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+    assert np.all(masks[3][masks[2]])  # 0.75 finds all that 0.5 found, and more
+    assert np.array_equal(sm.mask(0.5), masks[2])
+    soft = sm.soft()
+    assert soft.dtype == np.float32 and soft.min() >= 0 and soft.max() <= 1
+    assert soft[masks[2]].mean() > soft[~masks[2]].mean()
+    seed_lo, grow_lo = ScoreMap.thresholds(1.0)
+    seed_hi, grow_hi = ScoreMap.thresholds(0.0)
+    assert seed_lo < seed_hi and grow_lo <= grow_hi and grow_lo < seed_lo
+
+
+def test_single_image_mode_finds_strong_dust():
+    demo = generate_demo(frames=16, width=400, height=300, seed=3, difficulty="easy")
+    sm = compute_scores(reference(demo))  # no time axis
+    assert sm.info["mode"] == "single image" and sm.frames_used == 1
+    found, total = specks_found(sm.mask(0.5), demo, min_depth=0.1)
+    assert total >= 2 and found == total
+    # a sequence of fewer than 3 frames is judged as a single image
+    sm2 = compute_scores(reference(demo), ArraySequence(demo.frames[:2]))
+    assert sm2.info["mode"] == "single image"
+
+
+def test_progress_and_cancel():
+    demo = generate_demo(frames=8, width=200, height=150, seed=1)
+    seen = []
+    compute_scores(reference(demo), ArraySequence(demo.frames), progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert all(0.0 <= f <= 1.0 for f in seen) and seen == sorted(seen) and len(seen) > 8
+
+    calls = []
+
+    def cancel(f, m):
+        calls.append(f)
+        if len(calls) == 4:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        compute_scores(reference(demo), ArraySequence(demo.frames), progress=cancel)
+    assert len(calls) == 4
+
+
+def test_memory_budget_and_max_frames_bound_the_frames_used():
+    demo = generate_demo(frames=20, width=200, height=150, seed=1)
+    seq = ArraySequence(demo.frames)
+    assert compute_scores(reference(demo), seq, max_frames=7).frames_used == 7
+    # 1 MB holds the working stacks of only a few 200x150 frames
+    small = compute_scores(reference(demo), seq, memory_mb=1.0)
+    assert 3 <= small.frames_used <= 10
+
+
+def test_colour_and_bayer_sequences():
+    demo = generate_demo(seed=5, **SIZE)
+    mono = compute_scores(reference(demo), ArraySequence(demo.frames)).mask(0.5)
+    gains = np.array([1.0, 0.8, 0.6], np.float32)
+    rgb = (demo.frames[..., None].astype(np.float32) * gains).astype(np.uint16)
+    ref_rgb = np.median(rgb, axis=0).astype(np.float32)
+    m_rgb = compute_scores(ref_rgb, ArraySequence(rgb, color="RGB")).mask(0.5)
+    inter, union = (mono & m_rgb).sum(), (mono | m_rgb).sum()
+    assert inter / union > 0.8
+    # raw RGGB mosaic: the per-site gains must not matter (2x2 luminance)
+    cfa = np.ones(demo.frames.shape[1:], np.float32)
+    cfa[0::2, 0::2], cfa[1::2, 1::2] = 1.3, 0.7
+    bayer = (demo.frames.astype(np.float32) * cfa).astype(np.uint16)
+    sm = compute_scores(np.median(bayer, axis=0).astype(np.float32), ArraySequence(bayer, color="RGGB"))
+    found, total = specks_found(sm.mask(0.5), demo)
+    assert found == total
+    assert false_components(sm.mask(0.5), demo)[0] == 0
+    assert luminance(bayer[0], "RGGB").shape == bayer[0].shape
+
+
+def test_bad_inputs_are_input_errors():
+    demo = generate_demo(frames=4, width=200, height=150, seed=1)
+    with pytest.raises(InputError):
+        compute_scores(np.zeros((4, 4), np.float32))
+    with pytest.raises(InputError) as exc:
+        compute_scores(np.zeros((100, 120), np.float32), ArraySequence(demo.frames))
+    assert "\n" not in str(exc.value)
+    with pytest.raises(InputError):
+        get_provider("local", sensitivity=1.5)
+    with pytest.raises(InputError):
+        get_provider("local").remask(0.5)
+
+
+def test_local_provider_through_get_provider():
+    demo = generate_demo(seed=2, **SIZE)
+    provider = get_provider("local", sensitivity=0.5, max_frames=20)
+    assert provider.name == "local"
+    res = provider.find_mask(reference(demo), ArraySequence(demo.frames))
+    assert isinstance(res, MaskResult)
+    assert res.mask.dtype == bool and res.mask.shape == demo.true_flat.shape
+    assert res.soft is not None and res.soft.shape == res.mask.shape
+    rep = res.report
+    assert rep["provider"] == "local" and rep["sensitivity"] == 0.5 and rep["frames_used"] == 20
+    assert rep["specks"] == cv2.connectedComponents(res.mask.view(np.uint8))[0] - 1
+    assert rep["seconds"] > 0 and rep["dust_pixels"] == int(res.mask.sum())
+    found, total = specks_found(res.mask, demo)
+    assert found == total
+    assert isinstance(provider.scores, ScoreMap)
+    more = provider.remask(0.9)
+    assert more.mask.sum() >= res.mask.sum() and more.report["sensitivity"] == 0.9
+
+
+def test_file_provider(tmp_path):
+    from aiflat_gui.core.mask import save_mask
+
+    demo = generate_demo(frames=2, width=200, height=150, seed=1)
+    p = save_mask(tmp_path / "m.png", demo.true_mask)
+    provider = get_provider("file", path=p)
+    assert provider.name == "file"
+    res = provider.find_mask(reference(demo))
+    assert np.array_equal(res.mask, demo.true_mask)
+    assert res.report["provider"] == "file" and res.report["warnings"] == []
+    # a half-size mask is resampled, with a warning in the report
+    small = cv2.resize(demo.true_mask.astype(np.uint8) * 255, (100, 75), interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(tmp_path / "half.png"), small)
+    res2 = get_provider("file", path=tmp_path / "half.png").find_mask(reference(demo))
+    assert res2.mask.shape == demo.true_mask.shape and res2.report["warnings"]
+    with pytest.raises(InputError):
+        get_provider("file", path=tmp_path / "missing.png").find_mask(reference(demo))
+
+
+def test_cli_mask_with_the_local_provider(tmp_path):
+    from aiflat_gui.cli import main
+    from aiflat_gui.io.single import read_image
+
+    paths = write_demo(tmp_path / "demo", seed=2, **SIZE)
+    out = tmp_path / "mask.png"
+    assert main(["-q", "mask", str(paths["sequence"]), "-o", str(out), "--sensitivity", "0.5"]) == 0
+    mask = read_image(out) > 0
+    truth = read_image(paths["mask"]) > 0
+    assert mask.shape == truth.shape and (mask & truth).sum() > 0.3 * mask.sum()
