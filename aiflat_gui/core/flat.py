@@ -461,6 +461,22 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     valid = (vals.astype(np.float64) - pedestal) > min_signal
     AtA = sp.csr_matrix((n, n))
     Atb = np.zeros(n)
+    batch: list = []  # (rows, cols, data, b) of several pairs, folded into AtA ~2M entries at a time
+    batch_nnz = 0
+
+    def fold() -> None:
+        nonlocal AtA, Atb, batch, batch_nnz
+        if not batch:
+            return
+        offs = np.cumsum([0] + [len(b_) for _, _, _, b_ in batch])
+        r = np.concatenate([rr + o for (rr, _, _, _), o in zip(batch, offs[:-1])])
+        c = np.concatenate([cc for _, cc, _, _ in batch])
+        v = np.concatenate([dd for _, _, dd, _ in batch])
+        A = sp.csr_matrix((v, (r, c)), shape=(int(offs[-1]), n))
+        AtA = AtA + (A.T @ A)
+        Atb += A.T @ np.concatenate([b_ for _, _, _, b_ in batch])
+        batch, batch_nnz = [], 0
+
     for k, j in pairs:
         dx, dy = shifts[j] - shifts[k]
         reach = float(np.hypot(dx, dy)) + 1.5
@@ -500,10 +516,12 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
             rows.append(np.flatnonzero(u))
             cols.append(num[qs][u])
             data.append(-ws[u])
-        A = sp.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(m, n))
         b = logv[k, pc[sel]] - np.log(np.maximum(interp[sel] - pedestal, min_signal))
-        AtA = AtA + (A.T @ A)
-        Atb += A.T @ b
+        batch.append((np.concatenate(rows), np.concatenate(cols), np.concatenate(data), b))
+        batch_nnz += 5 * m
+        if batch_nnz > 2_000_000:
+            fold()
+    fold()
     diag = AtA.diagonal()
     if not np.any(diag > 0):
         return None
