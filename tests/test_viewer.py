@@ -438,6 +438,17 @@ def test_panel_apply_to_all_frames_keeps_levels(panel):
     assert st.black > 5000
 
 
+def test_panel_keeps_a_restored_state_for_the_first_frame_when_applied_to_all(qtbot):
+    p = StretchPanel()
+    qtbot.addWidget(p)
+    restored = StretchState(mode="gamma", black=100, white=900, gamma=1.8)
+    p.set_apply_to_all(True)
+    p.set_state(restored)
+    assert p.set_image(frame(0)) == restored
+    p.set_apply_to_all(False)
+    assert p.state().black > 1000
+
+
 def test_panel_drives_the_viewer_without_touching_data(panel, viewer, qtbot):
     panel.stretchChanged.connect(viewer.set_stretch)
     img = frame(5)

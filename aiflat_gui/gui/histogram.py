@@ -45,6 +45,7 @@ class StretchPanel(QtWidgets.QWidget):
         self._target_background = 0.25
         self._updating = False
         self._has_image = False
+        self._state_set = False   # set_state() was called: keep it for the first image too
 
         self.plot = pg.PlotWidget(background=None)
         self.plot.setMenuEnabled(False)
@@ -124,6 +125,7 @@ class StretchPanel(QtWidgets.QWidget):
     def set_state(self, state: StretchState, emit: bool = False) -> None:
         """Show ``state`` in the controls (emits stretchChanged only when ``emit``)."""
         self._state = state.copy()
+        self._state_set = True
         self._sync_widgets()
         if emit:
             self.stretchChanged.emit(self.state())
@@ -137,8 +139,8 @@ class StretchPanel(QtWidgets.QWidget):
     def set_image(self, array: Optional[np.ndarray], color: str = "mono", emit: bool = True) -> StretchState:
         """Show the histogram of ``array`` (a subsample, so it is fast on 4K frames).
 
-        Unless "apply to all frames" is on (or this is the first image), the levels are
-        recomputed for this frame (STF in Auto mode, percentiles otherwise). Returns the state
+        Unless "apply to all frames" is on, the levels are recomputed for this frame (also for
+        the first image, unless a state was given with :meth:`set_state`) (STF in Auto mode, percentiles otherwise). Returns the state
         to display this frame with; emits stretchChanged if it changed and ``emit``."""
         if array is None:
             self._sample = None
@@ -150,7 +152,7 @@ class StretchPanel(QtWidgets.QWidget):
         first = not self._has_image
         self._has_image = True
         old = self._state
-        if first or not self.apply_to_all():
+        if (first and not self._state_set) or not self.apply_to_all():
             self._state = self._auto_state(self._state)
         self._update_histogram()
         self._sync_widgets()
