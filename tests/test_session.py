@@ -90,3 +90,14 @@ def test_fallback_location_is_per_input(tmp_path, monkeypatch):
     store = SessionStore(tmp_path / "a.ser", location=a)
     store.save(SessionData(view="mask"))
     assert json.loads(store.json_path.read_text())["view"] == "mask"
+
+
+def test_session_module_is_qt_free():
+    import subprocess
+    import sys
+
+    code = ("import sys, aiflat_gui.session\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'superqt', 'shiboken6')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
