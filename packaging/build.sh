@@ -8,8 +8,8 @@
 #    and installs the runtime dependencies listed in pyproject.toml plus the `packaging` extra
 #    (PyInstaller). The project itself is not installed: PyInstaller takes it from this checkout.
 # 2. runs PyInstaller on packaging/aiflat.spec -> DIST/aiflat/ (default dist/aiflat/).
-# 3. smoke-tests the bundled `aiflat --version`, prints the bundle size and fails if it is larger
-#    than --max-mb (default 400 MB).
+# 3. smoke-tests the bundle (`aiflat --version`, `AIFLAT_SELFTEST=1 aiflat`), prints the bundle
+#    size and fails if it is larger than --max-mb (default 400 MB).
 #
 # Environment: AIFLAT_PYTHON, AIFLAT_BUILD_VENV, AIFLAT_MAX_BUNDLE_MB, AIFLAT_BUNDLE_NAME.
 set -euo pipefail
@@ -87,6 +87,8 @@ AIFLAT_BUNDLE_NAME="$NAME" "$VENV/bin/python" -m PyInstaller --noconfirm --log-l
 BUNDLE="$DIST/$NAME"
 [ -x "$BUNDLE/aiflat" ] && [ -e "$BUNDLE/aiflat-gui" ] || die "PyInstaller did not produce $BUNDLE/aiflat and aiflat-gui"
 VERSION_LINE="$("$BUNDLE/aiflat" --version)" || die "the bundled aiflat --version failed"
+# Load every native library family and run tiny FITS / sparse / OpenCV / Qt checks in the bundle.
+AIFLAT_SELFTEST=1 QT_QPA_PLATFORM=offscreen "$BUNDLE/aiflat" || die "the bundle's self-test failed (see above)"
 SIZE_MB=$(du -sm "$BUNDLE" | cut -f1)
 END=$(date +%s)
 echo "build.sh: $VERSION_LINE"

@@ -50,8 +50,9 @@ EXCLUDES = [
     "jupyter_client", "notebook", "PyQt5", "PyQt6", "PySide2",
     # test frameworks
     "pytest", "_pytest", "pytestqt", "hypothesis", "nose",
-    # heavy libraries reachable only through optional imports
+    # heavy libraries reachable only through optional imports; build tools
     "pandas", "dask", "h5py", "bottleneck", "sympy", "numba", "torch", "yaml",
+    "setuptools", "pkg_resources", "_distutils_hack", "pydoc_data",
     # Qt modules (pyqtgraph needs QtOpenGL/QtOpenGLWidgets/QtSvg/QtTest: they stay)
     "PySide6.QtWebEngineCore", "PySide6.QtWebEngineWidgets", "PySide6.QtWebEngineQuick",
     "PySide6.Qt3DCore", "PySide6.Qt3DRender", "PySide6.Qt3DExtras", "PySide6.Qt3DInput",
@@ -88,6 +89,7 @@ DROP_FILES = [
     r"/Qt/plugins/platforms/lib(qeglfs|qlinuxfb|qminimalegl|qvkkhrdisplay|qvnc)",
     r"/Qt/plugins/egldeviceintegrations/",
     r"/Qt/plugins/platformthemes/libqgtk3",   # would pull GTK from the build machine
+    r"/Qt/plugins/imageformats/libq(tiff|webp|tga|wbmp|icns)",  # Qt never reads these formats here
     r"/Qt/qml/",
     r"libQt6(Quick|Qml|Pdf|Designer|Help|Sql|LabsStyleKit|Multimedia|WebEngine|3D|"
     r"VirtualKeyboard|ShaderTools|Charts|DataVisualization|QuickControls2|QuickTemplates2)",

@@ -9,7 +9,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 import tomllib
 import xml.etree.ElementTree as ET
@@ -239,7 +238,7 @@ def test_install_script_registers_and_removes_the_app(tmp_path):
 
 # -- PyInstaller configuration --------------------------------------------------------------------
 
-def test_spec_collects_the_resources_and_uses_the_shared_config():
+def test_spec_collects_the_resources_and_uses_the_shared_config(tmp_path):
     spec = (PACKAGING / "aiflat.spec").read_text()
     assert set(bundle_config.RESOURCE_DIRS) == {"prompts", "icons"}
     for sub in bundle_config.RESOURCE_DIRS:
@@ -247,22 +246,14 @@ def test_spec_collects_the_resources_and_uses_the_shared_config():
     assert 'f"resources/{sub}"' in spec and "cfg.RESOURCE_DIRS" in spec
     assert "aiflat_launcher.py" in spec and "cfg.effective_excludes()" in spec
     assert 'os.symlink("aiflat", link)' in spec and "linux_layout.populate" in spec
-    # the layout that aiflat_gui/resources.py expects inside a bundle
-    code = textwrap.dedent(f"""
-        import sys
-        sys._MEIPASS = {str(ROOT / "build-fake-meipass")!r}
-        from aiflat_gui import resources
-        print(resources.resources_dir())
-    """)
-    fake = ROOT / "build-fake-meipass"
-    try:
-        for sub in bundle_config.RESOURCE_DIRS:
-            (fake / "resources" / sub).mkdir(parents=True, exist_ok=True)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={k: v for k, v in os.environ.items() if k != "AIFLAT_RESOURCES"})
-        assert Path(out.stdout.strip()) == fake / "resources", out.stderr
-    finally:
-        shutil.rmtree(fake, ignore_errors=True)
+    # the layout that aiflat_gui/resources.py expects inside a bundle: _MEIPASS/resources/...
+    fake = tmp_path / "meipass"
+    for sub in bundle_config.RESOURCE_DIRS:
+        (fake / "resources" / sub).mkdir(parents=True)
+    code = f"import sys; sys._MEIPASS = {str(fake)!r}; from aiflat_gui import resources; print(resources.resources_dir())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "AIFLAT_RESOURCES"})
+    assert Path(out.stdout.strip()) == fake / "resources", out.stderr
 
 
 def test_bundle_keeps_what_the_app_needs():
