@@ -110,13 +110,14 @@ def viewport_pos(w, x, y):
     return w.viewer.pixel_to_viewport(x, y)
 
 
-def test_open_demo_from_menu_shows_first_frame(make_window, monkeypatch, demo, boxes):
+def test_open_demo_from_menu_shows_first_frame(make_window, qtbot, monkeypatch, demo, boxes):
     import aiflat_gui.core.demo as demo_mod
 
     monkeypatch.setattr(demo_mod, "ensure_demo", lambda cache_dir=None: demo)
     w = make_window()
-    w.act_demo.trigger()
-    assert w.seq is not None and w.path == demo
+    w.act_demo.trigger()  # generated in a worker, then opened
+    qtbot.waitUntil(lambda: w.seq is not None, timeout=10000)
+    assert w.path == demo
     with open_sequence(demo) as seq:
         np.testing.assert_array_equal(w.viewer.image(), seq.frame(0))
     assert w.workflow.state("sequence") == "done" and w.workflow.state("reference") == "not done"

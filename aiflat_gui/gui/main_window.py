@@ -457,18 +457,18 @@ class MainWindow(QtWidgets.QMainWindow):
             self.open_path(path)
 
     def open_demo(self, interactive: bool = True) -> bool:
-        from ..core.demo import ensure_demo
+        """Open the built-in demo (generated on first use: in a worker when interactive, so the
+        window stays responsive)."""
+        from ..core import demo as demo_mod
 
-        try:
-            self.statusBar().showMessage("Preparing the demo sequence…")
-            QtWidgets.QApplication.processEvents()
-            path = ensure_demo()
-        except AiflatError as err:
-            if not interactive:
-                raise
-            self.show_error(str(err))
+        if not interactive:
+            return self.open_path(demo_mod.ensure_demo(), interactive=False)
+        if self._busy():
             return False
-        return self.open_path(path, interactive=interactive)
+        self.statusBar().showMessage("Preparing the demo sequence…")
+        w = Worker(lambda: demo_mod.ensure_demo(), pass_progress=False, name="demo")
+        self._start(w, None, "Preparing the demo", lambda path: self.open_path(path))
+        return True
 
     def open_path(self, path, interactive: bool = True) -> bool:
         """Open a sequence and restore its session. On error: a message box (or, non-interactive,
@@ -640,6 +640,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._restoring = False
         for w in warnings:
             log.warning("%s: %s", store.json_path, w)
+            self.statusBar().showMessage(f"Session: {w}", 15000)
         self.log(f"session restored from {store.json_path}")
 
     # ================================================================== workers
@@ -679,9 +680,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(f"{title}: cancelled", 5000)
 
         def done():
-            if self.worker is worker:
+            if self.worker is worker:  # (a success handler may already have started the next job)
                 self.worker = None
-            self.workflow.set_busy(False)
+                self.workflow.set_busy(False)
             self._update_actions()
             if on_end:
                 on_end()
