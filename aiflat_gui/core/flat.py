@@ -391,7 +391,7 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
         halo = maskmod.grow(pm, r) if pm.any() else pm
         halos[p] = (np.flatnonzero(halo), step)
     halo_vals = {p: np.empty((K, len(halos[p][0])), dtype=np.float32) for p in halos}
-    chunk = 16
+    chunk = int(max(1, min(16, (128 << 20) // max(1, ref.size * 4))))  # <= 128 MB of float32 frames
     for k0 in range(0, K, chunk):
         ks = frame_idx[k0:k0 + chunk]
         frames = np.stack([np.asarray(seq.frame(int(i)), dtype=np.float32) for i in ks])
