@@ -186,7 +186,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def default_dock_sizes(self) -> None:
         """Give the workflow dock the width its content needs and the log a few lines."""
-        wf = self.workflow.minimumSizeHint().width() + self.workflow_scroll.verticalScrollBar().sizeHint().width() + 6
+        wf = max(self.workflow.minimumSizeHint().width(), self.workflow.sizeHint().width()) \
+            + self.workflow_scroll.verticalScrollBar().sizeHint().width() + 6
         self.resizeDocks([self.workflow_dock], [wf], Qt.Horizontal)
         self.resizeDocks([self.log_dock], [90], Qt.Vertical)
 
@@ -196,6 +197,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._shown_once = True
             if not self._layout_restored:
                 self.default_dock_sizes()
+                QtCore.QTimer.singleShot(200, self.default_dock_sizes)  # again once the layout has settled
 
     # ================================================================== construction
     def _build_central(self) -> None:
