@@ -172,3 +172,21 @@ def test_each_method_against_the_demo_truth(demo):
     assert errors["multiframe"] < 0.7 * errors["local"], errors
     # and all far better than no flat at all
     assert all(e < 0.5 * float((1 - demo.true_flat)[m].mean()) for e in errors.values()), errors
+
+
+def test_multiframe_progress_and_cancel(demo):
+    from aiflat_gui.errors import Cancelled
+
+    seq = ArraySequence(demo.frames[:12], bit_depth=12)
+    ref = compute_reference(seq)
+    seen = []
+    synthesize_flat(ref, demo.true_mask, method="multiframe", sequence=seq, grow=2,
+                    progress=lambda f, m: seen.append(f))
+    assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 5
+
+    def cancel(f, m):
+        if f > 0.5:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        synthesize_flat(ref, demo.true_mask, method="multiframe", sequence=seq, grow=2, progress=cancel)

@@ -425,14 +425,15 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
         prior = _finish(med).astype(np.float64)
         hidx, step = halos[p]
         plane_shape = ref[sl].shape
-        solved = _self_flat(hf, plane_shape, hidx, halo_vals[p], shifts / step, prior, pedestal, min_sig[p])
+        solved = _self_flat(hf, plane_shape, hidx, halo_vals[p], shifts / step, prior, pedestal, min_sig[p],
+                            progress=sub_progress(progress, 0.7 + 0.3 * p / len(slices), 0.7 + 0.3 * (p + 1) / len(slices)))
         info["kll"][p] = solved is not None
         _assign(flat, sl, hf.idx, _finish(solved if solved is not None else prior))
         report(progress, 0.7 + 0.3 * (p + 1) / len(slices), "self-flat solve")
     return info
 
 
-def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min_signal):
+def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min_signal, progress=None):
     """Solve the self-flat equations for ``g = log flat`` at the mask pixels ``hf.idx``; None when
     the frames did not move enough to say anything."""
     K = vals.shape[0]
@@ -477,7 +478,9 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
         Atb += A.T @ np.concatenate([b_ for _, _, _, b_ in batch])
         batch, batch_nnz = [], 0
 
-    for k, j in pairs:
+    for pi, (k, j) in enumerate(pairs):
+        if pi % 16 == 0:
+            report(progress, 0.9 * pi / len(pairs), f"self-flat equations {pi}/{len(pairs)}")
         dx, dy = shifts[j] - shifts[k]
         reach = float(np.hypot(dx, dy)) + 1.5
         cand = hidx[dist[hidx] <= reach]
