@@ -235,3 +235,25 @@ def test_colour_and_raw_bayer_sequences(tmp_path, color):
     assert np.array_equal(cal[:, outside], frames[:, outside])
     got = cal[:, mask].astype(np.float64).mean(axis=0)  # vs the dust-free signal
     np.testing.assert_allclose(got, sig[mask], rtol=0.02)
+
+
+def test_8bit_avi_in_and_out(tmp_path):
+    from aiflat_gui.io import open_writer
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(60, 200, size=(5, 40, 48), dtype=np.uint8)
+    src = tmp_path / "in.avi"
+    with open_writer(src, "avi", ArraySequence(frames)) as w:
+        for f in frames:
+            w.write(f)
+    flat = np.ones((40, 48), np.float32)
+    flat[10:15, 10:15] = 0.5
+    with open_sequence(src) as seq:
+        assert seq.dtype == np.uint8 and seq.channels == 1
+        stats = calibrate_sequence(seq, flat, tmp_path / "out.avi")
+    assert stats.format == "avi" and stats.clipped == int((frames[:, 10:15, 10:15] >= 128).sum())
+    with open_sequence(stats.output) as out:
+        cal = out[:]
+    outside = flat == 1.0
+    assert np.array_equal(cal[:, outside], frames[:, outside])
+    assert np.array_equal(cal[:, 10:15, 10:15], np.minimum(255, frames[:, 10:15, 10:15].astype(int) * 2))
