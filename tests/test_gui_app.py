@@ -255,3 +255,17 @@ def test_main_opens_the_path_given_on_the_command_line(qtbot, demo, settings, mo
     w = made[0]
     assert w.path == Path(demo) and w.reference is not None and w.workflow.state("reference") == "done"
     assert not boxes
+
+
+def test_an_exception_in_a_slot_becomes_one_line_and_a_log_entry(window, boxes, monkeypatch, caplog):
+    import aiflat_gui.gui.app as app_mod
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    app_mod.install_excepthook(window)
+    try:
+        raise ZeroDivisionError("division by zero\nmore")
+    except ZeroDivisionError:
+        sys.excepthook(*sys.exc_info())
+    kind, _, text = boxes[-1]
+    assert kind == "critical" and "ZeroDivisionError: division by zero" in text and "Traceback" not in text
+    assert "Traceback" in caplog.text

@@ -98,6 +98,37 @@ def screenshot(window, out: str | os.PathLike, path: Optional[str], demo: bool,
     return out
 
 
+def install_excepthook(window) -> None:
+    """An exception escaping a slot becomes one line in a message box plus the full traceback in
+    the log, never a crash or a traceback in the user's face (AIFLAT_DEBUG=1 keeps the default)."""
+    if os.environ.get("AIFLAT_DEBUG") == "1":
+        return
+    import logging
+    import traceback
+
+    log = logging.getLogger("aiflat.gui")
+    showing = []
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        from .workers import one_line
+
+        log.error("unexpected error:\n%s", "".join(traceback.format_exception(exc_type, exc, tb)))
+        if showing:  # never stack message boxes
+            return
+        showing.append(1)
+        try:
+            window.show_error(one_line(exc), user_error=isinstance(exc, AiflatError))
+        except Exception:  # noqa: BLE001 - the hook itself must never raise
+            pass
+        finally:
+            showing.clear()
+
+    sys.excepthook = hook
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.screenshot:
@@ -137,6 +168,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     window = MainWindow()
+    install_excepthook(window)
     window.show()
     if args.path:
         QtCore.QTimer.singleShot(0, lambda: window.open_path(args.path))
