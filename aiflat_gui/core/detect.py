@@ -1,29 +1,31 @@
 """The offline dust detector (numpy/OpenCV only, no Qt).
 
 Dust sits still on the sensor and darkens by the same factor in every frame; solar features drift
-with the sun and wobble with seeing. The detector turns that into a per-pixel score in four steps:
+with the sun and wobble with seeing. The detector uses that in three steps:
 
-1. **Local darkening per frame.** Each frame's luminance ``Y`` is divided by a smooth local
-   background ``B`` (a wide Gaussian of ``Y`` with its dark dips filled first, computed at quarter
-   resolution for speed): ``d = 1 - Y / B`` is the fraction by which a pixel is darker than its
-   surroundings, independent of plage, limb darkening and exposure.
-2. **Time.** Over up to ``max_frames`` evenly spaced frames we keep running sums of ``d`` and
-   ``d**2`` (all frames) and a float16 stack of ``d`` for a subset that fits ``memory_mb``. The
-   temporal *median* keeps what is fixed to the sensor and washes out what moves through a pixel in
-   fewer than half the frames; the temporal *variance* in excess of its local baseline marks pixels
-   that features move across (dust never adds variance: it scales signal and texture alike).
-   The sun's global drift per frame is measured by phase correlation.
-3. **Shape and scale.** The median darkening minus its own smooth baseline is matched-filtered at a
-   few scales (Gaussian, 0-3.5 px) and each scale is normalised by its robust (MAD) noise; the score
-   is the best scale's signal-to-noise, minus the motion penalty. Sky beyond the limb and very dark
-   pixels (umbrae) are excluded.
-4. **Candidates that follow the sun are rejected.** For each candidate speck the dip is measured in
-   every stacked frame both at its fixed sensor position and at the position that follows the
-   measured solar drift. If it is deeper when following the sun, it is solar (a pore or filament),
-   not dust. This needs some drift; with almost none the candidate is kept.
+1. **Frames.** Up to ``max_frames`` evenly spaced frames are read (streamed through
+   ``sequence.frame(i)``) and averaged in consecutive groups into the slots of a float16 stack
+   that fits ``memory_mb`` (so a few hundred frames all contribute, in bounded memory). Each slot
+   holds the exposure-normalised log intensity ``d = median(log Y) - log Y`` (positive = darker;
+   a speck that removes 5% of the light adds ~0.05), and the sun's drift of each slot is measured
+   by FFT cross-correlation of local-darkening maps (see :class:`_DriftMeter`).
+2. **Sun and sensor separated** (a KLL-style self-flat on the measured drift, robust estimates):
+   ``sun = median_i[(d_i - dust)(x + s_i)]`` over frames aligned on the sun, then
+   ``dust = median_i[d_i - sun(x - s_i)]`` over frames as recorded, a few times. Pores, filaments,
+   the sunspot, plage and the limb move with the sun and end up in ``sun``; dust stays in
+   ``dust``. The per-pixel scatter of the residuals marks edges that wobble with seeing, and
+   scores are divided by it. A speck much wider than the total drift is only partly recovered
+   (its rim), so the plain temporal median (which holds every speck whole) is used to let a
+   detected speck grow to its full extent.
+3. **Shape and scale.** The dust map minus its own smooth baseline is matched-filtered with
+   Gaussians (0-3.5 px, discs and donuts) and Hessian ridge filters (1-1.8 px, fibres); each is
+   normalised by its robust (MAD) noise over the judged pixels and the best one is the score.
+   Sky beyond the limb (below 30% of the disc level), very dark pixels (umbrae, > ``max_depth``)
+   and a 3 px frame border are not judged.
 
-With no time axis (a single image) only steps 1 and 3 apply, on the reference: faint dust below the
-granulation contrast is then hard to separate and the detector is weaker.
+With no time axis (a single image, or fewer than 3 frames) step 3 runs on the reference's local
+darkening (the reference divided by a smooth background that ignores dips): faint dust below the
+granulation contrast, pores and filaments cannot be told from dust there, so it is weaker.
 
 ``ScoreMap.mask(sensitivity)`` re-thresholds with hysteresis (seeds above a high threshold, grown
 into a lower one) in milliseconds; sensitivity 0..1, 0.5 default, higher finds more.
@@ -58,9 +60,6 @@ PRESMOOTH = 0.7
 BLOB_SCALES = (0.0, 1.0, 2.0, 3.5)
 RIDGE_SCALES = (1.0, 1.8)
 RIDGE_WEIGHT = 0.8
-#: Quantile of the sun-aligned darkening taken as the sun (0.5: median; lower quantiles, which
-#: would favour the frames where a point looked brightest, were worse on the demo: noise bias).
-SUN_QUANTILE = 0.5
 #: Border (px) not judged in sequence mode.
 EDGE = 3
 
@@ -181,19 +180,34 @@ class _DriftMeter:
 
 @dataclass
 class ScoreMap:
-    """The detector's cached result. ``score`` is a float32 (H, W) signal-to-noise map (>= 0),
-    ``extent`` the single-scale map the mask grows into, ``reject`` pixels of candidates that were
-    judged solar (they move with the sun). ``mask(s)`` re-thresholds without recomputation."""
+    """The detector's cached result, re-thresholded by :meth:`mask` without recomputation.
+
+    score: float32 (H, W) signal-to-noise of dust (best matched-filter scale); seeds a speck.
+    extent: float32 (H, W) single-scale signal-to-noise a seeded speck grows into.
+    valid: bool (H, W) pixels that were judged (not sky, not the frame border, not umbrae).
+    darkening: float32 (H, W) the dust darkening estimate (log units, ~fraction darker).
+    shifts: float32 (K, 2) measured solar drift per stack slot (sequence mode), or None.
+    """
 
     score: np.ndarray
     extent: np.ndarray
     valid: np.ndarray
-    reject: np.ndarray
     frames_used: int = 0
     darkening: Optional[np.ndarray] = None
     shifts: Optional[np.ndarray] = None
     max_area: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # a seed pixel always lies in the grow region; seed candidates sorted by score, so any
+        # sensitivity takes a prefix of them
+        self._grow = np.maximum(self.extent, self.score)
+        lowest_seed, _ = self.thresholds(1.0)
+        flat = self.score.ravel()
+        cand = np.flatnonzero(flat >= lowest_seed)
+        order = np.argsort(-flat[cand], kind="stable")
+        self._seed_idx = cand[order]
+        self._seed_neg = -flat[self._seed_idx]
 
     @staticmethod
     def thresholds(sensitivity: float) -> tuple[float, float]:
@@ -204,29 +218,27 @@ class ScoreMap:
         return seed, grow
 
     def mask(self, sensitivity: float = 0.5) -> np.ndarray:
-        """Binary dust mask (bool (H, W)) at ``sensitivity`` (0..1, higher finds more)."""
+        """Binary dust mask (bool (H, W)) at ``sensitivity`` (0..1, higher finds more): connected
+        regions above the grow threshold that hold a pixel above the seed threshold."""
         seed_t, grow_t = self.thresholds(sensitivity)
-        grow = (self.extent >= grow_t) | (self.score >= seed_t)
-        grow &= ~self.reject
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(grow.view(np.uint8), connectivity=8,
-                                                               ltype=cv2.CV_32S)
-        if n <= 1:
+        count = int(np.searchsorted(self._seed_neg, -seed_t, side="right"))
+        if count == 0:
             return np.zeros(self.score.shape, bool)
-        seeds = labels[self.score >= seed_t]
+        grow = (self._grow >= grow_t).view(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(grow, connectivity=8, ltype=cv2.CV_32S)
         keep = np.zeros(n, bool)
-        keep[np.unique(seeds)] = True
+        keep[labels.ravel()[self._seed_idx[:count]]] = True
         keep[0] = False
         if self.max_area:
             keep &= stats[:, cv2.CC_STAT_AREA] <= self.max_area
         return keep[labels]
 
     def soft(self) -> np.ndarray:
-        """The score mapped to [0, 1] (1 = far above the most sensitive seed threshold)."""
+        """The score mapped to [0, 1]: 0 at half the most sensitive seed threshold, 1 at the least
+        sensitive one."""
         lo, _ = self.thresholds(1.0)
         hi, _ = self.thresholds(0.0)
-        s = np.clip((self.score - lo * 0.5) / (hi - lo * 0.5), 0.0, 1.0).astype(np.float32)
-        s[self.reject] = 0.0
-        return s
+        return np.clip((self.score - lo * 0.5) / (hi - lo * 0.5), 0.0, 1.0).astype(np.float32)
 
 
 def _select_frames(n: int, max_frames: int) -> np.ndarray:
@@ -236,7 +248,7 @@ def _select_frames(n: int, max_frames: int) -> np.ndarray:
 
 def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
                    progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
-                   memory_mb: float = 384.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
+                   memory_mb: float = 256.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
                    max_area_fraction: float = 0.05, iterations: int = 3) -> ScoreMap:
     """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
     with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
@@ -268,12 +280,14 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     plain = None
     stack_n = 0
     if n_frames >= 3:
-        k_max = max(3, min(n_frames, int(max_frames)))
-        # the float16 stack plus one float16 working stack (sun-aligned, then residuals) on a
-        # slightly larger canvas must fit in memory_mb
-        cap = int(memory_mb * 2 ** 20 // max(1, h * w * 2 * 2.3))
-        idx = _select_frames(n_frames, max(3, min(k_max, cap)))
-        k = len(idx)
+        # every selected frame is read; frames are averaged in consecutive groups into the slots
+        # of a float16 stack that, with one float16 working stack (sun-aligned, then residuals)
+        # on a slightly larger canvas, fits in memory_mb
+        idx = _select_frames(n_frames, max(3, int(max_frames)))
+        cap = max(3, int(memory_mb * 2 ** 20 // max(1, h * w * 2 * 2.3)))
+        n_read = len(idx)
+        groups = np.array_split(idx, min(n_read, cap))
+        k = len(groups)
         stack = np.empty((k, h, w), np.float16)
         # the drift is measured on a central crop
         cy, cx = h // 2, w // 2
@@ -284,6 +298,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         sample[:, ::3] = False
         if not sample.any():
             sample[:] = True
+
         def read(fi: int) -> np.ndarray:
             y = luminance(sequence.frame(int(fi)), color)
             if y.shape != (h, w):
@@ -291,16 +306,21 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
                                  getattr(sequence, "path", None))
             return y
 
-        meter = _DriftMeter(read(idx[k // 2]), crop, bg_sigma)
+        meter = _DriftMeter(read(groups[k // 2][0]), crop, bg_sigma)
         shifts = np.zeros((k, 2), np.float32)
-        for n_i, fi in enumerate(idx):
-            report(progress, 0.02 + 0.5 * n_i / k, f"dust: frame {n_i + 1}/{k}")
-            y = read(fi)
+        done = 0
+        for n_i, group in enumerate(groups):
+            acc = None
+            for fi in group:
+                report(progress, 0.02 + 0.5 * done / n_read, f"dust: frame {done + 1}/{n_read}")
+                y = read(fi)
+                acc = y if acc is None else acc + y
+                done += 1
+            y = acc / len(group) if len(group) > 1 else acc
             shifts[n_i] = meter(y)
             # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves
             ly = np.log(np.maximum(y, 1.0))
-            d = _blur(float(np.median(ly[sample])) - ly, PRESMOOTH)
-            stack[n_i] = d
+            stack[n_i] = _blur(float(np.median(ly[sample])) - ly, PRESMOOTH)
         stack_n = k
         # the outermost pixels lack interpolation support in the sun frame: not judged
         b = EDGE
@@ -316,7 +336,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
         shifts -= np.median(shifts, axis=0)
         med, noise = _separate(stack, shifts, iterations, progress)
-        frames_used = k
+        frames_used = n_read
     else:
         med = _blur(darkening(yref, bg_sigma), PRESMOOTH)
         frames_used = 1 if n_frames <= 1 else n_frames
@@ -355,9 +375,8 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     score[~valid] = 0.0
     extent = extent.astype(np.float32)
     extent[~valid] = 0.0
-    reject = np.zeros((h, w), bool)
     max_area = int(max(5000, max_area_fraction * h * w))
-    sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid, reject=reject,
+    sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid,
                   frames_used=frames_used, darkening=med, shifts=shifts, max_area=max_area)
     sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
                    mode="sequence" if stack_n else "single image",
@@ -394,15 +413,8 @@ def _median0(arr: np.ndarray) -> np.ndarray:
     return np.partition(arr, k // 2, axis=0)[k // 2]
 
 
-def _nanquantile0(arr: np.ndarray, q: float) -> np.ndarray:
-    """Quantile ``q`` along axis 0 ignoring NaNs (nearest rank below; 0 where all are NaN), via
-    one in-place sort (NaNs sort last)."""
-    arr.sort(axis=0)
-    n = (~np.isnan(arr)).sum(axis=0)
-    rank = np.floor((n - 1) * q).astype(np.int64).clip(0)
-    out = np.take_along_axis(arr, rank[None], axis=0)[0]
-    out[n == 0] = 0.0
-    return out
+#: Stand-in for "no data" in the sun-aligned stack (float16 holds it; real values are ~0.01).
+_FAR = 1000.0
 
 
 def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
@@ -429,23 +441,29 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
         base = 0.52 + 0.38 * it / n_it
         if moving:
             report(progress, base, f"dust: separating sun and sensor ({it + 1}/{n_it})")
+            resid = None  # free the previous residuals before the aligned stack exists
             aligned = np.empty((k, ch, cw), np.float16)
             for i in range(k):
                 tx, ty = pad - float(shifts[i, 0]), pad - float(shifts[i, 1])
                 a = _translate(stack[i].astype(np.float32) - dust, tx, ty, (cw, ch), border=0.0)
-                # outside this frame's field (and its interpolation support): no data
+                # outside this frame's field (and its interpolation support) there is no data:
+                # fill alternately far above and far below, so that the median of a pixel's
+                # values is (to half a rank) the median of its real ones, and a plain partition
+                # does the job of a slow NaN-aware median
+                fill = _FAR if i % 2 == 0 else -_FAR
                 x0, x1 = int(math.ceil(tx + 1)), int(math.floor(tx + w - 2)) + 1
                 y0, y1 = int(math.ceil(ty + 1)), int(math.floor(ty + h - 2)) + 1
-                a[:max(y0, 0)] = np.nan
-                a[max(y1, 0):] = np.nan
-                a[:, :max(x0, 0)] = np.nan
-                a[:, max(x1, 0):] = np.nan
+                a[:max(y0, 0)] = fill
+                a[max(y1, 0):] = fill
+                a[:, :max(x0, 0)] = fill
+                a[:, max(x1, 0):] = fill
                 aligned[i] = a
             sun = np.empty((ch, cw), np.float32)
             crow = max(8, rows * h // ch)
             for y0 in range(0, ch, crow):
-                sun[y0:y0 + crow] = _nanquantile0(aligned[:, y0:y0 + crow].astype(np.float32), SUN_QUANTILE)
+                sun[y0:y0 + crow] = _median0(aligned[:, y0:y0 + crow].astype(np.float32))
             del aligned
+            np.clip(sun, -1.0, 1.0, out=sun)  # points no frame saw
             resid = np.empty((k, h, w), np.float16)
             for i in range(k):
                 resid[i] = stack[i] - _translate(sun, float(shifts[i, 0]) - pad, float(shifts[i, 1]) - pad, (w, h))
@@ -457,45 +475,3 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
         r = resid[:, y0:y0 + rows].astype(np.float32) - dust[y0:y0 + rows]
         scatter[y0:y0 + rows] = np.abs(r).mean(axis=0)
     return dust, scatter
-
-
-def _reject_solar(sm: ScoreMap, stack: np.ndarray, shifts: np.ndarray, min_drift: float = 1.0) -> None:
-    """Mark candidates (at the most sensitive setting) whose dip is deeper when followed along the
-    sun's drift than when held fixed on the sensor: they are solar features, not dust."""
-    rel = shifts - np.median(shifts, axis=0)
-    if float(np.abs(rel).max()) < min_drift:
-        return
-    seed_t, grow_t = ScoreMap.thresholds(1.0)
-    cand = (sm.extent >= grow_t) | (sm.score >= seed_t)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    h, w = labels.shape
-    pad = int(math.ceil(float(np.abs(rel).max()))) + 6
-    irel = np.round(rel).astype(int)
-    seeds = set(np.unique(labels[sm.score >= seed_t]).tolist()) - {0}
-    for lab in seeds:
-        x, y, bw, bh, area = stats[lab]
-        if area < 3:
-            continue
-        x0, y0 = max(0, x - pad), max(0, y - pad)
-        x1, y1 = min(w, x + bw + pad), min(h, y + bh + pad)
-        comp = labels[y0:y1, x0:x1] == lab
-        ring = cv2.dilate(comp.view(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~comp
-        ring &= labels[y0:y1, x0:x1] == 0
-        if ring.sum() < 4:
-            continue
-        patches = stack[:, y0:y1, x0:x1].astype(np.float32)
-        fixed = patches[:, comp].mean(axis=1) - patches[:, ring].mean(axis=1)
-        follow = np.empty(len(patches), np.float32)
-        ys, xs = np.nonzero(comp)
-        ry, rx = np.nonzero(ring)
-        ph, pw = comp.shape
-        for i, (dx, dy) in enumerate(irel):
-            cy_ = np.clip(ys + dy, 0, ph - 1)
-            cx_ = np.clip(xs + dx, 0, pw - 1)
-            ry_ = np.clip(ry + dy, 0, ph - 1)
-            rx_ = np.clip(rx + dx, 0, pw - 1)
-            follow[i] = patches[i, cy_, cx_].mean() - patches[i, ry_, rx_].mean()
-        a, b = float(np.median(fixed)), float(np.median(follow))
-        spread = float(np.std(fixed - follow)) / math.sqrt(len(fixed)) + 1e-6
-        if b > a and (b - a) > 2.0 * spread and b > 1.1 * max(a, 0.0):
-            sm.reject[y0:y1, x0:x1] |= comp
