@@ -288,7 +288,10 @@ def test_ui_stays_responsive_during_a_job(make_window, qtbot, demo, monkeypatch)
     timer = QtCore.QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(20)
-    wait_job(qtbot, w.run_reference())
+    job = w.run_reference()
+    assert w.workflow.state("reference") == "running" and w.job_panel.isVisible()
+    assert not w.workflow.buttons["reference"].isEnabled()
+    wait_job(qtbot, job)
     timer.stop()
     assert len(ticks) >= 8
     assert w.workflow.state("reference") == "done"

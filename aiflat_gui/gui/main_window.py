@@ -788,6 +788,10 @@ class MainWindow(QtWidgets.QMainWindow):
         from .gemini_dialog import GeminiAskDialog
         from .settings_dialog import gemini_options, stored_api_key
 
+        if not self.interactive:
+            self.show_error("An AI request needs your confirmation of its cost; run it from the window.")
+            return None
+
         try:
             from ..ai.gemini import GeminiProvider
 
@@ -1025,6 +1029,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.seq is None:
             raise InputError("no sequence open")
         self.wait_idle(timeout)
+        if self.workflow.flat_method_key() == "ai" and not self.interactive:
+            # an AI request needs the user's go-ahead (it costs money): use the offline fill here
+            self.workflow.flat_method.setCurrentIndex(self.workflow.flat_method.findData("local"))
+            self.log("flat method 'ai' needs a confirmed AI request; using the local fill")
         steps = []
         if self.reference is None:
             steps.append(self.run_reference)
