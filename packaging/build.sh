@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the one-folder Linux bundle of AI Flat (executables `aiflat` and `aiflat-gui`).
 #
-#   packaging/build.sh [--dist DIR] [--work DIR] [--venv DIR] [--fresh] [--max-mb N]
+#   packaging/build.sh [--dist DIR] [--work DIR] [--venv DIR] [--fresh] [--max-mb N] [--archive]
 #
 # 1. creates a clean virtual environment (default build/venv) with the project's Python (>= 3.12:
 #    $AIFLAT_PYTHON, else pyenv with the repo's .python-version, else python3.13/python3.12/python3)
@@ -10,6 +10,8 @@
 # 2. runs PyInstaller on packaging/aiflat.spec -> DIST/aiflat/ (default dist/aiflat/).
 # 3. smoke-tests the bundle (`aiflat --version`, `AIFLAT_SELFTEST=1 aiflat`), prints the bundle
 #    size and fails if it is larger than --max-mb (default 400 MB).
+# 4. with --archive, packs DIST/aiflat-VERSION-linux-ARCH.tar.gz for users to download
+#    (unpack anywhere, run install.sh inside to add the menu entry).
 #
 # Environment: AIFLAT_PYTHON, AIFLAT_BUILD_VENV, AIFLAT_MAX_BUNDLE_MB, AIFLAT_BUNDLE_NAME.
 set -euo pipefail
@@ -21,6 +23,7 @@ VENV="${AIFLAT_BUILD_VENV:-$ROOT/build/venv}"
 MAX_MB="${AIFLAT_MAX_BUNDLE_MB:-400}"
 NAME="${AIFLAT_BUNDLE_NAME:-aiflat}"
 FRESH=0
+ARCHIVE=0
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
 
@@ -31,7 +34,8 @@ while [ $# -gt 0 ]; do
         --venv) VENV="$2"; shift 2 ;;
         --max-mb) MAX_MB="$2"; shift 2 ;;
         --fresh) FRESH=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --archive) ARCHIVE=1; shift ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
 done
@@ -96,4 +100,11 @@ echo "build.sh: bundle $BUNDLE"
 echo "build.sh: bundle size $(du -sh "$BUNDLE" | cut -f1) (${SIZE_MB} MB), built in $((END - START)) s"
 if [ "$SIZE_MB" -gt "$MAX_MB" ]; then
     die "bundle is ${SIZE_MB} MB, over the ${MAX_MB} MB limit"
+fi
+if [ "$ARCHIVE" = 1 ]; then
+    VERSION="${VERSION_LINE##* }"
+    TARBALL="$DIST/aiflat-$VERSION-linux-$(uname -m).tar.gz"
+    tar -C "$DIST" -czf "$TARBALL.partial" "$NAME"
+    mv -f "$TARBALL.partial" "$TARBALL"
+    echo "build.sh: archive $TARBALL ($(du -sh "$TARBALL" | cut -f1))"
 fi

@@ -369,7 +369,7 @@ def test_bundle_builds_from_a_clean_checkout_and_runs(tmp_path):
     venv = os.environ.get("AIFLAT_TEST_BUILD_VENV") or str(tmp_path / "venv")
     t0 = time.monotonic()
     r = subprocess.run(["bash", str(src / "packaging" / "build.sh"), "--dist", str(dist), "--work", str(work),
-                        "--venv", venv, "--max-mb", str(MAX_BUNDLE_MB)],
+                        "--venv", venv, "--max-mb", str(MAX_BUNDLE_MB), "--archive"],
                        capture_output=True, text=True, timeout=1400)
     build_s = time.monotonic() - t0
     print(r.stdout[-2000:])
@@ -382,6 +382,13 @@ def test_bundle_builds_from_a_clean_checkout_and_runs(tmp_path):
     assert (bundle / "install.sh").is_file() and (bundle / "share" / "applications" / DESKTOP.name).is_file()
     assert (bundle / "_internal" / "resources" / "icons" / "aiflat.svg").is_file()
     assert (bundle / "_internal" / "resources" / "prompts").is_dir()
+    import tarfile
+
+    tarball = dist / f"aiflat-{aiflat_gui.__version__}-linux-{os.uname().machine}.tar.gz"
+    with tarfile.open(tarball) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["aiflat/aiflat"].isfile() and members["aiflat/install.sh"].isfile()
+    assert members["aiflat/aiflat-gui"].issym() and members["aiflat/aiflat-gui"].linkname == "aiflat"
 
     clean_env = {k: v for k, v in os.environ.items()
                  if not k.startswith(("PYTHON", "AIFLAT_", "VIRTUAL_ENV", "QT_"))}
