@@ -2,13 +2,15 @@
 
 1. brush dab + re-render: one MaskModel dab (begin/stroke_to/end = one undo step) followed by
    ``processEvents()`` (Qt repaints the dirty region) — target < 16 ms; also with a forced
-   repaint of the whole viewport (worst case).
+   repaint of the whole viewport (worst case) and at 1:1 zoom.
 2. frame change with stretch: ``ImageViewer.set_image`` of a new frame with the current
-   StretchState, then a full repaint — target < 50 ms; also with a per-frame STF auto stretch.
+   StretchState, then a full repaint — target < 50 ms; also with a per-frame STF, through the
+   StretchPanel (histogram + auto levels, the app's path) and for a raw Bayer frame.
 
-Baselines measured in the same run: a naive overlay (a second pyqtgraph ImageItem given the whole
-mask again after each dab, the plain ``setImage`` route) and pyqtgraph's own ImageItem with its
-default auto-levels on each new frame.
+Baselines run interleaved with ours (same iteration, so machine load hits both alike) in a
+separate plain pyqtgraph view of the same size: the mask as a second ``ImageItem`` re-fed the
+whole mask after each dab, and a new frame through ``ImageItem.setImage`` with its default
+auto-levels.
 
 Run: ``.venv/bin/python bench/gui_latency.py [--n 100] [--size 1280x800]``
 """
@@ -24,10 +26,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PySide6 import QtWidgets  # noqa: E402
+from PySide6 import QtCore, QtWidgets  # noqa: E402
 
 from aiflat_gui.core.maskedit import MaskModel  # noqa: E402
 from aiflat_gui.core.stretch import StretchState  # noqa: E402
+from aiflat_gui.gui.histogram import StretchPanel  # noqa: E402
 from aiflat_gui.gui.viewer import ImageViewer  # noqa: E402
 
 W, H = 3840, 2160
@@ -52,6 +55,12 @@ def stats(ts: list[float]) -> str:
     return f"median {np.median(a):7.2f} ms   p95 {np.percentile(a, 95):7.2f} ms"
 
 
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="repetitions (default %(default)s)")
@@ -64,106 +73,93 @@ def main(argv=None) -> int:
     imgs = frames(n_frames)
     rng = np.random.default_rng(2)
     pts = rng.uniform([50, 50], [W - 50, H - 50], size=(args.n, 2))
+    state = StretchState(mode="asinh", black=7000, white=40000, asinh_beta=20)
 
     viewer = ImageViewer()
     viewer.resize(vw, vh)
     viewer.show()
-    state = StretchState(mode="asinh", black=7000, white=40000, asinh_beta=20)
     viewer.set_stretch(state)
     viewer.set_image(imgs[0])
     model = MaskModel(shape=(H, W))
     viewer.set_mask_model(model)
     viewer.set_tool("paint")
     viewer.fit()
-    for _ in range(5):
-        app.processEvents()
     vp = viewer.graphics_view.viewport()
 
+    # the baseline: a plain pyqtgraph view of the same size
+    base_view = pg.GraphicsView()
+    base_view.resize(vw, vh)
+    base_vb = pg.ViewBox(lockAspect=True, invertY=True)
+    base_view.setCentralItem(base_vb)
+    base_img = pg.ImageItem(axisOrder="row-major")
+    base_mask_item = pg.ImageItem(axisOrder="row-major")
+    base_mask_item.setZValue(10)
+    base_vb.addItem(base_img)
+    base_vb.addItem(base_mask_item)
+    base_img.setImage(imgs[0])
+    base_model = MaskModel(shape=(H, W))
+    mask_lut = np.array([[0, 0, 0, 0], [255, 0, 0, 115]], np.uint8)
+    base_mask_item.setImage(base_model.mask, lut=mask_lut, autoLevels=False, levels=(0, 1))
+    base_view.show()
+    base_vb.setRange(QtCore.QRectF(0, 0, W, H), padding=0)
+    base_vp = base_view.viewport()
+    for _ in range(5):
+        app.processEvents()
+
     print(f"# gui_latency: {W}x{H} uint16, viewer {vw}x{vh}, zoom {viewer.zoom_factor():.3f}, "
-          f"n={args.n}, Qt platform {os.environ.get('QT_QPA_PLATFORM')}")
+          f"n={args.n}, Qt platform {os.environ.get('QT_QPA_PLATFORM')}, {os.cpu_count()} CPUs")
+
+    def dab(m: MaskModel, x: float, y: float, mode: str = "paint") -> None:
+        m.begin_stroke(mode, 12)
+        m.stroke_to(x, y)
+        m.end_stroke()
 
     # --- 1. dab + re-render
-    def dab_loop(repaint_all: bool, radius: float = 12.0) -> list[float]:
-        ts = []
-        for x, y in pts:
-            t0 = time.perf_counter()
-            model.begin_stroke("paint", radius)
-            model.stroke_to(x, y)
-            model.end_stroke()
-            if repaint_all:
-                vp.repaint()
-            else:
-                app.processEvents()
-            ts.append(time.perf_counter() - t0)
-        return ts
-
-    t_dab_only = []
-    for x, y in pts:
-        t0 = time.perf_counter()
-        model.begin_stroke("erase", 12)
-        model.stroke_to(x, y)
-        model.end_stroke()
-        t_dab_only.append(time.perf_counter() - t0)
+    t_dab_only = [timed(lambda: dab(model, x, y, "erase")) for x, y in pts]
     app.processEvents()
-    t_dab = dab_loop(False)
-    t_dab_full = dab_loop(True)
+    t_dab, t_dab_base = [], []
+    for x, y in pts:
+        t_dab.append(timed(lambda: (dab(model, x, y), app.processEvents())))
+
+        def base_dab():
+            dab(base_model, x, y)
+            base_mask_item.setImage(base_model.mask, lut=mask_lut, autoLevels=False, levels=(0, 1))
+            app.processEvents()
+        t_dab_base.append(timed(base_dab))
+    model.clear_history()
+    t_dab_full = [timed(lambda: (dab(model, x + 7, y), vp.repaint())) for x, y in pts]
     viewer.zoom_1to1()
     app.processEvents()
-    t_dab_11 = dab_loop(False)
+    t_dab_11 = [timed(lambda: (dab(model, x, y + 7), app.processEvents())) for x, y in pts]
     viewer.fit()
     app.processEvents()
 
-    # baseline: the plain pyqtgraph route, a second ImageItem re-fed the whole mask each dab
-    base_item = pg.ImageItem(axisOrder="row-major")
-    lut = np.array([[0, 0, 0, 0], [255, 0, 0, 115]], np.uint8)
-    base_item.setZValue(15)
-    viewer.view_box.addItem(base_item, ignoreBounds=True)
-    viewer.overlay_item.setVisible(False)
-    base_item.setImage(model.mask, lut=lut, autoLevels=False, levels=(0, 1))
-    app.processEvents()
-    t_dab_base = []
-    for x, y in pts:
-        t0 = time.perf_counter()
-        model.begin_stroke("paint", 12)
-        model.stroke_to(x, y)
-        model.end_stroke()
-        base_item.setImage(model.mask, lut=lut, autoLevels=False, levels=(0, 1))
-        app.processEvents()
-        t_dab_base.append(time.perf_counter() - t0)
-    viewer.view_box.removeItem(base_item)
-    viewer.overlay_item.setVisible(True)
-    app.processEvents()
+    # --- 2. frame change with stretch (baseline interleaved)
+    t_frame, t_frame_base = [], []
+    for i in range(args.n):
+        img = imgs[(i + 1) % n_frames]
+        t_frame.append(timed(lambda: (viewer.set_image(img), vp.repaint())))
+        t_frame_base.append(timed(lambda: (base_img.setImage(img), base_vp.repaint())))
 
-    # --- 2. frame change with stretch
-    def frame_loop(autolevel: bool) -> list[float]:
-        ts = []
-        for i in range(args.n):
-            img = imgs[(i + 1) % n_frames]
-            t0 = time.perf_counter()
-            viewer.set_image(img, autolevel=autolevel)
-            vp.repaint()
-            ts.append(time.perf_counter() - t0)
-        return ts
-
-    t_frame = frame_loop(False)
+    viewer.set_stretch(StretchState(mode="auto"))
+    t_frame_stf = []
+    for i in range(args.n):
+        img = imgs[(i + 1) % n_frames]
+        t_frame_stf.append(timed(lambda: (viewer.set_image(img, autolevel=True), vp.repaint())))
 
     # the app's path: the stretch panel's histogram + per-frame auto levels, then one render
-    from aiflat_gui.gui.histogram import StretchPanel
-
     panel = StretchPanel()
     panel.set_state(state)
     panel.set_image(imgs[0], emit=False)
     t_panel = []
     for i in range(args.n):
         img = imgs[(i + 1) % n_frames]
-        t0 = time.perf_counter()
-        st = panel.set_image(img, emit=False)
-        viewer.set_image(img, stretch=st)
-        vp.repaint()
-        t_panel.append(time.perf_counter() - t0)
-    viewer.set_stretch(state)
-    viewer.set_stretch(StretchState(mode="auto"))
-    t_frame_stf = frame_loop(True)
+
+        def panel_change():
+            st = panel.set_image(img, emit=False)
+            viewer.set_image(img, stretch=st)
+            vp.repaint()
+        t_panel.append(timed(panel_change))
 
     # colour: a raw RGGB frame debayered for display and stretched (fewer repetitions: slower)
     n_colour = max(5, min(args.n, 30))
@@ -171,41 +167,25 @@ def main(argv=None) -> int:
     t_bayer = []
     for i in range(n_colour):
         img = imgs[(i + 1) % n_frames]
-        t0 = time.perf_counter()
-        viewer.set_image(img, color="RGGB")
-        vp.repaint()
-        t_bayer.append(time.perf_counter() - t0)
-    viewer.set_image(imgs[0])
-
-    # baseline: pyqtgraph ImageItem with its default auto-levels, no LUT
-    plain = pg.ImageItem(axisOrder="row-major")
-    viewer.view_box.addItem(plain)
-    viewer.image_item.setVisible(False)
-    viewer.overlay_item.setVisible(False)
-    t_frame_base = []
-    for i in range(args.n):
-        img = imgs[(i + 1) % n_frames]
-        t0 = time.perf_counter()
-        plain.setImage(img)
-        vp.repaint()
-        t_frame_base.append(time.perf_counter() - t0)
+        t_bayer.append(timed(lambda: (viewer.set_image(img, color="RGGB"), vp.repaint())))
 
     med = lambda ts: float(np.median(ts))  # noqa: E731
     print(f"dab only (model, r=12)                  {stats(t_dab_only)}")
     print(f"dab + re-render (processEvents, fit)    {stats(t_dab)}   target < 16 ms: "
           f"{'PASS' if med(t_dab) < 0.016 else 'FAIL'}")
+    print(f"  baseline: dab + whole-mask setImage   {stats(t_dab_base)}   "
+          f"ratio ours/baseline {med(t_dab) / med(t_dab_base):.3f}")
     print(f"dab + re-render (processEvents, 1:1)    {stats(t_dab_11)}")
     print(f"dab + full viewport repaint (fit)       {stats(t_dab_full)}")
-    print(f"baseline: dab + whole-mask setImage     {stats(t_dab_base)}   "
-          f"ratio ours/baseline {med(t_dab) / med(t_dab_base):.3f}")
     print(f"frame change, fixed asinh stretch       {stats(t_frame)}   target < 50 ms: "
           f"{'PASS' if med(t_frame) < 0.050 else 'FAIL'}")
+    print(f"  baseline: pyqtgraph setImage autolevels {stats(t_frame_base)} "
+          f"ratio ours/baseline {med(t_frame) / med(t_frame_base):.3f}")
     print(f"frame change, per-frame STF auto        {stats(t_frame_stf)}")
     print(f"frame change + StretchPanel histogram   {stats(t_panel)}")
     print(f"frame change, Bayer RGGB -> RGB (n={n_colour:3d}) {stats(t_bayer)}")
-    print(f"baseline: pyqtgraph setImage autolevels {stats(t_frame_base)}   "
-          f"ratio ours/baseline {med(t_frame) / med(t_frame_base):.3f}")
     viewer.close()
+    base_view.close()
     return 0
 
 
