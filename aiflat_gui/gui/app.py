@@ -33,11 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_QT_NOISE = ("propagateSizeHints",)  # harmless warnings of the offscreen platform
+
+
+def _qt_message(mode, context, message: str) -> None:
+    if any(n in message for n in _QT_NOISE):
+        return
+    sys.stderr.write(message + "\n")
+
+
 def make_app(argv: Optional[list[str]] = None) -> QtWidgets.QApplication:
     """The QApplication (reused if one exists) with the organisation/application names that
     QSettings uses."""
     app = QtWidgets.QApplication.instance()
     if app is None:
+        QtCore.qInstallMessageHandler(_qt_message)
         app = QtWidgets.QApplication(list(argv) if argv is not None else [sys.argv[0]])
     QtCore.QCoreApplication.setOrganizationName(ORG_NAME)
     QtCore.QCoreApplication.setApplicationName("aiflat-gui")
