@@ -21,7 +21,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from ..core.maskedit import Box, MaskModel
-from ..core.stretch import StretchState, apply_fast, auto_levels, make_lut, stf_auto, to_display_rgb
+from ..core.stretch import (BAYER_CODES, StretchState, apply_fast, auto_levels, make_lut, stf_auto,
+                            stretch_bayer_for_display, to_display_rgb)
 from ..errors import InputError
 
 TOOLS = ("pan", "paint", "erase", "remove")
@@ -249,7 +250,8 @@ class ImageViewer(QtWidgets.QWidget):
 
         self._raw: Optional[np.ndarray] = None
         self._color = "mono"
-        self._display: Optional[np.ndarray] = None   # mono data or RGB (display order)
+        self._display: Optional[np.ndarray] = None   # mono data, raw CFA, or RGB (display order)
+        self._bayer: Optional[str] = None
         self._is_colour = False
         self._state = StretchState()
         self._have_levels = False
@@ -285,7 +287,13 @@ class ImageViewer(QtWidgets.QWidget):
             self._sync_overlay()
             return
         arr = np.asarray(array)
-        display, is_colour = to_display_rgb(arr, color)
+        bayer = str(color).upper() if arr.ndim == 2 and str(color).upper() in BAYER_CODES else None
+        if bayer:
+            # stretched first, demosaiced after (cheaper); statistics come from the raw CFA values
+            display, is_colour = arr, True
+        else:
+            display, is_colour = to_display_rgb(arr, color)
+        self._bayer = bayer
         self._raw = arr
         self._color = color
         self._display = display
@@ -345,8 +353,12 @@ class ImageViewer(QtWidgets.QWidget):
     def _flush_colour(self) -> None:
         self._colour_pending = False
         if self._display is not None and self._is_colour:
-            self.image_item.setImage(apply_fast(self._display, self._state), levels=(0, 255), lut=None,
-                                     autoLevels=False)
+            if self._bayer:
+                rgb8 = stretch_bayer_for_display(self._display, self._bayer, self._state)
+            else:
+                rgb8 = apply_fast(self._display, self._state)
+            # uint8 RGB without levels: pyqtgraph hands it to Qt as is (no rescale pass)
+            self.image_item.setImage(rgb8, levels=None, lut=None, autoLevels=False)
 
     def image(self) -> Optional[np.ndarray]:
         """The raw array last passed to :meth:`set_image` (not a copy)."""
@@ -356,7 +368,7 @@ class ImageViewer(QtWidgets.QWidget):
         return self._color
 
     def display_array(self) -> Optional[np.ndarray]:
-        """What is being stretched: the mono data or the (debayered) RGB image."""
+        """What is being stretched: the mono data, the raw CFA frame (Bayer) or the RGB image."""
         return self._display
 
     def image_shape(self) -> Optional[tuple[int, int]]:
