@@ -652,3 +652,19 @@ def test_ai_flat_method_asks_for_a_clean_image(make_window, qtbot, demo, tmp_pat
         # the same mask again: the clean image is reused, nothing is sent
         wait_job(qtbot, w.run_flat())
         assert len(server.requests) == 1 and titles == ["Ask the AI for a dust-free image"]
+
+
+def test_workflow_state_bookkeeping():
+    from aiflat_gui.gui.workflow import WorkflowState
+
+    st = WorkflowState()
+    assert st.next_step() == "sequence" and st.hint().startswith("Next: Open a video")
+    for step in ("sequence", "reference", "mask", "flat", "calibrate"):
+        assert st.changed(step) == []
+    assert st.next_step() is None and st.hint().startswith("All done")
+    assert st.changed("mask") == ["flat", "calibrate"]
+    assert st.next_step() == "flat" and st.hint().startswith("Out of date")
+    st.set("flat", "running")
+    assert st.hint() == "Working on the flat step…"
+    with pytest.raises(ValueError):
+        st.set("flat", "finished")
