@@ -266,6 +266,12 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
         qtbot.waitUntil(lambda: w.job_panel.bar.value() > 0, timeout=10000)
         QTest.mouseClick(w.job_panel.cancel_button, QtCore.Qt.LeftButton)
     assert not out.exists()
+    # Esc cancels too
+    wc = w.calibrate_to(out, "ser")
+    with qtbot.waitSignal(wc.cancelled, timeout=30000):
+        qtbot.waitUntil(lambda: w.job_panel.bar.value() > 0, timeout=10000)
+        w.act_cancel.trigger()
+    assert not out.exists()
     assert [p.name for p in out.parent.iterdir() if "cancelled" in p.name] == []
     assert w.workflow.state("calibrate") == "not done"
     assert not w.job_panel.isVisible()

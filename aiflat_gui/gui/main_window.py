@@ -305,6 +305,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_overlay.setChecked(True)
         self.act_play = A("&Play / pause", lambda: self.play_button.toggle(), "Space", name="play")
         self.act_about = A("&About", self.about, name="about")
+        self.act_cancel = A("&Cancel the running job", self.cancel_job, "Esc", name="cancel_job")
         self.view_actions: dict[str, QtGui.QAction] = {}
         group = QtGui.QActionGroup(self)
         for i, (key, label) in enumerate(VIEWS):
@@ -335,6 +336,7 @@ class MainWindow(QtWidgets.QMainWindow):
         m.addSeparator()
         m.addAction(self.act_settings)
         m.addSeparator()
+        m.addAction(self.act_cancel)
         m.addAction(self.act_quit)
         m = mb.addMenu("&Edit")
         for a in (self.act_undo, self.act_redo):
@@ -703,8 +705,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return False
 
     def cancel_job(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        if self.worker is not None and self.worker.running:
+            self.job_panel.cancel()
 
     def wait_idle(self, timeout: float = 120.0) -> bool:
         """Process events until no job runs (tests, --screenshot)."""
