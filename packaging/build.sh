@@ -66,6 +66,16 @@ PY="$(find_python)" || die "no Python found (set AIFLAT_PYTHON to a Python >= 3.
 "$PY" -c 'import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") or sys.platform != "linux" else 1)' \
     || die "$PY was built without a shared libpython; PyInstaller needs one (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)"
 
+# Qt's xcb platform plugin needs these; PyInstaller bundles them only if the build machine has
+# them (Debian/Ubuntu: apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1).
+if command -v ldconfig >/dev/null 2>&1; then
+    for lib in libxcb-cursor.so.0 libxcb-icccm.so.4 libxcb-keysyms.so.1; do
+        if ! ldconfig -p 2>/dev/null | grep -q "$lib"; then
+            echo "build.sh: warning: $lib not on this machine: the bundle's X11 (xcb) support will rely on the user's copy" >&2
+        fi
+    done
+fi
+
 if [ "$FRESH" = 1 ] && [ -d "$VENV" ]; then rm -rf "$VENV"; fi
 if [ ! -x "$VENV/bin/python" ]; then
     echo "build.sh: creating clean virtual environment $VENV with $("$PY" -V 2>&1)"
