@@ -345,6 +345,19 @@ def test_overlay_paints_every_tile_with_mask_and_no_seams(qtbot):
     assert not v.overlay_item._occ[100 // 64, 300 // 64]
 
 
+def test_highlight_outlines_a_box(viewer):
+    viewer.set_overlay_visible(False)
+    viewer.center_on(60, 60, zoom=4)
+    viewer.set_highlight((50, 50, 70, 70), margin=0)
+    r, g, b = grab_rgb(viewer, 49.5, 60)  # on the outline (the box's left edge, x = 50.0)
+    assert r > 200 and g > 180 and b < 80
+    inside = grab_rgb(viewer, 60, 60)
+    assert abs(inside[0] - inside[2]) < 12  # grey image inside the box
+    viewer.set_highlight(None)
+    r, g, b = grab_rgb(viewer, 49.5, 60)
+    assert abs(r - b) < 12
+
+
 def test_replacing_the_mask_array_updates_the_overlay(viewer):
     model = viewer.mask_model()
     new = np.zeros((H, W), bool)

@@ -241,6 +241,15 @@ class ImageViewer(QtWidgets.QWidget):
         dash.setStyle(Qt.PenStyle.DashLine)
         self._cursor_dashes.setPen(dash)
         self.cursor_item.setZValue(20)
+        # a highlighted box (e.g. the speck selected in a table)
+        self.highlight_item = QtWidgets.QGraphicsRectItem()
+        hpen = QtGui.QPen(QtGui.QColor(255, 220, 0, 230))
+        hpen.setCosmetic(True)
+        hpen.setWidthF(2.0)
+        self.highlight_item.setPen(hpen)
+        self.highlight_item.setZValue(15)
+        self.highlight_item.setVisible(False)
+        self.view_box.addItem(self.highlight_item, ignoreBounds=True)
         self.cursor_item.setVisible(False)
         self.view_box.addItem(self.cursor_item, ignoreBounds=True)
 
@@ -486,6 +495,17 @@ class ImageViewer(QtWidgets.QWidget):
         self.cursor_item.setVisible(brush_tool and self._cursor_pos is not None)
         cursor = Qt.CursorShape.CrossCursor if self._tool in ("paint", "erase", "remove") else Qt.CursorShape.OpenHandCursor
         self.graphics_view.viewport().setCursor(cursor)
+
+    def set_highlight(self, box: Optional[Box], margin: int = 3) -> None:
+        """Outline ``box`` (x0, y0, x1, y1, half-open pixel box) with ``margin`` pixels around it,
+        e.g. the speck selected in a table; None hides the outline."""
+        if box is None:
+            self.highlight_item.setVisible(False)
+            return
+        x0, y0, x1, y1 = (float(v) for v in box)
+        m = float(margin)
+        self.highlight_item.setRect(QtCore.QRectF(x0 - m, y0 - m, x1 - x0 + 2 * m, y1 - y0 + 2 * m))
+        self.highlight_item.setVisible(True)
 
     # ------------------------------------------------------------------ view
     def fit(self) -> None:
