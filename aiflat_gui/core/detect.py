@@ -195,7 +195,6 @@ class ScoreMap:
     frames_used: int = 0
     darkening: Optional[np.ndarray] = None
     shifts: Optional[np.ndarray] = None
-    max_area: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -225,12 +224,10 @@ class ScoreMap:
         if count == 0:
             return np.zeros(self.score.shape, bool)
         grow = (self._grow >= grow_t).view(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(grow, connectivity=8, ltype=cv2.CV_32S)
+        n, labels = cv2.connectedComponents(grow, connectivity=8, ltype=cv2.CV_32S)
         keep = np.zeros(n, bool)
         keep[labels.ravel()[self._seed_idx[:count]]] = True
         keep[0] = False
-        if self.max_area:
-            keep &= stats[:, cv2.CC_STAT_AREA] <= self.max_area
         return keep[labels]
 
     def soft(self) -> np.ndarray:
@@ -249,7 +246,7 @@ def _select_frames(n: int, max_frames: int) -> np.ndarray:
 def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
                    progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
                    memory_mb: float = 256.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
-                   max_area_fraction: float = 0.05, iterations: int = 3) -> ScoreMap:
+                   iterations: int = 3) -> ScoreMap:
     """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
     with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
 
@@ -375,9 +372,8 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     score[~valid] = 0.0
     extent = extent.astype(np.float32)
     extent[~valid] = 0.0
-    max_area = int(max(5000, max_area_fraction * h * w))
     sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid,
-                  frames_used=frames_used, darkening=med, shifts=shifts, max_area=max_area)
+                  frames_used=frames_used, darkening=med, shifts=shifts)
     sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
                    mode="sequence" if stack_n else "single image",
                    drift_px=float(np.ptp(shifts, axis=0).max()) if shifts is not None and len(shifts) > 1 else 0.0)
@@ -463,7 +459,7 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
             for y0 in range(0, ch, crow):
                 sun[y0:y0 + crow] = _median0(aligned[:, y0:y0 + crow].astype(np.float32))
             del aligned
-            np.clip(sun, -1.0, 1.0, out=sun)  # points no frame saw
+            sun[np.abs(sun) > _FAR / 2] = 0.0  # points no frame saw
             resid = np.empty((k, h, w), np.float16)
             for i in range(k):
                 resid[i] = stack[i] - _translate(sun, float(shifts[i, 0]) - pad, float(shifts[i, 1]) - pad, (w, h))
