@@ -146,24 +146,31 @@ class SessionStore:
         self.json_path = folder / (name + JSON_SUFFIX)
         self.mask_path = folder / (name + MASK_SUFFIX)
         self.fallback = location is None and folder != self.input_path.resolve().parent
+        # a read-only folder may still hold a sidecar written earlier (or by a colleague): read it
+        # until a session of our own exists in the fallback folder
+        beside = self.input_path.resolve().parent
+        self._read_json, self._read_mask = self.json_path, self.mask_path
+        if self.fallback and not self.json_path.is_file() and (beside / (name + JSON_SUFFIX)).is_file():
+            self._read_json, self._read_mask = beside / (name + JSON_SUFFIX), beside / (name + MASK_SUFFIX)
 
     # -- loading ---------------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self.json_path.is_file()
+        return self._read_json.is_file()
 
     def load(self, shape: Optional[tuple[int, int]] = None) -> tuple[Optional[SessionData], Optional[np.ndarray], list[str]]:
         """(data, mask, warnings). (None, None, []) when there is no session. A mask whose size is
         not ``shape`` is dropped with a warning; a damaged session file raises InputError."""
         warnings: list[str] = []
-        if not self.json_path.is_file():
+        json_path = self._read_json
+        if not json_path.is_file():
             return None, None, warnings
         try:
-            d = json.loads(self.json_path.read_text(encoding="utf-8"))
+            d = json.loads(json_path.read_text(encoding="utf-8"))
             if not isinstance(d, dict):
                 raise ValueError("not an object")
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"session file is damaged ({type(exc).__name__}); it will be replaced",
-                             self.json_path) from None
+                             json_path) from None
         data = SessionData.from_dict(d)
         size, mtime = input_signature(self.input_path)
         if data.input_size is not None and (size != data.input_size or
@@ -171,21 +178,22 @@ class SessionStore:
                                              and abs(mtime - data.input_mtime) > 1e-3)):
             warnings.append("the input changed since this session was saved; check the mask")
         mask = None
-        if data.has_mask and self.mask_path.is_file():
-            mask = self._read_mask()
+        if data.has_mask and self._read_mask.is_file():
+            mask = self._load_mask_file(self._read_mask)
             if shape is not None and mask.shape != tuple(shape):
                 warnings.append(f"saved mask is {mask.shape[1]}x{mask.shape[0]}, the input is "
                                 f"{shape[1]}x{shape[0]}; mask ignored")
                 mask = None
         return data, mask, warnings
 
-    def _read_mask(self) -> np.ndarray:
+    @staticmethod
+    def _load_mask_file(path: Path) -> np.ndarray:
         import cv2
 
-        raw = np.fromfile(self.mask_path, dtype=np.uint8)
+        raw = np.fromfile(path, dtype=np.uint8)
         img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
         if img is None:
-            raise InputError("session mask is damaged", self.mask_path)
+            raise InputError("session mask is damaged", path)
         if img.ndim == 3:
             img = img[..., 0]
         return img > 0
@@ -204,6 +212,7 @@ class SessionStore:
             data.has_mask = False
         text = json.dumps(data.to_dict(), indent=2, sort_keys=True)
         atomic_write_bytes(self.json_path, text.encode("utf-8"))
+        self._read_json, self._read_mask = self.json_path, self.mask_path
 
     def save_mask(self, mask: np.ndarray) -> None:
         import cv2

@@ -101,3 +101,22 @@ def test_session_module_is_qt_free():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_sidecar_in_a_read_only_folder_is_still_read(tmp_path, monkeypatch, video):
+    import aiflat_gui.session as session
+
+    mask = np.zeros((5, 6), bool)
+    mask[1, 2] = True
+    SessionStore(video).save(SessionData(grow=7), mask)  # written while the folder was writable
+    monkeypatch.setenv("AIFLAT_DATA_DIR", str(tmp_path / "data"))
+    real = session._dir_writable
+    monkeypatch.setattr(session, "_dir_writable", lambda d: False if d == video.parent else real(d))
+    store = SessionStore(video)
+    assert store.fallback and store.exists()
+    data, got, _ = store.load((5, 6))
+    assert data.grow == 7 and got[1, 2] and got.sum() == 1
+    store.save(SessionData(grow=9), got)  # saving goes to the fallback, which is then read
+    assert store.json_path.parent == fallback_dir(video)
+    assert SessionStore(video).load()[0].grow == 9
+    assert SessionStore(video, location=video.parent).load()[0].grow == 7  # the original untouched
