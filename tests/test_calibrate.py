@@ -4,6 +4,7 @@ pedestal handling, clipping, float data, cancel and disk-full leave no output, b
 import errno
 import hashlib
 import importlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -146,21 +147,68 @@ def test_cancel_leaves_no_output_and_no_temp_file(easy, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_disk_full_is_a_one_line_processing_error_with_no_output(easy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_disk_full_is_a_one_line_processing_error_with_no_output(easy, tmp_path, monkeypatch, fast):
     from aiflat_gui.io import ser
 
     demo, src, d = easy
 
-    def full(self, frame, index):
+    def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ser.SerWriter, "_write", full)
+    monkeypatch.setattr(ser.SerWriter, "_write", full)  # the streaming writer
+    monkeypatch.setattr(os, "copy_file_range", full)  # the SER copy + patch path
+    monkeypatch.setattr(os, "pwrite", full)
     seq = open_sequence(src)
     with pytest.raises(ProcessingError) as e:
-        calibrate_sequence(seq, np.ones((seq.height, seq.width), np.float32), tmp_path / "out.ser")
+        calibrate_sequence(seq, np.ones((seq.height, seq.width), np.float32), tmp_path / "out.ser", fast=fast)
     seq.close()
     assert "disk full" in str(e.value) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def _ser_cases(tmp_path):
+    rng = np.random.default_rng(9)
+    f16 = rng.integers(0, 4096, size=(5, 30, 40), dtype=np.uint16)
+    f8 = rng.integers(0, 256, size=(4, 30, 40), dtype=np.uint8)
+    ts = 638000000000000000 + np.arange(5, dtype=np.int64) * 333333
+    return {
+        "16-bit with trailer": write_ser(tmp_path / "a.ser", f16, timestamps=ts, bit_depth=12),
+        "8-bit, no trailer": write_ser(tmp_path / "b.ser", f8, trailer=False),
+        "big-endian": write_ser(tmp_path / "c.ser", f16, byte_order="big"),
+        "rgb": write_ser(tmp_path / "d.ser", rng.integers(0, 65535, size=(3, 30, 40, 3), dtype=np.uint16), color="RGB"),
+    }
+
+
+def test_ser_copy_and_patch_equals_the_streaming_writer_byte_for_byte(tmp_path):
+    for name, src in _ser_cases(tmp_path).items():
+        with open_sequence(src) as seq:
+            flat = np.ones((30, 40), np.float32)
+            flat[5:12, 7:19] = np.linspace(0.2, 0.95, 84, dtype=np.float32).reshape(7, 12)
+            a = calibrate_sequence(seq, flat, tmp_path / f"{name}-fast.ser", pedestal=3.0)
+            b = calibrate_sequence(seq, flat, tmp_path / f"{name}-slow.ser", pedestal=3.0, fast=False)
+        assert a.clipped == b.clipped and a.frames == b.frames
+        assert (tmp_path / f"{name}-fast.ser").read_bytes() == (tmp_path / f"{name}-slow.ser").read_bytes(), name
+        if name != "big-endian":  # the big-endian input becomes little-endian: no plain copy there
+            fast_b = (tmp_path / f"{name}-fast.ser").read_bytes()
+            src_b = Path(src).read_bytes()
+            assert len(fast_b) == len(src_b) and sum(x != y for x, y in zip(fast_b[:178], src_b[:178])) == 0
+
+
+def test_ser_copy_and_patch_cancel_leaves_nothing(easy, tmp_path):
+    demo, src, d = easy
+    seq = open_sequence(src)
+    flat = np.ones((seq.height, seq.width), np.float32)
+    flat[10:20, 10:20] = 0.5
+    for stop in (0.1, 0.9):  # during the copy, during the patch
+        def cancel(f, m, stop=stop):
+            if f > stop:
+                raise Cancelled()
+
+        with pytest.raises(Cancelled):
+            calibrate_sequence(seq, flat, tmp_path / "out.ser", progress=cancel)
+        assert list(tmp_path.iterdir()) == []
+    seq.close()
 
 
 def test_output_equal_to_input_is_refused(easy):

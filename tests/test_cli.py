@@ -127,10 +127,12 @@ def test_user_errors_exit_2_one_line_no_output(demo, tmp_path, capsys, monkeypat
 def test_disk_full_exits_1_with_no_output(demo, tmp_path, capsys, monkeypatch):
     from aiflat_gui.io import ser as sermod
 
-    def full(self, frame, index):
+    def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(sermod.SerWriter, "_write", full)
+    monkeypatch.setattr(os, "copy_file_range", full)
+    monkeypatch.setattr(os, "pwrite", full)
     before = _sha(demo / "demo.ser")
     code, out, err = _run(capsys, "calibrate", demo / "demo.ser", "--mask", demo / "truth_mask.png",
                           "-o", tmp_path / "c.ser")
@@ -143,19 +145,15 @@ def test_ctrl_c_cancels_cleanly(demo, tmp_path, capsys, monkeypatch):
     from aiflat_gui.core import calibrate
 
     calls = {"n": 0}
-    real = calibrate.FrameCalibrator.apply
-
-    def interrupted(self, frames):
+    def interrupted(self, raw):  # Ctrl-C after the SER copy, while the dust pixels are rewritten
         calls["n"] += 1
-        if calls["n"] > 1:
-            raise KeyboardInterrupt
-        return real(self, frames)
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(calibrate, "CHUNK_BYTES", 1)  # one frame per chunk
-    monkeypatch.setattr(calibrate.FrameCalibrator, "apply", interrupted)
+    monkeypatch.setattr(calibrate.FrameCalibrator, "compute", interrupted)
     code, out, err = _run(capsys, "calibrate", demo / "demo.ser", "--mask", demo / "truth_mask.png",
                           "-o", tmp_path / "c.ser")
-    assert code == 130 and "cancelled" in err and "Traceback" not in err
+    assert code == 130 and "cancelled" in err and "Traceback" not in err and calls["n"] == 1
     assert list(tmp_path.iterdir()) == []
 
 

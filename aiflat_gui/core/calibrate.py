@@ -143,18 +143,24 @@ class FrameCalibrator:
         p = self.pedestal
         return (raw.astype(np.float64) - p) / self.flat_values + p
 
-    def apply(self, frames: np.ndarray) -> int:
-        if len(self.idx) == 0:
-            return 0
-        flat2 = frames.reshape(frames.shape[0], -1)
-        v = self.values(flat2[:, self.idx])
+    def compute(self, raw: np.ndarray) -> tuple[np.ndarray, int]:
+        """New values for raw samples ``(k, len(idx))`` at ``self.idx``: (values in the sample type,
+        number of values clipped)."""
+        v = self.values(raw)
         clipped = 0
         if self.limits is not None:
             v = np.rint(v)
             lo, hi = self.limits
             clipped = int(np.count_nonzero((v < lo) | (v > hi)))
             np.clip(v, lo, hi, out=v)
-        flat2[:, self.idx] = v.astype(self.dtype)
+        return v.astype(self.dtype), clipped
+
+    def apply(self, frames: np.ndarray) -> int:
+        if len(self.idx) == 0:
+            return 0
+        flat2 = frames.reshape(frames.shape[0], -1)
+        v, clipped = self.compute(flat2[:, self.idx])
+        flat2[:, self.idx] = v
         return clipped
 
     def frame(self, raw: np.ndarray) -> np.ndarray:
@@ -205,15 +211,111 @@ def advise_sequential(seq) -> None:
             pass
 
 
+def _ser_copy_ok(seq, fmt: str, writer_options: Optional[dict]) -> bool:
+    """True when the SER writer's output would be the input file byte for byte except the
+    calibrated pixels: a consistent little-endian (or 8-bit) SER with a complete trailer or none."""
+    if fmt != "ser" or getattr(seq, "format", "") != "ser" or writer_options:
+        return False
+    raw = getattr(seq, "raw_header", None)
+    meta = getattr(seq, "metadata", {}) or {}
+    if not isinstance(raw, (bytes, bytearray)) or len(raw) != 178 or seq.warnings:
+        return False
+    if np.dtype(seq.dtype).itemsize == 2 and seq.byte_order != "little":
+        return False
+    n, fs = int(seq.n_frames), int(seq.frame_nbytes)
+    if meta.get("header_frame_count") != n:
+        return False
+    trailer = getattr(seq, "raw_trailer", None)
+    expect = 178 + n * fs + (8 * n if trailer is not None else 0)
+    if trailer is not None and (len(trailer) != 8 * n or not any(trailer)):
+        return False
+    try:
+        return os.path.getsize(seq.path) == expect
+    except OSError:
+        return False
+
+
+def _copy_file(src_fd: int, dst_fd: int, size: int, progress, share: float) -> None:
+    """In-kernel copy (copy_file_range), falling back to read/write; progress in [0, share]."""
+    step = 64 << 20
+    done = 0
+    use_cfr = hasattr(os, "copy_file_range")
+    while done < size:
+        n = min(step, size - done)
+        if use_cfr:
+            try:
+                got = os.copy_file_range(src_fd, dst_fd, n, done, done)
+            except OSError as exc:
+                import errno
+
+                if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    use_cfr = False
+                    continue
+                raise
+        else:
+            got = os.pwrite(dst_fd, os.pread(src_fd, n, done), done)
+        if got <= 0:
+            raise OSError(f"short copy at byte {done}")
+        done += got
+        report(progress, share * done / size, "copying unchanged data")
+
+
+def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress) -> int:
+    """The SER -> SER fast path: copy the whole file in the kernel (as ``cp`` does), then rewrite
+    only the pixels where the flat is not 1.0 through a shared map of the copy. Atomic like the
+    writers: a temporary name renamed on success, deleted on any exception."""
+    import mmap
+
+    from ..io.base import AtomicOutput, disk_errors
+
+    size = os.path.getsize(seq.path)
+    n = int(seq.n_frames)
+    pix = int(np.prod(seq.frame_shape))
+    dt = np.dtype(seq.dtype).newbyteorder("<")
+    clipped = 0
+    with AtomicOutput(out) as tmp, disk_errors(out):
+        src_fd = os.open(seq.path, os.O_RDONLY)
+        dst_fd = os.open(tmp, os.O_RDWR | os.O_TRUNC)
+        mm = None
+        try:
+            _copy_file(src_fd, dst_fd, size, progress, 0.8)
+            if len(calib.idx):
+                mm = mmap.mmap(dst_fd, size)
+                data = np.frombuffer(mm, dtype=dt, count=n * pix, offset=178).reshape(n, pix)
+                k = max(1, (8 << 20) // max(1, len(calib.idx) * 8))
+                for i0 in range(0, n, k):
+                    block = data[i0:i0 + k]
+                    v, c = calib.compute(block[:, calib.idx])
+                    block[:, calib.idx] = v
+                    clipped += c
+                    report(progress, 0.8 + 0.19 * min(n, i0 + k) / n, f"frame {min(n, i0 + k)}/{n}")
+                del data, block
+                mm.flush()
+            os.fsync(dst_fd)
+        finally:
+            if mm is not None:
+                try:
+                    mm.close()
+                except BufferError:  # views still alive after an exception: freed with them
+                    pass
+            os.close(dst_fd)
+            os.close(src_fd)
+    return clipped
+
+
 def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Optional[str] = None,
                        pedestal: float = 0.0, overwrite: bool = True, progress: Optional[ProgressFn] = None,
-                       chunk_bytes: Optional[int] = None, writer_options: Optional[dict] = None) -> CalibrationStats:
+                       chunk_bytes: Optional[int] = None, writer_options: Optional[dict] = None,
+                       fast: bool = True) -> CalibrationStats:
     """Divide every frame of ``seq`` by ``flat`` and stream the result to ``output``.
 
     ``fmt``: writer format (``ser``, ``fits``, ``tiff``, ``tiff-folder``, ``avi``); None: from the
     output's extension, else the input's format. The output is written to a temporary name and
     renamed on success; a cancel (``progress`` raising Cancelled), Ctrl-C or a disk error leaves
     nothing under ``output``. The input is only read.
+
+    ``fast``: for SER -> SER of a consistent little-endian file, copy the file in the kernel and
+    rewrite only the dust pixels (the same bytes the streaming writer produces, at ``cp`` speed).
     """
     from ..io import open_writer
     from ..io.base import check_output_path
@@ -228,6 +330,12 @@ def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Op
     k = max(1, min(n, (chunk_bytes or CHUNK_BYTES) // max(1, seq.frame_nbytes)))
     buf = np.empty((k,) + tuple(seq.frame_shape), dtype=seq.dtype)
     clipped = 0
+    if fast and _ser_copy_ok(seq, fmt, writer_options):
+        report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame, copy + patch)")
+        clipped = _calibrate_ser_by_copy(seq, calib, out, progress)
+        report(progress, 1.0, "done")
+        return CalibrationStats(output=out, frames=n, clipped=clipped, seconds=time.perf_counter() - t0,
+                                format=fmt, computed_pixels=int(len(calib.idx)))
     advise_sequential(seq)
     report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame)")
     with open_writer(out, fmt, seq, overwrite=overwrite, **(writer_options or {})) as writer:
