@@ -22,7 +22,7 @@ from .. import APP_NAME, __version__
 from ..errors import AiflatError, InputError
 from ..session import SessionData, SessionStore
 from .workers import JobPanel, Worker, one_line
-from .workflow import DONE, RUNNING, STALE, TODO, WorkflowPanel
+from .workflow import DONE, RUNNING, STALE, WorkflowPanel
 
 log = logging.getLogger("aiflat.gui")
 

@@ -16,8 +16,8 @@ from PySide6.QtCore import Signal
 STEPS = ("sequence", "reference", "mask", "flat", "calibrate")
 TITLES = {"sequence": "1  Sequence", "reference": "2  Reference", "mask": "3  Mask", "flat": "4  Flat",
           "calibrate": "5  Calibrate"}
-TODO, RUNNING, DONE, STALE = "not done", "running", "done", "stale"
-STATES = (TODO, RUNNING, DONE, STALE)
+NOT_DONE, RUNNING, DONE, STALE = "not done", "running", "done", "stale"
+STATES = (NOT_DONE, RUNNING, DONE, STALE)
 #: what becomes stale when a step's result changes
 DOWNSTREAM = {"sequence": ("reference", "mask", "flat", "calibrate"), "reference": ("flat", "calibrate"),
               "mask": ("flat", "calibrate"), "flat": ("calibrate",), "calibrate": ()}
@@ -31,14 +31,14 @@ HINTS = {
 PROVIDERS = (("local", "Offline detector"), ("gemini", "Gemini AI"), ("file", "Import a mask file"))
 FLAT_METHODS = (("local", "Local fill"), ("multiframe", "Multi-frame"), ("ai", "AI clean image"))
 REFERENCE_METHODS = ("median", "mean", "sigmaclip")
-_COLORS = {TODO: "#888", RUNNING: "#2a7fd4", DONE: "#2e9d46", STALE: "#d08a1a"}
+_COLORS = {NOT_DONE: "#888", RUNNING: "#2a7fd4", DONE: "#2e9d46", STALE: "#d08a1a"}
 
 
 class WorkflowState:
     """States of the five steps (no Qt)."""
 
     def __init__(self) -> None:
-        self.states = {s: TODO for s in STEPS}
+        self.states = {s: NOT_DONE for s in STEPS}
 
     def set(self, step: str, state: str) -> None:
         if step not in self.states or state not in STATES:
@@ -58,7 +58,7 @@ class WorkflowState:
 
     def reset(self) -> None:
         for s in STEPS:
-            self.states[s] = TODO
+            self.states[s] = NOT_DONE
 
     def next_step(self) -> Optional[str]:
         for s in STEPS:
