@@ -100,7 +100,7 @@ def main() -> int:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss1 = _rss_mb()
-        print(f"{n:4d} frames {w}x{h}: {dt:6.2f} s ({dt / n * 1000:.0f} ms/frame), frames read {sm.frames_used}, "
+        print(f"{n:4d} frames {w}x{h} (memory_mb 512): {dt:6.2f} s ({dt / n * 1000:.0f} ms/frame), frames read {sm.frames_used}, "
               f"stack slots {sm.info['stacked']}, numpy peak {peak / 2 ** 20:.0f} MB, peak RSS growth "
               f"{max(0.0, rss1 - rss0):.0f} MB, frames' own size {n * frame_mb:.0f} MB "
               f"(ratio {peak / 2 ** 20 / (n * frame_mb):.2f}), progress calls {len(calls)}")

@@ -245,14 +245,17 @@ def _select_frames(n: int, max_frames: int) -> np.ndarray:
 
 def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
                    progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
-                   memory_mb: float = 256.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
+                   memory_mb: float = 512.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
                    iterations: int = 3) -> ScoreMap:
     """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
     with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
 
-    ``max_frames`` evenly spaced frames feed the running statistics; a float16 stack of at most
-    ``memory_mb`` MB of them feeds the temporal median and the follow-the-sun test. ``progress`` may
-    raise :class:`~aiflat_gui.errors.Cancelled`. ``color`` defaults to ``sequence.color``."""
+    ``max_frames`` evenly spaced frames are read and averaged in groups into as many stack slots
+    as fit in ``memory_mb`` (peak memory stays near it, but never below ~100 bytes per pixel: the
+    full-frame maps plus three slots). ``progress`` may raise
+    :class:`~aiflat_gui.errors.Cancelled`. ``color`` defaults to ``sequence.color``; ``iterations``
+    of the sun/sensor separation, ``bg_sigma`` the scale (px) of the smooth background, and
+    ``max_depth`` the darkening above which pixels are taken for umbrae and not judged."""
     t0 = time.perf_counter()
     ref = np.asarray(reference)
     if ref.ndim not in (2, 3) or ref.shape[0] < 8 or ref.shape[1] < 8:
@@ -281,7 +284,9 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # of a float16 stack that, with one float16 working stack (sun-aligned, then residuals)
         # on a slightly larger canvas, fits in memory_mb
         idx = _select_frames(n_frames, max(3, int(max_frames)))
-        cap = max(3, int(memory_mb * 2 ** 20 // max(1, h * w * 2 * 2.3)))
+        # (about 20 full-frame float32 maps come on top, whatever the number of slots)
+        budget = memory_mb * 2 ** 20 - 20 * 4 * h * w
+        cap = max(3, int(budget // max(1, h * w * 2 * 2.3)))
         n_read = len(idx)
         groups = np.array_split(idx, min(n_read, cap))
         k = len(groups)
