@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtWidgets
 from PySide6.QtCore import Signal
 
 from ..io import WRITER_FORMATS
