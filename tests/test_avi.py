@@ -293,3 +293,50 @@ def test_reader_ignores_unknown_options(tmp_path, rng):
     out = write_copy(ArraySequence(data), tmp_path / "o.avi")
     with open_sequence(out, byte_order="big") as seq:
         assert np.array_equal(seq[:], data)
+
+
+def test_mutated_and_truncated_avis_open_or_fail_cleanly(tmp_path):
+    """Random byte flips and cuts of valid files: the reader either works or raises our own error."""
+    rng = np.random.default_rng(99)
+    frames = rng.integers(0, 256, (3, 5, 7), dtype=np.uint8)
+    variants = [tmp_path / "pal.avi", tmp_path / "rgb.avi", tmp_path / "odml.avi"]
+    make_avi(variants[0], [dib_rows(f) for f in frames], 7, 5, 8, palette=grey_palette())
+    make_avi(variants[1], [dib_rows(np.dstack([f, f, 255 - f])) for f in frames], 7, 5, 24)
+    write_copy(ArraySequence(frames), variants[2])
+    p = tmp_path / "m.avi"
+    opened = 0
+    for trial in range(300):
+        raw = bytearray(variants[trial % 3].read_bytes())
+        if trial % 4 == 0:
+            raw = raw[: int(rng.integers(0, len(raw)))]
+        else:
+            for _ in range(int(rng.integers(1, 6))):
+                pos = int(rng.integers(0, min(len(raw), 1400)))
+                raw[pos] = int(rng.integers(0, 256))
+        p.write_bytes(bytes(raw))
+        try:
+            with AviSequence(p) as seq:
+                for i in range(seq.n_frames):
+                    f = seq.frame(i)
+                    assert f.shape == seq.frame_shape and f.dtype == np.uint8
+                opened += 1
+        except InputError as err:
+            assert "\n" not in str(err) and "m.avi" in str(err)
+    assert opened > 50  # most single-byte damage is survivable
+
+
+def test_cli_info_on_avi(tmp_path, rng, capsys):
+    import json
+
+    from aiflat_gui.cli import main
+
+    data = rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    out = write_copy(ArraySequence(data), tmp_path / "c.avi")
+    assert main(["info", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["format"], d["frames"], d["width"], d["height"], d["channels"], d["color"]) == ("avi", 3, 7, 5, 3, "RGB")
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"\0" * 100)
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.avi" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -306,3 +306,50 @@ def test_date_helpers():
     assert date_to_ticks("garbage") is None and date_to_ticks(None) is None
     t = T0 + 1234567
     assert date_to_ticks(ticks_to_date(t)) == t
+
+
+def test_mutated_headers_open_or_fail_cleanly(tmp_path):
+    rng = np.random.default_rng(5)
+    cube = rng.integers(0, 65536, (3, 6, 5), dtype=np.uint16)
+    a, b = tmp_path / "a.fits", tmp_path / "b.fits"
+    write_copy(ArraySequence(cube), a)
+    write_copy(ArraySequence(cube), b, layout="hdus")
+    digits = b"0123456789 -+.ETF'"
+    p = tmp_path / "m.fits"
+    opened = 0
+    for trial in range(200):
+        raw = bytearray((a if trial % 2 else b).read_bytes())
+        if trial % 5 == 0:
+            raw = raw[: int(rng.integers(0, len(raw)))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):  # damage values of the first cards
+                pos = int(rng.integers(0, 12)) * 80 + int(rng.integers(10, 31))
+                raw[pos] = digits[int(rng.integers(0, len(digits)))]
+        p.write_bytes(bytes(raw))
+        try:
+            with FitsSequence(p) as seq:
+                for i in range(seq.n_frames):
+                    assert seq.frame(i).shape == seq.frame_shape
+                opened += 1
+        except InputError as err:
+            assert "\n" not in str(err) and "m.fits" in str(err)
+    assert opened > 20
+
+
+def test_cli_info_on_fits_folder(tmp_path, capsys):
+    import json
+
+    from aiflat_gui.cli import main
+
+    d = tmp_path / "f"
+    d.mkdir()
+    for i in range(3):
+        h = fits.PrimaryHDU(np.full((4, 6), i, np.uint16))
+        h.header["DATE-OBS"] = ticks_to_date(T0 + i * 10_000)
+        astropy_write(d / f"x{i}.fit", [h])
+    assert main(["info", str(d), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["format"], info["frames"], info["width"], info["height"]) == ("folder-fits", 3, 6, 4)
+    assert info["timestamps"]["last"].endswith(".002000Z")
+    with open_sequence(d, byte_order="little") as seq:  # unknown options are ignored
+        assert seq.n_frames == 3

@@ -237,3 +237,55 @@ def test_image_folder_errors(tmp_path, rng):
         open_sequence(empty)
     with pytest.raises(InputError, match="no TIFF, PNG or JPEG"):
         ImageFolderSequence(empty)
+
+
+def test_damaged_headers_never_make_decoders_allocate(tmp_path):
+    """Headers claiming huge images (or chunks longer than the file) are refused before decoding."""
+    import struct
+    import tracemalloc
+    import zlib
+
+    img = np.zeros((6, 5), np.uint16)
+    good = tmp_path / "g.png"
+    cv2.imwrite(str(good), img)
+    raw = bytearray(good.read_bytes())
+    big = bytearray(raw)
+    big[16:24] = struct.pack(">II", 60000, 60000)
+    big[29:33] = struct.pack(">I", zlib.crc32(bytes(big[12:29])))
+    p = tmp_path / "huge.png"
+    p.write_bytes(bytes(big))
+    with pytest.raises(FormatError, match="huge.png.*claims 60000x60000"):
+        open_sequence(p)
+    idat = raw.index(b"IDAT") - 4
+    long_chunk = bytearray(raw)
+    long_chunk[idat:idat + 4] = struct.pack(">I", 0x7FFFFFF0)
+    p2 = tmp_path / "chunk.png"
+    p2.write_bytes(bytes(long_chunk))
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="runs past the end"):
+            open_sequence(p2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50_000_000
+    t = tmp_path / "z.tif"
+    tifffile.imwrite(t, np.zeros((4000, 4000), np.uint16), compression="zlib")  # 32 MB from ~30 kB: plausible
+    with open_sequence(t) as seq:
+        assert seq.frame(0).shape == (4000, 4000)
+
+
+def test_compressed_tiff_page_claiming_too_many_pixels(tmp_path):
+    import struct
+
+    t = tmp_path / "bomb.tif"
+    tifffile.imwrite(t, np.zeros((16, 16), np.uint16), compression="zlib", rowsperstrip=16)
+    with tifffile.TiffFile(t) as tif:
+        tag = tif.pages.first.tags[257]  # ImageLength
+        at, fmt = tag.valueoffset, ("<H" if tag.dtype == 3 else "<I")
+    raw = bytearray(t.read_bytes())
+    raw[at:at + struct.calcsize(fmt)] = struct.pack(fmt, 60000)
+    t.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match="bomb.tif"):
+        with open_sequence(t) as seq:
+            seq.frame(0)

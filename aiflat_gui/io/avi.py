@@ -193,6 +193,13 @@ class AviSequence(Sequence):
         if w <= 0 or h <= 0 or w > 1 << 16 or h > 1 << 16:
             self.close()
             raise FormatError(f"damaged AVI (frame size {w}x{h})", self.path)
+        from .images import check_frame_memory
+
+        try:
+            check_frame_memory((h, w, 4), 1, self.path)
+        except FormatError:
+            self.close()
+            raise
         if comp in GREY_FOURCCS and bits in (0, 8):
             kind, bpp, bottom_up = "grey", 1, False
         elif comp in DIB_FOURCCS and bits in (8, 24, 32):

@@ -167,22 +167,35 @@ def _bayer_from(header, path) -> tuple[str, list[str]]:
     return shift_bayer(pat, _int(header, "XBAYROFF") % 2, _int(header, "YBAYROFF") % 2), []
 
 
-def _header_cards(header) -> list[tuple[str, Any, str]]:
+def _header_cards(raw: bytes) -> list[tuple[str, Any, str]]:
+    """Non-structural cards of a raw header, for copying into a calibrated file; cards astropy cannot
+    parse are skipped."""
+    from astropy.io import fits
+
     cards = []
-    for card in header.cards:
-        key = card.keyword
-        if not key or key in STRUCTURAL or re.match(r"^(NAXIS\d+|TTYPE\d+|TFORM\d+|TUNIT\d+)$", key):
-            continue
-        cards.append((key, card.value, card.comment))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = fits.Header.fromstring(raw.decode("ascii", "replace"))
+        except Exception:  # noqa: BLE001 - metadata is optional
+            return cards
+        for card in header.cards:
+            try:
+                key, value, comment = card.keyword, card.value, card.comment
+            except Exception:  # noqa: BLE001 - an unparsable card is dropped
+                continue
+            if not key or key in STRUCTURAL or re.match(r"^(NAXIS\d+|TTYPE\d+|TFORM\d+|TUNIT\d+)$", key):
+                continue
+            cards.append((key, value, comment))
     return cards
 
 
-def _meta_from_header(header) -> dict:
-    meta: dict[str, Any] = {"fits_header": _header_cards(header)}
+def _meta_from_header(cards: dict, raw: bytes) -> dict:
+    meta: dict[str, Any] = {"fits_header": _header_cards(raw)}
     for key, name in (("OBSERVER", "observer"), ("INSTRUME", "instrument"), ("TELESCOP", "telescope"),
                       ("EXPTIME", "exptime"), ("OBJECT", "object")):
-        if key in header:
-            meta[name] = header[key]
+        if cards.get(key) is not None:
+            meta[name] = cards[key]
     return meta
 
 
@@ -214,6 +227,18 @@ def _parse_value(field: str) -> Any:
         return None
 
 
+def _parse_cards(block: bytes, cards: dict) -> bool:
+    """Add the keyword = value cards of one header block to ``cards``; True at the END card."""
+    for k in range(0, len(block), 80):
+        card = block[k:k + 80]
+        key = card[:8].rstrip().decode("ascii", "replace")
+        if key == "END":
+            return True
+        if card[8:10] == b"= " and key not in cards:
+            cards[key] = _parse_value(card[10:].decode("ascii", "replace"))
+    return False
+
+
 def _walk_hdus(path: Path, size: int, warn: list) -> list[dict]:
     """Every HDU's cards (first occurrence of each keyword), header position/length and data offset."""
     hdus: list[dict] = []
@@ -233,14 +258,7 @@ def _walk_hdus(path: Path, size: int, warn: list) -> list[dict]:
                 if nblocks == 0 and hdus and not block.startswith(b"XTENSION"):
                     return hdus  # padding or junk after the last HDU
                 nblocks += 1
-                for k in range(0, BLOCK, 80):
-                    card = block[k:k + 80]
-                    key = card[:8].rstrip().decode("ascii", "replace")
-                    if key == "END":
-                        end = True
-                        break
-                    if card[8:10] == b"= " and key not in cards:
-                        cards[key] = _parse_value(card[10:].decode("ascii", "replace"))
+                end = _parse_cards(block, cards)
                 if nblocks > 2000:
                     raise FormatError("FITS header has no END card", path)
             datloc = pos + nblocks * BLOCK
@@ -253,17 +271,6 @@ def _walk_hdus(path: Path, size: int, warn: list) -> list[dict]:
             hdus.append({"cards": cards, "hdrloc": (pos, nblocks * BLOCK), "datloc": datloc, "nbytes": nbytes})
             pos = datloc + nbytes + (-nbytes % BLOCK)
     return hdus
-
-
-def _astropy_header(raw: bytes, path):
-    from astropy.io import fits
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fits.Header.fromstring(raw.decode("ascii", "replace"))
-    except Exception as exc:  # noqa: BLE001
-        raise FormatError(f"damaged FITS header ({str(exc).splitlines()[0] if str(exc) else exc})", path) from None
 
 
 class FitsSequence(Sequence):
@@ -369,7 +376,7 @@ class FitsSequence(Sequence):
                 self.timestamps = np.asarray(ticks[: self.n_frames], dtype=np.int64)
             elif self.n_frames == 1 and date_to_ticks(hdr0.get("DATE-OBS")) is not None:
                 self.timestamps = np.asarray([date_to_ticks(hdr0.get("DATE-OBS"))], dtype=np.int64)
-        self.metadata = _meta_from_header(hdr0)
+        self.metadata = _meta_from_header(hdr0, self._raw_header)
         self.metadata.update(layout=layout, roworder="BOTTOM-UP" if bottom_up else _text(hdr0, "ROWORDER") or None,
                              date_obs=_text(hdr0, "DATE-OBS") or None)
         self.format = "fits"
@@ -403,7 +410,8 @@ class FitsSequence(Sequence):
             with open(self.path, "rb") as f:
                 f.seek(hpos)
                 raw = f.read(hlen)
-            images = [(_astropy_header(raw, self.path), loc)] + [(c, d) for c, d, _ in images[1:]]
+            self._raw_header = raw
+            images = [(c, d) for c, d, _ in images]
         return images, tables
 
     def _raw(self, i: int) -> np.ndarray:
@@ -427,24 +435,23 @@ class FitsSequence(Sequence):
 
 # -- folder of FITS frames -------------------------------------------------------------------------
 
-def _read_primary_header(path: Path):
-    """The primary header of a FITS file and its data offset, read directly (faster than fits.open)."""
-    chunks = []
+def _read_primary_header(path: Path) -> tuple[dict, bytes]:
+    """The primary header's cards and raw bytes (its length is the data offset)."""
+    chunks: list[bytes] = []
+    cards: dict[str, Any] = {}
     with open(path, "rb") as f:
         while True:
             block = f.read(BLOCK)
             if len(block) < BLOCK:
                 raise FormatError("not a FITS file (header ends before its END card)", path)
+            if not chunks and not block.startswith(b"SIMPLE  ="):
+                raise FormatError("not a FITS file (it does not start with a SIMPLE card)", path)
             chunks.append(block)
-            if len(chunks) == 1 and not block.startswith(b"SIMPLE  ="):
-                raise FormatError("not a FITS file (no SIMPLE card)", path)
-            if any(block[k:k + 8] == b"END     " for k in range(0, BLOCK, 80)):
+            if _parse_cards(block, cards):
                 break
-            if len(chunks) > 1000:
+            if len(chunks) > 2000:
                 raise FormatError("FITS header has no END card", path)
-    raw = b"".join(chunks)
-    header = _astropy_header(raw, path)
-    return header, len(raw)
+    return cards, b"".join(chunks)
 
 
 def natural_key(name: str) -> list:
@@ -470,7 +477,8 @@ class FitsFolderSequence(Sequence):
         dates: list[Optional[int]] = []
         ref = None
         for f in files:
-            header, loc = _read_primary_header(f)
+            header, raw = _read_primary_header(f)
+            loc = len(raw)
             naxis = _int(header, "NAXIS")
             if naxis < 2:
                 raise FormatError("no image in the primary HDU (a folder needs one image per file)", f)
@@ -481,7 +489,7 @@ class FitsFolderSequence(Sequence):
             key = (axes[0], axes[1], colour, _int(header, "BITPIX"), _float(header, "BZERO", 0.0),
                    _float(header, "BSCALE", 1.0))
             if ref is None:
-                ref, hdr0 = key, header
+                ref, hdr0, raw0 = key, header, raw
             elif key != ref:
                 if key[:2] != ref[:2]:
                     problem = f"frame is {key[0]}x{key[1]} but {files[0].name} is {ref[0]}x{ref[1]}"
@@ -515,7 +523,7 @@ class FitsFolderSequence(Sequence):
         if all(d is not None for d in dates):
             self.timestamps = np.asarray(dates, dtype=np.int64)
         self.byte_order, self.byte_order_reason = "big", "FITS data are big-endian by definition"
-        self.metadata = _meta_from_header(hdr0)
+        self.metadata = _meta_from_header(hdr0, raw0)
         self.metadata.update(layout="folder", files=[f.name for f in files])
         self.memmapped = False
 

@@ -112,10 +112,32 @@ def _open_tiff(path: Path):
         tif = tifffile.TiffFile(path)
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types on damaged files
         raise FormatError(f"not a readable TIFF ({_first_line(exc)})", path) from None
-    if not tif.series:
+    try:
+        has_series = bool(tif.series)
+    except Exception as exc:  # noqa: BLE001
+        tif.close()
+        raise FormatError(f"damaged TIFF ({_first_line(exc)})", path) from None
+    if not has_series:
         tif.close()
         raise FormatError("TIFF holds no image", path)
     return tif
+
+
+def check_frame_memory(shape: tuple, itemsize: int, path, what: str = "frame") -> None:
+    """Refuse (one-line FormatError) a frame whose header claims more memory than is free: a damaged
+    or hostile header must not make a decoder allocate gigabytes."""
+    nbytes = int(np.prod([int(n) for n in shape], dtype=np.float64)) * int(itemsize)
+    limit = 1 << 33
+    try:
+        import psutil
+
+        limit = min(limit, int(psutil.virtual_memory().available * 0.5))
+    except Exception:  # noqa: BLE001 - psutil missing or failing: keep the fixed cap
+        pass
+    if nbytes > limit:
+        dims = "x".join(str(int(n)) for n in shape)
+        raise FormatError(f"{what} of {dims} would need {nbytes / 1e9:.1f} GB, more than this machine can "
+                          "spare; the header is probably damaged", path)
 
 
 # -- PNG / JPEG header probes ---------------------------------------------------------------------------
@@ -126,6 +148,23 @@ def _probe_png(path: Path) -> tuple:
     if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         raise FormatError("not a PNG file (bad signature)", path)
     w, h, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    if ctype not in (0, 2, 3, 4, 6) or depth not in (1, 2, 4, 8, 16) or not w or not h:
+        raise FormatError(f"damaged PNG header (colour type {ctype}, depth {depth}, {w}x{h})", path)
+    # walk the chunks: a length running past the end of the file makes decoders allocate it blindly
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        pos = 8
+        while True:
+            f.seek(pos)
+            hdr = f.read(8)
+            if len(hdr) < 8:
+                raise FormatError("damaged PNG (ends before its IEND chunk)", path)
+            length, ctag = struct.unpack(">I4s", hdr)
+            if pos + 12 + length > size:
+                raise FormatError(f"damaged PNG (chunk {ctag!r} runs past the end of the file)", path)
+            if ctag == b"IEND":
+                break
+            pos += 12 + length
     channels = 3 if ctype in (2, 3, 6) else 1
     return (w, h, channels, "uint16" if depth == 16 else "uint8")
 
@@ -150,6 +189,32 @@ def _probe_jpeg(path: Path) -> tuple:
             return (w, h, 3 if ncomp >= 3 else 1, "uint16" if depth > 8 else "uint8")
         pos += 2 + seg
     raise FormatError("damaged JPEG (no frame header)", path)
+
+
+def _check_tiff_expansion(page, path: Path) -> None:
+    """A compressed page claiming far more pixels than its compressed bytes can hold is damaged."""
+    if int(getattr(page, "compression", 1)) == 1:
+        return
+    stored = int(sum(int(n) for n in page.databytecounts))
+    if int(page.nbytes) > 5000 * stored + (1 << 20):
+        raise FormatError(f"damaged TIFF: a page claims {page.nbytes} bytes of pixels from {stored} "
+                          "compressed bytes", path)
+
+
+#: most a compressed file can expand: zlib (PNG) tops out near 1032:1; JPEG needs >= ~2 bits per 8x8 block
+_MAX_EXPANSION = {"png": 1100, "jpeg": 2000}
+
+
+def _check_claimed_size(path: Path, probe: tuple) -> None:
+    """Refuse a PNG/JPEG whose header claims far more pixels than its bytes can hold (damaged header),
+    or more memory than the machine can spare, before OpenCV allocates it."""
+    w, h, ch, dt = probe
+    fmt = _image_format(path)
+    nbytes = w * h * (4 if fmt == "png" else ch) * np.dtype(dt).itemsize
+    size = path.stat().st_size
+    if nbytes > _MAX_EXPANSION[fmt] * max(size, 1) + (1 << 20):
+        raise FormatError(f"damaged header: it claims {w}x{h} pixels but the file has only {size} bytes", path)
+    check_frame_memory((h, w, 4 if fmt == "png" else ch), np.dtype(dt).itemsize, path, "image")
 
 
 def _decode_cv(path: Path) -> np.ndarray:
@@ -196,6 +261,7 @@ class ImageSequence(Sequence):
         if self.format == "tiff":
             self._open_tiff()
         else:
+            _check_claimed_size(self.path, (_probe_png if self.format == "png" else _probe_jpeg)(self.path))
             img = _decode_cv(self.path)
             self._image = img
             self.n_frames = 1
@@ -214,6 +280,8 @@ class ImageSequence(Sequence):
             key = series.keyframe
             lay = _TiffLayout(key, self.path)
             per = int(np.prod(lay.page_shape))
+            check_frame_memory(lay.page_shape, np.dtype(key.dtype).itemsize, self.path, "page")
+            _check_tiff_expansion(key, self.path)
             file_dtype = np.dtype(key.dtype).newbyteorder(tif.byteorder)
             self._lay, self._series, self._per, self._file_dtype = lay, series, per, file_dtype
             # one source per frame: ("off", byte offset) for uncompressed contiguous data, else
@@ -299,11 +367,11 @@ class ImageSequence(Sequence):
                 a = src[1].asarray()
             else:
                 a = self._tif.asarray(series=src[1], key=src[2])
+            return np.asarray(a).reshape(self._lay.page_shape)
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise FormatError(f"cannot decode page {i} ({_first_line(exc)})", self.path) from None
-        return np.asarray(a).reshape(self._lay.page_shape)
 
     def _finish(self, a: np.ndarray) -> np.ndarray:
         a = self._lay.frame(a)
@@ -348,6 +416,7 @@ class ImageFolderSequence(Sequence):
             key, desc, pages = self._probe(f)
             if ref is None:
                 ref = key
+                check_frame_memory((key[1], key[0], key[2]), np.dtype(key[3]).itemsize, f)
             elif key != ref:
                 if key[:2] != ref[:2]:
                     problem = f"frame is {key[0]}x{key[1]} but {files[0].name} is {ref[0]}x{ref[1]}"
@@ -382,14 +451,15 @@ class ImageFolderSequence(Sequence):
 
     def _probe(self, f: Path) -> tuple[tuple, dict, int]:
         fmt = _image_format(f)
-        if fmt == "png":
-            return _probe_png(f), {}, 1
-        if fmt == "jpeg":
-            return _probe_jpeg(f), {}, 1
+        if fmt in ("png", "jpeg"):
+            probe = (_probe_png if fmt == "png" else _probe_jpeg)(f)
+            _check_claimed_size(f, probe)
+            return probe, {}, 1
         tif = _open_tiff(f)
         try:
             page = tif.pages.first
             lay = _TiffLayout(page, f)
+            _check_tiff_expansion(page, f)
             return lay.key, _aiflat_description(getattr(page, "description", None)), len(tif.pages)
         except InputError:
             raise
