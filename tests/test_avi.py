@@ -340,3 +340,18 @@ def test_cli_info_on_avi(tmp_path, rng, capsys):
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.avi" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unfinalised_capture_with_zero_sizes(tmp_path, rng):
+    """A capture that crashed before patching the RIFF and movi sizes (both left 0) still reads."""
+    frames = rng.integers(0, 256, (4, 6, 8), dtype=np.uint8)
+    p = tmp_path / "crash.avi"
+    make_avi(p, [f.tobytes() for f in frames], 8, 6, 8, compression=b"Y800", handler=b"Y800")
+    raw = bytearray(p.read_bytes())
+    raw[4:8] = bytes(4)
+    movi = raw.index(b"movi") - 8
+    raw[movi + 4:movi + 8] = bytes(4)
+    p.write_bytes(bytes(raw[:-5]))  # and the last frame cut short
+    with open_sequence(p) as seq:
+        assert seq.n_frames == 3 and np.array_equal(seq[:], frames[:3])
+        assert any("not finalised" in w for w in seq.warnings) and any("truncated" in w for w in seq.warnings)

@@ -75,6 +75,7 @@ class AviSequence(Sequence):
         self._chunks: list[tuple[int, int]] = []
         self._truncated = False
         self._avih: dict = {}
+        self._unfinished = False
         try:
             self._scan_file()
         except struct.error:
@@ -95,6 +96,8 @@ class AviSequence(Sequence):
         if empty:
             self.warnings.append(f"{empty} empty (dropped) frame chunks skipped")
         self._chunks = [c for c in self._chunks if c[1] > 0]
+        if self._unfinished:
+            self.warnings.append("AVI was not finalised (capture interrupted?): frames found by scanning the file")
         if self._truncated:
             self.warnings.append("file is truncated; the incomplete last frame is ignored")
         if not self._setup_raw():
@@ -118,6 +121,8 @@ class AviSequence(Sequence):
                 break  # trailing junk after the last segment
             form = self._fourcc(pos + 8)
             stop = pos + 8 + csize if csize >= 4 else end
+            if csize < 4:
+                self._unfinished = True
             if stop > end:
                 stop = end
             if form in (b"AVI ", b"AVIX"):
@@ -136,6 +141,10 @@ class AviSequence(Sequence):
             if cid == b"LIST" and pos + 12 <= end:
                 ltype = self._fourcc(pos + 8)
                 lend = min(data + csize, end)
+                if ltype == b"movi" and csize < 4:  # capture stopped before the sizes were written
+                    lend = end
+                    csize = end - data
+                    self._unfinished = True
                 if depth < 8:
                     if ltype == b"strl":
                         self._parse_strl(pos + 12, lend)
