@@ -358,6 +358,48 @@ def test_highlight_outlines_a_box(viewer):
     assert abs(r - b) < 12
 
 
+def test_single_pixel_specks_stay_visible_when_zoomed_out(qtbot):
+    v = ImageViewer()
+    qtbot.addWidget(v)
+    v.resize(330, 250)
+    v.show()
+    qtbot.waitExposed(v)
+    h, w = 803, 1201
+    v.set_image(np.full((h, w), 1000, np.uint16), levels=(0, 2000))
+    model = MaskModel(shape=(h, w))
+    v.set_mask_model(model)
+    v.set_overlay_opacity(1.0)
+    v.view_box.setRange(QtCore.QRectF(0, 0, w, h), padding=0.05)  # a margin: the corners are on screen
+    assert v.zoom_factor() < 0.3
+    rng = np.random.default_rng(4)
+    specks = [(int(x), int(y)) for x, y in zip(rng.integers(5, w - 5, 25), rng.integers(5, h - 5, 25))]
+    specks.append((w - 1, h - 1))  # the last partial block
+    for x, y in specks:
+        model.dab(x, y, "paint", 0.5)  # one pixel each
+    assert model.mask.sum() == len(specks)
+
+    def red_near(img, x, y):
+        p = v.pixel_to_viewport(x, y)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                c = img.pixelColor(min(max(p.x() + dx, 0), img.width() - 1), min(max(p.y() + dy, 0), img.height() - 1))
+                if c.red() - c.green() > 100:
+                    return True
+        return False
+
+    img = vp(v).grab().toImage()
+    assert all(red_near(img, x, y) for x, y in specks)
+    # erasing one speck while zoomed out updates the pooled copy
+    x, y = specks[0]
+    model.dab(x, y, "erase", 0.5)
+    img = vp(v).grab().toImage()
+    assert not red_near(img, x, y) or any(abs(x - a) < 8 and abs(y - b) < 8 for a, b in specks[1:])
+    # at 1:1 the plain overlay is used again
+    v.center_on(*specks[1], zoom=1.0)
+    r, g, b = grab_rgb(v, *specks[1])
+    assert r > 200 and g < 60
+
+
 def test_replacing_the_mask_array_updates_the_overlay(viewer):
     model = viewer.mask_model()
     new = np.zeros((H, W), bool)

@@ -42,9 +42,15 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
 
     Holds an ARGB32-premultiplied buffer the size of the mask; a change re-colours only the
     changed box and repaints only that part of the viewport. A coarse map of which 64x64 tiles
-    hold any mask pixel lets paint skip the empty parts (a few specks cost almost nothing)."""
+    hold any mask pixel lets paint skip the empty parts (a few specks cost almost nothing).
+
+    Zoomed out, nearest-neighbour scaling would skip small specks, so below 1:1 the overlay is
+    drawn from a max-pooled copy (2x2, 4x4, ... blocks, at least one screen pixel each): every
+    masked pixel stays visible at any zoom. The pooled copies are built lazily and refreshed
+    per changed box."""
 
     TILE = 64
+    MAX_POOL = 16
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -58,6 +64,7 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
         self._lut = self._make_lut()
         self._source: Optional[np.ndarray] = None
         self._occ: Optional[np.ndarray] = None     # (tiles_y, tiles_x) bool: tile holds mask
+        self._pooled: dict[int, list] = {}         # factor -> [buffer, QImage, dirty boxes]
 
     def _occupancy(self, mask: np.ndarray) -> np.ndarray:
         t = self.TILE
@@ -71,7 +78,10 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
         return np.array([0, (a << 24) | (r << 16) | (g << 8) | b], dtype=np.uint32)
 
     def boundingRect(self) -> QtCore.QRectF:
-        return QtCore.QRectF(0, 0, self._w, self._h)
+        # a pooled block at the right/bottom edge may reach past the mask (never a full pixel
+        # on screen): keep it inside the item's bounds so Qt repaints it properly
+        pad = self.MAX_POOL - 1 if self._w else 0
+        return QtCore.QRectF(0, 0, self._w + pad, self._h + pad)
 
     def _colorize(self, mask: np.ndarray, out: np.ndarray) -> None:
         # the LUT's entry 0 is transparent (0), so colour = mask * entry 1 (faster than a take)
@@ -104,6 +114,7 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
             self._occ = self._occupancy(mask)
             self._w, self._h = w, h
         self._source = mask
+        self._pooled.clear()
         self.update()
 
     def update_box(self, mask: np.ndarray, box: Box) -> None:
@@ -119,7 +130,28 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
         ty0, tx0 = y0 // t, x0 // t
         ty1, tx1 = (y1 - 1) // t + 1, (x1 - 1) // t + 1
         self._occ[ty0:ty1, tx0:tx1] = self._occupancy(mask[ty0 * t:ty1 * t, tx0 * t:tx1 * t])
+        for level in self._pooled.values():
+            dirty = level[2]
+            dirty.append(box)
+            if len(dirty) > 256:  # a long time zoomed in: rebuild that level once when needed
+                dirty[:] = [(0, 0, self._w, self._h)]
         self.update(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+
+    def _pooled_image(self, f: int) -> QtGui.QImage:
+        """The overlay max-pooled by ``f`` (a power of two), refreshed where the mask changed."""
+        level = self._pooled.get(f)
+        if level is None:
+            hh, ww = -(-self._h // f), -(-self._w // f)
+            buf = np.empty((hh, ww), np.uint32)
+            qimg = QtGui.QImage(buf.data, ww, hh, ww * 4, QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+            level = self._pooled[f] = [buf, qimg, [(0, 0, self._w, self._h)]]
+        buf, qimg, dirty = level
+        mask = self._source
+        for x0, y0, x1, y1 in dirty:
+            lx0, ly0, lx1, ly1 = x0 // f, y0 // f, -(-x1 // f), -(-y1 // f)
+            self._colorize(_max_pool(mask[ly0 * f:ly1 * f, lx0 * f:lx1 * f], f), buf[ly0:ly1, lx0:lx1])
+        dirty.clear()
+        return qimg
 
     def set_color(self, rgb, mask: Optional[np.ndarray]) -> None:
         self._color = tuple(int(min(max(c, 0), 255)) for c in rgb)[:3]
@@ -148,7 +180,7 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
     def paint(self, painter: QtGui.QPainter, option, widget=None) -> None:
         if self._qimage is None:
             return
-        exposed = option.exposedRect.intersected(self.boundingRect())
+        exposed = option.exposedRect
         if exposed.isEmpty():
             return
         src = exposed.toAlignedRect().intersected(QtCore.QRect(0, 0, self._w, self._h))
@@ -169,10 +201,39 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
                 spans[-1][1] = i + 1
             else:
                 spans.append([i, i + 1, span])
+        if not spans:
+            return
+        scale = abs(painter.deviceTransform().m11()) or 1.0   # device pixels per mask pixel
+        f = 1
+        while f * scale < 1.0 and f < self.MAX_POOL:
+            f *= 2
+        image = self._qimage if f == 1 else self._pooled_image(f)
         for r0, r1, (c0, c1) in spans:
             rect = QtCore.QRect((tx0 + c0) * t, (ty0 + r0) * t, (c1 - c0) * t, (r1 - r0) * t).intersected(src)
-            if not rect.isEmpty():
-                painter.drawImage(QtCore.QRectF(rect), self._qimage, QtCore.QRectF(rect))
+            if rect.isEmpty():
+                continue
+            if f == 1:
+                painter.drawImage(QtCore.QRectF(rect), image, QtCore.QRectF(rect))
+                continue
+            # whole pooled blocks (the last ones may reach up to f-1 pixels past the mask, less
+            # than a screen pixel: a speck in the last row/column stays visible)
+            bx0, by0 = (rect.left() // f) * f, (rect.top() // f) * f
+            bx1 = -(-(rect.right() + 1) // f) * f
+            by1 = -(-(rect.bottom() + 1) // f) * f
+            target = QtCore.QRectF(bx0, by0, bx1 - bx0, by1 - by0)
+            source = QtCore.QRectF(bx0 / f, by0 / f, (bx1 - bx0) / f, (by1 - by0) / f)
+            painter.drawImage(target, image, source)
+
+
+def _max_pool(a: np.ndarray, f: int) -> np.ndarray:
+    """Max over f x f blocks (the last partial blocks padded with 0)."""
+    h, w = a.shape
+    ph, pw = -(-h // f) * f, -(-w // f) * f
+    if (ph, pw) != (h, w):
+        padded = np.zeros((ph, pw), a.dtype)
+        padded[:h, :w] = a
+        a = padded
+    return a.reshape(ph // f, f, pw // f, f).max(axis=(1, 3))
 
 
 class _ImageItem(pg.ImageItem):
