@@ -677,3 +677,14 @@ def test_workflow_state_bookkeeping():
     assert st.hint() == "Working on the flat step…"
     with pytest.raises(ValueError):
         st.set("flat", "finished")
+
+
+def test_a_damaged_or_odd_session_does_not_block_opening(make_window, qtbot, demo, boxes):
+    side = demo.parent / "demo.ser.aiflat.json"
+    side.write_text('{"grow": "lots", "view": 7}')
+    w = make_window()
+    assert w.open_path(demo) and w.seq is not None
+    side.write_text("{broken")
+    assert w.open_path(demo) and w.seq is not None
+    assert "session" in w.log_view.toPlainText()
+    assert not boxes

@@ -527,7 +527,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log(f"opened {self.path} ({d['frames']} frames, {d['width']}x{d['height']}, {d['color']})")
 
         self.session_store = SessionStore(self.path)
-        self._restore_session(interactive)
+        try:
+            self._restore_session(interactive)
+        except Exception as exc:  # noqa: BLE001 - a hand-edited/odd session must not block opening
+            self._restoring = False
+            log.warning("%s: session not restored (%s)", self.session_store.json_path, one_line(exc))
         self._update_frame_label()
         self.render()
         self.viewer.fit()
