@@ -355,3 +355,13 @@ def test_unfinalised_capture_with_zero_sizes(tmp_path, rng):
     with open_sequence(p) as seq:
         assert seq.n_frames == 3 and np.array_equal(seq[:], frames[:3])
         assert any("not finalised" in w for w in seq.warnings) and any("truncated" in w for w in seq.warnings)
+
+
+def test_rgb24_with_one_colour_frame_stays_colour(tmp_path, rng):
+    grey = rng.integers(0, 256, (9, 4, 6), dtype=np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=3)
+    rgb[5, 1, 2] = (10, 20, 30)  # a single coloured pixel in a frame no sparse sample would pick
+    p = tmp_path / "mostly_grey.avi"
+    make_avi(p, [dib_rows(f[..., ::-1]) for f in rgb], 6, 4, 24)
+    with open_sequence(p) as seq:
+        assert seq.color == "RGB" and np.array_equal(seq[:], rgb)
