@@ -149,10 +149,8 @@ class MaskModel:
         return callback
 
     def remove_listener(self, callback: ChangeCallback) -> None:
-        try:
+        if callback in self._listeners:
             self._listeners.remove(callback)
-        except ValueError:
-            pass
 
     def _notify(self, box: Box) -> None:
         for cb in list(self._listeners):
