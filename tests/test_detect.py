@@ -208,3 +208,12 @@ def test_cli_mask_with_the_local_provider(tmp_path):
     mask = read_image(out) > 0
     truth = read_image(paths["mask"]) > 0
     assert mask.shape == truth.shape and (mask & truth).sum() > 0.3 * mask.sum()
+
+
+@pytest.mark.parametrize("value", [0.0, 1000.0, np.nan])
+def test_flat_black_or_nan_frames_give_an_empty_mask(value):
+    frames = np.full((5, 64, 80), value, np.float32)
+    for seq in (ArraySequence(frames), None):
+        sm = compute_scores(np.full((64, 80), value, np.float32), seq)
+        assert np.isfinite(sm.score).all()
+        assert not sm.mask(1.0).any()

@@ -306,6 +306,8 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
             if y.shape != (h, w):
                 raise InputError(f"frame {fi} is {y.shape[1]}x{y.shape[0]} but the reference is {w}x{h}",
                                  getattr(sequence, "path", None))
+            if y.dtype.kind == "f" and not np.isfinite(y).all():
+                y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
             return y
 
         meter = _DriftMeter(read(groups[k // 2][0]), crop, bg_sigma)
@@ -338,11 +340,11 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
         shifts -= np.median(shifts, axis=0)
         med, noise = _separate(stack, shifts, iterations, progress)
+        del stack
         frames_used = n_read
     else:
         med = _blur(darkening(yref, bg_sigma), PRESMOOTH)
         frames_used = 1 if n_frames <= 1 else n_frames
-        stack = None
     report(progress, 0.9, "dust: scoring")
 
     valid &= darkening(yref, bg_sigma) < max_depth
