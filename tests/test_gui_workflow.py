@@ -693,7 +693,7 @@ def test_a_damaged_or_odd_session_does_not_block_opening(make_window, qtbot, dem
 def test_disk_full_during_calibration_is_a_message_and_no_file(make_window, qtbot, demo, tmp_path, monkeypatch, boxes):
     import errno
 
-    from aiflat_gui.io.ser import SerWriter
+    from aiflat_gui.io.fits import FitsWriter
 
     w = with_truth_mask(make_window, qtbot, demo)
     wait_job(qtbot, w.run_flat())
@@ -701,11 +701,11 @@ def test_disk_full_during_calibration_is_a_message_and_no_file(make_window, qtbo
     def full(self, frame, index):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(SerWriter, "_write", full)
-    out = tmp_path / "full.ser"
-    wc = wait_job(qtbot, w.calibrate_to(out, "ser"))
+    monkeypatch.setattr(FitsWriter, "_write", full)
+    out = tmp_path / "full.fits"
+    wc = wait_job(qtbot, w.calibrate_to(out, "fits"))
     assert wc.state == "failed"
     kind, _, text = boxes[-1]
-    assert kind == "warning" and "disk full" in text and "full.ser" in text
-    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".full.ser")]
+    assert kind == "warning" and "disk full" in text and "full.fits" in text
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".full.fits")]
     assert w.workflow.state("flat") == "done" and w.flat is not None

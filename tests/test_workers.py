@@ -109,3 +109,24 @@ def test_job_panel_cancel_button(qtbot):
 def test_one_line():
     assert one_line(InputError("bad", "f.ser")) == "f.ser: bad"
     assert one_line(MemoryError()) == "out of memory"
+
+
+def test_cancel_at_the_final_report_counts_as_success(qtbot):
+    import threading
+
+    go, half = threading.Event(), threading.Event()
+
+    def job(progress=None):
+        progress(0.5, "half")
+        half.set()
+        go.wait(5)
+        progress(1.0, "done")  # the output is committed by now
+        return "written"
+
+    w = Worker(job, min_interval=0.0)
+    with qtbot.waitSignal(w.succeeded, timeout=10000) as blocker:
+        w.start()
+        qtbot.waitUntil(half.is_set, timeout=5000)
+        w.cancel()
+        go.set()
+    assert blocker.args == ["written"] and w.state == "succeeded"

@@ -3,7 +3,8 @@
 A :class:`Worker` calls ``fn(*args, progress=callback, **kwargs)`` on a :class:`QThreadPool` thread.
 The callback turns the core's ``progress(fraction, message)`` calls into the Qt signal
 :attr:`Worker.progress` (delivered to the GUI thread by a queued connection) and raises
-:class:`~aiflat_gui.errors.Cancelled` the next time it is called after :meth:`Worker.cancel`.
+:class:`~aiflat_gui.errors.Cancelled` the next time it is called after :meth:`Worker.cancel`
+(except for a final report of 1.0: the work is then complete and counts as a success).
 The core never knows about threads.
 
 Outcomes arrive as signals in the GUI thread: ``succeeded(result)``, ``failed(message, user_error)``
@@ -128,7 +129,9 @@ class Worker(QtCore.QObject):
 
     # -- the pool thread ----------------------------------------------------------------------------
     def _callback(self, fraction: float, message: str = "") -> None:
-        if self._cancel.is_set():
+        # a report of 1.0 means the work is done (outputs may already be committed): cancelling
+        # there would only turn a finished job into a "cancelled" one that left its file behind
+        if self._cancel.is_set() and fraction < 1.0:
             raise Cancelled()
         now = time.monotonic()
         if fraction >= 1.0 or now - self._last_emit >= self.min_interval:
@@ -143,8 +146,7 @@ class Worker(QtCore.QObject):
                 result = self.fn(*self.args, progress=self._callback, **self.kwargs)
             else:
                 result = self.fn(*self.args, **self.kwargs)
-            if self._cancel.is_set():
-                raise Cancelled()
+            # returned normally: the job finished (even if Cancel was clicked at the very end)
             self._finished_internal.emit("succeeded", result)
         except Cancelled:
             self._finished_internal.emit("cancelled", None)
