@@ -289,3 +289,15 @@ def test_compressed_tiff_page_claiming_too_many_pixels(tmp_path):
     with pytest.raises(FormatError, match="bomb.tif"):
         with open_sequence(t) as seq:
             seq.frame(0)
+
+
+def test_compressed_pages_read_safely_from_several_threads(tmp_path, rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = rng.integers(0, 65536, (24, 32, 40), dtype=np.uint16)
+    p = tmp_path / "z.tif"
+    tifffile.imwrite(p, data, photometric="minisblack", compression="zlib")
+    with open_sequence(p) as seq, ThreadPoolExecutor(4) as pool:
+        order = list(rng.permutation(24)) * 3
+        got = list(pool.map(seq.frame, order))
+        assert all(np.array_equal(g, data[i]) for g, i in zip(got, order))

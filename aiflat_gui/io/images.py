@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -258,6 +259,7 @@ class ImageSequence(Sequence):
         self._tif = None
         self._mm: Optional[np.memmap] = None
         self._image: Optional[np.ndarray] = None
+        self._lock = threading.Lock()
         if self.format == "tiff":
             self._open_tiff()
         else:
@@ -363,10 +365,11 @@ class ImageSequence(Sequence):
                     return a.reshape(self._lay.page_shape)
                 n = self._per * self._file_dtype.itemsize
                 return self._mm[src[1]: src[1] + n].view(self._file_dtype).reshape(self._lay.page_shape)
-            if src[0] == "page":
-                a = src[1].asarray()
-            else:
-                a = self._tif.asarray(series=src[1], key=src[2])
+            with self._lock:  # one file handle: seek+read must not interleave between threads
+                if src[0] == "page":
+                    a = src[1].asarray()
+                else:
+                    a = self._tif.asarray(series=src[1], key=src[2])
             return np.asarray(a).reshape(self._lay.page_shape)
         except InputError:
             raise
