@@ -254,7 +254,7 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
     def slow_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
         # the real calibration, one frame per chunk, slowed so the Cancel click lands mid-way
         def prog(f, m):
-            time.sleep(0.05)
+            time.sleep(0.1)
             progress(f, m)
 
         with open_sequence(path) as seq:
@@ -262,15 +262,15 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
                                       progress=prog, chunk_bytes=seq.frame_nbytes)
 
     monkeypatch.setattr(mw, "job_calibrate", slow_calibrate)
-    out = tmp_path / "cancelled.ser"
-    wc = w.calibrate_to(out, "ser")
+    out = tmp_path / "cancelled.fits"  # the streaming writer: one report per frame
+    wc = w.calibrate_to(out, "fits")
     assert w.job_panel.isVisible()
     with qtbot.waitSignal(wc.cancelled, timeout=30000):
         qtbot.waitUntil(lambda: w.job_panel.bar.value() > 0, timeout=10000)
         QTest.mouseClick(w.job_panel.cancel_button, QtCore.Qt.LeftButton)
     assert not out.exists()
     # Esc cancels too
-    wc = w.calibrate_to(out, "ser")
+    wc = w.calibrate_to(out, "fits")
     with qtbot.waitSignal(wc.cancelled, timeout=30000):
         qtbot.waitUntil(lambda: w.job_panel.bar.value() > 0, timeout=10000)
         w.act_cancel.trigger()
