@@ -301,3 +301,26 @@ def test_compressed_pages_read_safely_from_several_threads(tmp_path, rng):
         order = list(rng.permutation(24)) * 3
         got = list(pool.map(seq.frame, order))
         assert all(np.array_equal(g, data[i]) for g, i in zip(got, order))
+
+
+def test_grey_alpha_png_is_one_channel(tmp_path):
+    import struct
+    import zlib
+
+    w, h = 5, 4
+    grey = np.arange(w * h, dtype=np.uint8).reshape(h, w) * 10
+    rows = b"".join(b"\0" + np.dstack([grey[y], np.full(w, 200, np.uint8)]).tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 4, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    d = tmp_path / "ga"
+    d.mkdir()
+    for i in range(2):
+        (d / f"f{i}.png").write_bytes(png)
+    with open_sequence(d / "f0.png") as seq:
+        assert seq.channels == 1 and np.array_equal(seq.frame(0), grey)
+    with open_sequence(d) as seq:
+        assert seq.channels == 1 and np.array_equal(seq[:], np.stack([grey, grey]))

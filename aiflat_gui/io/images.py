@@ -218,7 +218,7 @@ def _check_claimed_size(path: Path, probe: tuple) -> None:
     check_frame_memory((h, w, 4 if fmt == "png" else ch), np.dtype(dt).itemsize, path, "image")
 
 
-def _decode_cv(path: Path) -> np.ndarray:
+def _decode_cv(path: Path, channels: int = 0) -> np.ndarray:
     import cv2
 
     try:
@@ -229,10 +229,10 @@ def _decode_cv(path: Path) -> np.ndarray:
     if img is None:
         raise FormatError("not a readable image (damaged or unsupported encoding)", path)
     if img.ndim == 3:
-        if img.shape[2] >= 3:
+        if img.shape[2] >= 3 and channels != 1:
             img = img[..., 2::-1]
         else:
-            img = img[..., 0]
+            img = img[..., 0]  # grey (+ alpha) that OpenCV expanded to BGRA
     return np.ascontiguousarray(_to_sample(img))
 
 
@@ -263,8 +263,9 @@ class ImageSequence(Sequence):
         if self.format == "tiff":
             self._open_tiff()
         else:
-            _check_claimed_size(self.path, (_probe_png if self.format == "png" else _probe_jpeg)(self.path))
-            img = _decode_cv(self.path)
+            probe = (_probe_png if self.format == "png" else _probe_jpeg)(self.path)
+            _check_claimed_size(self.path, probe)
+            img = _decode_cv(self.path, probe[2])
             self._image = img
             self.n_frames = 1
             self.height, self.width = img.shape[:2]
@@ -487,7 +488,7 @@ class ImageFolderSequence(Sequence):
                 tif.close()
             a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
         else:
-            a = _decode_cv(f)
+            a = _decode_cv(f, self.channels)
         if a.shape != self.frame_shape or a.dtype != self.dtype:
             raise FormatError(f"decoded frame {a.shape} {a.dtype.name} does not match the folder's "
                               f"{self.frame_shape} {self.dtype.name}", f)
