@@ -773,7 +773,7 @@ class MainWindow(QtWidgets.QMainWindow):
         except Exception as exc:  # noqa: BLE001
             log.warning("re-threshold failed: %s", one_line(exc))
             return
-        self.mask_model.apply(new, f"Sensitivity {value:.2f}")
+        self.mask_model.apply(new, f"Sensitivity {value:.2f}", merge_key="sensitivity")
         self.workflow.step_changed("mask")
         self._update_mask_info()
 
@@ -1190,10 +1190,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         if levels is None:
             state = self.stretch_state()
-            if self._display_kind != "stretch" or self.viewer.stretch() != state:
-                self.viewer.set_stretch(state)
-                self._display_kind = "stretch"
-            self.viewer.set_image(img, color=color, levels=state.levels)
+            self._display_kind = "stretch"
+            self.viewer.set_image(img, color=color, stretch=state)  # one render
         else:
             if self._display_kind != "fixed":
                 self.viewer.set_stretch(StretchState(mode="linear", black=levels[0], white=levels[1]))
@@ -1280,6 +1278,13 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_speck_activated(self, x: int, y: int) -> None:
         # centre the speck, close enough to judge it (at least 2 screen pixels per image pixel)
         self.viewer.center_on(x, y, zoom=max(self.viewer.zoom_factor(), 2.0))
+        box = None
+        for sp in self.speck_table.specks:
+            bx, by, bw, bh = (sp["bbox"] if isinstance(sp, dict) else sp.bbox)
+            if bx <= x < bx + bw and by <= y < by + bh:
+                box = (bx, by, bx + bw, by + bh)
+                break
+        self.viewer.set_highlight(box)  # outline the chosen speck (None hides it)
 
     def _on_hover(self, x: int, y: int) -> None:
         if self.seq is None or not (0 <= x < self.seq.width and 0 <= y < self.seq.height):

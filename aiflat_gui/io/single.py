@@ -26,26 +26,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError("no such file", p)
     ext = p.suffix.lower()
     try:
-        if ext in FITS_EXTS:
-            from astropy.io import fits
+        if ext in FITS_EXTS or ext in TIFF_EXTS:
+            # the sequence readers honour ROWORDER, BAYERPAT and the colour rules, so a reference
+            # or mask from Siril lines up with the video
+            from . import open_sequence
 
-            with fits.open(p, memmap=False) as hdul:
-                for hdu in hdul:
-                    if hdu.data is not None and hdu.data.ndim >= 2:
-                        data = np.asarray(hdu.data)
-                        break
-                else:
-                    raise InputError("FITS file holds no image", p)
-            if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
-                data = np.moveaxis(data, 0, -1)  # FITS colour is (C, H, W)
-            return data.astype(data.dtype.newbyteorder("="), copy=False)
-        if ext in TIFF_EXTS:
-            import tifffile
-
-            data = tifffile.imread(p)
-            if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
-                data = np.moveaxis(data, 0, -1)
-            return np.ascontiguousarray(data)
+            with open_sequence(p) as seq:
+                if seq.n_frames != 1:
+                    raise InputError(f"holds {seq.n_frames} frames; expected a single image", p)
+                return np.array(seq.frame(0))
         import cv2
 
         raw = np.fromfile(p, dtype=np.uint8)
