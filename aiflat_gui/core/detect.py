@@ -48,8 +48,11 @@ from ..errors import InputError
 from ..io.base import BAYER_PATTERNS
 from ..progress import ProgressFn, report
 
-#: z-score of the seed threshold at sensitivity 0.5; it halves/doubles every 0.5 of sensitivity.
+#: z-score of the seed threshold at sensitivity 0.5, 0 and 1 (geometric in between): below ~4.5
+#: noise and granulation residue flood the mask, so the slider's top end stops there.
 SEED_Z = 7.0
+SEED_Z_MAX = 14.0
+SEED_Z_MIN = 4.5
 #: The grow threshold is this fraction of the seed threshold.
 GROW_FRACTION = 0.45
 #: Lowest grow threshold ever used (sensitivity 1).
@@ -212,7 +215,10 @@ class ScoreMap:
     def thresholds(sensitivity: float) -> tuple[float, float]:
         """(seed, grow) z-thresholds for a sensitivity in [0, 1]."""
         s = min(1.0, max(0.0, float(sensitivity)))
-        seed = SEED_Z * 2.0 ** (1.0 - 2.0 * s)
+        if s <= 0.5:
+            seed = SEED_Z * (SEED_Z_MAX / SEED_Z) ** (1.0 - 2.0 * s)
+        else:
+            seed = SEED_Z * (SEED_Z_MIN / SEED_Z) ** (2.0 * s - 1.0)
         grow = max(MIN_GROW_Z, GROW_FRACTION * seed)
         return seed, grow
 
