@@ -93,11 +93,14 @@ echo "build.sh: installing ${#DEPS[@]} packages into $VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${DEPS[@]}" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
-echo "build.sh: running PyInstaller ($("$VENV/bin/python" -m PyInstaller --version))"
+T_INSTALLED=$(date +%s)
+echo "build.sh: environment ready in $((T_INSTALLED - START)) s; running PyInstaller ($("$VENV/bin/python" -m PyInstaller --version))"
 cd "$ROOT"
 AIFLAT_BUNDLE_NAME="$NAME" "$VENV/bin/python" -m PyInstaller --noconfirm --log-level WARN \
     --distpath "$DIST" --workpath "$WORK" "$ROOT/packaging/aiflat.spec"
 
+T_BUILT=$(date +%s)
+echo "build.sh: PyInstaller took $((T_BUILT - T_INSTALLED)) s"
 BUNDLE="$DIST/$NAME"
 [ -x "$BUNDLE/aiflat" ] && [ -e "$BUNDLE/aiflat-gui" ] || die "PyInstaller did not produce $BUNDLE/aiflat and aiflat-gui"
 VERSION_LINE="$("$BUNDLE/aiflat" --version)" || die "the bundled aiflat --version failed"
