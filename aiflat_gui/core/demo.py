@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import InputError
 
 #: Bump when the generator's output changes: ``ensure_demo`` regenerates cached demos then.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 DIFFICULTIES = ("easy", "normal", "hard")
 
