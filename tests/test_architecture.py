@@ -37,3 +37,19 @@ def test_the_check_itself_catches_qt(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**__import__('os').environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    """Atomic outputs are created by mkstemp (mode 0600); the final file gets the umask's mode."""
+    import os
+
+    from aiflat_gui.io.base import atomic_write_bytes
+
+    out = tmp_path / "x.bin"
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(out, b"abc")
+    finally:
+        os.umask(old)
+    assert out.read_bytes() == b"abc"
+    assert (out.stat().st_mode & 0o777) == 0o644

@@ -194,21 +194,8 @@ def calibrate_array(raw: np.ndarray, flat: np.ndarray, pedestal: float = 0.0,
 
 
 def advise_sequential(seq) -> None:
-    """Tell the kernel a memory-mapped sequence is about to be read front to back (aggressive
-    readahead, fewer page faults). Uses the sequence's ``advise_sequential()`` when it has one, else
-    its mmap; a no-op for anything else."""
-    import mmap
-
-    hook = getattr(seq, "advise_sequential", None)
-    if callable(hook):
-        hook()
-        return
-    mm = getattr(seq, "_mm", None)
-    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
-        try:
-            mm.madvise(mmap.MADV_SEQUENTIAL)
-        except (OSError, ValueError):
-            pass
+    """Tell the reader the sequence is about to be read front to back (kernel readahead)."""
+    seq.advise_sequential()
 
 
 def _ser_copy_ok(seq, fmt: str, writer_options: Optional[dict]) -> bool:

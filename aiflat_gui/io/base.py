@@ -130,6 +130,10 @@ class Sequence:
     def _read_frame(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def advise_sequential(self) -> None:
+        """Hint that the frames are about to be read front to back (memory-mapped readers pass it
+        to the kernel for aggressive readahead). The base class has nothing to advise."""
+
     def close(self) -> None:
         """Release file handles/maps. Safe to call twice."""
 
@@ -324,6 +328,7 @@ class AtomicOutput:
             try:
                 if self.directory and self.target.is_dir():
                     shutil.rmtree(self.target)
+                _apply_umask_mode(self.tmp, directory=self.directory)
                 os.replace(self.tmp, self.target)
                 return
             except OSError as err:
@@ -339,6 +344,14 @@ class AtomicOutput:
                 shutil.rmtree(self.tmp)
             else:
                 self.tmp.unlink()
+
+
+def _apply_umask_mode(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give outputs the mode a plain ``open`` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ and Siril/ser-player read 0 as little-endian) and its trailer is copied frame fo
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -363,6 +364,12 @@ class SerSequence(Sequence):
         if self._be:
             return self._view(i, ">u2")[y0:y1].astype(np.uint16)
         return self._view(i, "<u2")[y0:y1]
+
+    def advise_sequential(self) -> None:
+        """Aggressive kernel readahead for a front-to-back pass over the memory map."""
+        if self._mm is not None and hasattr(mmap, "MADV_SEQUENTIAL"):
+            with contextlib.suppress(OSError, ValueError):
+                self._mm.madvise(mmap.MADV_SEQUENTIAL)
 
     def close(self) -> None:
         mm, self._mm = self._mm, None
