@@ -150,7 +150,8 @@ def test_write_demo_files_read_back(tmp_path):
     from astropy.io import fits
 
     with fits.open(paths["clean"]) as hdul:
-        assert np.array_equal(hdul[0].data, d.clean)
+        cube = np.asarray(hdul[0].data)
+        assert cube.shape == d.clean.shape and np.abs(cube.astype(np.float64) - d.clean).max() <= 0.5
         assert hdul[0].header["PEDESTAL"] == 100
     truth = json.loads(paths["truth"].read_text())
     assert truth["offset"] == 100 and len(truth["specks"]) == len(d.specks)
