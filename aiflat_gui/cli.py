@@ -240,7 +240,7 @@ def cmd_export_flat(args) -> int:
 def cmd_run(args) -> int:
     from .pipeline import run_pipeline
 
-    opts = _provider_options(args) if not args.mask else {}
+    opts = _provider_options(args) if (not args.mask or args.provider == "gemini") else {}
     result = run_pipeline(args.path, args.output, provider=args.provider, provider_options=opts,
                           mask_path=args.mask, fmt=args.format, method=args.method, grow=args.grow,
                           feather=args.feather, pedestal=args.pedestal, max_frames=args.max_frames,

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from .errors import AiflatError, Cancelled, InputError
+from .errors import AiflatError, Cancelled, InputError, ProcessingError
 from .progress import ProgressFn, report, sub_progress
 
 VIDEO_EXTS = (".ser", ".avi")
@@ -52,6 +52,11 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
 
     t0 = time.perf_counter()
     out = Path(out_dir)
+    # the ai flat method needs a dust-free image: a file, or Gemini (asked after the mask)
+    provider_clean = method == "ai" and not clean_path
+    if provider_clean and provider != "gemini":
+        raise InputError("the ai flat method needs a dust-free image: give --clean FILE, or use --provider gemini "
+                         f"(the {provider} provider does not make one)", path)
     if out.exists() and not out.is_dir():
         raise InputError("output folder is a file", out)
     if not out.exists():
@@ -75,14 +80,22 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
         # 2. mask
         clean = read_image(clean_path) if clean_path else None
         provider_report: dict = {}
+        from .ai import get_provider
+
         if mask_path:
             mask, w = load_mask(mask_path, (seq.height, seq.width))
             warnings += w
             provider_report = {"provider": "file", "path": str(mask_path)}
+            if provider_clean:  # the mask is given: ask Gemini only for the clean image
+                prov = get_provider(provider, **(provider_options or {}))
+                sent = grow_mask(mask, max(int(grow), int(getattr(prov, "clean_grow", 4) or 0)))
+                clean = prov.request_clean(ref, sent, progress=sub_progress(progress, 0.3, 0.45), sequence=seq)
+                provider_report["clean"] = dict(getattr(prov, "last_report", None) or {})
         else:
-            from .ai import get_provider
-
-            prov = get_provider(provider, **(provider_options or {}))
+            popts = dict(provider_options or {})
+            if provider_clean:
+                popts["with_clean"] = True  # find_mask also returns the clean image (MaskResult.clean)
+            prov = get_provider(provider, **popts)
             res = prov.find_mask(ref, seq, progress=sub_progress(progress, 0.3, 0.45))
             mask = np.asarray(res.mask, dtype=bool)
             if mask.shape != (seq.height, seq.width):
@@ -92,7 +105,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
             if clean is None and res.clean is not None:
                 clean = res.clean
         if method == "ai" and clean is None:
-            raise InputError("the ai flat method needs a clean image (clean_path, or a provider that returns one)")
+            raise ProcessingError(f"provider '{provider}' returned no dust-free image for the ai flat method", path)
         result["mask"] = save_mask(out / "mask.png", mask)
         # 3. flat
         flat = synthesize_flat(ref, mask, method=method, sequence=seq, clean=clean, grow=grow, feather=feather,

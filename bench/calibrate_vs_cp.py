@@ -1,8 +1,10 @@
 """Calibration throughput vs `cp`, peak anonymous memory, and reference time vs one sequential read.
 
 Makes a >= 2 GB 16-bit SER (1920x1200 by default), then, in one run:
-  1. `cp` it once to warm the page cache (not timed), then `cp` it timed (and `sync` of the copy timed
-     separately: our writer fsyncs its output, cp does not);
+  1. `cp` it once to warm the page cache (not timed), then two baselines: `cp` alone (its copy may still
+     be only in the page cache when it returns), and `cp` followed by an fsync of the copy (the copy is
+     on disk: the same durability as ours, whose output is fsynced before the atomic rename so that
+     no truncated file can ever appear under the final name after a crash);
   2. `aiflat`'s calibration (calibrate_sequence, a flat with ~60 dust specks) in a subprocess whose
      RssAnon (private anonymous memory; pages of the memory-mapped input do not count) is sampled
      every 10 ms;
@@ -138,7 +140,13 @@ def main() -> int:
         subprocess.run(["cp", src, work / "warm.ser"], check=True)  # warm the cache
         (work / "warm.ser").unlink()
         t_cp = timed(["cp", src, work / "copy.ser"])
-        t_sync = timed(["sync", "-f", str(work / "copy.ser")]) if shutil.which("sync") else 0.0
+        t = time.perf_counter()
+        fd = os.open(work / "copy.ser", os.O_RDONLY)
+        try:
+            os.fsync(fd)  # this file only (`sync -f` would flush the whole filesystem)
+        finally:
+            os.close(fd)
+        t_sync = time.perf_counter() - t
         (work / "copy.ser").unlink()
 
         out = work / "calibrated.ser"
@@ -155,12 +163,20 @@ def main() -> int:
         out.unlink()
         mb = size / 1e6
         ratio = t_cp / res["seconds"]
-        print(f"cp         {t_cp:6.2f} s  {mb / t_cp:7.0f} MB/s   (sync of the copy afterwards: {t_sync:.2f} s)")
-        print(f"calibrate  {res['seconds']:6.2f} s  {mb / res['seconds']:7.0f} MB/s   "
+        print(f"cp             {t_cp:6.2f} s  {mb / t_cp:7.0f} MB/s   (returns before the copy is on disk)")
+        print(f"cp + fsync     {t_cp + t_sync:6.2f} s  {mb / (t_cp + t_sync):7.0f} MB/s   (fsync of the copy {t_sync:.2f} s: "
+              f"on disk, our durability)")
+        print(f"calibrate      {res['seconds']:6.2f} s  {mb / res['seconds']:7.0f} MB/s   "
               f"(process wall {wall:.2f} s incl. start-up; {res['computed_pixels']} px/frame computed; "
-              f"includes fsync)")
-        print(f"throughput ratio calibrate/cp       {ratio:.2f}   (target >= 0.70)")
-        print(f"throughput ratio vs cp+sync         {(t_cp + t_sync) / res['seconds']:.2f}")
+              f"includes its fsync)")
+        print(f"throughput ratio calibrate / cp           {ratio:.2f}   (target >= 0.70)")
+        print(f"throughput ratio calibrate / (cp + fsync) {(t_cp + t_sync) / res['seconds']:.2f}   (target >= 0.70)")
+        print("  why two baselines: our output is fsynced before its atomic rename (a crash can never leave a "
+              "truncated file under the final name); plain cp returns with the copy still in the page cache. "
+              "We copy in the kernel (copy_file_range) chunk by chunk, patch only the dust pixels through a "
+              "shared map while the chunk is cached, and start each chunk's writeback at once "
+              "(sync_file_range), so the disk write overlaps the copy; the remaining gap to plain cp is "
+              "the time the disk needs to take the data.")
         print(f"peak RssAnon of the calibration     {peak / 1024:.0f} MB   (target < 500 MB)")
 
         if not args.skip_reference:

@@ -200,7 +200,7 @@ def test_ser_copy_and_patch_cancel_leaves_nothing(easy, tmp_path):
     seq = open_sequence(src)
     flat = np.ones((seq.height, seq.width), np.float32)
     flat[10:20, 10:20] = 0.5
-    for stop in (0.1, 0.9):  # during the copy, during the patch
+    for stop in (0.1, 0.9, 0.999):  # during the copy, during the patch, at the final 1.0 report
         def cancel(f, m, stop=stop):
             if f > stop:
                 raise Cancelled()

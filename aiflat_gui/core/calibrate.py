@@ -222,21 +222,20 @@ def _ser_copy_ok(seq, fmt: str, writer_options: Optional[dict]) -> bool:
         return False
 
 
-def _copy_file(src_fd: int, dst_fd: int, size: int, progress, share: float) -> None:
-    """In-kernel copy (copy_file_range), falling back to read/write; progress in [0, share]."""
-    step = 64 << 20
-    done = 0
-    use_cfr = hasattr(os, "copy_file_range")
-    while done < size:
-        n = min(step, size - done)
-        if use_cfr:
+def _copy_range(src_fd: int, dst_fd: int, start: int, stop: int, state: dict) -> None:
+    """Copy bytes [start, stop) in the kernel (copy_file_range, as ``cp`` does), falling back to
+    pread/pwrite where the kernel or filesystem cannot."""
+    done = start
+    while done < stop:
+        n = min(64 << 20, stop - done)
+        if state.get("cfr", hasattr(os, "copy_file_range")):
             try:
                 got = os.copy_file_range(src_fd, dst_fd, n, done, done)
             except OSError as exc:
                 import errno
 
                 if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    use_cfr = False
+                    state["cfr"] = False
                     continue
                 raise
         else:
@@ -244,13 +243,49 @@ def _copy_file(src_fd: int, dst_fd: int, size: int, progress, share: float) -> N
         if got <= 0:
             raise OSError(f"short copy at byte {done}")
         done += got
-        report(progress, share * done / size, "copying unchanged data")
+
+
+def _writeback():
+    """``start(fd, offset, nbytes)`` and ``wait(fd, offset, nbytes)`` using Linux sync_file_range
+    (start writeback of a range now / wait until it is on disk), or None where unavailable. They let
+    the output reach the disk while later chunks are still being copied, so the final fsync finds
+    almost nothing left to write: copying and durable writing overlap instead of running one after
+    the other (``cp`` followed by ``fsync``)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    write, wait_before, wait_after = 2, 1, 4  # SYNC_FILE_RANGE_WRITE / _WAIT_BEFORE / _WAIT_AFTER
+
+    def start(fd: int, off: int, nbytes: int) -> None:
+        fn(fd, off, nbytes, write)  # advisory: a failure here is caught by the final fsync
+
+    def wait(fd: int, off: int, nbytes: int) -> None:
+        fn(fd, off, nbytes, wait_before | write | wait_after)
+
+    return start, wait
+
+
+#: Bytes per copy chunk of the SER fast path (whole frames).
+COPY_CHUNK = 64 << 20
 
 
 def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress) -> int:
-    """The SER -> SER fast path: copy the whole file in the kernel (as ``cp`` does), then rewrite
-    only the pixels where the flat is not 1.0 through a shared map of the copy. Atomic like the
-    writers: a temporary name renamed on success, deleted on any exception."""
+    """The SER -> SER fast path. Chunk by chunk of whole frames: copy the bytes in the kernel (as
+    ``cp`` does), rewrite only the pixels where the flat is not 1.0 through a shared map of the copy
+    (the copied pages are still in the page cache), and start that chunk's writeback
+    (sync_file_range), waiting for the chunk before last so dirty pages stay bounded; one fsync at
+    the end. Every byte is read once and written once. Atomic like the writers: a temporary name
+    renamed on success (after the fsync and the final 1.0 progress report), deleted on any
+    exception."""
     import mmap
 
     from ..io.base import AtomicOutput, disk_errors
@@ -259,36 +294,58 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress) -> 
     n = int(seq.n_frames)
     pix = int(np.prod(seq.frame_shape))
     dt = np.dtype(seq.dtype).newbyteorder("<")
+    fs = pix * dt.itemsize
     clipped = 0
+    k = max(1, COPY_CHUNK // max(1, fs))
+    if len(calib.idx):
+        k = max(1, min(k, (16 << 20) // max(1, len(calib.idx) * 8)))  # float64 working set of a chunk
+    wb = _writeback()
+    state: dict = {}
     with AtomicOutput(out) as tmp, disk_errors(out):
         src_fd = os.open(seq.path, os.O_RDONLY)
         dst_fd = os.open(tmp, os.O_RDWR | os.O_TRUNC)
         mm = None
+        data = block = None
         try:
-            _copy_file(src_fd, dst_fd, size, progress, 0.8)
+            os.ftruncate(dst_fd, size)
             if len(calib.idx):
                 mm = mmap.mmap(dst_fd, size)
                 data = np.frombuffer(mm, dtype=dt, count=n * pix, offset=178).reshape(n, pix)
-                k = max(1, (8 << 20) // max(1, len(calib.idx) * 8))
-                populate = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14; one call, not a fault per page
-                page = mmap.PAGESIZE
-                for i0 in range(0, n, k):
+            populate = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14: one call, not a fault per page
+            page = mmap.PAGESIZE
+            prev: list[tuple[int, int]] = []
+            for i0 in range(0, n, k):
+                i1 = min(n, i0 + k)
+                a = 0 if i0 == 0 else 178 + i0 * fs
+                b = size if i1 == n else 178 + i1 * fs  # the last chunk takes the trailer
+                _copy_range(src_fd, dst_fd, a, b, state)
+                if data is not None:
                     if populate is not None:
-                        a = (178 + i0 * pix * dt.itemsize) // page * page
-                        b = min(size, 178 + min(n, i0 + k) * pix * dt.itemsize)
+                        pa = a // page * page
                         try:
-                            mm.madvise(populate, a, b - a)
+                            mm.madvise(populate, pa, b - pa)
                         except (OSError, ValueError):
                             populate = None  # older kernel: plain page faults
-                    block = data[i0:i0 + k]
+                    block = data[i0:i1]
                     v, c = calib.compute(block[:, calib.idx])
                     block[:, calib.idx] = v
                     clipped += c
-                    report(progress, 0.8 + 0.19 * min(n, i0 + k) / n, f"frame {min(n, i0 + k)}/{n}")
-                del data, block
+                if wb is not None:
+                    wb[0](dst_fd, a, b - a)
+                    prev.append((a, b))
+                    if len(prev) > 2:
+                        pa_, pb_ = prev.pop(0)
+                        wb[1](dst_fd, pa_, pb_ - pa_)
+                report(progress, 0.99 * i1 / n, f"frame {i1}/{n}")
+            del data, block
+            data = block = None
+            if mm is not None:
                 mm.flush()
             os.fsync(dst_fd)
+            # 1.0 before the rename below: a cancel raised by this last report still leaves no file
+            report(progress, 1.0, "done")
         finally:
+            data = block = None
             if mm is not None:
                 try:
                     mm.close()
@@ -328,8 +385,7 @@ def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Op
     clipped = 0
     if fast and _ser_copy_ok(seq, fmt, writer_options):
         report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame, copy + patch)")
-        clipped = _calibrate_ser_by_copy(seq, calib, out, progress)
-        report(progress, 1.0, "done")
+        clipped = _calibrate_ser_by_copy(seq, calib, out, progress)  # reports 1.0 before committing
         return CalibrationStats(output=out, frames=n, clipped=clipped, seconds=time.perf_counter() - t0,
                                 format=fmt, computed_pixels=int(len(calib.idx)))
     advise_sequential(seq)
