@@ -37,9 +37,11 @@ import numpy as np
 from ..errors import InputError
 
 #: Bump when the generator's output changes: ``ensure_demo`` regenerates cached demos then.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 DIFFICULTIES = ("easy", "normal", "hard")
+#: Where the sky lies when the limb crosses the frame (``generate_demo(limb=...)``).
+LIMB_SIDES = ("left", "right", "top", "bottom")
 
 # Per-difficulty settings. Speck counts are for 640x480 and scale with the frame area.
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -172,8 +174,11 @@ class _Sun:
 
         # limb: a huge disc whose edge crosses one side of the frame
         self.limb = None
+        self.limb_side = None
         if p["limb"]:
             side = int(rng.integers(4))
+            if p["limb"] in LIMB_SIDES:
+                side = LIMB_SIDES.index(p["limb"])
             r_sun = 4.0 * max(fh, fw)
             cut = rng.uniform(0.10, 0.16) * (fw if side < 2 else fh)
             cx, cy = cw / 2.0, ch / 2.0
@@ -194,6 +199,7 @@ class _Sun:
             base = base * ld + sky
             texture_gain *= disc
             self.limb = (cx, cy, r_sun)
+            self.limb_side = LIMB_SIDES[side]
 
         # the sunspot: umbra + penumbra with radial fibrils
         ru = rng.uniform(7.0, 12.0)
@@ -339,12 +345,14 @@ def _place_dust(rng, p, h, w, allowed: np.ndarray, n_specks: int):
 # -- the generator -----------------------------------------------------------------------------
 
 def generate_demo(frames: int = 40, width: int = 640, height: int = 480, seed: int = 1, offset: int = 0,
-                  difficulty: str = "normal", limb: Optional[bool] = None) -> DemoData:
+                  difficulty: str = "normal", limb: Optional[bool | str] = None) -> DemoData:
     """Render a synthetic dusty solar sequence and its truth (see the module docstring).
 
     ``difficulty``: "easy" (few big dark specks, mild seeing), "normal", "hard" (mostly faint 2-5%
     specks, strong seeing, more pores and filaments, more noise, slow drift). ``limb`` overrides
-    whether the solar limb crosses one side (default: normal and hard)."""
+    whether the solar limb crosses one side (default: normal and hard; the side is drawn from the
+    seed), or names the side the sky lies on: one of ``LIMB_SIDES`` ("left", "right", "top",
+    "bottom"); the random draws stay the same, so only the limb's side changes."""
     if difficulty not in _PRESETS:
         raise InputError(f"unknown difficulty '{difficulty}' (choose from {', '.join(DIFFICULTIES)})")
     frames, width, height, offset = int(frames), int(width), int(height), int(offset)
@@ -355,7 +363,11 @@ def generate_demo(frames: int = 40, width: int = 640, height: int = 480, seed: i
     if not 0 <= offset <= 60000:
         raise InputError(f"demo offset must be 0..60000 ADU, got {offset}")
     p = dict(_PRESETS[difficulty])
-    if limb is not None:
+    if isinstance(limb, str):
+        if limb not in LIMB_SIDES:
+            raise InputError(f"unknown limb side '{limb}' (choose from {', '.join(LIMB_SIDES)})")
+        p["limb"] = limb
+    elif limb is not None:
         p["limb"] = bool(limb)
     rng = np.random.default_rng([int(seed), 0xD05])
 
@@ -427,7 +439,7 @@ def generate_demo(frames: int = 40, width: int = 640, height: int = 480, seed: i
     params = dict(generator_version=GENERATOR_VERSION, difficulty=difficulty, seed=int(seed), frames=frames,
                   width=width, height=height, offset=offset, level=level, gain=p["gain"],
                   read_noise=p["read_noise"], drift_px_per_frame=p["drift"], seeing_px=p["seeing_px"],
-                  blur_sigma=list(p["blur"]), limb=bool(sun.limb is not None),
+                  blur_sigma=list(p["blur"]), limb=bool(sun.limb is not None), limb_side=sun.limb_side,
                   bit_depth=12 if int(data.max(initial=0)) < 4096 else 16, fps=FPS,
                   clean_definition="clean = offset + dust-free noise-free signal (ADU); "
                                    "frames ~= offset + (clean - offset) * true_flat + noise")

@@ -57,6 +57,9 @@ SEED_Z_MIN = 4.5
 GROW_FRACTION = 0.45
 #: Lowest grow threshold ever used (sensitivity 1).
 MIN_GROW_Z = 1.6
+#: How far (px) a speck may grow from its seed pixels.
+GROW_REACH = 8
+_REACH_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * GROW_REACH + 1, 2 * GROW_REACH + 1))
 #: Gaussian pre-smoothing (px) of each darkening map: tames interpolation and pixel noise.
 PRESMOOTH = 0.7
 #: Gaussian matched-filter scales (px) for discs and donuts, and Hessian scales for fibres.
@@ -65,6 +68,11 @@ RIDGE_SCALES = (1.0, 1.8)
 RIDGE_WEIGHT = 0.8
 #: Border (px) not judged in sequence mode.
 EDGE = 3
+#: Off the disc: a 5x5 average below this fraction of the disc level (sky beyond the limb).
+SKY_FRACTION = 0.3
+#: Pixels within this many px of where any frame was off the disc are not judged: the limb's
+#: steep limb-darkened rim and its seeing wobble (the drift is covered by taking every frame).
+LIMB_MARGIN = 12.0
 
 
 def luminance(image: np.ndarray, color: Optional[str] = None) -> np.ndarray:
@@ -79,6 +87,20 @@ def luminance(image: np.ndarray, color: Optional[str] = None) -> np.ndarray:
     if color in BAYER_PATTERNS:
         y = cv2.blur(y, (2, 2), borderType=cv2.BORDER_REFLECT)
     return y
+
+
+def _box(y: np.ndarray) -> np.ndarray:
+    """5x5 box average: a pixel's level, steady against noise, sharp enough to place the limb."""
+    return cv2.blur(y, (5, 5), borderType=cv2.BORDER_REPLICATE)
+
+
+def _judged(off: np.ndarray, margin: float) -> np.ndarray:
+    """Pixels farther than ``margin`` px from every pixel of ``off``."""
+    if not off.any():
+        return np.ones(off.shape, bool)
+    r = max(1, int(round(margin)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return cv2.dilate(off.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) == 0
 
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -100,34 +122,47 @@ def _up(a: np.ndarray, shape) -> np.ndarray:
     return cv2.resize(a, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def background(y: np.ndarray, sigma: float) -> np.ndarray:
-    """Smooth local background of ``y`` that ignores dark dips smaller than ~``sigma``: blur, fill
-    everything darker than the blur with the blur, blur again (at reduced resolution)."""
+def _nblur(a: np.ndarray, sigma: float, weight: Optional[np.ndarray] = None) -> np.ndarray:
+    """Gaussian blur of ``a`` at reduced resolution; with ``weight`` (float32 in [0, 1]) a
+    normalised convolution ``blur(a * weight) / blur(weight)``: pixels of weight 0 (the sky beyond
+    the limb, pixels not judged) neither pull the result nor are pulled by it, so a smooth
+    background stays edge-aware at the limb instead of sagging into the step."""
     f = max(1, min(4, int(sigma // 3)))
-    small = _down(y, f)
     s = sigma / f
-    b1 = _blur(small, s)
-    b1_full = _up(b1, y.shape)
-    filled = np.maximum(y, b1_full)
-    b = _blur(_down(filled, f), s)
-    return _up(b, y.shape)
+    if weight is None:
+        return _up(_blur(_down(a, f), s), a.shape)
+    num = _blur(_down(a * weight, f), s)
+    den = _blur(_down(weight, f), s)
+    out = _up(num / np.maximum(den, 1e-3), a.shape)
+    # far from any weighted pixel there is nothing to go on: use the plain blur there
+    lost = _up(den, a.shape) < 1e-3
+    if lost.any():
+        out[lost] = _up(_blur(_down(a, f), s), a.shape)[lost]
+    return out
 
 
-def darkening(y: np.ndarray, sigma: float) -> np.ndarray:
+def background(y: np.ndarray, sigma: float, weight: Optional[np.ndarray] = None) -> np.ndarray:
+    """Smooth local background of ``y`` that ignores dark dips smaller than ~``sigma``: blur, fill
+    everything darker than the blur with the blur, blur again (at reduced resolution). ``weight``
+    (see :func:`_nblur`) leaves pixels out, e.g. the sky beyond the limb."""
+    b1 = _nblur(y, sigma, weight)
+    filled = np.maximum(y, b1)
+    return _nblur(filled, sigma, weight)
+
+
+def darkening(y: np.ndarray, sigma: float, weight: Optional[np.ndarray] = None) -> np.ndarray:
     """``1 - y / background(y)``, clipped to [-1, 1]: positive where darker than the surroundings."""
-    b = background(y, sigma)
+    b = background(y, sigma, weight)
     d = 1.0 - y / np.maximum(b, 1e-3)
     np.clip(d, -1.0, 1.0, out=d)
     return d
 
 
-def _lower_envelope(a: np.ndarray, sigma: float) -> np.ndarray:
-    """Smooth baseline of ``a`` ignoring positive peaks (the mirror of :func:`background`)."""
-    f = max(1, min(4, int(sigma // 3)))
-    small = _down(a, f)
-    b1 = _up(_blur(small, sigma / f), a.shape)
-    filled = np.minimum(a, b1)
-    return _up(_blur(_down(filled, f), sigma / f), a.shape)
+def _lower_envelope(a: np.ndarray, sigma: float, weight: Optional[np.ndarray] = None) -> np.ndarray:
+    """Smooth baseline of ``a`` ignoring positive peaks (the mirror of :func:`background`),
+    edge-aware with ``weight``."""
+    b1 = _nblur(a, sigma, weight)
+    return _nblur(np.minimum(a, b1), sigma, weight)
 
 
 def _robust_sigma(a: np.ndarray, valid: np.ndarray) -> float:
@@ -230,6 +265,12 @@ class ScoreMap:
         if count == 0:
             return np.zeros(self.score.shape, bool)
         grow = (self._grow >= grow_t).view(np.uint8)
+        # growth reaches at most GROW_REACH px from a seed: a speck's faint rim and (for specks
+        # wider than the drift) its interior, not the granulation around it
+        near = np.zeros(self.score.shape, np.uint8)
+        near.ravel()[self._seed_idx[:count]] = 1
+        near = cv2.dilate(near, _REACH_KERNEL)
+        grow &= near
         n, labels = cv2.connectedComponents(grow, connectivity=8, ltype=cv2.CV_32S)
         keep = np.zeros(n, bool)
         keep[labels.ravel()[self._seed_idx[:count]]] = True
@@ -252,7 +293,7 @@ def _select_frames(n: int, max_frames: int) -> np.ndarray:
 def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
                    progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
                    memory_mb: float = 512.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
-                   iterations: int = 3) -> ScoreMap:
+                   iterations: int = 3, limb_margin: float = LIMB_MARGIN) -> ScoreMap:
     """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
     with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
 
@@ -274,11 +315,12 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         yref = np.nan_to_num(yref, nan=0.0, posinf=0.0, neginf=0.0)
     report(progress, 0.0, "dust: reference")
 
-    # valid pixels: on the disc (not sky), not inside very dark features (umbrae)
-    bref = background(yref, bg_sigma)
-    level = float(np.percentile(bref[:: 4, :: 4], 90)) if bref.size else 1.0
-    on_disc = bref > 0.3 * max(level, 1e-6)
-    valid = cv2.erode(on_disc.view(np.uint8), np.ones((9, 9), np.uint8), borderType=cv2.BORDER_REPLICATE) > 0
+    # the disc level and the "off the disc" threshold (sky beyond the limb; umbrae fall below it
+    # too, which does no harm: they are never judged)
+    level = float(np.percentile(_box(yref)[:: 4, :: 4], 90))
+    floor = SKY_FRACTION * max(level, 1e-6)
+    off = _box(yref) < floor
+    valid = _judged(off, limb_margin)
 
     n_frames = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
     shifts = None
@@ -328,11 +370,18 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
                 done += 1
             y = acc / len(group) if len(group) > 1 else acc
             shifts[n_i] = meter(y)
-            # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves
-            ly = np.log(np.maximum(y, 1.0))
+            # the limb moves with the sun: whatever is off the disc in ANY frame is remembered
+            off |= _box(y) < floor
+            # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves. The sky is
+            # floored at the off-disc threshold: its noise (huge in log units) and the limb's full
+            # step would otherwise ring through the interpolation of the sun/sensor separation.
+            ly = np.log(np.maximum(y, max(floor, 1.0)))
             stack[n_i] = _blur(float(np.median(ly[sample])) - ly, PRESMOOTH)
         stack_n = k
-        # the outermost pixels lack interpolation support in the sun frame: not judged
+        # not judged: within limb_margin of where any frame was off the disc (the limb in every
+        # position it took, plus its steep limb-darkened rim and seeing), and the outermost
+        # pixels, which lack interpolation support in the sun frame
+        valid = _judged(off, limb_margin)
         b = EDGE
         valid[:b] = False
         valid[-b:] = False
@@ -349,15 +398,21 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         del stack
         frames_used = n_read
     else:
-        med = _blur(darkening(yref, bg_sigma), PRESMOOTH)
         frames_used = 1 if n_frames <= 1 else n_frames
     report(progress, 0.9, "dust: scoring")
 
-    valid &= darkening(yref, bg_sigma) < max_depth
-    # pixels not judged (sky, frame border) must not drag the baseline of their neighbours
+    # the reference's local darkening against an edge-aware background (the sky does not pull it)
+    on = (~off).astype(np.float32)
+    dref = darkening(np.maximum(yref, floor), bg_sigma, on)
+    if not stack_n:
+        med = _blur(dref, PRESMOOTH)
+    valid &= dref < max_depth
+    # pixels not judged (sky, limb rim, frame border) neither drag the baseline of their
+    # neighbours nor get a value of their own
+    wv = valid.astype(np.float32)
     med = med.copy()
     med[~valid] = float(np.median(med[valid])) if valid.any() else 0.0
-    dip = med - _lower_envelope(med, bg_sigma)
+    dip = med - _lower_envelope(med, bg_sigma, wv)
     if noise is not None:
         # per-pixel temporal scatter of the residuals: edges that wobble with seeing count less
         nz = noise / max(float(np.median(noise[valid])) if valid.any() else 1.0, 1e-6)
@@ -379,7 +434,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         np.maximum(score, RIDGE_WEIGHT * r / _robust_sigma(r, valid), out=score)
     if plain is not None:
         plain[~valid] = float(np.median(plain[valid])) if valid.any() else 0.0
-        pdip = _blur(plain - _lower_envelope(plain, bg_sigma), 1.0)
+        pdip = _blur(plain - _lower_envelope(plain, bg_sigma, wv), 1.0)
         pdip[~valid] = 0.0
         np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
     score[~valid] = 0.0
