@@ -197,3 +197,17 @@ def test_cli_demo(tmp_path, capsys):
         assert (tmp_path / "d" / name).is_file()
     truth = json.loads((tmp_path / "d" / "truth.json").read_text())
     assert truth["params"]["difficulty"] == "hard" and truth["offset"] == 50
+
+
+def test_limb_side_can_be_chosen():
+    from aiflat_gui.core.demo import LIMB_SIDES
+
+    for side in LIMB_SIDES:
+        d = generate_demo(frames=1, width=96, height=80, seed=1, limb=side)
+        assert d.params["limb"] and d.params["limb_side"] == side
+        img = d.frames[0].astype(np.float32)
+        edge = {"left": img[:, :3], "right": img[:, -3:], "top": img[:3], "bottom": img[-3:]}[side]
+        assert edge.mean() < 0.2 * np.percentile(img, 90)  # the sky lies on that side
+    assert generate_demo(frames=1, width=96, height=80, limb=False).params["limb_side"] is None
+    with pytest.raises(InputError):
+        generate_demo(frames=1, width=96, height=80, limb="north")

@@ -103,6 +103,32 @@ def _judged(off: np.ndarray, margin: float) -> np.ndarray:
     return cv2.dilate(off.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) == 0
 
 
+def _remove_limb_profile(a: np.ndarray, off: np.ndarray, valid: np.ndarray, reach: float) -> np.ndarray:
+    """``a`` minus its median profile across the limb: judged pixels within ``reach`` px of the
+    off-disc region are binned by their distance to it (1 px bins, long strips along the limb,
+    whatever its side or curvature) and each bin's median is subtracted. The limb-darkened rim
+    darkens steeply towards the limb, which a smooth background of a fixed scale cannot follow
+    (on a single image it would look like a dark band); dust covers a small part of a strip, so
+    the medians ignore it. A copy is returned."""
+    a = a.copy()
+    if not off.any():
+        return a
+    dist = cv2.distanceTransform((~off).view(np.uint8), cv2.DIST_L2, 5)
+    near = valid & (dist < reach)
+    idx = np.flatnonzero(near)
+    if idx.size == 0:
+        return a
+    bins = dist.ravel()[idx].astype(np.int32)
+    order = np.argsort(bins, kind="stable")
+    idx, bins = idx[order], bins[order]
+    cuts = np.flatnonzero(np.diff(bins)) + 1
+    flat = a.ravel()
+    for part in np.split(idx, cuts):
+        if part.size >= 20:
+            flat[part] -= np.median(flat[part])
+    return a
+
+
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return a
@@ -410,7 +436,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     # pixels not judged (sky, limb rim, frame border) neither drag the baseline of their
     # neighbours nor get a value of their own
     wv = valid.astype(np.float32)
-    med = med.copy()
+    med = _remove_limb_profile(med, off, valid, limb_margin + 3 * bg_sigma)
     med[~valid] = float(np.median(med[valid])) if valid.any() else 0.0
     dip = med - _lower_envelope(med, bg_sigma, wv)
     if noise is not None:
