@@ -18,7 +18,7 @@ from typing import Optional
 from . import __version__
 from .errors import AiflatError, Cancelled, InputError
 
-FLAT_METHODS = ("local", "multiframe", "ai")
+FLAT_METHODS = ("auto", "local", "multiframe", "ai")
 REFERENCE_METHODS = ("median", "mean", "sigmaclip")
 EXPORT_TARGETS = ("pixinsight", "pixelmath", "siril", "autostakkert", "pss")
 OUTPUT_FORMATS = ("ser", "fits", "tiff", "tiff-folder", "avi")
@@ -125,12 +125,12 @@ def _check_output(path, *inputs) -> None:
 
 
 def cmd_reference(args) -> int:
-    from .core.reference import compute_reference
+    from .core.reference import compute_reference, resolve_max_frames
     from .io.single import write_image
 
     _check_output(args.output, args.path)
     with _open(args, args.path) as seq:
-        ref = compute_reference(seq, method=args.method, max_frames=args.max_frames,
+        ref = compute_reference(seq, method=args.method, max_frames=resolve_max_frames(args.max_frames),
                                 progress=_progress(args, "reference"))
     write_image(args.output, ref)
     _say(args, f"reference  {args.output}")
@@ -138,7 +138,7 @@ def cmd_reference(args) -> int:
 
 
 def _reference_for(args, seq):
-    from .core.reference import compute_reference
+    from .core.reference import compute_reference, resolve_max_frames
     from .io.single import read_image
 
     if getattr(args, "reference", None):
@@ -147,7 +147,7 @@ def _reference_for(args, seq):
             raise InputError(f"reference is {ref.shape[1]}x{ref.shape[0]} but the video is "
                              f"{seq.width}x{seq.height}", args.reference)
         return ref.astype("float32")
-    return compute_reference(seq, method="median", max_frames=getattr(args, "max_frames", None),
+    return compute_reference(seq, method="median", max_frames=resolve_max_frames(getattr(args, "max_frames", None)),
                              progress=_progress(args, "reference"))
 
 
@@ -203,7 +203,7 @@ def cmd_flat(args) -> int:
         flat = synthesize_flat(ref, mask, method=args.method, sequence=seq, clean=clean, grow=args.grow,
                                feather=args.feather, pedestal=args.pedestal, color=seq.color,
                                progress=_progress(args, "flat"),
-                               **({"max_frames": args.max_frames} if args.max_frames else {}))
+                               **({"max_frames": args.max_frames or None} if args.max_frames is not None else {}))
     write_image(args.output, flat)
     _say(args, f"flat       {args.output}")
     return 0
@@ -219,7 +219,7 @@ def cmd_calibrate(args) -> int:
         else:
             flat = flat_from_mask_file(seq, args.mask, grow=args.grow, feather=args.feather,
                                        pedestal=args.pedestal, progress=_progress(args, "flat"),
-                                       max_frames=args.max_frames)
+                                       max_frames=args.max_frames, method=args.method)
         stats = calibrate_sequence(seq, flat, args.output, fmt=args.format, pedestal=args.pedestal,
                                    overwrite=not args.no_overwrite, progress=_progress(args, "calibrate"))
     _say(args, f"calibrated {stats.output}  ({stats.frames} frames, {stats.clipped} pixels clipped)")
@@ -267,6 +267,10 @@ def cmd_batch(args) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 
+METHOD_HELP = ("flat method (default auto: multiframe when the video has at least 8 frames -- the sun's drift "
+               "under the fixed dust measures the shadows best -- else local)")
+
+
 def _add_byte_order(p):
     p.add_argument("--byte-order", choices=("auto", "little", "big"), default="auto",
                    help="SER byte order (auto: sniffed from the data)")
@@ -312,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--method", choices=REFERENCE_METHODS, default="median")
-    p.add_argument("--max-frames", type=int, help="use N evenly spaced frames")
+    p.add_argument("--max-frames", type=int,
+                   help="use N evenly spaced frames (default 128: the dust is static and the median of 128 "
+                        "frames is ample; 0 = all frames, exact but slower on long videos)")
     _add_byte_order(p)
     p.set_defaults(func=cmd_reference)
 
@@ -320,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--reference", help="use this reference frame instead of computing one")
-    p.add_argument("--max-frames", type=int)
+    p.add_argument("--max-frames", type=int, help="reference from N evenly spaced frames (default 128; 0 = all frames)")
     _add_provider(p)
     _add_byte_order(p)
     p.set_defaults(func=cmd_mask)
@@ -329,10 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--mask", required=True)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--method", choices=FLAT_METHODS, default="local")
+    p.add_argument("--method", choices=FLAT_METHODS, default="auto", help=METHOD_HELP)
     p.add_argument("--clean", help="AI dust-free image for --method ai")
     p.add_argument("--reference", help="reference frame (default: median of the video)")
-    p.add_argument("--max-frames", type=int, help="frames for the reference and the multiframe method")
+    p.add_argument("--max-frames", type=int,
+                   help="frames for the reference (default 128) and the multiframe method (default 64), "
+                        "evenly spaced; 0 = all frames")
     p.add_argument("--grow", type=int, default=2, help="dilate the mask by PX (default %(default)s)")
     p.add_argument("--feather", type=int, default=0, help="soften the flat's edge over PX inside the mask")
     p.add_argument("--pedestal", type=float, default=0.0, help="camera offset in ADU")
@@ -349,7 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pedestal", type=float, default=0.0)
     p.add_argument("--grow", type=int, default=2)
     p.add_argument("--feather", type=int, default=0)
-    p.add_argument("--max-frames", type=int, help="with --mask: reference from N evenly spaced frames")
+    p.add_argument("--method", choices=FLAT_METHODS[:-1], default="auto",
+                   help="with --mask: the flat method (" + METHOD_HELP + ")")
+    p.add_argument("--max-frames", type=int,
+                   help="with --mask: reference from N evenly spaced frames (default 128; 0 = all frames)")
     p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing output")
     _add_byte_order(p)
     p.set_defaults(func=cmd_calibrate)
@@ -366,11 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="use this mask instead of a provider")
     p.add_argument("--clean", help="AI dust-free image for --method ai")
     p.add_argument("--format", choices=OUTPUT_FORMATS)
-    p.add_argument("--method", choices=FLAT_METHODS, default="local")
+    p.add_argument("--method", choices=FLAT_METHODS, default="auto",
+                   help=METHOD_HELP + "; ai: the clean image from --clean, or from Gemini with --provider gemini")
     p.add_argument("--grow", type=int, default=2)
     p.add_argument("--feather", type=int, default=0)
     p.add_argument("--pedestal", type=float, default=0.0)
-    p.add_argument("--max-frames", type=int)
+    p.add_argument("--max-frames", type=int, help="reference from N evenly spaced frames (default 128; 0 = all frames)")
     _add_provider(p)
     _add_byte_order(p)
     p.set_defaults(func=cmd_run)

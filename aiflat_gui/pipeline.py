@@ -33,10 +33,14 @@ def _calibrated_name(seq, fmt: Optional[str], stem: str) -> tuple[str, str]:
 
 def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: str = "local",
                  provider_options: Optional[dict] = None, mask_path: Optional[str | os.PathLike] = None,
-                 fmt: Optional[str] = None, method: str = "local", grow: int = 2, feather: int = 0,
+                 fmt: Optional[str] = None, method: str = "auto", grow: int = 2, feather: int = 0,
                  pedestal: float = 0.0, max_frames: Optional[int] = None, byte_order: Optional[str] = None,
                  progress: Optional[ProgressFn] = None, clean_path: Optional[str | os.PathLike] = None) -> dict[str, Any]:
     """Reference -> mask (``mask_path``, else the provider) -> flat -> calibrated copy -> report.
+
+    ``method``: the flat method (``auto``: ``multiframe`` with enough frames, else ``local``; ``ai``
+    takes ``clean_path`` or, with ``provider="gemini"``, asks Gemini for the clean image).
+    ``max_frames``: frames for the reference (None: 128 evenly spaced; 0: all).
 
     Returns a dict with the written paths (``reference``, ``mask``, ``flat``, ``calibrated``,
     ``report``) and figures (``frames``, ``clipped``, ``dust_pixels``, ``specks``, ``seconds``,
@@ -45,7 +49,8 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
     from .core.calibrate import calibrate_array, calibrate_sequence
     from .core.flat import synthesize_flat
     from .core.mask import components, grow as grow_mask, load_mask, save_mask
-    from .core.reference import compute_reference
+    from .core.flat import resolve_method
+    from .core.reference import compute_reference, resolve_max_frames
     from .core.report import make_report
     from .io import open_sequence
     from .io.single import read_image, write_image
@@ -75,7 +80,8 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
         fmt, cal_name = _calibrated_name(seq, fmt, "calibrated")
         warnings = list(seq.warnings)
         # 1. reference
-        ref = compute_reference(seq, "median", max_frames=max_frames, progress=sub_progress(progress, 0.0, 0.3))
+        ref = compute_reference(seq, "median", max_frames=resolve_max_frames(max_frames),
+                                progress=sub_progress(progress, 0.0, 0.3))
         result["reference"] = write_image(out / "reference.fits", ref)
         # 2. mask
         clean = read_image(clean_path) if clean_path else None
@@ -118,10 +124,11 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
         # 5. report
         cal_ref = calibrate_array(ref, flat, pedestal=pedestal, limits=None)
         specks = components(mask, ref)
-        title = (f"{Path(path).name}: {len(specks)} specks, {int(mask.sum())} dust px, method {method}, "
+        used = resolve_method(method, seq)
+        title = (f"{Path(path).name}: {len(specks)} specks, {int(mask.sum())} dust px, method {used}, "
                  f"grow {grow}, pedestal {pedestal:g}")
         result["report"] = make_report(ref, grow_mask(mask, grow), flat, cal_ref, out / "report.png", title=title)
-        result.update(frames=stats.frames, clipped=stats.clipped, dust_pixels=int(mask.sum()),
+        result.update(frames=stats.frames, clipped=stats.clipped, dust_pixels=int(mask.sum()), method=used,
                       specks=len(specks), format=fmt, warnings=warnings, provider_report=provider_report,
                       seconds=time.perf_counter() - t0)
     report(progress, 1.0, "done")

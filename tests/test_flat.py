@@ -61,9 +61,13 @@ def test_multiframe_over_moving_texture_is_closer_than_a_single_frame():
     rng = np.random.default_rng(4)
     true, mask = _dust()
     frames = []
-    for k in range(24):  # a fine texture that moves 1.5 px per frame across fixed dust
-        tex = 1 + 0.06 * np.sin((XX + 1.5 * k) / 2.3) * np.sin((YY - 0.7 * k) / 2.9)
-        frames.append((_scene() * tex * true + rng.normal(0, 3, (H, W))).astype(np.float32))
+    # the sun: a granulation-like texture (6 %) on slow waves, drifting across fixed dust
+    cy, cx = np.mgrid[:H + 40, :W + 60].astype(np.float64)
+    tex = cv2.GaussianBlur(rng.standard_normal((H + 40, W + 60)), (0, 0), 1.2)
+    sun = 2000.0 * (1.0 + 0.05 * np.sin(cx / 17.0) * np.cos(cy / 13.0)) * (1 + 0.06 * tex / tex.std())
+    for k in range(24):  # 2 px per frame in x, 1 px every other frame in y
+        y0, x0 = 30 - k // 2, 2 * k
+        frames.append((sun[y0:y0 + H, x0:x0 + W] * true + rng.normal(0, 3, (H, W))).astype(np.float32))
     seq = ArraySequence(np.stack(frames))
     one = synthesize_flat(frames[0], mask, method="local", grow=1)
     multi = synthesize_flat(frames[0], mask, method="multiframe", sequence=seq, grow=1)
@@ -190,3 +194,64 @@ def test_multiframe_progress_and_cancel(demo):
 
     with pytest.raises(Cancelled):
         synthesize_flat(ref, demo.true_mask, method="multiframe", sequence=seq, grow=2, progress=cancel)
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_default_method_removes_95_to_105_percent_of_the_dust_on_normal_demos(seed):
+    """The acceptance figure on two seeds where the earlier registration failed it (local: 136 % /
+    86 %, multiframe: 107 % / 95 %). The frames' drift under the fixed dust does the measuring."""
+    from aiflat_gui.core.calibrate import calibrate_array
+    from aiflat_gui.core.flat import resolve_method
+
+    demo = generate_demo(frames=32, width=320, height=240, seed=seed, difficulty="normal")
+    seq = ArraySequence(demo.frames, bit_depth=12)
+    assert resolve_method("auto", seq) == "multiframe"
+    ref = compute_reference(seq)
+    m = demo.true_mask
+    flat = synthesize_flat(ref, m, method="auto", sequence=seq, grow=2)
+    assert np.all(flat[~grow(m, 2)] == 1.0)
+    cal = calibrate_array(demo.frames, flat, limits=(0.0, 4095.0))
+    before = (demo.clean[:, m] - demo.frames[:, m].astype(np.float64)).mean()
+    removed = 1.0 - (demo.clean[:, m] - cal[:, m].astype(np.float64)).mean() / before
+    assert 0.95 <= removed <= 1.05, removed
+
+
+def test_auto_is_local_without_enough_frames():
+    from aiflat_gui.core.flat import AUTO_MIN_FRAMES, resolve_method
+
+    true, mask = _dust()
+    ref = (_scene() * true).astype(np.float32)
+    few = ArraySequence(np.stack([ref] * (AUTO_MIN_FRAMES - 1)))
+    assert resolve_method("auto", few) == "local" and resolve_method("auto", None) == "local"
+    assert resolve_method("local", few) == "local"
+    a = synthesize_flat(ref, mask, method="auto", sequence=few, grow=1)
+    b = synthesize_flat(ref, mask, method="local", grow=1)
+    assert np.array_equal(a, b)
+
+
+def test_registration_recovers_sub_pixel_shifts_of_moving_texture():
+    """The registrar against a reference: known sub-pixel shifts of a granulation-like texture, with
+    noise, come back within 0.1 px (median; ECC now and then settles ~0.8 px off here) (OpenCV's phaseCorrelate windows float64 inputs in place; the
+    registrar must not let that decay its base frame)."""
+    from aiflat_gui.core.flat import _Registrar
+
+    rng = np.random.default_rng(5)
+    big = cv2.GaussianBlur(rng.standard_normal((200, 240)).astype(np.float32), (0, 0), 2.0) * 300 + 2000
+    shifts = [(0.0, 0.0), (0.4, -0.3), (1.7, 0.9), (-2.2, 1.3), (3.1, -2.6), (0.8, 2.4)]
+
+    def view(dx, dy):
+        m = np.float32([[1, 0, dx], [0, 1, dy]])  # feature at x in the base is at x + d here
+        out = cv2.warpAffine(big, m, (240, 200), flags=cv2.INTER_CUBIC,
+                             borderMode=cv2.BORDER_REFLECT)
+        return (out + rng.normal(0, 5, out.shape)).astype(np.float32)[20:180, 20:220]
+
+    base = view(0, 0)
+    mask = np.zeros(base.shape, bool)
+    mask[70:80, 90:100] = True
+    reg = _Registrar(base.shape, mask, "mono", reference=base)
+    errors = []
+    for _ in range(2):  # twice: the base must not change between calls
+        for dx, dy in shifts:
+            ex, ey = reg.shift(view(dx, dy))
+            errors.append(float(np.hypot(ex - dx, ey - dy)))
+    assert np.median(errors) < 0.1 and max(errors) < 1.0, np.round(errors, 3)

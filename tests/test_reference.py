@@ -100,3 +100,15 @@ def test_progress_reaches_one_and_cancel_stops():
 def test_bad_method_is_an_input_error():
     with pytest.raises(InputError):
         compute_reference(ArraySequence(_data()), "mode")
+
+
+@pytest.mark.parametrize("n", [9, 10])
+def test_threaded_median_with_read_ahead_is_exact(n):
+    # frames wide enough that each block's pixels are split across threads, several blocks
+    rng = np.random.default_rng(n)
+    data = rng.integers(0, 4096, size=(n, 60, 256), dtype=np.uint16)
+    seq = ArraySequence(data)
+    budget = 20 * 256 * 2 * n * 4 + 20 * 256 * n * 4  # ~20 rows per block
+    assert 4096 <= 256 * block_rows_for(seq, n, budget) < 60 * 256
+    ref = compute_reference(seq, "median", budget=budget)
+    assert np.array_equal(ref, np.median(data, axis=0).astype(np.float32))

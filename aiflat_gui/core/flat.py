@@ -9,6 +9,10 @@ dark sky off the limb) the attenuation cannot be measured and the flat stays 1.0
 
 Methods (the dust-free estimate):
 
+``auto`` (the default of ``aiflat flat``/``run``/``calibrate --mask``)
+    ``multiframe`` when a sequence of at least :data:`AUTO_MIN_FRAMES` frames is given, else
+    ``local``. (``multiframe`` itself falls back to its per-frame prior when the sun did not move.)
+
 ``local``
     a harmonic (Laplace) fill of every speck from the pixels just outside it, on the reference
     frame: the smoothest surface that matches the surroundings. Deterministic, needs one frame.
@@ -24,6 +28,9 @@ Methods (the dust-free estimate):
     motion says nothing; with too little motion (fewer than 8 frame pairs moved by 0.7 px) the prior
     is the result. On the demo it cuts the flat error 2-4x against ``local`` when the sun drifts
     a few pixels; with ~1-2 px of drift under strong seeing it is no better than ``local``.
+    Registration (:class:`_Registrar`): phase correlation refined by ECC alignment against the
+    reference; the precision of the shifts is what limits this method (with the demo's true
+    shifts the removal lands within 97-104 % on every seed tried).
 ``ai``
     an AI "clean" image (resampled to the frame if needed), histogram-matched to the reference on
     the unmasked pixels (quantile mapping, as the blog author's reference code did), then
@@ -51,7 +58,9 @@ from ..errors import InputError, ProcessingError
 from ..progress import ProgressFn, report, sub_progress
 from . import mask as maskmod
 
-METHODS = ("local", "multiframe", "ai")
+METHODS = ("auto", "local", "multiframe", "ai")
+#: ``auto`` uses ``multiframe`` when the sequence has at least this many frames, else ``local``.
+AUTO_MIN_FRAMES = 8
 BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
 FLOOR = 0.05
 MIN_SIGNAL = 0.01
@@ -213,6 +222,14 @@ def _clean_plane(clean: np.ndarray, shape_hw: tuple[int, int], sl: tuple, color:
 
 # -- the flat ---------------------------------------------------------------------------------------
 
+def resolve_method(method: str, sequence=None) -> str:
+    """The method ``auto`` stands for with this sequence (other methods are returned as they are)."""
+    if method != "auto":
+        return method
+    n = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
+    return "multiframe" if n >= AUTO_MIN_FRAMES else "local"
+
+
 def synthesize_flat(reference: np.ndarray, mask: np.ndarray, method: str = "local", sequence=None,
                     clean: Optional[np.ndarray] = None, grow: int = 0, feather: int = 0,
                     pedestal: float = 0.0, color: str = "mono", progress: Optional[ProgressFn] = None,
@@ -225,6 +242,7 @@ def synthesize_flat(reference: np.ndarray, mask: np.ndarray, method: str = "loca
     """
     if method not in METHODS:
         raise InputError(f"unknown flat method '{method}' (choose from {', '.join(METHODS)})")
+    method = resolve_method(method, sequence)
     ref = np.asarray(reference, dtype=np.float32)
     m = np.asarray(mask, dtype=bool)
     if ref.ndim not in (2, 3):
@@ -324,13 +342,19 @@ def _luminance_and_mask(img: np.ndarray, grown: np.ndarray, color: str) -> tuple
 
 
 class _Registrar:
-    """Sub-pixel global shift of each frame against the first one (phase correlation of the
-    dust-filled luminance, Hanning window, on a central crop of at most 1024 px). Registering
-    frame to frame worked better on the demo than against the (motion-blurred) median reference."""
+    """Sub-pixel global shift of each frame against the dust-filled reference frame (luminance,
+    central crop of at most 1024 px): a phase correlation (Hanning window) for the coarse shift --
+    replaced by the previous frame's shift when it jumps more than :attr:`MAX_COARSE` from it (a
+    wrong peak) -- refined by ECC image alignment (translation; OpenCV findTransformECC), kept when
+    it moves the coarse shift by at most :attr:`MAX_REFINE`. On the demo (normal difficulty) ECC
+    made every seed's dust removal land within 95-105 % where phase correlation alone left
+    86-108 %. Without a reference the first frame is the base."""
 
     CROP = 1024
+    MAX_COARSE = 20.0  # px: a phase-correlation answer this far from the previous frame's is a failure
+    MAX_REFINE = 3.0  # px: ECC may move the coarse shift by this much at most
 
-    def __init__(self, shape: tuple, grown: np.ndarray, color: str):
+    def __init__(self, shape: tuple, grown: np.ndarray, color: str, reference: Optional[np.ndarray] = None):
         self.color = color
         self.grown = grown
         h, w = shape[:2]
@@ -342,6 +366,9 @@ class _Registrar:
         self.fill = None
         self.win = cv2.createHanningWindow((cw, ch), cv2.CV_64F)
         self.base = None
+        self.last = (0.0, 0.0)  # frames come in time order and the sun drifts smoothly
+        if reference is not None:
+            self.base = self._prep(np.asarray(reference, dtype=np.float32))
 
     def _prep(self, frame: np.ndarray) -> np.ndarray:
         lum, m, _ = _luminance_and_mask(frame, self.grown, self.color)
@@ -352,12 +379,28 @@ class _Registrar:
         return (self.fill.apply(a) if self.fill else a).astype(np.float64)
 
     def shift(self, frame: np.ndarray) -> tuple[float, float]:
-        """(dx, dy) in sensor pixels: where a solar feature of the first frame is in ``frame``."""
+        """(dx, dy) in sensor pixels: where a solar feature of the base is in ``frame``."""
         img = self._prep(frame)
         if self.base is None:
             self.base = img
             return 0.0, 0.0
-        (dx, dy), _resp = cv2.phaseCorrelate(self.base, img, self.win)
+        # copies: OpenCV's phaseCorrelate applies the window IN PLACE to float64 inputs (the old
+        # registrar's base decayed a little with every frame, and registration drifted)
+        (dx, dy), _resp = cv2.phaseCorrelate(self.base.copy(), img.copy(), self.win)
+        lx, ly = self.last
+        if not (np.isfinite(dx) and np.isfinite(dy) and np.hypot(dx - lx, dy - ly) < self.MAX_COARSE):
+            dx, dy = lx, ly  # phase correlation locked onto a far, wrong peak: start from the previous frame
+        warp = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+        try:
+            _cc, warp = cv2.findTransformECC(self.base.astype(np.float32), img.astype(np.float32), warp,
+                                             cv2.MOTION_TRANSLATION, crit, None, 5)
+            ex, ey = float(warp[0, 2]), float(warp[1, 2])
+            if np.isfinite(ex) and np.isfinite(ey) and np.hypot(ex - dx, ey - dy) <= self.MAX_REFINE:
+                dx, dy = ex, ey  # else ECC wandered off to another optimum: keep the coarse shift
+        except cv2.error:
+            pass  # did not converge (flat or featureless crop): keep the coarse shift
+        self.last = (dx, dy)
         return dx * self.scale, dy * self.scale
 
 
@@ -380,7 +423,7 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
     K = len(frame_idx)
     ratios = {p: np.empty((K, fills[p].n), dtype=np.float32) for p in fills}
     min_sig = {p: _min_signal(ref[sl], pedestal) for p, sl in enumerate(slices)}
-    reg = _Registrar(ref.shape, grown, color) if K >= 3 else None
+    reg = _Registrar(ref.shape, grown, color, reference=ref) if K >= 3 else None
     shifts = np.zeros((K, 2))
     # halo: the pixels each frame must keep for the pair equations
     halos = {}

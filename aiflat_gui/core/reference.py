@@ -13,6 +13,8 @@ The mean needs no blocks: a float64 running sum over whole frames, one pass.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -28,6 +30,25 @@ DEFAULT_BUDGET = 256 * 1024 * 1024
 #: Sigma-clip parameters: clip at this many standard deviations around the median, iterate.
 SIGMA = 3.0
 SIGMA_ITERATIONS = 5
+
+#: Frames the reference of the command line, ``aiflat run`` and the GUI-free pipeline uses by
+#: default (evenly spaced): the dust is static, and the median of 128 frames is ample for a
+#: reference, while the median of every frame of a long video is compute-bound (see
+#: bench/calibrate_vs_cp.py). ``max_frames=0`` means every frame.
+DEFAULT_MAX_FRAMES = 128
+
+
+def resolve_max_frames(max_frames: Optional[int], default: int = DEFAULT_MAX_FRAMES) -> Optional[int]:
+    """The command-line convention: None -> ``default``; 0 -> None (every frame); N -> N."""
+    if max_frames is None:
+        return default
+    if max_frames < 0:
+        raise InputError(f"--max-frames must be 0 (all frames) or more, not {max_frames}")
+    return None if max_frames == 0 else int(max_frames)
+
+
+#: Threads for the median's partition (numpy releases the GIL there); capped by the CPU count.
+THREADS = 2
 
 
 def frame_indices(n_frames: int, max_frames: Optional[int] = None) -> np.ndarray:
@@ -89,57 +110,92 @@ def _mean(seq, idx: np.ndarray, progress) -> np.ndarray:
     return (acc64 / len(idx)).astype(np.float32)
 
 
-def block_rows_for(seq, n: int, budget: int) -> int:
-    """Rows per block so that ``n`` frames of that many rows, plus the reduction's working copy,
-    stay within ``budget`` bytes."""
+def block_rows_for(seq, n: int, budget: int, buffers: int = 2) -> int:
+    """Rows per block so that ``buffers`` gathered blocks of ``n`` frames (the median reads the next
+    block while it reduces the current one), the pixel-major copy and a float32 sigma-clip working
+    set stay within ``budget`` bytes."""
     row_bytes = seq.width * seq.channels * np.dtype(seq.dtype).itemsize * n
-    # the gathered block, its pixel-major copy, and a float32 sigma-clip working set
-    per_row = row_bytes * 2 + seq.width * seq.channels * n * 4
+    per_row = row_bytes * (buffers + 1) + seq.width * seq.channels * n * 4
     return int(max(1, min(seq.height, budget // max(1, per_row))))
 
 
+def _threads() -> int:
+    return max(1, min(THREADS, os.cpu_count() or 1))
+
+
 def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.ndarray:
+    """Row blocks: while the median of block ``b`` is computed (numpy's partition releases the GIL,
+    so the block's pixels are split across :data:`THREADS` threads), a reader thread gathers block
+    ``b + 1`` from the file -- reading and computing overlap instead of adding up."""
     n = len(idx)
     H = seq.height
     rows = block_rows_for(seq, n, budget)
     out = np.empty(seq.frame_shape, dtype=np.float32)
     n_blocks = -(-H // rows)
     rest = tuple(seq.frame_shape[1:])
-    buf = np.empty((n, rows) + rest, dtype=seq.dtype)
+    bufs = [np.empty((n, rows) + rest, dtype=seq.dtype) for _ in range(2 if n_blocks > 1 else 1)]
     tbuf = np.empty(rows * int(np.prod(rest, dtype=np.int64)) * n, dtype=seq.dtype) if method == "median" else None
     memmapped = bool(getattr(seq, "memmapped", False))
-    for b in range(n_blocks):
+
+    def gather(b: int) -> np.ndarray:
         y0, y1 = b * rows, min(H, (b + 1) * rows)
-        block = buf[:, : y1 - y0]
+        block = bufs[b % len(bufs)][:, : y1 - y0]
         for k, i in enumerate(idx):
             if memmapped:
                 block[k] = seq.frame_rows(int(i), y0, y1)
             else:
                 block[k] = seq.frame(int(i))[y0:y1]
-            if progress is not None and (k % 16 == 15 or k == n - 1):
-                report(progress, (b + (k + 1) / n * 0.8) / n_blocks, f"rows {y0}-{y1}")
-        if method == "median":
-            out[y0:y1] = _median_pixel_major(block, tbuf)
-        else:
-            out[y0:y1] = sigma_clipped_mean(block)
-        report(progress, (b + 1) / n_blocks, f"rows {y0}-{y1}")
+        return block
+
+    threads = _threads()
+    with ThreadPoolExecutor(max_workers=threads + 1) as pool:
+        nxt = pool.submit(gather, 0)
+        try:
+            for b in range(n_blocks):
+                y0, y1 = b * rows, min(H, (b + 1) * rows)
+                block = nxt.result()
+                nxt = pool.submit(gather, b + 1) if b + 1 < n_blocks else None
+                if method == "median":
+                    out[y0:y1] = _median_pixel_major(block, tbuf, pool if threads > 1 else None, threads)
+                else:
+                    out[y0:y1] = sigma_clipped_mean(block)
+                report(progress, (b + 1) / n_blocks, f"rows {y0}-{y1}")
+        finally:
+            if nxt is not None:  # a cancel: let the reader finish its block before the buffers go
+                nxt.cancel()
+                try:
+                    nxt.result()
+                except Exception:  # noqa: BLE001 - the cancel (or the first error) is what we raise
+                    pass
     return out
 
 
-def _median_pixel_major(block: np.ndarray, tbuf: np.ndarray) -> np.ndarray:
+def _median_pixel_major(block: np.ndarray, tbuf: np.ndarray, pool=None, threads: int = 1) -> np.ndarray:
     """Exact median along axis 0, computed on a pixel-major copy (partitioning contiguous rows is
-    ~1.5x faster than numpy's median along the first axis). Even counts average the two middle
-    values, as ``np.median`` does."""
+    ~1.5x faster than numpy's median along the first axis), split over ``threads`` pixel ranges.
+    Even counts average the two middle values, as ``np.median`` does."""
     n = block.shape[0]
     pix = int(np.prod(block.shape[1:], dtype=np.int64))
+    src = block.reshape(n, pix)
     t = tbuf[: pix * n].reshape(pix, n)
-    t[...] = block.reshape(n, pix).T
-    if n % 2:
-        t.partition(n // 2, axis=1)
-        med = t[:, n // 2].astype(np.float32)
+    med = np.empty(pix, dtype=np.float32)
+
+    def part(p0: int, p1: int) -> None:
+        tt = t[p0:p1]
+        tt[...] = src[:, p0:p1].T
+        if n % 2:
+            tt.partition(n // 2, axis=1)
+            med[p0:p1] = tt[:, n // 2]
+        else:
+            tt.partition([n // 2 - 1, n // 2], axis=1)
+            med[p0:p1] = (tt[:, n // 2 - 1].astype(np.float64) + tt[:, n // 2]) / 2
+
+    if pool is None or pix < 4096:
+        part(0, pix)
     else:
-        t.partition([n // 2 - 1, n // 2], axis=1)
-        med = ((t[:, n // 2 - 1].astype(np.float64) + t[:, n // 2]) / 2).astype(np.float32)
+        edges = np.linspace(0, pix, threads + 1).astype(np.int64)
+        for f in [pool.submit(part, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]:
+            f.result()
     return med.reshape(block.shape[1:])
 
 
