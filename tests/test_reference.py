@@ -112,3 +112,19 @@ def test_threaded_median_with_read_ahead_is_exact(n):
     assert 4096 <= 256 * block_rows_for(seq, n, budget) < 60 * 256
     ref = compute_reference(seq, "median", budget=budget)
     assert np.array_equal(ref, np.median(data, axis=0).astype(np.float32))
+
+
+def test_command_line_max_frames_convention():
+    from aiflat_gui.core.reference import DEFAULT_MAX_FRAMES, resolve_max_frames
+
+    assert DEFAULT_MAX_FRAMES == 128 and resolve_max_frames(None) == 128
+    assert resolve_max_frames(0) is None and resolve_max_frames(5) == 5
+    with pytest.raises(InputError):
+        resolve_max_frames(-1)
+    data = np.arange(200 * 2 * 3, dtype=np.uint16).reshape(200, 2, 3)
+    seq = ArraySequence(data)
+    every = compute_reference(seq, max_frames=resolve_max_frames(0))
+    assert np.array_equal(every, np.median(data, axis=0).astype(np.float32))
+    some = compute_reference(seq, max_frames=resolve_max_frames(None))
+    idx = np.unique(np.round(np.linspace(0, 199, 128)).astype(int))
+    assert np.array_equal(some, np.median(data[idx], axis=0).astype(np.float32))
