@@ -364,11 +364,22 @@ class _Registrar:
         ch, cw = min(h, self.CROP), min(w, self.CROP)
         self.box = (slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
         self.fill = None
-        self.win = cv2.createHanningWindow((cw, ch), cv2.CV_64F)
+        # the coarse shift from a 2x binned crop (4x cheaper; ECC refines it at full resolution)
+        self.coarse = 2 if min(ch, cw) >= 256 else 1
+        self.cwin = cv2.createHanningWindow((cw // self.coarse, ch // self.coarse), cv2.CV_64F)
+        self.coarse_base = None
         self.base = None
         self.last = (0.0, 0.0)  # frames come in time order and the sun drifts smoothly
         if reference is not None:
             self.base = self._prep(np.asarray(reference, dtype=np.float32))
+
+    def _coarse(self, img: np.ndarray) -> np.ndarray:
+        """The image binned ``self.coarse`` x for the phase correlation (a fresh array: OpenCV's
+        phaseCorrelate windows float64 inputs IN PLACE)."""
+        if self.coarse == 1:
+            return img.copy()
+        h, w = img.shape
+        return cv2.resize(img, (w // self.coarse, h // self.coarse), interpolation=cv2.INTER_AREA)
 
     def _prep(self, frame: np.ndarray) -> np.ndarray:
         lum, m, _ = _luminance_and_mask(frame, self.grown, self.color)
@@ -384,9 +395,12 @@ class _Registrar:
         if self.base is None:
             self.base = img
             return 0.0, 0.0
-        # copies: OpenCV's phaseCorrelate applies the window IN PLACE to float64 inputs (the old
-        # registrar's base decayed a little with every frame, and registration drifted)
-        (dx, dy), _resp = cv2.phaseCorrelate(self.base.copy(), img.copy(), self.win)
+        # fresh arrays: OpenCV's phaseCorrelate applies the window IN PLACE to float64 inputs (the
+        # old registrar's base decayed a little with every frame, and registration drifted)
+        if self.coarse_base is None:
+            self.coarse_base = self._coarse(self.base)
+        (dx, dy), _resp = cv2.phaseCorrelate(self.coarse_base.copy(), self._coarse(img), self.cwin)
+        dx, dy = dx * self.coarse, dy * self.coarse
         lx, ly = self.last
         if not (np.isfinite(dx) and np.isfinite(dy) and np.hypot(dx - lx, dy - ly) < self.MAX_COARSE):
             dx, dy = lx, ly  # phase correlation locked onto a far, wrong peak: start from the previous frame
