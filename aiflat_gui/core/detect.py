@@ -70,6 +70,8 @@ RIDGE_WEIGHT = 0.8
 EDGE = 3
 #: Off the disc: a 5x5 average below this fraction of the disc level (sky beyond the limb).
 SKY_FRACTION = 0.3
+#: A sunspot's penumbra: below this fraction of the disc level, connected to an umbra.
+PENUMBRA_FRACTION = 0.8
 #: Pixels within this many px of where any frame was off the disc are not judged: the limb's
 #: steep limb-darkened rim and its seeing wobble (the drift is covered by taking every frame).
 LIMB_MARGIN = 12.0
@@ -92,6 +94,27 @@ def luminance(image: np.ndarray, color: Optional[str] = None) -> np.ndarray:
 def _box(y: np.ndarray) -> np.ndarray:
     """5x5 box average: a pixel's level, steady against noise, sharp enough to place the limb."""
     return cv2.blur(y, (5, 5), borderType=cv2.BORDER_REPLICATE)
+
+
+def _sunspots(y: np.ndarray, off: np.ndarray, sigma: float) -> np.ndarray:
+    """Sunspots whole: the connected regions darker than ``PENUMBRA_FRACTION`` of their
+    surroundings (lightly smoothed, against an edge-aware background of scale ``sigma``) that hold
+    an umbra, i.e. a part of ``off`` that does not reach the frame's edge (the sky beyond the limb
+    does). A penumbra is darker than its surroundings on the scale of dust and would otherwise
+    look like a dark ring; dust never darkens that much over such an area by itself."""
+    n, labels = cv2.connectedComponents(off.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(off.shape, bool)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    umbra = off & ~np.isin(labels, edge)
+    if not umbra.any():
+        return np.zeros(off.shape, bool)
+    dark = (_blur(y, 1.5) < PENUMBRA_FRACTION * background(y, sigma, (~off).astype(np.float32))) | umbra
+    n, labels = cv2.connectedComponents(dark.view(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[umbra])] = True
+    keep[0] = False
+    return keep[labels]
 
 
 def _judged(off: np.ndarray, margin: float) -> np.ndarray:
@@ -346,6 +369,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     level = float(np.percentile(_box(yref)[:: 4, :: 4], 90))
     floor = SKY_FRACTION * max(level, 1e-6)
     off = _box(yref) < floor
+    off |= _sunspots(yref, off, 2.0 * bg_sigma)
     valid = _judged(off, limb_margin)
 
     n_frames = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
