@@ -125,6 +125,9 @@ def test_memory_budget_and_max_frames_bound_the_frames_used():
     assert small.frames_used == 24 and 3 <= small.info["stacked"] <= 6
     found, total = specks_found(small.mask(0.5), demo)
     assert found == total
+    # frames averaged in groups: the limb still counts in every position a frame saw it
+    assert demo.params["limb"]
+    assert not small.valid[off_disc_band(demo, reach=11)].any()
 
 
 def test_colour_and_bayer_sequences():

@@ -20,8 +20,19 @@ with the sun and wobble with seeing. The detector uses that in three steps:
 3. **Shape and scale.** The dust map minus its own smooth baseline is matched-filtered with
    Gaussians (0-3.5 px, discs and donuts) and Hessian ridge filters (1-1.8 px, fibres); each is
    normalised by its robust (MAD) noise over the judged pixels and the best one is the score.
-   Sky beyond the limb (below 30% of the disc level), very dark pixels (umbrae, > ``max_depth``)
-   and a 3 px frame border are not judged.
+   Very dark pixels (> ``max_depth``) and a 3 px frame border are not judged.
+
+**The limb** moves with the sun, so its temporal separation leaves residuals, and a ratio to a
+smooth background is unstable where the background has a step. It is handled as a moving edge:
+every frame read marks where it is off the disc (5x5 mean below ``SKY_FRACTION`` of the disc
+level), and nothing within ``limb_margin`` px of where ANY frame was off the disc is judged (the
+limb in every position it took, its steep limb-darkened rim, seeing). The sky is floored at that
+level in the log stack (its noise and the full step would ring through the interpolation);
+backgrounds and baselines are normalised convolutions that leave the sky and unjudged pixels out;
+and the median profile across the limb (judged pixels binned by their distance to it) is
+subtracted, which a fixed-scale background cannot follow on a single image. A speck on the disc
+more than ``limb_margin`` px inside the limb is judged like any other. A sunspot is left out whole
+(see :func:`_sunspots`): its umbra is off the disc too, its penumbra would look like a dark ring.
 
 With no time axis (a single image, or fewer than 3 frames) step 3 runs on the reference's local
 darkening (the reference divided by a smooth background that ignores dips): faint dust below the
@@ -271,7 +282,8 @@ class ScoreMap:
 
     score: float32 (H, W) signal-to-noise of dust (best matched-filter scale); seeds a speck.
     extent: float32 (H, W) single-scale signal-to-noise a seeded speck grows into.
-    valid: bool (H, W) pixels that were judged (not sky, not the frame border, not umbrae).
+    valid: bool (H, W) pixels that were judged (not within ``limb_margin`` of the sky in any
+        frame, not a sunspot, not the frame border).
     darkening: float32 (H, W) the dust darkening estimate (log units, ~fraction darker).
     shifts: float32 (K, 2) measured solar drift per stack slot (sequence mode), or None.
     """
@@ -350,8 +362,9 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     as fit in ``memory_mb`` (peak memory stays near it, but never below ~100 bytes per pixel: the
     full-frame maps plus three slots). ``progress`` may raise
     :class:`~aiflat_gui.errors.Cancelled`. ``color`` defaults to ``sequence.color``; ``iterations``
-    of the sun/sensor separation, ``bg_sigma`` the scale (px) of the smooth background, and
-    ``max_depth`` the darkening above which pixels are taken for umbrae and not judged."""
+    of the sun/sensor separation, ``bg_sigma`` the scale (px) of the smooth background,
+    ``max_depth`` the darkening above which pixels are not judged, and ``limb_margin`` how far
+    (px) from where any frame was off the disc (sky beyond the limb) pixels are not judged."""
     t0 = time.perf_counter()
     ref = np.asarray(reference)
     if ref.ndim not in (2, 3) or ref.shape[0] < 8 or ref.shape[1] < 8:
@@ -416,12 +429,13 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
             for fi in group:
                 report(progress, 0.02 + 0.5 * done / n_read, f"dust: frame {done + 1}/{n_read}")
                 y = read(fi)
+                # the limb moves with the sun: whatever is off the disc in ANY frame read is
+                # remembered (each frame, not the group average, which would blur the limb)
+                off |= _box(y) < floor
                 acc = y if acc is None else acc + y
                 done += 1
             y = acc / len(group) if len(group) > 1 else acc
             shifts[n_i] = meter(y)
-            # the limb moves with the sun: whatever is off the disc in ANY frame is remembered
-            off |= _box(y) < floor
             # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves. The sky is
             # floored at the off-disc threshold: its noise (huge in log units) and the limb's full
             # step would otherwise ring through the interpolation of the sun/sensor separation.
