@@ -148,8 +148,9 @@ def main() -> int:
     t_all = time.perf_counter()
     for difficulty, frames in (("easy", 40), ("normal", 40), ("hard", 40), ("hard", 200)):
         run_cases = cases
-        if frames > 40:  # long sequences: one size, one placement per seed (each in turn)
-            run_cases = [(640, 480, s, LIMBS[i % len(LIMBS)]) for i, s in enumerate(seeds)]
+        if frames > 40:  # long sequences: one size, one placement per seed (each in turn), twice the seeds
+            long_seeds = seeds + tuple(s + len(seeds) for s in seeds)
+            run_cases = [(640, 480, s, LIMBS[i % len(LIMBS)]) for i, s in enumerate(long_seeds)]
         by_limb = defaultdict(list)
         by_sens = defaultdict(list)
         secs = []
