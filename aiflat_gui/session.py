@@ -43,8 +43,8 @@ class SessionData:
     provider: str = "local"
     sensitivity: float = 0.5
     reference_method: str = "median"
-    max_frames: Optional[int] = None
-    flat_method: str = "local"
+    max_frames: Optional[int] = 128
+    flat_method: str = "auto"
     grow: int = 2
     feather: int = 0
     pedestal: float = 0.0

@@ -29,7 +29,7 @@ HINTS = {
     "calibrate": "Calibrate: divide every frame by the flat and export the result.",
 }
 PROVIDERS = (("local", "Offline detector"), ("gemini", "Gemini AI"), ("file", "Import a mask file"))
-FLAT_METHODS = (("local", "Local fill"), ("multiframe", "Multi-frame"), ("ai", "AI clean image"))
+FLAT_METHODS = (("auto", "Auto"), ("local", "Local fill"), ("multiframe", "Multi-frame"), ("ai", "AI clean image"))
 REFERENCE_METHODS = ("median", "mean", "sigmaclip")
 _COLORS = {NOT_DONE: "#888", RUNNING: "#2a7fd4", DONE: "#2e9d46", STALE: "#d08a1a"}
 
@@ -120,7 +120,7 @@ class WorkflowPanel(QtWidgets.QWidget):
         self.max_frames = QtWidgets.QSpinBox()
         self.max_frames.setRange(0, 100000)
         self.max_frames.setSpecialValueText("all")
-        self.max_frames.setValue(0)
+        self.max_frames.setValue(128)  # as the CLI: 128 evenly spaced frames, 0 = all
         form.addRow("Method", self.reference_method)
         form.addRow("Frames", self.max_frames)
         lay.addLayout(form)
@@ -162,6 +162,10 @@ class WorkflowPanel(QtWidgets.QWidget):
         self.flat_method = QtWidgets.QComboBox()
         for key, label in FLAT_METHODS:
             self.flat_method.addItem(label, key)
+        self.flat_method.setToolTip(
+            "Auto: multi-frame when the video has at least 8 frames (the sun drifts under the fixed dust),"
+            " else local fill.\nLocal fill: smooth fill of each speck from its surroundings.\n"
+            "AI clean image: ratio to Gemini's dust-free image, only inside the mask.")
         self.grow = QtWidgets.QSpinBox()
         self.grow.setRange(0, 50)
         self.grow.setValue(2)
