@@ -395,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pedestal", type=float, default=0.0)
     p.add_argument("--jobs", type=int, default=0, help="parallel jobs (0: one per core)")
     p.set_defaults(func=cmd_batch)
+    for subparser in sub.choices.values():  # `aiflat run -q ...` works as well as `aiflat -q run ...`
+        subparser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                               help="no progress or summaries")
     return parser
 
 

@@ -237,3 +237,11 @@ def test_run_ai_method_needs_a_clean_image_or_gemini(demo, tmp_path, capsys):
     assert code == 0, err
     flat = read_image(tmp_path / "out2" / "flat.fits")
     assert flat.min() < 0.95
+
+
+def test_quiet_flag_after_the_subcommand(tmp_path, capsys):
+    from aiflat_gui.cli import main
+
+    assert main(["demo", str(tmp_path / "d"), "-q", "--frames", "3", "--width", "64", "--height", "48"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "d" / "demo.ser").exists()
