@@ -242,6 +242,6 @@ def test_run_ai_method_needs_a_clean_image_or_gemini(demo, tmp_path, capsys):
 def test_quiet_flag_after_the_subcommand(tmp_path, capsys):
     from aiflat_gui.cli import main
 
-    assert main(["demo", str(tmp_path / "d"), "-q", "--frames", "3", "--width", "64", "--height", "48"]) == 0
+    assert main(["demo", str(tmp_path / "d"), "-q", "--frames", "3", "--width", "64", "--height", "64"]) == 0
     assert capsys.readouterr().out == ""
     assert (tmp_path / "d" / "demo.ser").exists()
