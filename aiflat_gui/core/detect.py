@@ -81,6 +81,8 @@ RIDGE_WEIGHT = 0.8
 EDGE = 3
 #: Off the disc: a 5x5 average below this fraction of the disc level (sky beyond the limb).
 SKY_FRACTION = 0.3
+#: Width (px) of the strip just inside the limb margin where no speck is seeded (it may grow in).
+RIM_SEEDLESS = 4.0
 #: A sunspot's penumbra: below this fraction of the disc level, connected to an umbra.
 PENUMBRA_FRACTION = 0.8
 #: Pixels within this many px of where any frame was off the disc are not judged: the limb's
@@ -502,6 +504,11 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         pdip[~valid] = 0.0
         np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
     score[~valid] = 0.0
+    if off.any():
+        # no seeds right at the limb margin: the filters' support reaches across it there, and
+        # what is left of the rim's steep profile answers like a fibre along the limb
+        rim = ~_judged(off, limb_margin + RIM_SEEDLESS)
+        score[rim] = np.minimum(score[rim], 0.0)
     extent = extent.astype(np.float32)
     extent[~valid] = 0.0
     sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid,
