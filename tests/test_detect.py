@@ -295,3 +295,12 @@ def test_precision_on_small_normal_demos():
         found, total = found + f, total + t
     assert comps >= 12 and right / comps >= 0.9
     assert total >= 6 and found / total >= 0.8
+
+
+def test_single_image_leaves_the_limb_rim_alone():
+    # a median reference alone: the limb-darkened rim just inside the margin once seeded a
+    # sliver of "dust" along the limb (this demo: 122 px)
+    demo = generate_demo(frames=40, width=640, height=480, seed=1, difficulty="easy", limb="bottom")
+    for s in (0.5, 0.65):
+        mask = compute_scores(reference(demo)).mask(s)
+        assert not (mask & off_disc_band(demo) & ~near_dust(demo)).any(), s
