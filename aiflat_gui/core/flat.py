@@ -413,11 +413,12 @@ class _Registrar:
         try:
             _cc, warp = cv2.findTransformECC(self.base.astype(np.float32), img.astype(np.float32), warp,
                                              cv2.MOTION_TRANSLATION, crit, None, 5)
+        except cv2.error:
+            warp = None  # did not converge (flat or featureless crop): keep the coarse shift
+        if warp is not None:
             ex, ey = float(warp[0, 2]), float(warp[1, 2])
             if np.isfinite(ex) and np.isfinite(ey) and np.hypot(ex - dx, ey - dy) <= self.MAX_REFINE:
                 dx, dy = ex, ey  # else ECC wandered off to another optimum: keep the coarse shift
-        except cv2.error:
-            pass  # did not converge (flat or featureless crop): keep the coarse shift
         self.last = (dx, dy)
         return dx * self.scale, dy * self.scale
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from .. import APP_NAME, __version__
 from ..errors import AiflatError
@@ -52,9 +52,10 @@ def make_app(argv: Optional[list[str]] = None) -> QtWidgets.QApplication:
     QtCore.QCoreApplication.setOrganizationName(ORG_NAME)
     QtCore.QCoreApplication.setApplicationName("aiflat-gui")
     QtCore.QCoreApplication.setApplicationVersion(__version__)
+    # ties the windows to packaging/linux/io.github.aiflat.AIFlat.desktop (icon on Wayland)
+    QtGui.QGuiApplication.setDesktopFileName("io.github.aiflat.AIFlat")
     try:
         from ..resources import resource_path
-        from PySide6 import QtGui
 
         for name in ("aiflat.svg", "aiflat.png", "aiflat-256.png"):
             icon = resource_path("icons", name)

@@ -11,6 +11,7 @@ losslessly; :func:`ticks_to_datetime` turns them into :class:`datetime.datetime`
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime as _dt
 import os
@@ -46,7 +47,7 @@ def datetime_to_ticks(when: _dt.datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
 
 
-class Sequence:
+class Sequence(abc.ABC):
     """Base class of all readers. Subclasses set the attributes in ``__init__`` and implement
     :meth:`_read_frame`.
 
@@ -127,8 +128,9 @@ class Sequence:
             return None
         return ticks_to_datetime(int(self.timestamps[i]))
 
-    def _read_frame(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _read_frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (already range-checked) in the file's sample type."""
 
     def advise_sequential(self) -> None:
         """Hint that the frames are about to be read front to back (memory-mapped readers pass it
@@ -201,7 +203,7 @@ class ArraySequence(Sequence):
 
 # -- writers -----------------------------------------------------------------------------------
 
-class SequenceWriter:
+class SequenceWriter(abc.ABC):
     """Streaming writer: ``write(frame)`` frame by frame, then ``close()`` commits atomically.
 
     Data goes to a temporary sibling of the target; ``close()`` renames it into place; ``abort()``
@@ -268,11 +270,13 @@ class SequenceWriter:
             self.abort()
 
     # subclass hooks
-    def _open(self, tmp_path: Path) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _open(self, tmp_path: Path) -> None:
+        """Open ``tmp_path`` for writing (the base class renames it into place on success)."""
 
-    def _write(self, frame: np.ndarray, index: int) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _write(self, frame: np.ndarray, index: int) -> None:
+        """Write one frame; ``index`` is the source frame's index (for timestamps)."""
 
     def _finish(self) -> None:
         pass

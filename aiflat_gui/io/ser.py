@@ -374,10 +374,9 @@ class SerSequence(Sequence):
     def close(self) -> None:
         mm, self._mm = self._mm, None
         if mm is not None:
-            try:
+            # frames handed out still view the map: then it is released when they are
+            with contextlib.suppress(BufferError):
                 mm.close()
-            except BufferError:
-                pass  # frames handed out still view the map; it is released when they are
         fh, self._file = self._file, None
         if fh is not None:
             fh.close()
