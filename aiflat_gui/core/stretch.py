@@ -236,15 +236,21 @@ def apply_fast(image: np.ndarray, state: StretchState) -> np.ndarray:
     return cv2.LUT(idx, make_lut(state, np.uint8, 256)).reshape(image.shape)
 
 
-def debayer_for_display(frame: np.ndarray, pattern: str) -> np.ndarray:
-    """Demosaic a raw CFA frame (RGGB/GRBG/GBRG/BGGR) to an (H, W, 3) RGB array of the same
-    type, for display only (bilinear). Odd sizes are handled; the input is not modified."""
+def _check_bayer(frame: np.ndarray, pattern: str) -> tuple[str, np.ndarray]:
+    """The upper-cased pattern and the frame as a 2-D array, or a clear InputError."""
     pattern = str(pattern).upper()
     if pattern not in BAYER_CODES:
         raise InputError(f"unknown Bayer pattern '{pattern}' (choose from {', '.join(BAYER_CODES)})")
     frame = np.asarray(frame)
     if frame.ndim != 2:
         raise InputError(f"a Bayer frame must be 2-D, not of shape {frame.shape}")
+    return pattern, frame
+
+
+def debayer_for_display(frame: np.ndarray, pattern: str) -> np.ndarray:
+    """Demosaic a raw CFA frame (RGGB/GRBG/GBRG/BGGR) to an (H, W, 3) RGB array of the same
+    type, for display only (bilinear). Odd sizes are handled; the input is not modified."""
+    pattern, frame = _check_bayer(frame, pattern)
     src = frame
     if src.dtype not in (np.uint8, np.uint16, np.float32):
         src = src.astype(np.float32)
@@ -265,12 +271,7 @@ def stretch_bayer_for_display(frame: np.ndarray, pattern: str, state: StretchSta
     pixel, a third of the work), then demosaic the 8-bit result. Equal to demosaic-then-stretch
     on uniform colour areas; differs only by the curve's curvature across interpolated edges,
     invisible on screen. Display only; ``frame`` is not modified."""
-    pattern = str(pattern).upper()
-    if pattern not in BAYER_CODES:
-        raise InputError(f"unknown Bayer pattern '{pattern}' (choose from {', '.join(BAYER_CODES)})")
-    frame = np.asarray(frame)
-    if frame.ndim != 2:
-        raise InputError(f"a Bayer frame must be 2-D, not of shape {frame.shape}")
+    pattern, frame = _check_bayer(frame, pattern)
     return cv2.cvtColor(apply_fast(frame, state), BAYER_CODES[pattern])
 
 

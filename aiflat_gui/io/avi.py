@@ -557,8 +557,3 @@ class AviWriter(SequenceWriter):
         fh.seek(0, os.SEEK_END)
         fh.close()
         self._fh = None
-
-    def _abort_handles(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None

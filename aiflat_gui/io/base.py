@@ -258,7 +258,11 @@ class SequenceWriter(abc.ABC):
         atomic.__exit__(ProcessingError, ProcessingError("aborted"), None)
 
     def _abort_handles(self) -> None:
-        """Close open file handles without finishing (override when holding handles)."""
+        """Close the open file handle without finishing. Writers keep it in ``self._fh``;
+        override when holding anything else."""
+        fh, self._fh = getattr(self, "_fh", None), None
+        if fh is not None:
+            fh.close()
 
     def __enter__(self):
         return self

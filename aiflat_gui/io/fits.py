@@ -738,8 +738,3 @@ class FitsWriter(SequenceWriter):
         h["EXTNAME"] = ("TIMESTAMPS", "per-frame UTC times of the cube")
         data = ticks.astype(">i8").tobytes()
         return h.tostring().encode("ascii") + data + bytes(-len(data) % BLOCK)
-
-    def _abort_handles(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None

@@ -492,11 +492,6 @@ class SerWriter(SequenceWriter):
         fh.close()
         self._fh = None
 
-    def _abort_handles(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
 
 def write_ser(path: str | os.PathLike, frames: np.ndarray, color: str = "mono",
               timestamps: Optional[np.ndarray] = None, bit_depth: Optional[int] = None,
