@@ -219,7 +219,8 @@ def cmd_calibrate(args) -> int:
         else:
             flat = flat_from_mask_file(seq, args.mask, grow=args.grow, feather=args.feather,
                                        pedestal=args.pedestal, progress=_progress(args, "flat"),
-                                       max_frames=args.max_frames, method=args.method)
+                                       max_frames=args.max_frames, method=args.method,
+                                       warn=lambda w: print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr))
         stats = calibrate_sequence(seq, flat, args.output, fmt=args.format, pedestal=args.pedestal,
                                    overwrite=not args.no_overwrite, progress=_progress(args, "calibrate"))
     _say(args, f"calibrated {stats.output}  ({stats.frames} frames, {stats.clipped} pixels clipped)")

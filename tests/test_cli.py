@@ -245,3 +245,22 @@ def test_quiet_flag_after_the_subcommand(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "d"), "-q", "--frames", "3", "--width", "64", "--height", "64"]) == 0
     assert capsys.readouterr().out == ""
     assert (tmp_path / "d" / "demo.ser").exists()
+
+
+def test_calibrate_with_a_scaled_mask_warns_that_it_was_resampled(tmp_path, capsys):
+    """A mask at another scale of the same aspect is resampled, and the user is told so."""
+    import numpy as np
+
+    from aiflat_gui.cli import main
+    from aiflat_gui.core.mask import save_mask
+    from aiflat_gui.io.ser import write_ser
+
+    frames = np.full((4, 64, 96), 1000, np.uint16)
+    write_ser(tmp_path / "v.ser", frames)
+    half = np.zeros((32, 48), bool)
+    half[10:14, 10:14] = True
+    save_mask(tmp_path / "m.png", half)
+    assert main(["calibrate", str(tmp_path / "v.ser"), "--mask", str(tmp_path / "m.png"),
+                 "-o", str(tmp_path / "out.ser"), "--method", "local"]) == 0
+    err = capsys.readouterr().err
+    assert "aiflat: warning:" in err and "m.png" in err
