@@ -173,7 +173,7 @@ def test_paint_stroke_with_the_mouse_then_undo_redo(make_window, qtbot, demo):
     np.testing.assert_array_equal(w.mask_model.mask, m)
     # the keyboard shortcuts do the same
     w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=3000)
+    qtbot.waitUntil(w.isActiveWindow, timeout=10000)
     QTest.keyClick(w, QtCore.Qt.Key_Z, QtCore.Qt.ControlModifier)
     assert not w.mask_model.mask.any()
     QTest.keyClick(w, QtCore.Qt.Key_Z, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)
@@ -335,7 +335,7 @@ def test_autosave_after_a_stroke(make_window, qtbot, demo):
     w.open_path(demo)
     w.mask_model.dab(50, 50, "paint", 3)
     store = w.session_store
-    qtbot.waitUntil(lambda: store.mask_path.is_file(), timeout=3000)  # debounced ~0.5 s
+    qtbot.waitUntil(lambda: store.mask_path.is_file(), timeout=10000)  # debounced ~0.5 s
     data, mask, _ = store.load((120, 160))
     assert mask[50, 50] and mask.sum() == w.mask_model.mask.sum()
 
@@ -405,7 +405,8 @@ def test_sensitivity_slider_rethresholds_live(make_window, qtbot, demo):
     for s in (0.1, 0.5, 0.9):
         t0 = time.perf_counter()
         w.workflow.set_sensitivity(s, emit=True)
-        assert time.perf_counter() - t0 < 1.0  # live: no new detection run
+        assert w.worker is None  # live: no new detection job was started
+        assert time.perf_counter() - t0 < 5.0  # generous: a loaded 2-core CI machine
         masks[s] = w.mask_model.mask.astype(bool).copy()
         np.testing.assert_array_equal(masks[s], scores.mask(s))
     assert not all(np.array_equal(masks[0.1], m) for m in masks.values())
@@ -418,7 +419,7 @@ def test_play_advances_frames(make_window, qtbot, demo):
     w = make_window()
     w.open_path(demo)
     w.play_button.setChecked(True)
-    qtbot.waitUntil(lambda: w.frame_index >= 2, timeout=3000)
+    qtbot.waitUntil(lambda: w.frame_index >= 2, timeout=10000)
     w.play_button.setChecked(False)
     assert not w.play_timer.isActive()
 
@@ -484,7 +485,7 @@ def test_brush_keys_and_tool_shortcuts(make_window, qtbot, demo):
     w = make_window()
     w.open_path(demo)
     w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=3000)
+    qtbot.waitUntil(w.isActiveWindow, timeout=10000)
     w.brush_spin.setValue(8)
     QTest.keyClick(w, QtCore.Qt.Key_BracketRight)
     assert w.brush_spin.value() == 9 and w.viewer.brush_radius() == 9
