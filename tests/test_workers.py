@@ -24,7 +24,7 @@ def test_progress_signals_and_result(qtbot):
     with qtbot.waitSignal(w.succeeded, timeout=5000) as blocker:
         w.start()
     assert blocker.args == [10]
-    qtbot.waitUntil(lambda: len(seen) == 5, timeout=2000)
+    qtbot.waitUntil(lambda: len(seen) == 5, timeout=10000)
     assert seen[-1] == (1.0, "step 5")
     assert w.state == "succeeded" and w.result == 10
 
@@ -101,7 +101,7 @@ def test_job_panel_cancel_button(qtbot):
     assert panel.isVisibleTo(panel.parentWidget() or panel)
     with qtbot.waitSignal(w.cancelled, timeout=10000):
         w.start()
-        qtbot.waitUntil(lambda: panel.bar.value() == 500, timeout=3000)
+        qtbot.waitUntil(lambda: panel.bar.value() == 500, timeout=10000)
         qtbot.mouseClick(panel.cancel_button, QtCore.Qt.LeftButton)
     assert panel.worker is None and not panel.isVisible()
 
