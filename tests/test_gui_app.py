@@ -244,7 +244,7 @@ def test_main_opens_the_path_given_on_the_command_line(qtbot, demo, settings, mo
 
     def fake_exec(*_):
         w = made[0]
-        qtbot.waitUntil(lambda: w.seq is not None, timeout=5000)
+        qtbot.waitUntil(lambda: w.seq is not None, timeout=20000)
         w.wait_idle(60)  # the reference starts by itself
         w.close()
         return 0
