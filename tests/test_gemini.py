@@ -297,6 +297,18 @@ def test_safety_block(make, server, reply, expect):
     assert list((Path(make().cache.root)).glob("*.json")) == []
 
 
+def test_block_message_never_carries_the_key(make, server):
+    from fake_gemini import Reply
+
+    server.queue(Reply({"promptFeedback": {"blockReason": "OTHER", "blockReasonMessage": f"bad request for key {KEY}"},
+                        "modelVersion": "fake-gemini"}))
+    with pytest.raises(ProcessingError) as ei:
+        make().find_mask(dusty_image())
+    msg = str(ei.value)
+    assert "blocked the request: OTHER" in msg and "bad request for key ***" in msg
+    assert KEY not in msg
+
+
 def test_text_only_reply_quotes_the_model(make, server):
     server.queue(text_reply("I cannot see any dust in this\nimage of the Sun."))
     with pytest.raises(ProcessingError) as ei:

@@ -517,7 +517,7 @@ class GeminiProvider:
         who = f"Gemini ({self.model})"
         said = f'; the model said: "{_one_line(redact(c.text or c.thought_text, key))}"' if (c.text or c.thought_text) else ""
         if c.block_reason:
-            msg = f" ({_one_line(c.block_message)})" if c.block_message else ""
+            msg = f" ({_one_line(redact(c.block_message, key))})" if c.block_message else ""
             raise ProcessingError(f"{who} blocked the request: {c.block_reason}{msg}{said}")
         images = [p for p in c.image_parts if not p[2]] or c.image_parts
         if not images:
