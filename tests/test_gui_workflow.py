@@ -254,7 +254,7 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
     def slow_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
         # the real calibration, one frame per chunk, slowed so the Cancel click lands mid-way
         def prog(f, m):
-            time.sleep(0.1)
+            time.sleep(0.3)  # 12 frames: a 3.6 s window for the click even on a loaded CI machine
             progress(f, m)
 
         with open_sequence(path) as seq:
