@@ -710,3 +710,25 @@ def test_disk_full_during_calibration_is_a_message_and_no_file(make_window, qtbo
     assert kind == "warning" and "disk full" in text and "full.fits" in text
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".full.fits")]
     assert w.workflow.state("flat") == "done" and w.flat is not None
+
+
+def test_calibration_refuses_a_flat_built_for_an_older_mask(make_window, qtbot, demo, tmp_path, boxes):
+    """Erasing a speck after the flat was built must not let the old flat change those pixels."""
+    w = make_window()
+    w.open_path(demo)
+    wait_job(qtbot, w.run_reference())
+    wait_job(qtbot, w.run_detection())
+    assert w.mask_model.mask.any()
+    wait_job(qtbot, w.run_flat())
+    assert w.workflow.state("flat") == "done"
+    ys, xs = np.nonzero(w.mask_model.mask)
+    w.mask_model.remove_component_at(int(xs[0]), int(ys[0]))  # a user edit after the flat
+    assert w.workflow.state("flat") == "stale"
+    out = tmp_path / "cal.ser"
+    assert w.calibrate_to(out, "ser") is None
+    assert not out.exists()
+    assert any("rebuild the flat" in text for _kind, _title, text in boxes)
+    wait_job(qtbot, w.run_flat())  # rebuilt for the edited mask: calibration goes ahead
+    wc = w.calibrate_to(out, "ser")
+    wait_job(qtbot, wc)
+    assert wc.state == "succeeded" and out.exists()

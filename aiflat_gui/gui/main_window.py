@@ -724,6 +724,12 @@ class MainWindow(QtWidgets.QMainWindow):
         if not ok:
             self.show_error({"sequence": "Open a video first.", "reference": "Compute the reference first.",
                              "flat": "Build the flat first.", "mask": "Open a video first."}[what])
+        elif what == "flat" and self.workflow.state("flat") == STALE:
+            # the mask or the flat settings changed after the flat was built: using it would change
+            # pixels that are no longer in the mask
+            self.show_error("The mask or the flat settings changed after the flat was built: "
+                            "rebuild the flat (step 4) first.")
+            return False
         return ok
 
     # -- reference
