@@ -286,11 +286,7 @@ class GeminiProvider:
         for i, box in enumerate(boxes):
             tile = self._tile(box, [u8])
             sub = sub_progress(mask_progress, i / len(boxes), (i + 1) / len(boxes))
-            ans = self._ask("mask", tile, self.prompt, key, sub, label=f"tile {i + 1}/{len(boxes)}" if len(boxes) > 1 else "")
-            img = ip.decode_answer(ans.image)
-            if img is None:
-                raise ProcessingError(f"Gemini ({self.model}) returned image bytes that cannot be decoded "
-                                      f"({ans.mime}, {len(ans.image)} bytes)")
+            ans, img = self._ask_image("mask", tile, self.prompt, key, sub, i, len(boxes))
             m = ip.mask_channel(img)
             if float(m.mean()) > 0.5:  # mostly white: the model drew black dust on white
                 m = 1.0 - m
@@ -347,11 +343,7 @@ class GeminiProvider:
         for i, box in enumerate(boxes):
             tile = self._tile(box, [u8, mask8])
             sub = sub_progress(progress, i / len(boxes), (i + 1) / len(boxes))
-            ans = self._ask("clean", tile, self.clean_prompt, key, sub, label=f"tile {i + 1}/{len(boxes)}" if len(boxes) > 1 else "")
-            img = ip.decode_answer(ans.image)
-            if img is None:
-                raise ProcessingError(f"Gemini ({self.model}) returned image bytes that cannot be decoded "
-                                      f"({ans.mime}, {len(ans.image)} bytes)")
+            ans, img = self._ask_image("clean", tile, self.clean_prompt, key, sub, i, len(boxes))
             if channels == 1 and img.ndim == 3:
                 img = img.mean(axis=2)
             elif channels == 3 and img.ndim == 2:
@@ -400,6 +392,15 @@ class GeminiProvider:
     def _settings(self, kind: str, tile: _Tile, prompt: str) -> dict[str, Any]:
         return {"kind": kind, "model": self.model, "prompt": prompt, "image_size": self.effective_size,
                 "aspect_ratio": tile.aspect, "box": list(tile.box), "padded": list(tile.padded_hw)}
+
+    def _ask_image(self, kind, tile, prompt, key, progress, i: int, n: int):
+        """Ask for tile ``i`` of ``n`` and decode the answer by content: (answer, image array)."""
+        ans = self._ask(kind, tile, prompt, key, progress, label=f"tile {i + 1}/{n}" if n > 1 else "")
+        img = ip.decode_answer(ans.image)
+        if img is None:
+            raise ProcessingError(f"Gemini ({self.model}) returned image bytes that cannot be decoded "
+                                  f"({ans.mime}, {len(ans.image)} bytes)")
+        return ans, img
 
     def _ask(self, kind: str, tile: _Tile, prompt: str, key: str, progress: Optional[ProgressFn],
              label: str = "") -> _Answer:
