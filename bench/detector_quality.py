@@ -42,19 +42,8 @@ LIMBS = ("none", "top", "left", "bottom", "right")
 
 
 def limb_distance(demo) -> np.ndarray:
-    """Distance (px) to where any frame is below 30% of the disc level (5x5 mean) in a region
-    that reaches the frame's edge (the sky); +inf everywhere without a limb."""
-    lvl = float(np.percentile(demo.frames[0], 90))
-    off = np.zeros(demo.frames.shape[1:], bool)
-    for f in demo.frames:
-        off |= cv2.blur(f.astype(np.float32), (5, 5)) < 0.3 * lvl
-    # the sky reaches the frame's edge (a sunspot's umbra does not)
-    n, labels = cv2.connectedComponents(off.view(np.uint8), connectivity=8)
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    off = np.isin(labels, edge[edge > 0])
-    if not off.any():
-        return np.full(off.shape, np.inf, np.float32)
-    return cv2.distanceTransform((~off).view(np.uint8), cv2.DIST_L2, 5)
+    """Distance (px) to the sky of any frame; +inf everywhere without a limb."""
+    return demo.sky_distance()
 
 
 def evaluate(mask: np.ndarray, demo, limb_dist: np.ndarray, min_depth: float = 0.05) -> dict:

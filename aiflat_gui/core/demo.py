@@ -96,6 +96,21 @@ class DemoData:
         n = self.frames.shape[0]
         return (_T0_TICKS + np.round(np.arange(n) * 1e7 / FPS)).astype(np.int64)
 
+    def sky_distance(self) -> np.ndarray:
+        """Truth for judging the limb: distance (px) to where ANY frame is off the disc (5x5 mean
+        below 30 % of the disc level) in a region reaching the frame's edge — the sky, not a
+        sunspot's umbra. +inf everywhere when no frame shows sky."""
+        lvl = float(np.percentile(self.frames[0], 90))
+        off = np.zeros(self.frames.shape[1:], bool)
+        for f in self.frames:
+            off |= cv2.blur(f.astype(np.float32), (5, 5)) < 0.3 * lvl
+        _n, labels = cv2.connectedComponents(off.view(np.uint8), connectivity=8)
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        off = np.isin(labels, edge[edge > 0])
+        if not off.any():
+            return np.full(off.shape, np.inf, np.float32)
+        return cv2.distanceTransform((~off).view(np.uint8), cv2.DIST_L2, 5)
+
 
 # -- helpers -----------------------------------------------------------------------------------
 
