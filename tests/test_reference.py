@@ -128,3 +128,18 @@ def test_command_line_max_frames_convention():
     some = compute_reference(seq, max_frames=resolve_max_frames(None))
     idx = np.unique(np.round(np.linspace(0, 199, 128)).astype(int))
     assert np.array_equal(some, np.median(data[idx], axis=0).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", ">u2", "uint32", "float32", "float64"])
+@pytest.mark.parametrize("n", [6, 7])
+def test_median_is_exact_for_every_sample_type(dtype, n):
+    # small integers are widened to int32 for numpy's SIMD partition: the values must not change
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(n)
+    if dt.kind == "f":
+        data = (rng.normal(0, 1e4, size=(n, 40, 130))).astype(dt)
+    else:
+        info = np.iinfo(dt)
+        data = rng.integers(info.min, int(info.max) + 1, size=(n, 40, 130), dtype=np.int64).astype(dt)
+    ref = compute_reference(ArraySequence(data), "median")
+    assert np.array_equal(ref, np.median(data, axis=0).astype(np.float32))

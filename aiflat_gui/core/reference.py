@@ -115,8 +115,21 @@ def block_rows_for(seq, n: int, budget: int, buffers: int = 2) -> int:
     block while it reduces the current one), the pixel-major copy and a float32 sigma-clip working
     set stay within ``budget`` bytes."""
     row_bytes = seq.width * seq.channels * np.dtype(seq.dtype).itemsize * n
-    per_row = row_bytes * (buffers + 1) + seq.width * seq.channels * n * 4
+    per_row = row_bytes * buffers + seq.width * seq.channels * n * (4 + _work_dtype(seq.dtype).itemsize)
     return int(max(1, min(seq.height, budget // max(1, per_row))))
+
+
+def _work_dtype(dtype) -> np.dtype:
+    """Sample type of the median's pixel-major working copy. numpy partitions 32- and 64-bit rows
+    with SIMD (x86-simd-sort: AVX2 or AVX-512) but 8- and 16-bit rows only with AVX-512, so small
+    integers are widened to int32 -- measured 2.8 ns per sample (widen + partition) against 9.6 ns
+    for uint16 as it is, on an AVX2 machine. The values, and so the median, are unchanged."""
+    dt = np.dtype(dtype)
+    if (dt.kind in "ui" and dt.itemsize <= 2) or dt.kind == "b":
+        return np.dtype(np.int32)
+    if dt.kind == "f" and dt.itemsize < 4:
+        return np.dtype(np.float32)
+    return dt.newbyteorder("=")
 
 
 def _threads() -> int:
@@ -134,7 +147,8 @@ def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.n
     n_blocks = -(-H // rows)
     rest = tuple(seq.frame_shape[1:])
     bufs = [np.empty((n, rows) + rest, dtype=seq.dtype) for _ in range(2 if n_blocks > 1 else 1)]
-    tbuf = np.empty(rows * int(np.prod(rest, dtype=np.int64)) * n, dtype=seq.dtype) if method == "median" else None
+    tbuf = (np.empty(rows * int(np.prod(rest, dtype=np.int64)) * n, dtype=_work_dtype(seq.dtype))
+            if method == "median" else None)
     memmapped = bool(getattr(seq, "memmapped", False))
 
     def gather(b: int) -> np.ndarray:
@@ -171,24 +185,28 @@ def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.n
 
 
 def _median_pixel_major(block: np.ndarray, tbuf: np.ndarray, pool=None, threads: int = 1) -> np.ndarray:
-    """Exact median along axis 0, computed on a pixel-major copy (partitioning contiguous rows is
-    ~1.5x faster than numpy's median along the first axis), split over ``threads`` pixel ranges.
-    Even counts average the two middle values, as ``np.median`` does."""
+    """Exact median along axis 0, computed on a pixel-major copy in ``tbuf`` (its type from
+    :func:`_work_dtype`; partitioning contiguous rows is ~1.5x faster than numpy's median along the
+    first axis), split over ``threads`` pixel ranges. One partition point only (numpy's SIMD
+    partition takes a single kth; two kth fall back to the scalar introselect, 4x slower): for even
+    counts the lower middle value is the largest of the lower half, and the two are averaged as
+    ``np.median`` does."""
     n = block.shape[0]
     pix = int(np.prod(block.shape[1:], dtype=np.int64))
     src = block.reshape(n, pix)
     t = tbuf[: pix * n].reshape(pix, n)
     med = np.empty(pix, dtype=np.float32)
+    k = n // 2
 
     def part(p0: int, p1: int) -> None:
         tt = t[p0:p1]
         tt[...] = src[:, p0:p1].T
+        tt.partition(k, axis=1)
         if n % 2:
-            tt.partition(n // 2, axis=1)
-            med[p0:p1] = tt[:, n // 2]
+            med[p0:p1] = tt[:, k]
         else:
-            tt.partition([n // 2 - 1, n // 2], axis=1)
-            med[p0:p1] = (tt[:, n // 2 - 1].astype(np.float64) + tt[:, n // 2]) / 2
+            lower = tt[:, :k].max(axis=1)
+            med[p0:p1] = (lower.astype(np.float64) + tt[:, k]) / 2
 
     if pool is None or pix < 4096:
         part(0, pix)
