@@ -305,3 +305,109 @@ def test_8bit_avi_in_and_out(tmp_path):
     outside = flat == 1.0
     assert np.array_equal(cal[:, outside], frames[:, outside])
     assert np.array_equal(cal[:, 10:15, 10:15], np.minimum(255, frames[:, 10:15, 10:15].astype(int) * 2))
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_ser_copy_and_patch_over_many_chunks_equals_the_streaming_writer(tmp_path, monkeypatch, durable):
+    # several copy chunks, so the copy of one chunk overlaps the patching of the one before
+    from aiflat_gui.core import calibrate as C
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 4096, size=(23, 64, 96), dtype=np.uint16)
+    src = write_ser(tmp_path / "in.ser", frames, timestamps=638000000000000000 + np.arange(23) * 1000, bit_depth=12)
+    flat = np.ones((64, 96), np.float32)
+    flat[3:9, 5:40] = 0.7
+    flat[40:60, 90:96] = np.float32(0.55)
+    flat[63, 0] = 0.9
+    monkeypatch.setattr(C, "COPY_CHUNK", 3 * 64 * 96 * 2)  # 3 frames per chunk: 8 chunks
+    with open_sequence(src) as seq:
+        a = calibrate_sequence(seq, flat, tmp_path / "fast.ser", durable=durable)
+        b = calibrate_sequence(seq, flat, tmp_path / "slow.ser", fast=False)
+    assert a.clipped == b.clipped
+    assert (tmp_path / "fast.ser").read_bytes() == (tmp_path / "slow.ser").read_bytes()
+    with open_sequence(tmp_path / "fast.ser") as out:
+        got = np.stack([out.frame(i) for i in range(out.n_frames)])
+    keep = flat == 1.0
+    assert np.array_equal(got[:, keep], frames[:, keep])  # outside the dust: the input, bit for bit
+    assert not np.array_equal(got[:, ~keep], frames[:, ~keep])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("durable", [False, True])
+def test_outputs_are_fsynced_before_the_rename_only_when_durable(tmp_path, monkeypatch, fast, durable):
+    from aiflat_gui.io import base
+
+    frames = np.random.default_rng(1).integers(0, 4096, size=(4, 20, 30), dtype=np.uint16)
+    src = write_ser(tmp_path / "in.ser", frames)
+    flat = np.ones((20, 30), np.float32)
+    flat[5:9, 5:9] = 0.8
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else str(fd))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        synced.append(f"rename {Path(b).name}")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(base.os, "replace", replace)
+    if durable:
+        monkeypatch.setenv("AIFLAT_FSYNC", "1")  # the process default, as `aiflat --fsync` sets it
+    with open_sequence(src) as seq:
+        calibrate_sequence(seq, flat, tmp_path / "out.ser", fast=fast)
+    assert (tmp_path / "out.ser").exists()
+    renamed = synced.index("rename out.ser")
+    if durable:
+        assert any(".out.ser." in s and s.endswith(".partial") for s in synced[:renamed]), synced
+        assert any(s == str(tmp_path) for s in synced[renamed:]), synced  # then the folder holding the name
+    else:
+        assert synced == ["rename out.ser"]
+
+
+def test_cli_fsync_flag_makes_outputs_durable(tmp_path, monkeypatch):
+    from aiflat_gui import cli
+    from aiflat_gui.io.base import durable_default
+
+    frames = np.random.default_rng(1).integers(0, 4096, size=(4, 20, 30), dtype=np.uint16)
+    src = write_ser(tmp_path / "in.ser", frames)
+    write_image(tmp_path / "flat.fits", np.ones((20, 30), np.float32))
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    assert cli.main(["-q", "calibrate", str(src), "--flat", str(tmp_path / "flat.fits"), "-o",
+                     str(tmp_path / "a.ser")]) == 0
+    assert calls == [] and not durable_default()
+    assert cli.main(["calibrate", "--fsync", "-q", str(src), "--flat", str(tmp_path / "flat.fits"), "-o",
+                     str(tmp_path / "b.ser")]) == 0
+    assert calls and durable_default()
+    assert (tmp_path / "a.ser").read_bytes() == (tmp_path / "b.ser").read_bytes()
+
+
+def test_page_runs_merge_small_gaps():
+    from aiflat_gui.core.calibrate import page_runs
+
+    offs = np.array([0, 10, 4095, 4096, 3 * 4096 + 5, 10 * 4096, 10 * 4096 + 1, 14 * 4096])
+    first, end = page_runs(offs, 4096)
+    assert first.tolist() == [0, 3, 10, 14] and end.tolist() == [2, 4, 11, 15]
+    first, end = page_runs(offs, 4096, gap=3)
+    assert first.tolist() == [0, 10] and end.tolist() == [4, 15]
+    assert [len(x) for x in page_runs(np.array([], np.int64), 4096)] == [0, 0]
+
+
+def test_ser_copy_and_patch_without_madvise_gives_the_same_bytes(tmp_path, monkeypatch):
+    from aiflat_gui.core import calibrate as C
+
+    frames = np.random.default_rng(2).integers(0, 4096, size=(9, 40, 50), dtype=np.uint16)
+    src = write_ser(tmp_path / "in.ser", frames)
+    flat = np.ones((40, 50), np.float32)
+    flat[10:30, 3:20] = 0.6
+    monkeypatch.setattr(C, "COPY_CHUNK", 2 * 40 * 50 * 2)
+    with open_sequence(src) as seq:
+        calibrate_sequence(seq, flat, tmp_path / "a.ser")
+        monkeypatch.setattr(C, "_populator", lambda: None)  # no MADV_POPULATE_WRITE: plain page faults
+        calibrate_sequence(seq, flat, tmp_path / "b.ser")
+        calibrate_sequence(seq, flat, tmp_path / "c.ser", fast=False)
+    assert (tmp_path / "a.ser").read_bytes() == (tmp_path / "b.ser").read_bytes() == (tmp_path / "c.ser").read_bytes()

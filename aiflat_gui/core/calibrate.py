@@ -255,10 +255,9 @@ def _copy_range(src_fd: int, dst_fd: int, start: int, stop: int, state: dict) ->
 
 def _writeback():
     """``start(fd, offset, nbytes)`` and ``wait(fd, offset, nbytes)`` using Linux sync_file_range
-    (start writeback of a range now / wait until it is on disk), or None where unavailable. They let
-    the output reach the disk while later chunks are still being copied, so the final fsync finds
-    almost nothing left to write: copying and durable writing overlap instead of running one after
-    the other (``cp`` followed by ``fsync``)."""
+    (start writeback of a range now / wait until it is on disk), or None where unavailable. For
+    durable outputs they let the data reach the disk while later chunks are still being copied, so
+    the final fsync finds almost nothing left to write."""
     import ctypes
     import sys
 
@@ -282,19 +281,59 @@ def _writeback():
     return start, wait
 
 
+def _populator():
+    """``populate(address, nbytes)``: map a range of a shared file mapping writable in one call
+    (Linux >= 5.14 MADV_POPULATE_WRITE) instead of one page fault per page, through ctypes so the
+    GIL is released while the kernel works; None where unavailable (page faults do the same)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    state = {"ok": True}
+
+    def populate(address: int, nbytes: int) -> None:
+        if state["ok"] and fn(address, nbytes, 23) != 0:  # 23 = MADV_POPULATE_WRITE
+            state["ok"] = False  # older kernel (EINVAL): plain page faults from now on
+
+    return populate
+
+
+def page_runs(byte_offsets: np.ndarray, page: int, gap: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(first page, end page) of each run of pages holding the sorted ``byte_offsets``; runs
+    separated by at most ``gap`` empty pages are merged (one call costs about what a page does)."""
+    pages = np.asarray(byte_offsets, dtype=np.int64) // page
+    if len(pages) == 0:
+        return pages, pages
+    pages = pages[np.r_[True, pages[1:] != pages[:-1]]]
+    br = np.flatnonzero(np.diff(pages) > 1 + gap)
+    return pages[np.r_[0, br + 1]], pages[np.r_[br, len(pages) - 1]] + 1
+
+
 #: Bytes per copy chunk of the SER fast path (whole frames).
 COPY_CHUNK = 64 << 20
 
 
-def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress) -> int:
-    """The SER -> SER fast path. Chunk by chunk of whole frames: copy the bytes in the kernel (as
-    ``cp`` does), rewrite only the pixels where the flat is not 1.0 through a shared map of the copy
-    (the copied pages are still in the page cache), and start that chunk's writeback
-    (sync_file_range), waiting for the chunk before last so dirty pages stay bounded; one fsync at
-    the end. Every byte is read once and written once. Atomic like the writers: a temporary name
-    renamed on success (after the fsync and the final 1.0 progress report), deleted on any
-    exception."""
+def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress, durable: bool = False) -> int:
+    """The SER -> SER fast path. Chunk by chunk of whole frames: the main thread copies the bytes
+    in the kernel (copy_file_range, as ``cp`` does) while a second thread rewrites the pixels of the
+    chunk before it where the flat is not 1.0, through a shared map of the copy (mapping only the
+    pages that hold such pixels; the copied pages are still in the page cache). Every byte is read
+    once and written once, and the patching overlaps the copying.
+
+    Atomic like the writers: a temporary name renamed on success (after the final 1.0 progress
+    report), deleted on any exception. ``durable``: also start each patched chunk's writeback
+    (sync_file_range), waiting for the chunk before last so dirty pages stay bounded, and fsync
+    before the rename."""
     import mmap
+    from concurrent.futures import ThreadPoolExecutor
 
     from ..io.base import AtomicOutput, disk_errors
 
@@ -303,57 +342,91 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress) -> 
     pix = int(np.prod(seq.frame_shape))
     dt = np.dtype(seq.dtype).newbyteorder("<")
     fs = pix * dt.itemsize
-    clipped = 0
     k = max(1, COPY_CHUNK // max(1, fs))
     if len(calib.idx):
         k = max(1, min(k, (16 << 20) // max(1, len(calib.idx) * 8)))  # float64 working set of a chunk
-    wb = _writeback()
+    wb = _writeback() if durable else None
+    populate = _populator()
+    page = mmap.PAGESIZE
+    pix_bytes = calib.idx.astype(np.int64) * dt.itemsize  # byte offset of each dust pixel in a frame
     state: dict = {}
-    with AtomicOutput(out) as tmp, disk_errors(out):
+    clipped = [0]
+
+    def chunk_bytes(i0: int, i1: int) -> tuple[int, int]:
+        """File byte range of frames [i0, i1): the first chunk takes the header, the last the trailer."""
+        return (0 if i0 == 0 else 178 + i0 * fs), (size if i1 == n else 178 + i1 * fs)
+
+    with AtomicOutput(out, durable=durable) as tmp, disk_errors(out):  # durable: it also flushes the folder
         src_fd = os.open(seq.path, os.O_RDONLY)
-        dst_fd = os.open(tmp, os.O_RDWR | os.O_TRUNC)
+        dst_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)  # a new file: see AtomicOutput
         mm = None
-        data = block = None
+        views: dict = {}
         try:
             os.ftruncate(dst_fd, size)
             if len(calib.idx):
                 mm = mmap.mmap(dst_fd, size)
-                data = np.frombuffer(mm, dtype=dt, count=n * pix, offset=178).reshape(n, pix)
-            populate = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14: one call, not a fault per page
-            page = mmap.PAGESIZE
-            prev: list[tuple[int, int]] = []
-            for i0 in range(0, n, k):
-                i1 = min(n, i0 + k)
-                a = 0 if i0 == 0 else 178 + i0 * fs
-                b = size if i1 == n else 178 + i1 * fs  # the last chunk takes the trailer
-                _copy_range(src_fd, dst_fd, a, b, state)
-                if data is not None:
-                    if populate is not None:
-                        pa = a // page * page
-                        try:
-                            mm.madvise(populate, pa, b - pa)
-                        except (OSError, ValueError):
-                            populate = None  # older kernel: plain page faults
-                    block = data[i0:i1]
-                    v, c = calib.compute(block[:, calib.idx])
-                    block[:, calib.idx] = v
-                    clipped += c
+                views["data"] = np.frombuffer(mm, dtype=dt, count=n * pix, offset=178).reshape(n, pix)
+                views["base"] = np.frombuffer(mm, dtype=np.uint8, count=page)
+                address = views["base"].ctypes.data
+
+            def patch(i0: int, i1: int) -> None:
+                if populate is not None:
+                    offs = (178 + np.arange(i0, i1, dtype=np.int64)[:, None] * fs + pix_bytes[None, :]).ravel()
+                    first, end = page_runs(offs, page, gap=2)
+                    for p0, p1 in zip(first.tolist(), end.tolist()):
+                        populate(address + p0 * page, (p1 - p0) * page)
+                block = views["data"][i0:i1]
+                v, c = calib.compute(block[:, calib.idx])
+                block[:, calib.idx] = v
+                clipped[0] += c
+
+            pending = None  # (future, i0, i1) of the chunk being patched
+            written: list[tuple[int, int]] = []
+
+            def settle() -> None:
+                """Wait for the chunk being patched; durable: start its writeback."""
+                nonlocal pending
+                if pending is None:
+                    return
+                fut, p0, p1 = pending
+                pending = None
+                fut.result()
                 if wb is not None:
+                    a, b = chunk_bytes(p0, p1)
                     wb[0](dst_fd, a, b - a)
-                    prev.append((a, b))
-                    if len(prev) > 2:
-                        pa_, pb_ = prev.pop(0)
-                        wb[1](dst_fd, pa_, pb_ - pa_)
-                report(progress, 0.99 * i1 / n, f"frame {i1}/{n}")
-            del data, block
-            data = block = None
-            if mm is not None:
-                mm.flush()
-            os.fsync(dst_fd)
+                    written.append((a, b))
+                    if len(written) > 2:
+                        wa, wb_ = written.pop(0)
+                        wb[1](dst_fd, wa, wb_ - wa)
+
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                try:
+                    for i0 in range(0, n, k):
+                        i1 = min(n, i0 + k)
+                        a, b = chunk_bytes(i0, i1)
+                        _copy_range(src_fd, dst_fd, a, b, state)
+                        settle()
+                        if mm is not None:
+                            pending = (pool.submit(patch, i0, i1), i0, i1)
+                        elif wb is not None:
+                            wb[0](dst_fd, a, b - a)
+                        report(progress, 0.99 * i1 / n, f"frame {i1}/{n}")
+                    settle()
+                finally:
+                    if pending is not None:  # an error or a cancel: let the patch finish before unmapping
+                        try:
+                            pending[0].result()
+                        except Exception:  # noqa: BLE001 - the first error is the one raised
+                            pass
+            views.clear()
+            if durable:
+                if mm is not None:
+                    mm.flush()
+                os.fsync(dst_fd)
             # 1.0 before the rename below: a cancel raised by this last report still leaves no file
             report(progress, 1.0, "done")
         finally:
-            data = block = None
+            views.clear()
             if mm is not None:
                 try:
                     mm.close()
@@ -361,13 +434,13 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress) -> 
                     pass
             os.close(dst_fd)
             os.close(src_fd)
-    return clipped
+    return clipped[0]
 
 
 def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Optional[str] = None,
                        pedestal: float = 0.0, overwrite: bool = True, progress: Optional[ProgressFn] = None,
                        chunk_bytes: Optional[int] = None, writer_options: Optional[dict] = None,
-                       fast: bool = True) -> CalibrationStats:
+                       fast: bool = True, durable: Optional[bool] = None) -> CalibrationStats:
     """Divide every frame of ``seq`` by ``flat`` and stream the result to ``output``.
 
     ``fmt``: writer format (``ser``, ``fits``, ``tiff``, ``tiff-folder``, ``avi``); None: from the
@@ -377,9 +450,11 @@ def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Op
 
     ``fast``: for SER -> SER of a consistent little-endian file, copy the file in the kernel and
     rewrite only the dust pixels (the same bytes the streaming writer produces, at ``cp`` speed).
+    ``durable`` (default :func:`~aiflat_gui.io.base.durable_default`): the output is on disk
+    (fsync) before it appears under its final name.
     """
     from ..io import open_writer
-    from ..io.base import check_output_path
+    from ..io.base import check_output_path, durable_default
 
     t0 = time.perf_counter()
     out = Path(output)
@@ -393,12 +468,15 @@ def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Op
     clipped = 0
     if fast and _ser_copy_ok(seq, fmt, writer_options):
         report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame, copy + patch)")
-        clipped = _calibrate_ser_by_copy(seq, calib, out, progress)  # reports 1.0 before committing
+        clipped = _calibrate_ser_by_copy(seq, calib, out, progress, durable=durable_default() if durable is None
+                                         else durable)  # reports 1.0 before committing
         return CalibrationStats(output=out, frames=n, clipped=clipped, seconds=time.perf_counter() - t0,
                                 format=fmt, computed_pixels=int(len(calib.idx)))
     advise_sequential(seq)
     report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame)")
     with open_writer(out, fmt, seq, overwrite=overwrite, **(writer_options or {})) as writer:
+        if durable is not None:
+            writer.set_durable(durable)
         for i0 in range(0, n, k):
             i1 = min(n, i0 + k)
             chunk = buf[: i1 - i0]

@@ -143,6 +143,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(APP_NAME)
         self.setObjectName("MainWindow")
         self.settings = settings or QtCore.QSettings()
+        from .settings_dialog import apply_output_settings
+
+        apply_output_settings(self.settings)
         self.autosave = autosave
         self.remember_layout = remember_layout
         self.auto_reference = auto_reference

@@ -19,7 +19,7 @@ log = logging.getLogger("aiflat.gui")
 DEFAULT_MODELS = ("gemini-3-pro-image", "gemini-3.1-flash-image", "gemini-2.5-flash-image")
 IMAGE_SIZES = ("1K", "2K", "4K")
 DEFAULTS = {"gemini/model": "gemini-3-pro-image", "gemini/image_size": "1K", "gemini/timeout": 120.0,
-            "gemini/prompt": "", "output/folder": ""}
+            "gemini/prompt": "", "output/folder": "", "output/fsync": False}
 
 _session_key: Optional[str] = None
 
@@ -70,12 +70,29 @@ def get_setting(key: str, settings: Optional[QtCore.QSettings] = None) -> Any:
     s = settings or QtCore.QSettings()
     default = DEFAULTS.get(key)
     v = s.value(key, default)
+    if isinstance(default, bool):
+        return v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, float):
         try:
             return float(v)
         except (TypeError, ValueError):
             return default
     return v if v is not None else default
+
+
+#: Whether AIFLAT_FSYNC asked for durable outputs before the app changed anything (it then wins).
+_fsync_from_environment: Optional[bool] = None
+
+
+def apply_output_settings(settings: Optional[QtCore.QSettings] = None) -> None:
+    """Make the stored "flush outputs to disk" choice the process default, inherited by batch
+    workers (``AIFLAT_FSYNC=1`` in the environment keeps it on whatever the setting says)."""
+    global _fsync_from_environment
+    from ..io.base import durable_default, set_durable
+
+    if _fsync_from_environment is None:
+        _fsync_from_environment = durable_default()
+    set_durable(_fsync_from_environment or bool(get_setting("output/fsync", settings)))
 
 
 def user_prompt(settings: Optional[QtCore.QSettings] = None) -> Optional[str]:
@@ -154,6 +171,13 @@ class SettingsDialog(QtWidgets.QDialog):
         form.addRow("Image size", self.image_size)
         form.addRow("Timeout", self.timeout)
         form.addRow("Default output folder", row)
+        self.fsync = QtWidgets.QCheckBox("Flush outputs to disk before finishing")
+        self.fsync.setToolTip("Off (default, like cp or Siril): the system writes the file out in the background; "
+                              "a cancel, an error or a crash never leaves a partial file either way.\n"
+                              "On: the file is on disk before it appears under its name, so it is complete even "
+                              "after a power cut -- calibration then runs at the speed of the disk.")
+        self.fsync.setChecked(bool(get_setting("output/fsync", self.settings)))
+        form.addRow("", self.fsync)
 
         self.api_key = QtWidgets.QLineEdit()
         self.api_key.setEchoMode(QtWidgets.QLineEdit.Password)
@@ -191,9 +215,11 @@ class SettingsDialog(QtWidgets.QDialog):
         s.setValue("gemini/image_size", self.image_size.currentText())
         s.setValue("gemini/timeout", float(self.timeout.value()))
         s.setValue("output/folder", self.output_folder.text().strip())
+        s.setValue("output/fsync", bool(self.fsync.isChecked()))
         text = self.prompt.toPlainText()
         s.setValue("gemini/prompt", "" if text.strip() == default_prompt().strip() else text)
         s.sync()
+        apply_output_settings(s)
         if self.api_key.text().strip():
             self.key_message = store_api_key(self.api_key.text())
             self.api_key.clear()

@@ -487,8 +487,7 @@ class SerWriter(SequenceWriter):
             fh.write(b"".join(c or bytes(8) for c in self._ticks))
         fh.seek(FRAME_COUNT_OFFSET)
         fh.write(struct.pack("<i", self.written))
-        fh.flush()
-        os.fsync(fh.fileno())
+        fh.flush()  # AtomicOutput fsyncs before the rename when outputs are durable
         fh.close()
         self._fh = None
 
