@@ -411,3 +411,15 @@ def test_ser_copy_and_patch_without_madvise_gives_the_same_bytes(tmp_path, monke
         calibrate_sequence(seq, flat, tmp_path / "b.ser")
         calibrate_sequence(seq, flat, tmp_path / "c.ser", fast=False)
     assert (tmp_path / "a.ser").read_bytes() == (tmp_path / "b.ser").read_bytes() == (tmp_path / "c.ser").read_bytes()
+
+
+def test_ser_copy_and_patch_of_a_file_smaller_than_a_page(tmp_path):
+    frames = np.arange(3 * 10 * 12, dtype=np.uint16).reshape(3, 10, 12)
+    src = write_ser(tmp_path / "in.ser", frames, trailer=False)
+    assert src.stat().st_size < 4096
+    flat = np.ones((10, 12), np.float32)
+    flat[2:4, 3:6] = 0.5
+    with open_sequence(src) as seq:
+        calibrate_sequence(seq, flat, tmp_path / "a.ser")
+        calibrate_sequence(seq, flat, tmp_path / "b.ser", fast=False)
+    assert (tmp_path / "a.ser").read_bytes() == (tmp_path / "b.ser").read_bytes()

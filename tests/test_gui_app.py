@@ -269,3 +269,36 @@ def test_an_exception_in_a_slot_becomes_one_line_and_a_log_entry(window, boxes, 
     kind, _, text = boxes[-1]
     assert kind == "critical" and "ZeroDivisionError: division by zero" in text and "Traceback" not in text
     assert "Traceback" in caplog.text
+
+
+def test_flush_to_disk_setting_makes_calibration_outputs_durable(qtbot, settings, tmp_path, monkeypatch):
+    import numpy as np
+
+    import aiflat_gui.gui.settings_dialog as sd
+    from aiflat_gui.core.calibrate import calibrate_sequence
+    from aiflat_gui.io import open_sequence
+    from aiflat_gui.io.base import durable_default
+    from aiflat_gui.io.ser import write_ser
+
+    monkeypatch.setattr(sd, "_fsync_from_environment", None)
+    sd.apply_output_settings(settings)
+    assert not durable_default()  # off by default
+    dlg = sd.SettingsDialog(settings=settings)
+    qtbot.addWidget(dlg)
+    assert not dlg.fsync.isChecked()
+    dlg.fsync.setChecked(True)
+    dlg.accept()
+    assert durable_default() and sd.get_setting("output/fsync", settings) is True
+    src = write_ser(tmp_path / "in.ser", np.zeros((3, 10, 12), np.uint16))
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    with open_sequence(src) as seq:
+        calibrate_sequence(seq, np.full((10, 12), 0.5, np.float32), tmp_path / "out.ser")
+    assert synced
+    dlg = sd.SettingsDialog(settings=settings)
+    qtbot.addWidget(dlg)
+    assert dlg.fsync.isChecked()
+    dlg.fsync.setChecked(False)
+    dlg.accept()
+    assert not durable_default()

@@ -366,7 +366,7 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress, dur
             if len(calib.idx):
                 mm = mmap.mmap(dst_fd, size)
                 views["data"] = np.frombuffer(mm, dtype=dt, count=n * pix, offset=178).reshape(n, pix)
-                views["base"] = np.frombuffer(mm, dtype=np.uint8, count=page)
+                views["base"] = np.frombuffer(mm, dtype=np.uint8, count=1)  # its address: the map's start
                 address = views["base"].ctypes.data
 
             def patch(i0: int, i1: int) -> None:
