@@ -253,23 +253,33 @@ def _copy_range(src_fd: int, dst_fd: int, start: int, stop: int, state: dict) ->
         done += got
 
 
-def _writeback():
-    """``start(fd, offset, nbytes)`` and ``wait(fd, offset, nbytes)`` using Linux sync_file_range
-    (start writeback of a range now / wait until it is on disk), or None where unavailable. For
-    durable outputs they let the data reach the disk while later chunks are still being copied, so
-    the final fsync finds almost nothing left to write."""
+def _linux_libc(name: str, argtypes: tuple):
+    """The C library function ``name`` (returning int) through ctypes, which releases the GIL
+    while it runs; None off Linux or where the C library lacks it."""
     import ctypes
     import sys
 
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.sync_file_range
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
+    return fn
+
+
+def _writeback():
+    """``start(fd, offset, nbytes)`` and ``wait(fd, offset, nbytes)`` using Linux sync_file_range
+    (start writeback of a range now / wait until it is on disk), or None where unavailable. For
+    durable outputs they let the data reach the disk while later chunks are still being copied, so
+    the final fsync finds almost nothing left to write."""
+    import ctypes
+
+    fn = _linux_libc("sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
+    if fn is None:
+        return None
     write, wait_before, wait_after = 2, 1, 4  # SYNC_FILE_RANGE_WRITE / _WAIT_BEFORE / _WAIT_AFTER
 
     def start(fd: int, off: int, nbytes: int) -> None:
@@ -283,20 +293,13 @@ def _writeback():
 
 def _populator():
     """``populate(address, nbytes)``: map a range of a shared file mapping writable in one call
-    (Linux >= 5.14 MADV_POPULATE_WRITE) instead of one page fault per page, through ctypes so the
-    GIL is released while the kernel works; None where unavailable (page faults do the same)."""
+    (Linux >= 5.14 MADV_POPULATE_WRITE) instead of one page fault per page, with the GIL released
+    while the kernel works; None where unavailable (page faults do the same)."""
     import ctypes
-    import sys
 
-    if not sys.platform.startswith("linux"):
+    fn = _linux_libc("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))
+    if fn is None:
         return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    fn.restype = ctypes.c_int
     state = {"ok": True}
 
     def populate(address: int, nbytes: int) -> None:
