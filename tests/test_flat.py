@@ -285,3 +285,35 @@ def test_local_shifts_follow_seeing_that_bends_the_image():
     assert np.allclose(got[left], (1.5, 0.0), atol=0.2), got
     assert np.allclose(got[right], (-1.0, 0.5), atol=0.2), got
     assert tiles[0, 150] == -1  # no dust there: the global shift is used
+
+
+@pytest.mark.parametrize("max_coarse", [20.0, 0.3])  # 0.3 px: every coarse shift counts as a wrong peak
+def test_threaded_registration_gives_the_frame_by_frame_shifts(max_coarse):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiflat_gui.core.flat import _LocalShifts, _Registrar, register_frames
+
+    d = generate_demo(frames=10, width=320, height=240, seed=4)
+    frames = d.frames.astype(np.float32)
+    ref = np.median(frames, axis=0)
+    grown = d.true_mask
+
+    def fresh():
+        reg = _Registrar(ref.shape, grown, "mono", reference=ref)
+        reg.MAX_COARSE = max_coarse
+        return reg, _LocalShifts(ref, grown, "mono")
+
+    reg, loc = fresh()
+    want = np.array([reg.shift(f) for f in frames])
+    want_local = np.stack([loc.shifts(f, s) for f, s in zip(frames, want)], axis=1)
+    reg, loc = fresh()
+    with ThreadPoolExecutor(2) as pool:
+        got, got_local = [], []
+        for k0 in (0, 4, 8):  # in chunks, as the flat reads frames
+            g, gl = register_frames(reg, loc, frames[k0:k0 + 4], pool)
+            got.append(g)
+            got_local.append(gl)
+    assert np.array_equal(np.concatenate(got), want)
+    assert np.array_equal(np.concatenate(got_local, axis=1), want_local)
+    true = d.shifts[:, :2].astype(np.float64)  # relative to frame 0; ours to the median reference
+    assert np.abs((want - want.mean(0)) - (true - true.mean(0))).max() < 0.75  # the sun's drift
