@@ -670,6 +670,10 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     dist = cv2.distanceTransform((~mask2d).astype(np.uint8), cv2.DIST_L2, 5).reshape(-1)
     logv = np.log(np.maximum(vals.astype(np.float64) - pedestal, min_signal))
     valid = (vals.astype(np.float64) - pedestal) > min_signal
+    # per halo pixel, once (every pair takes the ones within its reach of the mask)
+    hdist = dist[hidx]
+    hys, hxs = np.divmod(hidx, w)
+    htid = local[0][hidx] if local is not None else None
     AtA = sp.csr_matrix((n, n))
     Atb = np.zeros(n)
     batch: list = []  # (rows, cols, data, b) of several pairs, folded into AtA ~2M entries at a time
@@ -695,13 +699,13 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
         reach = float(np.hypot(dx, dy)) + 1.5
         if local is not None:
             reach += 2 * _LocalShifts.MAX_DEV
-        cand = hidx[dist[hidx] <= reach]
-        ys, xs = np.divmod(cand, w)
+        near = hdist <= reach
+        cand, ys, xs = hidx[near], hys[near], hxs[near]
         if local is not None:
-            tid = local[0][cand]
+            tid = htid[near]
             has = tid >= 0
             tsafe = np.where(has, tid, 0)
-            dl = local[1][tsafe, j] - local[1][tsafe, k]
+            dl = (local[1][:, j] - local[1][:, k])[tsafe]  # per tile first: (n_tiles, 2), then per pixel
             dx = np.where(has, dl[:, 0], dx)
             dy = np.where(has, dl[:, 1], dy)
         qx, qy = xs + dx, ys + dy
