@@ -307,6 +307,14 @@ def test_8bit_avi_in_and_out(tmp_path):
     assert np.array_equal(cal[:, 10:15, 10:15], np.minimum(255, frames[:, 10:15, 10:15].astype(int) * 2))
 
 
+def _assert_fast_path(src) -> None:
+    """The test's SER takes the copy + patch path (a header that disagrees with the data does not)."""
+    from aiflat_gui.core import calibrate as C
+
+    with open_sequence(src) as seq:
+        assert C._ser_copy_ok(seq, "ser", None), seq.warnings
+
+
 @pytest.mark.parametrize("durable", [False, True])
 def test_ser_copy_and_patch_over_many_chunks_equals_the_streaming_writer(tmp_path, monkeypatch, durable):
     # several copy chunks, so the copy of one chunk overlaps the patching of the one before
@@ -315,6 +323,7 @@ def test_ser_copy_and_patch_over_many_chunks_equals_the_streaming_writer(tmp_pat
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 4096, size=(23, 64, 96), dtype=np.uint16)
     src = write_ser(tmp_path / "in.ser", frames, timestamps=638000000000000000 + np.arange(23) * 1000, bit_depth=12)
+    _assert_fast_path(src)
     flat = np.ones((64, 96), np.float32)
     flat[3:9, 5:40] = 0.7
     flat[40:60, 90:96] = np.float32(0.55)
@@ -338,7 +347,7 @@ def test_outputs_are_fsynced_before_the_rename_only_when_durable(tmp_path, monke
     from aiflat_gui.io import base
 
     frames = np.random.default_rng(1).integers(0, 4096, size=(4, 20, 30), dtype=np.uint16)
-    src = write_ser(tmp_path / "in.ser", frames)
+    src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)  # a consistent header: the fast path applies
     flat = np.ones((20, 30), np.float32)
     flat[5:9, 5:9] = 0.8
     synced: list[str] = []
@@ -352,6 +361,7 @@ def test_outputs_are_fsynced_before_the_rename_only_when_durable(tmp_path, monke
         synced.append(f"rename {Path(b).name}")
         return real_replace(a, b)
 
+    _assert_fast_path(src)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(base.os, "replace", replace)
     if durable:
@@ -372,7 +382,7 @@ def test_cli_fsync_flag_makes_outputs_durable(tmp_path, monkeypatch):
     from aiflat_gui.io.base import durable_default
 
     frames = np.random.default_rng(1).integers(0, 4096, size=(4, 20, 30), dtype=np.uint16)
-    src = write_ser(tmp_path / "in.ser", frames)
+    src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)  # a consistent header: the fast path applies
     write_image(tmp_path / "flat.fits", np.ones((20, 30), np.float32))
     calls = []
     real = os.fsync
@@ -401,10 +411,11 @@ def test_ser_copy_and_patch_without_madvise_gives_the_same_bytes(tmp_path, monke
     from aiflat_gui.core import calibrate as C
 
     frames = np.random.default_rng(2).integers(0, 4096, size=(9, 40, 50), dtype=np.uint16)
-    src = write_ser(tmp_path / "in.ser", frames)
+    src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)  # a consistent header: the fast path applies
     flat = np.ones((40, 50), np.float32)
     flat[10:30, 3:20] = 0.6
     monkeypatch.setattr(C, "COPY_CHUNK", 2 * 40 * 50 * 2)
+    _assert_fast_path(src)
     with open_sequence(src) as seq:
         calibrate_sequence(seq, flat, tmp_path / "a.ser")
         monkeypatch.setattr(C, "_populator", lambda: None)  # no MADV_POPULATE_WRITE: plain page faults
@@ -415,11 +426,86 @@ def test_ser_copy_and_patch_without_madvise_gives_the_same_bytes(tmp_path, monke
 
 def test_ser_copy_and_patch_of_a_file_smaller_than_a_page(tmp_path):
     frames = np.arange(3 * 10 * 12, dtype=np.uint16).reshape(3, 10, 12)
-    src = write_ser(tmp_path / "in.ser", frames, trailer=False)
+    src = write_ser(tmp_path / "in.ser", frames, trailer=False, bit_depth=9)
     assert src.stat().st_size < 4096
+    _assert_fast_path(src)
     flat = np.ones((10, 12), np.float32)
     flat[2:4, 3:6] = 0.5
     with open_sequence(src) as seq:
         calibrate_sequence(seq, flat, tmp_path / "a.ser")
         calibrate_sequence(seq, flat, tmp_path / "b.ser", fast=False)
+    assert (tmp_path / "a.ser").read_bytes() == (tmp_path / "b.ser").read_bytes()
+
+
+def test_a_durable_output_flushes_itself_and_its_folder_never_the_neighbours(tmp_path, monkeypatch):
+    frames = np.random.default_rng(1).integers(0, 4096, size=(4, 20, 30), dtype=np.uint16)
+    src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)  # a consistent header: the fast path applies
+    _assert_fast_path(src)
+    for i in range(5):
+        (tmp_path / f"other{i}.bin").write_bytes(b"x" * 100)
+    flat = np.ones((20, 30), np.float32)
+    flat[5:9, 5:9] = 0.8
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1])
+    for fast in (True, False):
+        synced.clear()
+        with open_sequence(src) as seq:
+            calibrate_sequence(seq, flat, tmp_path / f"out-{fast}.ser", fast=fast, durable=True)
+        assert synced and all(".partial" in p or p == str(tmp_path) for p in synced), synced
+        assert not any("other" in p or p.endswith("in.ser") for p in synced)
+
+
+def test_a_worker_error_or_cancel_between_chunks_leaves_nothing(tmp_path, monkeypatch):
+    from aiflat_gui.core import calibrate as C
+
+    frames = np.random.default_rng(5).integers(0, 4096, size=(12, 32, 40), dtype=np.uint16)
+    src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)
+    before = src.read_bytes()
+    flat = np.ones((32, 40), np.float32)
+    flat[28:32, 30:40] = 0.7  # dust in the last page of every chunk
+    monkeypatch.setattr(C, "COPY_CHUNK", 2 * 32 * 40 * 2)
+    _assert_fast_path(src)
+    calls = {"n": 0}
+    real = C.FrameCalibrator.compute
+
+    def failing(self, raw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("simulated")
+        return real(self, raw)
+
+    monkeypatch.setattr(C.FrameCalibrator, "compute", failing)
+    with open_sequence(src) as seq, pytest.raises(MemoryError):
+        calibrate_sequence(seq, flat, tmp_path / "out.ser")
+    monkeypatch.setattr(C.FrameCalibrator, "compute", real)
+
+    def cancel(f, m):
+        if f > 0.4:
+            raise Cancelled()
+
+    with open_sequence(src) as seq, pytest.raises(Cancelled):
+        calibrate_sequence(seq, flat, tmp_path / "out.ser", progress=cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ser"]
+    assert src.read_bytes() == before
+    with open("/proc/self/maps") as fh:
+        assert ".partial" not in fh.read()  # no mapping of the deleted temporary file pins its space
+
+
+def test_without_kernel_copy_or_positioned_writes_the_streaming_writer_is_used(tmp_path, monkeypatch):
+    # Windows has neither os.copy_file_range nor os.pwrite: the fast path must step aside
+    from aiflat_gui.core import calibrate as C
+
+    frames = np.random.default_rng(6).integers(0, 4096, size=(5, 20, 30), dtype=np.uint16)
+    src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)
+    flat = np.ones((20, 30), np.float32)
+    flat[3:7, 4:9] = 0.6
+    with open_sequence(src) as seq:
+        assert C._ser_copy_ok(seq, "ser", None)
+        calibrate_sequence(seq, flat, tmp_path / "a.ser")
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+    monkeypatch.delattr(os, "pwrite", raising=False)
+    with open_sequence(src) as seq:
+        assert not C._ser_copy_ok(seq, "ser", None)
+        calibrate_sequence(seq, flat, tmp_path / "b.ser")
     assert (tmp_path / "a.ser").read_bytes() == (tmp_path / "b.ser").read_bytes()

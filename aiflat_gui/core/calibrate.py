@@ -211,6 +211,8 @@ def _ser_copy_ok(seq, fmt: str, writer_options: Optional[dict]) -> bool:
     calibrated pixels: a consistent little-endian (or 8-bit) SER with a complete trailer or none."""
     if fmt != "ser" or getattr(seq, "format", "") != "ser" or writer_options:
         return False
+    if not (hasattr(os, "copy_file_range") or hasattr(os, "pwrite")):
+        return False  # Windows: neither a kernel copy nor positioned writes; the streaming writer
     raw = getattr(seq, "raw_header", None)
     meta = getattr(seq, "metadata", {}) or {}
     if not isinstance(raw, (bytes, bytearray)) or len(raw) != 178 or seq.warnings:
@@ -338,7 +340,7 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress, dur
     import mmap
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..io.base import AtomicOutput, disk_errors
+    from ..io.base import AtomicOutput, disk_errors, fsync_fd
 
     size = os.path.getsize(seq.path)
     n = int(seq.n_frames)
@@ -356,12 +358,18 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress, dur
     clipped = [0]
 
     def chunk_bytes(i0: int, i1: int) -> tuple[int, int]:
-        """File byte range of frames [i0, i1): the first chunk takes the header, the last the trailer."""
-        return (0 if i0 == 0 else 178 + i0 * fs), (size if i1 == n else 178 + i1 * fs)
+        """Bytes to copy for frames [i0, i1): from where the chunk before stopped to the first page
+        boundary at or after the chunk's last frame (the last chunk takes the trailer). Page
+        boundaries: the page the worker patches is never one the kernel is copying into (a
+        server-side copy on a network filesystem may drop a shared page from the client's cache)."""
+        def end(i: int) -> int:
+            return size if i >= n else min(size, -(-(178 + i * fs) // page) * page)
+
+        return (0 if i0 == 0 else end(i0)), end(i1)
 
     with AtomicOutput(out, durable=durable) as tmp, disk_errors(out):  # durable: it also flushes the folder
         src_fd = os.open(seq.path, os.O_RDONLY)
-        dst_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)  # a new file: see AtomicOutput
+        dst_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)  # see AtomicOutput
         mm = None
         views: dict = {}
         try:
@@ -379,8 +387,11 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress, dur
                     for p0, p1 in zip(first.tolist(), end.tolist()):
                         populate(address + p0 * page, (p1 - p0) * page)
                 block = views["data"][i0:i1]
-                v, c = calib.compute(block[:, calib.idx])
-                block[:, calib.idx] = v
+                try:
+                    v, c = calib.compute(block[:, calib.idx])
+                    block[:, calib.idx] = v
+                finally:
+                    del block  # an exception's traceback must not keep a view that pins the map open
                 clipped[0] += c
 
             pending = None  # (future, i0, i1) of the chunk being patched
@@ -425,7 +436,7 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress, dur
             if durable:
                 if mm is not None:
                     mm.flush()
-                os.fsync(dst_fd)
+                fsync_fd(dst_fd)
             # 1.0 before the rename below: a cancel raised by this last report still leaves no file
             report(progress, 1.0, "done")
         finally:

@@ -409,8 +409,9 @@ class _Registrar:
         # old registrar's base decayed a little with every frame, and registration drifted)
         (dx, dy), _resp = cv2.phaseCorrelate(self._coarse_base().copy(), self._coarse(img), self.cwin)
         dx, dy = dx * self.coarse, dy * self.coarse
-        refined = self._refine(img, dx, dy) if np.isfinite(dx) and np.isfinite(dy) else None
-        return img, dx, dy, refined
+        img32 = img.astype(np.float32)  # what ECC works on (half the memory to keep until accept)
+        refined = self._refine(img32, dx, dy) if np.isfinite(dx) and np.isfinite(dy) else None
+        return img32, dx, dy, refined
 
     def accept(self, proposal: tuple) -> tuple[float, float]:
         """Finish :meth:`propose`'s work in frame order: a coarse shift far from the previous
@@ -435,7 +436,7 @@ class _Registrar:
         warp = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
         crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
         try:
-            _cc, warp = cv2.findTransformECC(self._base32(), img.astype(np.float32), warp,
+            _cc, warp = cv2.findTransformECC(self._base32(), img.astype(np.float32, copy=False), warp,
                                              cv2.MOTION_TRANSLATION, crit, None, 5)
         except cv2.error:
             return None  # did not converge (flat or featureless crop): keep the coarse shift
@@ -465,9 +466,10 @@ def register_frames(reg: Optional["_Registrar"], loc: Optional["_LocalShifts"], 
     run = (lambda f, items: list(pool.map(f, items))) if pool is not None else (lambda f, items: [f(x) for x in items])
     if reg.base is None:
         reg.shift(frames[0])
-    proposals = run(reg.propose, list(frames))
-    for j, prop in enumerate(proposals):
-        shifts[j] = reg.accept(prop)
+    batch = 2 * REGISTER_THREADS if pool is not None else 1
+    for b0 in range(0, k, batch):  # a few proposals at a time: each holds its frame's crop
+        for j, prop in enumerate(run(reg.propose, list(frames[b0:b0 + batch])), start=b0):
+            shifts[j] = reg.accept(prop)
     if loc is not None:
         for j, sh in enumerate(run(lambda j: loc.shifts(frames[j], shifts[j]), range(k))):
             local[:, j] = sh

@@ -92,7 +92,9 @@ def apply_output_settings(settings: Optional[QtCore.QSettings] = None) -> None:
 
     if _fsync_from_environment is None:
         _fsync_from_environment = durable_default()
-    set_durable(_fsync_from_environment or bool(get_setting("output/fsync", settings)))
+    want = bool(_fsync_from_environment or get_setting("output/fsync", settings))
+    if want != durable_default():  # touch the environment only on a change (jobs may be reading it)
+        set_durable(want)
 
 
 def user_prompt(settings: Optional[QtCore.QSettings] = None) -> Optional[str]:

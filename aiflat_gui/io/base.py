@@ -336,27 +336,57 @@ def set_durable(on: bool) -> None:
         os.environ.pop(FSYNC_ENV, None)
 
 
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file's data (or every file in a folder, then the folder itself) to disk."""
-    p = Path(path)
-    if p.is_dir():
-        for child in sorted(p.iterdir()):
-            if child.is_file():
-                fsync_path(child)
-        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    else:
-        flags = os.O_RDONLY
+def fsync_fd(fd: int) -> None:
+    """Flush an open file to the disk itself: F_FULLFSYNC on macOS (its fsync stops at the
+    drive's cache), fsync elsewhere."""
     try:
-        fd = os.open(p, flags)
+        import fcntl
+
+        if hasattr(fcntl, "F_FULLFSYNC"):
+            try:
+                fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+                return
+            except OSError:
+                pass  # not supported by this filesystem: plain fsync
+    except ImportError:  # Windows
+        pass
+    os.fsync(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush one file's data to disk (opened for writing on Windows, whose FlushFileBuffers needs
+    write access)."""
+    flags = (os.O_RDWR | getattr(os, "O_BINARY", 0)) if os.name == "nt" else os.O_RDONLY
+    fd = os.open(path, flags)
+    try:
+        fsync_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_output(path: str | os.PathLike) -> None:
+    """Flush a written output -- a file, or every file of a folder output and the folder -- to disk."""
+    p = Path(path)
+    if not p.is_dir():
+        fsync_file(p)
+        return
+    for child in sorted(p.iterdir()):
+        if child.is_file() and not child.is_symlink():
+            fsync_file(child)
+    fsync_dir(p)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Best effort: flush a folder's entries (a rename into it) to disk; only the folder itself,
+    never the files in it. Silently does nothing where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
-        if p.is_dir():  # Windows cannot open a folder: its files are flushed already
-            return
-        raise
+        return
     try:
         os.fsync(fd)
     except OSError:
-        if not p.is_dir():
-            raise
+        pass
     finally:
         os.close(fd)
 
@@ -398,18 +428,18 @@ class AtomicOutput:
         assert self.tmp is not None
         if exc_type is None:
             try:
+                _apply_umask_mode(self.tmp, directory=self.directory)
+                if self.durable:  # before the old folder output goes: the gap without either stays short
+                    fsync_output(self.tmp)
                 if self.directory and self.target.is_dir():
                     shutil.rmtree(self.target)
-                _apply_umask_mode(self.tmp, directory=self.directory)
-                if self.durable:
-                    fsync_path(self.tmp)
                 os.replace(self.tmp, self.target)
-                if self.durable:
-                    fsync_path(self.target.resolve().parent)
-                return
             except OSError as err:
                 self._cleanup()
                 raise ProcessingError(f"cannot write: {err.strerror or err}", self.target) from None
+            if self.durable:  # the output is complete under its name; now make the rename itself last
+                fsync_dir(self.target.resolve().parent)
+            return
         self._cleanup()
 
     def _cleanup(self) -> None:
