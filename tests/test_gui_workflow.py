@@ -732,3 +732,28 @@ def test_calibration_refuses_a_flat_built_for_an_older_mask(make_window, qtbot, 
     wc = w.calibrate_to(out, "ser")
     wait_job(qtbot, wc)
     assert wc.state == "succeeded" and out.exists()
+
+
+def test_speck_depths_come_from_the_flat_once_it_is_built(make_window, qtbot, demo):
+    from aiflat_gui.gui.speck_table import DEPTH_TIPS
+
+    w = with_truth_mask(make_window, qtbot, demo)
+    w.refresh_specks()
+    assert {s.depth_from for s in w.speck_table.specks} == {"reference"}
+    assert w.speck_table.horizontalHeaderItem(2).toolTip() == DEPTH_TIPS["reference"]
+    wait_job(qtbot, w.run_flat())
+    qtbot.waitUntil(lambda: {s.depth_from for s in w.speck_table.specks} == {"flat"}, timeout=5000)
+    mask = w.mask_model.mask.astype(bool)
+    import cv2
+
+    _n, lab = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+    for s in w.speck_table.specks:
+        assert abs(s.attenuation - (1.0 - w.flat[lab == s.label].mean())) < 1e-6
+    assert w.speck_table.horizontalHeaderItem(2).toolTip() == DEPTH_TIPS["flat"]
+    # a mask edit makes the flat stale: the depths go back to the reference's estimate
+    w.mask_model.begin_stroke("paint")
+    w.mask_model.stroke_to(5, 5)
+    w.mask_model.end_stroke()
+    w.refresh_specks()
+    assert w.workflow.state("flat") == "stale"
+    assert {s.depth_from for s in w.speck_table.specks} == {"reference"}

@@ -94,3 +94,21 @@ def test_components_area_centroid_attenuation_and_click():
     assert cm.sum() == 40 and not cm[20, 20]
     assert (m & ~cm).sum() == disc.sum()
     assert component_mask(m, 0, 0).sum() == 0
+
+
+def test_component_depth_from_a_flat():
+    m = np.zeros((40, 50), bool)
+    m[5:10, 5:10] = True
+    m[20:30, 30:45] = True
+    flat = np.ones((40, 50), np.float32)
+    flat[5:10, 5:10] = 0.9
+    flat[20:30, 30:45] = np.linspace(0.5, 0.7, 15, dtype=np.float32)[None, :]
+    specks = components(m, np.full((40, 50), 100.0, np.float32), flat)
+    by_x = sorted(specks, key=lambda s: s.centroid[0])
+    assert [s.depth_from for s in by_x] == ["flat", "flat"]
+    assert abs(by_x[0].attenuation - 0.1) < 1e-6 and abs(by_x[1].attenuation - 0.4) < 1e-6
+    rgb = np.repeat(flat[..., None], 3, axis=2)
+    assert abs(sorted(components(m, None, rgb), key=lambda s: s.centroid[0])[1].attenuation - 0.4) < 1e-6
+    assert all(s.depth_from is None and s.attenuation is None for s in components(m))
+    with pytest.raises(InputError):
+        components(m, None, np.ones((10, 10), np.float32))

@@ -25,9 +25,12 @@ class Speck:
     """One connected dust region (8-connectivity).
 
     label: 1-based label (as in :func:`labels`); area: pixels; centroid: (x, y); bbox: (x, y, w, h);
-    attenuation: measured darkening ``1 - median(reference inside) / median(ring around)``, where the
-    ring is the band 2..(2 + max(3, sqrt(area)/2)) px outside the speck with every mask pixel removed;
-    None without a reference (or when the ring is empty). 0.3 means the speck passes 70 % of the light.
+    attenuation: the speck's darkening. With a flat: ``1 - mean(flat)`` over the speck, the darkening
+    the calibration removes. Else, with a reference, an estimate: ``1 - median(reference inside) /
+    median(ring around)``, where the ring is the band 2..(2 + max(3, sqrt(area)/2)) px outside the
+    speck with every mask pixel removed (solar texture under a faint speck can make it negative);
+    None without either (or when the ring is empty). 0.3 means the speck passes 70 % of the light.
+    depth_from: "flat", "reference" or None -- where ``attenuation`` came from.
     """
 
     label: int
@@ -35,6 +38,7 @@ class Speck:
     centroid: tuple[float, float]
     bbox: tuple[int, int, int, int]
     attenuation: Optional[float] = None
+    depth_from: Optional[str] = None
 
 
 # -- import / export ---------------------------------------------------------------------------
@@ -191,20 +195,32 @@ def _luminance(reference: np.ndarray) -> np.ndarray:
     return ref.mean(axis=2) if ref.ndim == 3 else ref
 
 
-def components(mask: np.ndarray, reference: Optional[np.ndarray] = None) -> list[Speck]:
-    """Connected specks with area, centroid, bbox and (with a reference) measured attenuation."""
+def components(mask: np.ndarray, reference: Optional[np.ndarray] = None,
+               flat: Optional[np.ndarray] = None) -> list[Speck]:
+    """Connected specks with area, centroid, bbox and attenuation: from ``flat`` when given (a flat
+    built for this mask), else estimated on ``reference``."""
     m = np.ascontiguousarray(np.asarray(mask, dtype=bool))
     if not m.any():
         return []
     n, lab, stats, cents = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8,
                                                             ltype=cv2.CV_32S)
     lum = _luminance(reference) if reference is not None else None
+    fl = None
+    if flat is not None:
+        fl = _luminance(flat)
+        if fl.shape != m.shape:
+            raise InputError(f"flat is {fl.shape[1]}x{fl.shape[0]} but the mask is {m.shape[1]}x{m.shape[0]}")
     H, W = m.shape
     out: list[Speck] = []
     for k in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[k])
         att = None
-        if lum is not None:
+        source = None
+        if fl is not None:
+            sub = lab[y:y + h, x:x + w] == k
+            att = float(1.0 - fl[y:y + h, x:x + w][sub].astype(np.float64).mean())
+            source = "flat"
+        elif lum is not None:
             r = 2 + max(3, int(np.sqrt(area) / 2))
             x0, y0 = max(0, x - r), max(0, y - r)
             x1, y1 = min(W, x + w + r), min(H, y + h + r)
@@ -218,6 +234,7 @@ def components(mask: np.ndarray, reference: Optional[np.ndarray] = None) -> list
                 inside = float(np.median(lsub[sub]))
                 if around > 0:
                     att = 1.0 - inside / around
+                    source = "reference"
         out.append(Speck(label=k, area=area, centroid=(float(cents[k][0]), float(cents[k][1])),
-                         bbox=(x, y, w, h), attenuation=att))
+                         bbox=(x, y, w, h), attenuation=att, depth_from=source))
     return out

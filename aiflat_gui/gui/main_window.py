@@ -933,6 +933,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.workflow.set_state("flat", STALE)
             n = int(np.count_nonzero(self.flat != 1.0))
             self.log(f"flat ready: {n} pixels below 1.0, minimum {float(self.flat.min()):.3f}")
+            self.specks_timer.start()  # depths from the flat now
             if self.view in ("flat", "calibrated", "difference", "blink"):
                 self.render()
 
@@ -1319,8 +1320,10 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         from ..core.mask import components
 
+        # a flat built for this very mask measures each speck's depth; else the reference estimates it
+        flat = self.flat if (self.flat is not None and self.workflow.state("flat") == DONE) else None
         try:
-            specks = components(self.mask_model.mask.astype(bool), self.reference)
+            specks = components(self.mask_model.mask.astype(bool), self.reference, flat)
         except Exception as exc:  # noqa: BLE001
             log.warning("speck table not updated: %s", one_line(exc))
             return

@@ -9,6 +9,11 @@ from PySide6 import QtCore, QtWidgets
 from PySide6.QtCore import Signal
 
 COLUMNS = ("#", "Area px", "Depth %", "x", "y")
+DEPTH_TIPS = {
+    "flat": "Mean darkening of the speck in the flat: what calibration removes.",
+    "reference": "Darkening estimated on the reference against its surroundings (solar texture under a "
+                 "faint speck can make it slightly negative); build the flat to measure it.",
+}
 
 
 def _get(speck: Any, name: str, default=None):
@@ -67,6 +72,10 @@ class SpeckTable(QtWidgets.QTableWidget):
             items[0].setData(QtCore.Qt.UserRole, row)
             for col, it in enumerate(items):
                 self.setItem(row, col, it)
+        sources = {_get(s, "depth_from", None) for s in self.specks}
+        header = self.horizontalHeaderItem(2)
+        if header is not None:
+            header.setToolTip(DEPTH_TIPS["flat"] if sources == {"flat"} else DEPTH_TIPS["reference"])
         self.setSortingEnabled(True)
 
     @staticmethod
