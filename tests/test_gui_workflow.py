@@ -757,3 +757,19 @@ def test_speck_depths_come_from_the_flat_once_it_is_built(make_window, qtbot, de
     w.refresh_specks()
     assert w.workflow.state("flat") == "stale"
     assert {s.depth_from for s in w.speck_table.specks} == {"reference"}
+
+
+def test_the_workflow_panel_is_widened_to_fit_after_a_job(make_window, qtbot, demo):
+    # the main window hands width to the viewer as docks fill up; after a job the workflow dock is
+    # widened again to what its panel needs (never narrowed: the user may still drag it)
+    w = make_window()
+    w.resize(1280, 800)
+    assert w.open_path(demo)
+    qtbot.wait(400)  # past the first-show layout (default dock sizes are applied again after 200 ms)
+    need = w.workflow.minimumSizeHint().width()
+    w.resizeDocks([w.workflow_dock], [need // 2], QtCore.Qt.Horizontal)
+    QtWidgets.QApplication.processEvents()
+    assert w.workflow_scroll.viewport().width() < need
+    wait_job(qtbot, w.run_reference())
+    qtbot.waitUntil(lambda: w.workflow_scroll.viewport().width() >= w.workflow.minimumSizeHint().width()
+                    and not w.workflow_scroll.horizontalScrollBar().isVisible(), timeout=3000)

@@ -194,6 +194,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resizeDocks([self.workflow_dock], [wf], Qt.Horizontal)
         self.resizeDocks([self.log_dock], [90], Qt.Vertical)
 
+    def fit_workflow_dock(self) -> None:
+        """Widen the workflow dock when its panel no longer fits (the main window hands width to
+        the viewer as docks fill up after a job); never narrows it, never sets a minimum, so the
+        user can still drag it narrower (and scroll)."""
+        need = self.workflow.minimumSizeHint().width()
+        have = self.workflow_scroll.viewport().width()
+        if self.workflow_dock.isVisible() and not self.workflow_dock.isFloating() and have < need:
+            self.resizeDocks([self.workflow_dock], [self.workflow_dock.width() + need - have], Qt.Horizontal)
+
     def showEvent(self, event: QtGui.QShowEvent) -> None:
         super().showEvent(event)
         if not getattr(self, "_shown_once", False):
@@ -257,6 +266,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workflow = WorkflowPanel()
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
+        # the vertical bar always takes its room: when a job adds rows and the panel grows taller
+        # than the dock, the bar no longer narrows the panel into a horizontal scroll bar
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOn)
         scroll.setWidget(self.workflow)
         self.workflow_dock = self._dock("workflow", "Workflow", scroll, Qt.LeftDockWidgetArea)
         self.stretch_panel = StretchPanel()
@@ -695,6 +707,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.worker = None
                 self.workflow.set_busy(False)
             self._update_actions()
+            QtCore.QTimer.singleShot(0, self.fit_workflow_dock)
             if on_end:
                 on_end()
 
