@@ -233,7 +233,7 @@ def cmd_export_flat(args) -> int:
 
     _check_output(args.output, args.flat)
     flat = read_image(args.flat)
-    out = export_flat(flat, args.target, args.output)
+    out = export_flat(flat, args.target, args.output, source=args.flat)
     _say(args, f"{args.target:10s} {out}")
     return 0
 

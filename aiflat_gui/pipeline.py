@@ -31,6 +31,22 @@ def _calibrated_name(seq, fmt: Optional[str], stem: str) -> tuple[str, str]:
     return fmt, stem + default_extension(fmt)
 
 
+def prepare_output_folder(out: Path) -> None:
+    """Create the output folder if needed (its parent must exist); InputError when it is a file,
+    cannot be created or is not writable."""
+    if out.exists() and not out.is_dir():
+        raise InputError("output folder is a file", out)
+    if not out.exists():
+        if not out.resolve().parent.is_dir():
+            raise InputError(f"parent folder {out.resolve().parent} does not exist", out)
+        try:
+            out.mkdir()
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder: {exc.strerror or exc}", out) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError("output folder is not writable", out)
+
+
 def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: str = "local",
                  provider_options: Optional[dict] = None, mask_path: Optional[str | os.PathLike] = None,
                  fmt: Optional[str] = None, method: str = "auto", grow: int = 2, feather: int = 0,
@@ -62,17 +78,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
     if provider_clean and provider != "gemini":
         raise InputError("the ai flat method needs a dust-free image: give --clean FILE, or use --provider gemini "
                          f"(the {provider} provider does not make one)", path)
-    if out.exists() and not out.is_dir():
-        raise InputError("output folder is a file", out)
-    if not out.exists():
-        if not out.resolve().parent.is_dir():
-            raise InputError(f"parent folder {out.resolve().parent} does not exist", out)
-        try:
-            out.mkdir()
-        except OSError as exc:
-            raise InputError(f"cannot create the output folder: {exc.strerror or exc}", out) from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError("output folder is not writable", out)
+    prepare_output_folder(out)
 
     opts = {"byte_order": byte_order} if byte_order else {}
     result: dict[str, Any] = {}
@@ -286,14 +292,7 @@ def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.Pat
     flat_p = Path(flat_path)
     validate_flat(read_image(flat_p), flat_p)  # a bad flat is the user's error for the whole batch
     out = Path(out_dir)
-    if not out.exists():
-        if not out.resolve().parent.is_dir():
-            raise InputError(f"parent folder {out.resolve().parent} does not exist", out)
-        out.mkdir()
-    if not out.is_dir():
-        raise InputError("output folder is a file", out)
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError("output folder is not writable", out)
+    prepare_output_folder(out)
     stems = _stems(files)
     n = len(files)
     jobs = int(jobs) if jobs and jobs > 0 else (os.cpu_count() or 1)

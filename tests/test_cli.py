@@ -264,3 +264,44 @@ def test_calibrate_with_a_scaled_mask_warns_that_it_was_resampled(tmp_path, caps
                  "-o", str(tmp_path / "out.ser"), "--method", "local"]) == 0
     err = capsys.readouterr().err
     assert "aiflat: warning:" in err and "m.png" in err
+
+
+def test_a_full_disk_under_a_tiff_writer_says_disk_full(demo, tmp_path, capsys, monkeypatch):
+    # numpy's tofile (under tifffile) reports a full disk as a short write with no errno
+    import tifffile
+
+    def short(self, *args, **kwargs):
+        raise OSError("307200 requested and 36200 written")
+
+    monkeypatch.setattr(tifffile.FileHandle, "write_array", short)
+    before = _sha(demo / "demo.ser")
+    code, out, err = _run(capsys, "calibrate", demo / "demo.ser", "--mask", demo / "truth_mask.png",
+                          "-o", tmp_path / "c.tif")
+    assert code == 1 and _one_error_line(err).endswith("c.tif: disk full while writing")
+    assert list(tmp_path.iterdir()) == []
+    assert _sha(demo / "demo.ser") == before
+
+
+def test_batch_into_a_folder_that_cannot_be_created_is_one_line(demo, tmp_path, capsys, monkeypatch):
+    flat = tmp_path / "flat.fits"
+    write_image(flat, np.ones((96, 128), np.float32))
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "b":
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    code, out, err = _run(capsys, "batch", demo, "--flat", flat, "-o", tmp_path / "b")
+    assert code == 2 and "cannot create the output folder: Operation not permitted" in _one_error_line(err)
+
+
+def test_export_flat_names_the_bad_flat_not_the_output(tmp_path, capsys):
+    bad = np.ones((20, 30), np.float32)
+    bad[3, 4] = np.nan
+    write_image(tmp_path / "nan_flat.fits", bad)
+    code, out, err = _run(capsys, "export-flat", tmp_path / "nan_flat.fits", "--target", "siril", "-o", tmp_path / "x.fits")
+    line = _one_error_line(err)
+    assert code == 2 and "nan_flat.fits" in line and "x.fits" not in line and "non-finite" in line
+    assert not (tmp_path / "x.fits").exists()

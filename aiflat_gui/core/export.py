@@ -57,17 +57,19 @@ PIXINSIGHT_RANGE = (0.00002, 0.99998)
 U16_FULL = 65535
 
 
-def export_flat(flat: np.ndarray, target: str, out: str | os.PathLike) -> Path:
-    """Write ``flat`` (our convention) for ``target`` to ``out`` atomically; returns the path."""
+def export_flat(flat: np.ndarray, target: str, out: str | os.PathLike,
+                source: str | os.PathLike | None = None) -> Path:
+    """Write ``flat`` (our convention) for ``target`` to ``out`` atomically; returns the path.
+    ``source``: the flat's file, named in errors about its values."""
     from ..io.single import write_image
 
     if target not in TARGETS:
         raise InputError(f"unknown export target '{target}' (choose from {', '.join(TARGETS)})", out)
     p = Path(out)
-    f = validate_flat(flat, p)
+    f = validate_flat(flat, source)
     if f.max() > 1.0:
         raise InputError(f"flat has values above 1.0 (max {float(f.max()):.4g}); expected an aiflat flat "
-                         f"(1.0 = untouched, dust < 1)", p)
+                         f"(1.0 = untouched, dust < 1)", source)
     ext = p.suffix.lower()
     header = {"ROWORDER": "TOP-DOWN", "CREATOR": "aiflat", "AIFLTGT": target}
     if target in ("pixinsight", "pixelmath", "siril"):

@@ -470,9 +470,17 @@ def disk_errors(path: str | os.PathLike):
     except OSError as exc:
         import errno
 
-        if exc.errno == errno.ENOSPC:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or _short_write(exc):
             raise ProcessingError("disk full while writing", path) from None
         raise ProcessingError(f"cannot write: {exc.strerror or exc}", path) from None
+
+
+def _short_write(exc: OSError) -> bool:
+    """numpy's ``tofile`` (used by tifffile) reports a full disk as a short write without an errno:
+    ``OSError('307200 requested and 36200 written')``."""
+    import re
+
+    return exc.errno is None and re.search(r"\d+ requested and \d+ written", str(exc)) is not None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
