@@ -143,3 +143,27 @@ def test_median_is_exact_for_every_sample_type(dtype, n):
         data = rng.integers(info.min, int(info.max) + 1, size=(n, 40, 130), dtype=np.int64).astype(dt)
     ref = compute_reference(ArraySequence(data), "median")
     assert np.array_equal(ref, np.median(data, axis=0).astype(np.float32))
+
+
+def test_median_of_a_ser_prefetches_each_row_block_and_stays_exact(tmp_path, monkeypatch):
+    from aiflat_gui.io import open_sequence
+    from aiflat_gui.io.ser import SerSequence, write_ser
+
+    data = _data(n=11, h=50, w=70, seed=4)
+    src = write_ser(tmp_path / "m.ser", data, bit_depth=12)
+    asked = []
+    real = SerSequence.prefetch_rows
+
+    def spy(self, indices, y0, y1):
+        asked.append((len(list(indices)), y0, y1))
+        return real(self, indices, y0, y1)
+
+    monkeypatch.setattr(SerSequence, "prefetch_rows", spy)
+    with open_sequence(src) as seq:
+        budget = 7 * 70 * 11 * 8  # a few rows per block
+        rows = block_rows_for(seq, 11, budget)
+        ref = compute_reference(seq, "median", budget=budget)
+    assert np.array_equal(ref, np.median(data, axis=0).astype(np.float32))
+    blocks = -(-50 // rows)
+    assert sorted(y0 for _, y0, _ in asked) == [b * rows for b in range(blocks)]  # every block, once
+    assert all(k == 11 for k, _, _ in asked)

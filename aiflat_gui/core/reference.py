@@ -110,12 +110,17 @@ def _mean(seq, idx: np.ndarray, progress) -> np.ndarray:
     return (acc64 / len(idx)).astype(np.float32)
 
 
-def block_rows_for(seq, n: int, budget: int, buffers: int = 2) -> int:
-    """Rows per block so that ``buffers`` gathered blocks of ``n`` frames (the median reads the next
-    block while it reduces the current one), the pixel-major copy and a float32 sigma-clip working
-    set stay within ``budget`` bytes."""
+def block_rows_for(seq, n: int, budget: int, buffers: int = 2, method: str = "median") -> int:
+    """Rows per block so that ``buffers`` gathered blocks of ``n`` frames (the next block is read
+    while the current one is reduced) and the working set stay within ``budget`` bytes: the
+    median's pixel-major copy (:func:`_work_dtype`), or for the sigma-clip one more block and a
+    float32 copy."""
     row_bytes = seq.width * seq.channels * np.dtype(seq.dtype).itemsize * n
-    per_row = row_bytes * buffers + seq.width * seq.channels * n * (4 + _work_dtype(seq.dtype).itemsize)
+    samples = seq.width * seq.channels * n
+    if method == "median":
+        per_row = row_bytes * buffers + samples * _work_dtype(seq.dtype).itemsize
+    else:
+        per_row = row_bytes * (buffers + 1) + samples * 4
     return int(max(1, min(seq.height, budget // max(1, per_row))))
 
 
@@ -142,7 +147,7 @@ def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.n
     ``b + 1`` from the file -- reading and computing overlap instead of adding up."""
     n = len(idx)
     H = seq.height
-    rows = block_rows_for(seq, n, budget)
+    rows = block_rows_for(seq, n, budget, method=method)
     out = np.empty(seq.frame_shape, dtype=np.float32)
     n_blocks = -(-H // rows)
     rest = tuple(seq.frame_shape[1:])
@@ -151,9 +156,16 @@ def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.n
             if method == "median" else None)
     memmapped = bool(getattr(seq, "memmapped", False))
 
+    def prefetch(b: int) -> None:
+        if memmapped and b < n_blocks:
+            seq.prefetch_rows(idx, b * rows, min(H, (b + 1) * rows))
+
     def gather(b: int) -> np.ndarray:
         y0, y1 = b * rows, min(H, (b + 1) * rows)
         block = bufs[b % len(bufs)][:, : y1 - y0]
+        if b == 0:
+            prefetch(0)
+        prefetch(b + 1)  # the disk reads the next block's rows of every frame while this one is copied
         for k, i in enumerate(idx):
             if memmapped:
                 block[k] = seq.frame_rows(int(i), y0, y1)

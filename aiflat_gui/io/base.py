@@ -136,6 +136,10 @@ class Sequence(abc.ABC):
         """Hint that the frames are about to be read front to back (memory-mapped readers pass it
         to the kernel for aggressive readahead). The base class has nothing to advise."""
 
+    def prefetch_rows(self, indices, y0: int, y1: int) -> None:
+        """Hint that rows ``y0:y1`` of frames ``indices`` are needed soon (memory-mapped readers
+        ask the kernel to start reading them all at once). The base class has nothing to do."""
+
     def close(self) -> None:
         """Release file handles/maps. Safe to call twice."""
 

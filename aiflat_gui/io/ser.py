@@ -365,6 +365,22 @@ class SerSequence(Sequence):
             return self._view(i, ">u2")[y0:y1].astype(np.uint16)
         return self._view(i, "<u2")[y0:y1]
 
+    def prefetch_rows(self, indices, y0: int, y1: int) -> None:
+        """MADV_WILLNEED on rows ``y0:y1`` of each frame: the kernel queues every read at once
+        instead of one page fault at a time (a row block of a median spans all frames)."""
+        mm = self._mm
+        if mm is None or not hasattr(mmap, "MADV_WILLNEED") or y1 <= y0:
+            return
+        row = self._frame_bytes // max(1, self.height)
+        page = mmap.PAGESIZE
+        for i in indices:
+            a = HEADER_SIZE + int(i) * self._frame_bytes + y0 * row
+            start = a // page * page
+            try:
+                mm.madvise(mmap.MADV_WILLNEED, start, a + (y1 - y0) * row - start)
+            except (OSError, ValueError):
+                return  # only a hint
+
     def advise_sequential(self) -> None:
         """Aggressive kernel readahead for a front-to-back pass over the memory map."""
         if self._mm is not None and hasattr(mmap, "MADV_SEQUENTIAL"):
