@@ -193,13 +193,14 @@ def cmd_flat(args) -> int:
 
     _check_output(args.output, args.path, args.mask)
     with _open(args, args.path) as seq:
-        ref = _reference_for(args, seq)
+        # every input is checked before the reference (the long part) is computed
         mask, warnings = load_mask(args.mask, (seq.height, seq.width))
         for w in warnings:
             print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr)
-        clean = read_image(args.clean) if args.clean else None
-        if args.method == "ai" and clean is None:
+        if args.method == "ai" and not args.clean:
             raise InputError("--method ai needs --clean CLEAN (the AI's dust-free image)")
+        clean = read_image(args.clean) if args.clean else None
+        ref = _reference_for(args, seq)
         flat = synthesize_flat(ref, mask, method=args.method, sequence=seq, clean=clean, grow=args.grow,
                                feather=args.feather, pedestal=args.pedestal, color=seq.color,
                                progress=_progress(args, "flat"),

@@ -305,3 +305,26 @@ def test_export_flat_names_the_bad_flat_not_the_output(tmp_path, capsys):
     line = _one_error_line(err)
     assert code == 2 and "nan_flat.fits" in line and "x.fits" not in line and "non-finite" in line
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_refused_demo_settings_leave_no_empty_folder(tmp_path, capsys):
+    code, out, err = _run(capsys, "demo", tmp_path / "big", "--frames", "400", "--width", "1280", "--height", "960")
+    assert code == 2 and _one_error_line(err)
+    assert not (tmp_path / "big").exists()
+
+
+def test_flat_checks_the_mask_before_computing_the_reference(demo, tmp_path, capsys, monkeypatch):
+    import aiflat_gui.cli as cli
+
+    def no_reference(*a, **k):
+        raise AssertionError("the reference was computed before the mask was checked")
+
+    monkeypatch.setattr(cli, "_reference_for", no_reference)
+    small = np.zeros((10, 12), np.uint8)
+    small[2:4, 2:4] = 255
+    write_image(tmp_path / "small.png", small)
+    code, out, err = _run(capsys, "flat", demo / "demo.ser", "--mask", tmp_path / "small.png", "-o", tmp_path / "f.fits")
+    assert code == 2 and "mask is" in _one_error_line(err)
+    code, out, err = _run(capsys, "flat", demo / "demo.ser", "--mask", demo / "truth_mask.png", "--method", "ai",
+                          "-o", tmp_path / "f.fits")
+    assert code == 2 and "--clean" in _one_error_line(err)

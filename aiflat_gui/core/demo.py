@@ -24,6 +24,7 @@ Everything is deterministic for a given ``seed`` (and size, frames, difficulty, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -479,12 +480,19 @@ def write_demo(out_dir: str | os.PathLike, frames: int = 40, width: int = 640, h
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("demo output must be a folder, but a file has this name", out)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the folder: {exc.strerror or exc}", out) from None
-    demo = generate_demo(frames=frames, width=width, height=height, seed=seed, offset=offset,
-                         difficulty=difficulty)
+    try:
+        demo = generate_demo(frames=frames, width=width, height=height, seed=seed, offset=offset,
+                             difficulty=difficulty)
+    except BaseException:
+        if created:  # refused settings (too many pixels, ...) or a cancel: no empty folder left behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     paths = {"sequence": out / "demo.ser", "flat": out / "truth_flat.fits", "mask": out / "truth_mask.png",
              "clean": out / "clean.fits", "truth": out / "truth.json"}
     write_ser(paths["sequence"], demo.frames, color="mono", timestamps=demo.timestamps,
