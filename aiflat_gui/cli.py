@@ -205,7 +205,9 @@ def cmd_flat(args) -> int:
                                feather=args.feather, pedestal=args.pedestal, color=seq.color,
                                progress=_progress(args, "flat"),
                                **({"max_frames": args.max_frames or None} if args.max_frames is not None else {}))
-    write_image(args.output, flat)
+    from .core.calibrate import flat_header
+
+    write_image(args.output, flat, header=flat_header(args.pedestal))
     _say(args, f"flat       {args.output}")
     return 0
 
@@ -217,6 +219,7 @@ def cmd_calibrate(args) -> int:
     with _open(args, args.path) as seq:
         if args.flat:
             flat = load_flat(args.flat, seq)
+            _warn_pedestal(args)
         else:
             flat = flat_from_mask_file(seq, args.mask, grow=args.grow, feather=args.feather,
                                        pedestal=args.pedestal, progress=_progress(args, "flat"),
@@ -258,9 +261,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _warn_pedestal(args) -> None:
+    from .core.calibrate import pedestal_warning
+
+    w = pedestal_warning(args.flat, args.pedestal)
+    if w:
+        print(f"aiflat: warning: {args.flat}: {w}", file=sys.stderr)
+
+
 def cmd_batch(args) -> int:
     from .pipeline import batch_calibrate
 
+    _warn_pedestal(args)
     summary = batch_calibrate(args.inputs, args.flat, args.output, fmt=args.format, jobs=args.jobs,
                               pedestal=args.pedestal, progress=_progress(args, "batch"))
     print(summary.text())

@@ -69,6 +69,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
     from .core.reference import compute_reference, resolve_max_frames
     from .core.report import make_report
     from .io import open_sequence
+    from .core.calibrate import flat_header
     from .io.single import read_image, write_image
 
     t0 = time.perf_counter()
@@ -122,7 +123,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
         # 3. flat
         flat = synthesize_flat(ref, mask, method=method, sequence=seq, clean=clean, grow=grow, feather=feather,
                                pedestal=pedestal, color=seq.color, progress=sub_progress(progress, 0.45, 0.55))
-        result["flat"] = write_image(out / "flat.fits", flat)
+        result["flat"] = write_image(out / "flat.fits", flat, header=flat_header(pedestal))
         # 4. calibrated copy
         stats = calibrate_sequence(seq, flat, out / cal_name, fmt=fmt, pedestal=pedestal,
                                    progress=sub_progress(progress, 0.55, 0.97))

@@ -328,3 +328,19 @@ def test_flat_checks_the_mask_before_computing_the_reference(demo, tmp_path, cap
     code, out, err = _run(capsys, "flat", demo / "demo.ser", "--mask", demo / "truth_mask.png", "--method", "ai",
                           "-o", tmp_path / "f.fits")
     assert code == 2 and "--clean" in _one_error_line(err)
+
+
+def test_a_flat_records_its_pedestal_and_calibrating_with_another_one_warns(demo, tmp_path, capsys):
+    from astropy.io import fits
+
+    flat = tmp_path / "flat.fits"
+    code, out, err = _run(capsys, "flat", demo / "demo.ser", "--mask", demo / "truth_mask.png", "--method", "local",
+                          "--pedestal", "300", "-o", flat)
+    assert code == 0 and fits.getheader(flat)["PEDESTAL"] == 300.0
+    code, out, err = _run(capsys, "calibrate", demo / "demo.ser", "--flat", flat, "-o", tmp_path / "a.ser")
+    assert code == 0 and "warning" in err and "--pedestal 300" in err and "--pedestal 0" in err
+    code, out, err = _run(capsys, "calibrate", demo / "demo.ser", "--flat", flat, "--pedestal", "300",
+                          "-o", tmp_path / "b.ser")
+    assert code == 0 and "warning" not in err
+    code, out, err = _run(capsys, "batch", demo, "--flat", flat, "-o", tmp_path / "batch")
+    assert "--pedestal 300" in err

@@ -73,6 +73,34 @@ def fit_flat(flat: np.ndarray, seq, name: str | os.PathLike | None = None) -> np
     return np.ascontiguousarray(f)
 
 
+#: FITS keyword in which our flats record the camera pedestal they were computed with.
+PEDESTAL_KEY = "PEDESTAL"
+
+
+def flat_header(pedestal: float) -> dict:
+    """FITS header cards for a flat computed with ``pedestal`` ADU of camera offset."""
+    return {PEDESTAL_KEY: float(pedestal), "CREATOR": "aiflat"}
+
+
+def pedestal_warning(flat_path: str | os.PathLike, pedestal: float) -> Optional[str]:
+    """A warning when the FITS flat at ``flat_path`` records another pedestal than ``pedestal``:
+    a flat computed with the camera offset removed, applied without removing it (or the other way
+    round), over- or under-corrects every speck."""
+    p = Path(flat_path)
+    if p.suffix.lower() not in (".fits", ".fit", ".fts"):
+        return None
+    try:
+        from astropy.io import fits
+
+        recorded = fits.getheader(p).get(PEDESTAL_KEY)
+    except Exception:  # noqa: BLE001 - only a hint; reading the flat itself reports real problems
+        return None
+    if recorded is None or float(recorded) == float(pedestal):
+        return None
+    return (f"the flat was computed with --pedestal {float(recorded):g} but this calibration uses "
+            f"--pedestal {float(pedestal):g}; pass --pedestal {float(recorded):g} unless the camera offset changed")
+
+
 def load_flat(path: str | os.PathLike, seq) -> np.ndarray:
     """Read a flat file (FITS/TIFF/PNG) for ``seq``: size must match the frame, values finite and > 0."""
     from ..io.single import read_image

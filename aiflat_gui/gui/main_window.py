@@ -98,7 +98,9 @@ def job_batch(inputs, flat, out_dir, fmt, pedestal, jobs=0, progress=None):
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the folder: {exc.strerror or exc}", out) from None
-    flat_path = write_image(out / "flat.fits", np.asarray(flat, np.float32))
+    from ..core.calibrate import flat_header
+
+    flat_path = write_image(out / "flat.fits", np.asarray(flat, np.float32), header=flat_header(pedestal))
     return batch_calibrate(inputs, str(flat_path), str(out), fmt=fmt, jobs=jobs, pedestal=pedestal, progress=progress)
 
 
