@@ -345,15 +345,12 @@ def fsync_fd(fd: int) -> None:
     drive's cache), fsync elsewhere."""
     try:
         import fcntl
-
-        if hasattr(fcntl, "F_FULLFSYNC"):
-            try:
-                fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
-                return
-            except OSError:
-                pass  # not supported by this filesystem: plain fsync
     except ImportError:  # Windows
-        pass
+        fcntl = None
+    if fcntl is not None and hasattr(fcntl, "F_FULLFSYNC"):
+        with contextlib.suppress(OSError):  # a filesystem without it: the plain fsync below
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            return
     os.fsync(fd)
 
 
