@@ -28,13 +28,19 @@ def frame(seed=0, h=H, w=W):
     return np.clip(img, 0, 65535).astype(np.uint16)
 
 
-@pytest.fixture
-def viewer(qtbot):
+def shown_viewer(qtbot, width: int, height: int) -> ImageViewer:
+    """An ImageViewer of this size, shown and exposed."""
     v = ImageViewer()
     qtbot.addWidget(v)
-    v.resize(480, 360)
+    v.resize(width, height)
     v.show()
     qtbot.waitExposed(v)
+    return v
+
+
+@pytest.fixture
+def viewer(qtbot):
+    v = shown_viewer(qtbot, 480, 360)
     v.set_image(frame())
     v.set_mask_model(MaskModel(shape=(H, W)))
     v.fit()
@@ -310,11 +316,7 @@ def test_overlay_colour_opacity_visibility_and_size_mismatch(viewer, qtbot):
 
 
 def test_overlay_paints_every_tile_with_mask_and_no_seams(qtbot):
-    v = ImageViewer()
-    qtbot.addWidget(v)
-    v.resize(420, 300)
-    v.show()
-    qtbot.waitExposed(v)
+    v = shown_viewer(qtbot, 420, 300)
     h, w = 330, 470  # several 64-pixel tiles, not a multiple of 64
     v.set_image(np.full((h, w), 1000, np.uint16), levels=(0, 2000))
     model = MaskModel(shape=(h, w))
@@ -359,11 +361,7 @@ def test_highlight_outlines_a_box(viewer):
 
 
 def test_single_pixel_specks_stay_visible_when_zoomed_out(qtbot):
-    v = ImageViewer()
-    qtbot.addWidget(v)
-    v.resize(330, 250)
-    v.show()
-    qtbot.waitExposed(v)
+    v = shown_viewer(qtbot, 330, 250)
     h, w = 803, 1201
     v.set_image(np.full((h, w), 1000, np.uint16), levels=(0, 2000))
     model = MaskModel(shape=(h, w))
