@@ -1,6 +1,9 @@
 """AVI reader/writer: exact round trips, hand-built RIFF variants, OpenCV-written files, bad files."""
 
+import shutil
 import struct
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -121,15 +124,7 @@ def test_opendml_segments_read_by_us_and_opencv(tmp_path, rng, monkeypatch):
     assert raw.count(b"AVIX") > 3 and raw.count(b"ix00") > 3 and b"idx1" in raw
     with open_sequence(out) as seq:
         assert np.array_equal(seq[:], data)
-    cap = cv2.VideoCapture(str(out))
-    got = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        got.append(img[..., 0])
-    cap.release()
-    assert np.array_equal(np.stack(got), data)
+    assert np.array_equal(opencv_frames(out, tmp_path)[..., 0], data)
 
 
 def test_writer_timing_from_template_fps(tmp_path, rng):
@@ -365,3 +360,58 @@ def test_rgb24_with_one_colour_frame_stays_colour(tmp_path, rng):
     make_avi(p, [dib_rows(f[..., ::-1]) for f in rgb], 6, 4, 24)
     with open_sequence(p) as seq:
         assert seq.color == "RGB" and np.array_equal(seq[:], rgb)
+
+
+# -- our AVI output read by the programs our users run ----------------------------------------------
+
+_OPENCV_READ = """
+import sys, cv2, numpy as np
+cap = cv2.VideoCapture(sys.argv[1], cv2.CAP_FFMPEG)
+if sys.argv[3] == "raw":
+    cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+frames = []
+while True:
+    ok, img = cap.read()
+    if not ok:
+        break
+    frames.append(img)
+cap.release()
+np.save(sys.argv[2], np.stack(frames))
+"""
+
+
+def opencv_frames(path, tmp_path, mode: str = "bgr") -> np.ndarray:
+    """Every frame of ``path`` as OpenCV's VideoCapture returns it, read in a child process:
+    opencv-python-headless 5.x aborts or segfaults on some AVI layouts (bottom-up DIBs), which must
+    fail the test, not kill the test run."""
+    out = tmp_path / f"opencv-{path.stem}-{mode}.npy"
+    r = subprocess.run([sys.executable, "-c", _OPENCV_READ, str(path), str(out), mode],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"OpenCV crashed reading {path.name} (exit {r.returncode}): {r.stderr[-300:]}"
+    return np.load(out)
+
+
+def ffmpeg_frames(path, shape) -> np.ndarray:
+    """Every frame of ``path`` decoded by the ffmpeg program as 8-bit RGB (N, H, W, 3)."""
+    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-300:]
+    return np.frombuffer(r.stdout, np.uint8).reshape(-1, *shape[:2], 3)
+
+
+@pytest.mark.parametrize("kind", ["grey-dib", "y800", "rgb"])
+def test_our_avi_is_read_frame_identical_by_opencv_ffmpeg_and_us(tmp_path, rng, kind):
+    """Every AVI we write: top-down rows (a negative biHeight for DIB; Y800 is top-down by definition),
+    which OpenCV 5 (in a child process: it crashed on our bottom-up DIBs), ffmpeg and our reader all
+    read back frame for frame. Odd sizes exercise the 4-byte row padding."""
+    shape = (6, 37, 51, 3) if kind == "rgb" else (6, 37, 51)
+    data = rng.integers(0, 256, shape, dtype=np.uint8)
+    out = write_copy(ArraySequence(data), tmp_path / f"{kind}.avi", avi_codec="y800" if kind == "y800" else "dib")
+    with open_sequence(out) as seq:
+        assert np.array_equal(seq[:], data)
+    rgb = data if kind == "rgb" else np.repeat(data[..., None], 3, axis=3)
+    assert np.array_equal(opencv_frames(out, tmp_path)[..., ::-1], rgb)  # OpenCV gives BGR
+    raw = opencv_frames(out, tmp_path, "raw")  # CAP_PROP_CONVERT_RGB=0, as exact-data tools read
+    assert np.array_equal(raw if kind == "rgb" else raw.reshape(data.shape), data[..., ::-1] if kind == "rgb" else data)
+    if shutil.which("ffmpeg"):
+        assert np.array_equal(ffmpeg_frames(out, data.shape[1:]), rgb)

@@ -17,6 +17,9 @@ frame is dropped. Anything else (MJPG, I420, ...) is decoded by OpenCV ``VideoCa
 :class:`AviWriter` writes the RIFF itself (OpenCV's VideoWriter drops odd rows/columns): 8-bit DIB
 with a grey palette (default) or ``Y800`` (``avi_codec="y800"``) for one channel, 24-bit DIB for
 colour; OpenDML ``AVIX`` segments, ``ix00`` and super indexes beyond 1 GB, plus a legacy ``idx1``.
+DIB frames are written top-down (negative ``biHeight``): opencv-python-headless 5.x aborts or
+segfaults reading bottom-up DIB AVIs, and the top-down layout is read frame-identical by OpenCV,
+ffmpeg and this reader (tests/test_avi.py runs all three).
 """
 
 from __future__ import annotations
@@ -452,7 +455,9 @@ class AviWriter(SequenceWriter):
                                0, 0, 0, 0)
         else:
             bits = 24 if self._colour else 8
-            strf = struct.pack("<IiiHH4sIiiII", 40, w, h, 1, bits, b"\0\0\0\0", self._fsize, 0, 0,
+            # negative biHeight: a top-down DIB (rows stored top row first). opencv-python-headless 5.x
+            # aborts or segfaults on bottom-up (positive height) DIBs; ffmpeg and we read both.
+            strf = struct.pack("<IiiHH4sIiiII", 40, w, -h, 1, bits, b"\0\0\0\0", self._fsize, 0, 0,
                                0 if self._colour else 256, 0)
             if not self._colour:
                 ramp = np.arange(256, dtype=np.uint8)
@@ -518,8 +523,6 @@ class AviWriter(SequenceWriter):
         a = np.asarray(frame)
         if a.dtype != np.uint8:
             a = np.clip(np.rint(a) if a.dtype.kind == "f" else a, 0, 255).astype(np.uint8)
-        if not self._y800:
-            a = a[::-1]  # DIB rows are bottom-up
         if self._colour and not self._bgr_input:
             a = a[..., ::-1]  # DIB stores B, G, R
         a = a.reshape(self.template.height, self._row)
