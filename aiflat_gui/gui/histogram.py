@@ -20,6 +20,7 @@ from PySide6 import QtCore, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from ..core.stretch import MODES, StretchState, auto_levels, stf_auto, subsample
+from .widgets import guard_wheel
 
 SLIDER_MAX = 1000
 
@@ -116,6 +117,7 @@ class StretchPanel(QtWidgets.QWidget):
         self.apply_all_check.toggled.connect(self._on_apply_all)
         self.black_spin.valueChanged.connect(self._on_spins)
         self.white_spin.valueChanged.connect(self._on_spins)
+        guard_wheel(self)  # in a scrolling dock the wheel scrolls unless the control has the focus
         self._sync_widgets()
 
     # ------------------------------------------------------------------ API

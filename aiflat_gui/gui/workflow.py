@@ -13,6 +13,8 @@ from typing import Optional
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtCore import Signal
 
+from .widgets import guard_wheel
+
 STEPS = ("sequence", "reference", "mask", "flat", "calibrate")
 TITLES = {"sequence": "1  Sequence", "reference": "2  Reference", "mask": "3  Mask", "flat": "4  Flat",
           "calibrate": "5  Calibrate"}
@@ -206,6 +208,8 @@ class WorkflowPanel(QtWidgets.QWidget):
         self.reference_method.currentIndexChanged.connect(lambda *_: self.paramsChanged.emit())
         self.provider.currentIndexChanged.connect(self._on_provider)
         self._on_provider()
+        # the wheel scrolls the panel; it edits a value only once the control has the focus
+        guard_wheel(self)
         self.refresh()
 
     # -- construction helpers -------------------------------------------------------------------
