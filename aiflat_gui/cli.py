@@ -17,6 +17,7 @@ from typing import Optional
 
 from . import __version__
 from .errors import AiflatError, Cancelled, InputError
+from .text import plural
 
 FLAT_METHODS = ("auto", "local", "multiframe", "ai")
 REFERENCE_METHODS = ("median", "mean", "sigmaclip")
@@ -227,7 +228,7 @@ def cmd_calibrate(args) -> int:
                                        warn=lambda w: print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr))
         stats = calibrate_sequence(seq, flat, args.output, fmt=args.format, pedestal=args.pedestal,
                                    overwrite=not args.no_overwrite, progress=_progress(args, "calibrate"))
-    _say(args, f"calibrated {stats.output}  ({stats.frames} frames, {stats.clipped} pixels clipped)")
+    _say(args, f"calibrated {stats.output}  ({plural(stats.frames, 'frame')}, {plural(stats.clipped, 'pixel')} clipped)")
     return 0
 
 
@@ -254,8 +255,8 @@ def cmd_run(args) -> int:
     for name, p in result.items():
         if isinstance(p, (str, Path)):
             _say(args, f"{name:10s} {p}")
-    _say(args, f"{result['specks']} specks, {result['dust_pixels']} dust pixels, {result['frames']} frames, "
-               f"{result['clipped']} pixels clipped")
+    _say(args, f"{plural(result['specks'], 'speck')}, {plural(result['dust_pixels'], 'dust pixel')}, "
+               f"{plural(result['frames'], 'frame')}, {plural(result['clipped'], 'pixel')} clipped")
     for w in result.get("warnings", []):
         print(f"aiflat: warning: {w}", file=sys.stderr)
     return 0

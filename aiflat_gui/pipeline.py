@@ -18,6 +18,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from .errors import AiflatError, Cancelled, InputError, ProcessingError
+from .text import plural
 from .progress import ProgressFn, report, sub_progress
 
 VIDEO_EXTS = (".ser", ".avi")
@@ -172,13 +173,13 @@ class BatchSummary:
         lines = []
         for it in self.items:
             if it.status == "ok":
-                lines.append(f"  ok       {it.input} -> {it.output} ({it.frames} frames, {it.clipped} clipped, "
+                lines.append(f"  ok       {it.input} -> {it.output} ({plural(it.frames, 'frame')}, {it.clipped} clipped, "
                              f"{it.seconds:.1f} s)")
             else:
                 lines.append(f"  {it.status:8s} {it.input}: {it.note}")
         frames = sum(it.frames for it in self.items if it.status == "ok")
         lines.append(f"batch: {self.count('ok')} calibrated, {self.count('skipped')} skipped, "
-                     f"{self.count('failed')} failed; {frames} frames in {self.seconds:.1f} s")
+                     f"{self.count('failed')} failed; {plural(frames, 'frame')} in {self.seconds:.1f} s")
         return "\n".join(lines)
 
 

@@ -57,3 +57,192 @@ def test_wheel_over_workflow_controls_scrolls_the_panel_not_the_value(qtbot):
         assert panel.grow.value() == v + 1
     for w in controls.values():
         assert w.focusPolicy() == Qt.StrongFocus
+
+
+# ---------------------------------------------------------------- shared fixtures
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    from aiflat_gui.core.demo import write_demo
+
+    d = tmp_path_factory.mktemp("uxdemo")
+    write_demo(d, frames=12, width=160, height=120, seed=1, difficulty="easy")
+    return d
+
+
+@pytest.fixture
+def demo(demo_dir, tmp_path):
+    d = tmp_path / "video"
+    d.mkdir()
+    p = d / "demo.ser"
+    p.write_bytes((demo_dir / "demo.ser").read_bytes())
+    return p
+
+
+@pytest.fixture
+def boxes(monkeypatch):
+    """Message boxes are recorded, never shown; questions answer ``boxes.answer``."""
+    class Seen(list):
+        answer = QtWidgets.QMessageBox.Yes
+
+    seen = Seen()
+
+    def fake(kind):
+        def f(parent, title, text, *a, **k):
+            seen.append((kind, title, text))
+            return seen.answer if kind == "question" else None
+        return f
+
+    for kind in ("warning", "critical", "information", "about", "question"):
+        monkeypatch.setattr(QtWidgets.QMessageBox, kind, fake(kind))
+    return seen
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch, boxes):
+    monkeypatch.setenv("AIFLAT_DATA_DIR", str(tmp_path / "userdata"))
+    from aiflat_gui.gui.main_window import MainWindow
+
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.IniFormat)
+    w = MainWindow(settings=settings, auto_reference=False, remember_layout=False)
+    qtbot.addWidget(w)
+    w.resize(1100, 750)
+    w.show()
+    yield w
+    if w.worker is not None:
+        w.worker.cancel()
+        w.wait_idle(10)
+
+
+def wait_job(qtbot, worker, timeout=60000):
+    assert worker is not None
+    if worker.running:
+        with qtbot.waitSignal(worker.done, timeout=timeout):
+            pass
+    assert worker.state == "succeeded", worker.error
+    return worker
+
+
+def worked(window, qtbot, demo):
+    """The demo open, reference, offline mask and flat done."""
+    assert window.open_path(demo)
+    wait_job(qtbot, window.run_reference())
+    wait_job(qtbot, window.run_detection())
+    wait_job(qtbot, window.run_flat())
+    return window
+
+
+def _frames(folder, n=3, ext=".tif", shape=(40, 50)):
+    from aiflat_gui.io.single import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_image(folder / f"sun_{i + 1:04d}{ext}", rng.integers(100, 4000, shape).astype(np.uint16))
+    return folder
+
+
+def _action(window, name):
+    a = window.findChild(QtGui.QAction, name)
+    assert a is not None, f"no action {name}"
+    return a
+
+
+# ---------------------------------------------------------------- bug 7: folders of frames
+def test_file_open_folder_opens_a_folder_of_frames(window, tmp_path, monkeypatch):
+    folder = _frames(tmp_path / "tiffs", 3)
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
+    a = _action(window, "open_folder")
+    assert a in window.menuBar().actions()[0].menu().actions()  # in the File menu
+    a.trigger()
+    assert window.seq is not None and window.seq.n_frames == 3
+    # the Sequence step offers it too
+    assert window.workflow.buttons["open_folder"].isVisible()
+
+
+def test_picking_one_frame_of_a_numbered_series_offers_the_folder(window, tmp_path, monkeypatch, boxes):
+    folder = _frames(tmp_path / "pngs", 4, ext=".png")
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName",
+                        lambda *a, **k: (str(folder / "sun_0002.png"), ""))
+    window.open_dialog()
+    assert any(k == "question" and "series of 4" in text for k, _, text in boxes)
+    assert window.seq.n_frames == 4
+    # "No" keeps the single file
+    boxes.answer = QtWidgets.QMessageBox.No
+    window.open_dialog()
+    assert window.seq.n_frames == 1
+
+
+def test_numbered_series_looks_at_names_only(tmp_path):
+    from aiflat_gui.io.series import numbered_series
+
+    folder = _frames(tmp_path / "f", 3, ext=".fits")
+    (folder / "notes.txt").write_text("x")
+    (folder / "other_0001.fits").write_bytes(b"")
+    assert numbered_series(folder / "sun_0001.fits") == (folder, 3)
+    (tmp_path / "single").mkdir()
+    lone = tmp_path / "single" / "moon_0001.tif"
+    lone.write_bytes(b"")
+    assert numbered_series(lone) is None
+    assert numbered_series(folder / "notes.txt") is None
+
+
+# ---------------------------------------------------------------- bug 9: texts
+def test_sequence_texts_are_plural_aware_and_name_formats(window, tmp_path):
+    from aiflat_gui.io.single import write_image
+
+    one = tmp_path / "one.tif"
+    write_image(one, np.full((30, 40), 1000, np.uint16))
+    assert window.open_path(one)
+    info = window.workflow.sequence_info.text()
+    assert "1 frame," in info and "1 frames" not in info
+    folder = _frames(tmp_path / "frames", 3, ext=".png")
+    assert window.open_path(folder)
+    info = window.workflow.sequence_info.text()
+    assert "3 frames" in info and "FOLDER" not in info and "folder of images" in info
+
+
+def test_text_helpers():
+    from aiflat_gui.text import format_name, plural, show_bytes
+
+    assert plural(1, "frame") == "1 frame" and plural(0, "frame") == "0 frames" and plural(2, "frame") == "2 frames"
+    assert format_name("folder-images") == "folder of images" and format_name("ser") == "SER video"
+    assert show_bytes(b"LUCAM") == "'LUCAM'"
+    assert show_bytes(b"q\x11\xb0") == "bytes 71 11 b0"
+
+
+def test_random_bytes_ser_error_has_no_python_repr(window, tmp_path, boxes):
+    bad = tmp_path / "random.ser"
+    bad.write_bytes(np.random.default_rng(3).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    assert not window.open_path(bad)
+    msg = window.errors[-1]
+    assert "not a SER file" in msg and "b'" not in msg and "\\x" not in msg and "bytes " in msg
+    assert "\n" not in msg
+
+
+def test_batch_log_says_batch_once(window, qtbot, demo, tmp_path):
+    worked(window, qtbot, demo)
+    second = demo.parent / "demo2.ser"
+    second.write_bytes(demo.read_bytes())
+    window.log_view.clear()
+    wait_job(qtbot, window.run_batch([str(demo), str(second)], tmp_path / "out"), timeout=120000)
+    QtWidgets.QApplication.processEvents()
+    log = window.log_view.toPlainText()
+    assert "batch: 2 calibrated" in log
+    assert log.count("batch:") == 1, log
+    assert "1 frames" not in log
+
+
+def test_ask_ai_without_key_does_not_promise_a_keyring_that_does_not_exist(qtbot, monkeypatch):
+    from aiflat_gui.gui import settings_dialog
+    from aiflat_gui.gui.gemini_dialog import GeminiAskDialog
+
+    monkeypatch.setattr(settings_dialog, "keyring_ok", lambda: False)
+    dlg = GeminiAskDialog({"model": "m", "estimated_cost_usd": 0.1}, None, has_key=False, purpose="mask")
+    qtbot.addWidget(dlg)
+    texts = " ".join(lb.text() for lb in dlg.findChildren(QtWidgets.QLabel))
+    assert "keyring" in texts and "stored in the OS keyring" not in texts
+    assert "this session only" in texts
+    monkeypatch.setattr(settings_dialog, "keyring_ok", lambda: True)
+    dlg2 = GeminiAskDialog({"model": "m", "estimated_cost_usd": 0.1}, None, has_key=False, purpose="mask")
+    qtbot.addWidget(dlg2)
+    assert "stored in the OS keyring" in " ".join(lb.text() for lb in dlg2.findChildren(QtWidgets.QLabel))

@@ -73,7 +73,11 @@ class GeminiAskDialog(QtWidgets.QDialog):
         self.reroll_box = QtWidgets.QCheckBox("Re-roll: ask again even if an answer is cached (costs again)")
         lay.addWidget(self.reroll_box)
         if not has_key:
-            warn = QtWidgets.QLabel("No API key is set. Add one in Settings (stored in the OS keyring), or set "
+            from .settings_dialog import keyring_ok
+
+            where = ("stored in the OS keyring" if keyring_ok() else
+                     "kept for this session only: this system has no OS keyring")
+            warn = QtWidgets.QLabel(f"No API key is set. Add one in Settings ({where}), or set "
                                     "GEMINI_API_KEY in the environment.")
             warn.setWordWrap(True)
             warn.setStyleSheet("color: #b00;")

@@ -21,6 +21,7 @@ from PySide6.QtCore import Qt, Signal
 from .. import APP_NAME, __version__
 from ..errors import AiflatError, InputError
 from ..session import SessionData, SessionStore
+from ..text import plural, sequence_summary
 from .workers import JobPanel, Worker, one_line
 from .workflow import DONE, RUNNING, STALE, WorkflowPanel
 
@@ -303,6 +304,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_actions(self) -> None:
         A = self._action
         self.act_open = A("&Open…", self.open_dialog, QtGui.QKeySequence.Open, name="open")
+        self.act_open_folder = A("Open &Folder…", lambda: self.open_dialog(folder=True), "Ctrl+Shift+O",
+                                 name="open_folder")
         self.act_demo = A("Open &demo", self.open_demo, name="demo")
         self.act_import_mask = A("&Import mask…", self.import_mask_dialog, "Ctrl+I", name="import_mask")
         self.act_export = A("&Export…", self.export_dialog, "Ctrl+E", name="export")
@@ -344,6 +347,7 @@ class MainWindow(QtWidgets.QMainWindow):
         mb = self.menuBar()
         m = mb.addMenu("&File")
         m.addAction(self.act_open)
+        m.addAction(self.act_open_folder)
         m.addAction(self.act_demo)
         self.recent_menu = m.addMenu("Open &recent")
         m.addSeparator()
@@ -469,13 +473,14 @@ class MainWindow(QtWidgets.QMainWindow):
             "so pixels without dust never change.")
 
     # ================================================================== opening
-    def open_dialog(self) -> None:
+    def open_dialog(self, folder: bool = False) -> None:
+        """File ▸ Open (a file; one frame of a numbered series offers its folder) or Open Folder."""
+        from .open_dialogs import choose_file, choose_folder, offer_series_folder
+
         start = str(self.path.parent) if self.path else str(self.settings.value("paths/last_dir", "") or "")
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(
-            self, "Open a video", start,
-            "Videos and images (*.ser *.avi *.fits *.fit *.fts *.tif *.tiff *.png *.jpg *.jpeg);;All files (*)")
+        path = choose_folder(self, start) if folder else choose_file(self, start)
         if path:
-            self.open_path(path)
+            self.open_path(path if folder else offer_series_folder(self, path))
 
     def open_demo(self, interactive: bool = True) -> bool:
         """Open the built-in demo (generated on first use: in a worker when interactive, so the
@@ -532,16 +537,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workflow.reset()
         self.workflow.set_state("sequence", DONE)
         d = seq.describe()
-        self.workflow.sequence_info.setText(
-            f"{self.path.name}\n{d['frames']} frames, {d['width']}×{d['height']}, {d['color']}, "
-            f"{d['bit_depth']}-bit {d['format'].upper()}")
+        self.workflow.sequence_info.setText(f"{self.path.name}\n{sequence_summary(d)}")
         for w in seq.warnings:
             log.warning("%s: %s", self.path, w)
         self.stretch_panel.set_image(first, seq.color, emit=False)
         self.setWindowTitle(f"{self.path.name} — {APP_NAME}")
         self._add_recent(self.path)
         self.settings.setValue("paths/last_dir", str(self.path.parent))
-        self.log(f"opened {self.path} ({d['frames']} frames, {d['width']}x{d['height']}, {d['color']})")
+        self.log(f"opened {self.path} ({sequence_summary(d)})")
 
         self.session_store = SessionStore(self.path)
         try:
@@ -970,8 +973,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         def ok(stats):
             self.workflow.step_changed("calibrate")
-            text = (f"{stats.output}: {stats.frames} frames in {stats.seconds:.1f} s, "
-                    f"{stats.clipped} values clipped")
+            text = (f"{stats.output}: {plural(stats.frames, 'frame')} in {stats.seconds:.1f} s, "
+                    f"{plural(stats.clipped, 'value')} clipped")
             self.workflow.calibrate_info.setText(text)
             self.log(f"calibrated {text}")
             self.statusBar().showMessage(f"Calibrated: {stats.output}", 10000)
@@ -1017,7 +1020,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         def ok(summary):
             text = summary.text() if hasattr(summary, "text") else str(summary)
-            self.log(f"batch:\n{text}")
+            for line in text.splitlines():  # one log line each (the summary line says "batch:")
+                self.log(line.strip())
             if self.interactive:
                 QtWidgets.QMessageBox.information(self, "Batch finished", text)
 
@@ -1262,7 +1266,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ================================================================== events from widgets
     def _on_workflow_action(self, name: str) -> None:
-        {"open": self.open_dialog, "demo": self.open_demo, "reference": self.run_reference,
+        {"open": self.open_dialog, "open_folder": self.act_open_folder.trigger, "demo": self.open_demo, "reference": self.run_reference,
          "detect": self.run_detection, "ask_ai": self.ask_ai, "import_mask": self.import_mask_dialog,
          "flat": self.run_flat, "calibrate": lambda: self.export_dialog(0), "batch": lambda: self.export_dialog(3),
          "grow": lambda: self.mask_op("grow"), "shrink": lambda: self.mask_op("shrink"),

@@ -187,7 +187,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.api_key.setPlaceholderText("a key is set (type to replace)" if has else "paste your Gemini API key")
         form.addRow("API key", self.api_key)
         self.key_status = QtWidgets.QLabel(
-            "Stored in the OS keyring." if keyring_ok() else
+            "A key entered here is stored in the OS keyring." if keyring_ok() else
             "No OS keyring available: a key entered here is kept for this session only.")
         self.key_status.setWordWrap(True)
         form.addRow("", self.key_status)

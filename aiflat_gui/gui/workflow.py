@@ -81,7 +81,7 @@ class WorkflowState:
 
 class WorkflowPanel(QtWidgets.QWidget):
     """The dock widget. Signals: ``actionRequested(name)`` with name in ``open``, ``demo``,
-    ``reference``, ``detect``, ``ask_ai``, ``import_mask``, ``flat``, ``calibrate``, ``batch``,
+    ``open_folder``, ``reference``, ``detect``, ``ask_ai``, ``import_mask``, ``flat``, ``calibrate``, ``batch``,
     ``grow``, ``shrink``, ``invert``, ``clear``; ``sensitivityChanged(float)``; ``paramsChanged()``
     when a flat/reference option changes; ``providerChanged(str)``."""
 
@@ -111,7 +111,8 @@ class WorkflowPanel(QtWidgets.QWidget):
         lay.addWidget(self.sequence_info)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(self._button("open", "Open…"))
-        row.addWidget(self._button("demo", "Open demo"))
+        row.addWidget(self._button("open_folder", "Folder…"))
+        row.addWidget(self._button("demo", "Demo"))
         lay.addLayout(row)
 
         # 2 reference
@@ -315,7 +316,8 @@ class WorkflowPanel(QtWidgets.QWidget):
 
     def set_busy(self, busy: bool) -> None:
         """Disable the buttons that start work while a job runs (editing stays possible)."""
-        for name in ("reference", "detect", "ask_ai", "flat", "calibrate", "batch", "open", "demo", "import_mask"):
+        for name in ("reference", "detect", "ask_ai", "flat", "calibrate", "batch", "open", "open_folder", "demo",
+                     "import_mask"):
             self.buttons[name].setEnabled(not busy)
         if not busy:
             self.refresh()
@@ -337,6 +339,7 @@ class WorkflowPanel(QtWidgets.QWidget):
         running = any(s == RUNNING for s in st.values())
         if not running:
             self.buttons["open"].setEnabled(True)
+            self.buttons["open_folder"].setEnabled(True)
             self.buttons["demo"].setEnabled(True)
             self.buttons["reference"].setEnabled(have_seq)
             self.buttons["detect"].setEnabled(have_ref)

@@ -41,6 +41,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..text import show_bytes
 from .base import AtomicOutput, Sequence, SequenceWriter, datetime_to_ticks, disk_errors
 
 __all__ = ["SerSequence", "SerWriter", "write_ser", "pack_header", "unpack_header", "HEADER_SIZE",
@@ -141,7 +142,7 @@ class SerSequence(Sequence):
             raise self._fail("could not read the SER header")
         h = unpack_header(raw)
         if h["file_id"] != FILE_ID:
-            raise self._fail(f"not a SER file (file ID {h['file_id'][:14]!r}, expected 'LUCAM-RECORDER')")
+            raise self._fail(f"not a SER file (it starts with {show_bytes(h['file_id'])}, not 'LUCAM-RECORDER')")
         color_id = h["color_id"]
         if color_id in _CMY_IDS:
             raise self._fail(f"SER colour type {_CMY_IDS[color_id]} (ColorID {color_id}) is not supported "
