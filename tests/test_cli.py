@@ -71,7 +71,7 @@ def test_run_and_batch(demo, tmp_path, capsys):
     assert code == 0, err
     for name in ("reference.fits", "mask.png", "flat.fits", "calibrated.ser", "report.png"):
         assert (tmp_path / "out" / name).is_file()
-    assert "specks" in out
+    assert "1 speck," in out  # one joined component in the truth mask (plural-aware)
     code, out, err = _run(capsys, "batch", demo, "--flat", tmp_path / "out" / "flat.fits", "-o", tmp_path / "b",
                           "--jobs", "1")
     assert code == 0 and "1 calibrated" in out
