@@ -60,41 +60,8 @@ def test_wheel_over_workflow_controls_scrolls_the_panel_not_the_value(qtbot):
 
 
 # ---------------------------------------------------------------- shared fixtures
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from aiflat_gui.core.demo import write_demo
-
-    d = tmp_path_factory.mktemp("uxdemo")
-    write_demo(d, frames=12, width=160, height=120, seed=1, difficulty="easy")
-    return d
-
-
-@pytest.fixture
-def demo(demo_dir, tmp_path):
-    d = tmp_path / "video"
-    d.mkdir()
-    p = d / "demo.ser"
-    p.write_bytes((demo_dir / "demo.ser").read_bytes())
-    return p
-
-
-@pytest.fixture
-def boxes(monkeypatch):
-    """Message boxes are recorded, never shown; questions answer ``boxes.answer``."""
-    class Seen(list):
-        answer = QtWidgets.QMessageBox.Yes
-
-    seen = Seen()
-
-    def fake(kind):
-        def f(parent, title, text, *a, **k):
-            seen.append((kind, title, text))
-            return seen.answer if kind == "question" else None
-        return f
-
-    for kind in ("warning", "critical", "information", "about", "question"):
-        monkeypatch.setattr(QtWidgets.QMessageBox, kind, fake(kind))
-    return seen
+# the small demo (a private copy per test) and the message-box recorder of the workflow tests
+from test_gui_workflow import boxes, demo, demo_dir, wait_job  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -113,21 +80,12 @@ def window(qtbot, tmp_path, monkeypatch, boxes):
         w.wait_idle(10)
 
 
-def wait_job(qtbot, worker, timeout=60000):
-    assert worker is not None
-    if worker.running:
-        with qtbot.waitSignal(worker.done, timeout=timeout):
-            pass
-    assert worker.state == "succeeded", worker.error
-    return worker
-
-
 def worked(window, qtbot, demo):
     """The demo open, reference, offline mask and flat done."""
     assert window.open_path(demo)
-    wait_job(qtbot, window.run_reference())
-    wait_job(qtbot, window.run_detection())
-    wait_job(qtbot, window.run_flat())
+    for start in (window.run_reference, window.run_detection, window.run_flat):
+        w = wait_job(qtbot, start())
+        assert w.state == "succeeded", w.error
     return window
 
 
@@ -159,17 +117,18 @@ def test_file_open_folder_opens_a_folder_of_frames(window, tmp_path, monkeypatch
     assert window.workflow.buttons["open_folder"].isVisible()
 
 
-def test_picking_one_frame_of_a_numbered_series_offers_the_folder(window, tmp_path, monkeypatch, boxes):
+def test_picking_one_frame_of_a_numbered_series_offers_the_folder(window, tmp_path, monkeypatch):
     folder = _frames(tmp_path / "pngs", 4, ext=".png")
     monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName",
                         lambda *a, **k: (str(folder / "sun_0002.png"), ""))
     window.open_dialog()
-    assert any(k == "question" and "series of 4" in text for k, _, text in boxes)
-    assert window.seq.n_frames == 4
-    # "No" keeps the single file
-    boxes.answer = QtWidgets.QMessageBox.No
-    window.open_dialog()
-    assert window.seq.n_frames == 1
+    asked = []
+    for answer, n in ((QtWidgets.QMessageBox.Yes, 4), (QtWidgets.QMessageBox.No, 1)):
+        monkeypatch.setattr(QtWidgets.QMessageBox, "question",
+                            lambda parent, title, text, *a, answer=answer, **k: (asked.append(text), answer)[1])
+        window.open_dialog()
+        assert "series of 4" in asked[-1]
+        assert window.seq.n_frames == n  # Yes: the folder; No: the single frame
 
 
 def test_numbered_series_looks_at_names_only(tmp_path):
@@ -210,7 +169,7 @@ def test_text_helpers():
     assert show_bytes(b"q\x11\xb0") == "bytes 71 11 b0"
 
 
-def test_random_bytes_ser_error_has_no_python_repr(window, tmp_path, boxes):
+def test_random_bytes_ser_error_has_no_python_repr(window, tmp_path):
     bad = tmp_path / "random.ser"
     bad.write_bytes(np.random.default_rng(3).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     assert not window.open_path(bad)
