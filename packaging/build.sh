@@ -5,8 +5,9 @@
 #
 # 1. creates a clean virtual environment (default build/venv) with the project's Python (>= 3.12:
 #    $AIFLAT_PYTHON, else pyenv with the repo's .python-version, else python3.13/python3.12/python3)
-#    and installs the runtime dependencies listed in pyproject.toml plus the `packaging` extra
-#    (PyInstaller). The project itself is not installed: PyInstaller takes it from this checkout.
+#    and installs the runtime dependencies plus PyInstaller exactly as locked, with hashes, in
+#    packaging/requirements-bundle.txt (refreshed from pyproject.toml by packaging/lock.sh).
+#    The project itself is not installed: PyInstaller takes it from this checkout.
 # 2. runs PyInstaller on packaging/aiflat.spec -> DIST/aiflat/ (default dist/aiflat/).
 # 3. smoke-tests the bundle (`aiflat --version`, `AIFLAT_SELFTEST=1 aiflat`), prints the bundle
 #    size and fails if it is larger than --max-mb (default 400 MB).
@@ -81,16 +82,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "build.sh: creating clean virtual environment $VENV with $("$PY" -V 2>&1)"
     "$PY" -m venv "$VENV"
 fi
-# Runtime dependencies + the `packaging` extra, read from pyproject.toml (single source of truth).
-mapfile -t DEPS < <("$VENV/bin/python" - "$ROOT/pyproject.toml" <<'EOF'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-for dep in project["dependencies"] + project.get("optional-dependencies", {}).get("packaging", []):
-    print(dep)
-EOF
-)
-echo "build.sh: installing ${#DEPS[@]} packages into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "${DEPS[@]}" \
+# Runtime dependencies + PyInstaller, exactly as locked (versions and sha256 hashes) by
+# packaging/lock.sh from pyproject.toml: a new release upstream cannot change the bundle.
+LOCK="$ROOT/packaging/requirements-bundle.txt"
+[ -f "$LOCK" ] || die "$LOCK is missing (run packaging/lock.sh)"
+echo "build.sh: installing $(grep -c '==' "$LOCK") locked packages into $VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$LOCK" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 T_INSTALLED=$(date +%s)

@@ -435,3 +435,56 @@ def test_bundle_builds_from_a_clean_checkout_and_runs(tmp_path):
             bundle / "aiflat-gui", "--demo", "--screenshot", shot_x, timeout=600)
         img = _qimage(shot_x.read_bytes())
         assert img.width() >= 640 and img.height() >= 400
+
+
+# -- the locked dependency set ---------------------------------------------------------------------
+
+def _pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line of a pip-compile lock (names normalised)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s\\;]+)", line)
+        if m:
+            pins[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return pins
+
+
+def test_every_dependency_is_locked_at_a_version_its_range_admits():
+    """constraints.txt (CI, README installs) pins every dependency of pyproject.toml, extras
+    included, inside the range pyproject asks for; a dependency added without re-locking fails here."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        reqs += [r for r in extra if not r.startswith("aiflat-gui")]
+    pins = _pins(ROOT / "constraints.txt")
+    for text in reqs:
+        req = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in pins, f"{req.name} is not in constraints.txt: run packaging/lock.sh"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"constraints.txt pins {req.name}=={pins[name]}, outside {req.specifier}: run packaging/lock.sh"
+
+
+def test_the_bundle_lock_is_hashed_and_agrees_with_the_constraints():
+    bundle_lock = ROOT / "packaging" / "requirements-bundle.txt"
+    pins, bundle = _pins(ROOT / "constraints.txt"), _pins(bundle_lock)
+    assert bundle, "empty bundle lock"
+    for name, version in bundle.items():
+        assert pins.get(name) == version, f"{name}: bundle lock {version}, constraints {pins.get(name)}"
+    text = bundle_lock.read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text[text.index("\n" + min(bundle)) + 1:])
+    for entry in entries:
+        if "==" in entry:
+            assert "--hash=sha256:" in entry, f"no hash for {entry.split()[0]}"
+    assert "--require-hashes" in (ROOT / "packaging" / "build.sh").read_text()
+
+
+def test_ci_and_the_readme_install_the_locked_set():
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    test_cmd = "python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]' && .venv/bin/python -m pytest"
+    assert test_cmd in readme and test_cmd in ci
+    assert "pip install -q -c constraints.txt -e . && .venv/bin/aiflat-gui --demo" in readme
