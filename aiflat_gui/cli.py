@@ -79,6 +79,11 @@ def _open(args, path):
     opts = {}
     if getattr(args, "byte_order", None) and args.byte_order != "auto":
         opts["byte_order"] = args.byte_order
+    if getattr(args, "row_order", None):
+        if Path(path).is_dir() or Path(path).suffix.lower() in (".fits", ".fit", ".fts"):
+            opts["row_order"] = args.row_order
+        else:
+            print(f"aiflat: warning: {path}: --row-order applies to FITS only; ignored", file=sys.stderr)
     seq = open_sequence(path, **opts)
     for w in seq.warnings:
         print(f"aiflat: warning: {seq.path}: {w}", file=sys.stderr)
@@ -90,6 +95,7 @@ def _open(args, path):
 def cmd_info(args) -> int:
     with _open(args, args.path) as seq:
         d = seq.describe()
+        rows = (seq.metadata or {}).get("roworder_reason")
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
@@ -100,6 +106,8 @@ def cmd_info(args) -> int:
     print(f"  size        {d['width']} x {d['height']} x {d['channels']}")
     print(f"  samples     {d['dtype']} ({d['bit_depth']} bits used)")
     print(f"  colour      {d['color']}")
+    if rows:
+        print(f"  row order   {rows}")
     if d["byte_order"]:
         print(f"  byte order  {d['byte_order']} ({d['byte_order_reason']})")
     print(f"  timestamps  {ts['first'] + ' .. ' + ts['last'] if ts else 'none'}")
@@ -238,7 +246,7 @@ def cmd_export_flat(args) -> int:
 
     _check_output(args.output, args.flat)
     flat = read_image(args.flat)
-    out = export_flat(flat, args.target, args.output, source=args.flat)
+    out = export_flat(flat, args.target, args.output, source=args.flat, lights=args.lights)
     _say(args, f"{args.target:10s} {out}")
     return 0
 
@@ -291,6 +299,12 @@ def _add_byte_order(p):
                    help="SER byte order (auto: sniffed from the data)")
 
 
+def _add_row_order(p):
+    p.add_argument("--row-order", choices=("top-down", "bottom-up"),
+                   help="FITS row order (default: the ROWORDER card; FITS written by Siril without one are "
+                        "bottom-up; else stored order)")
+
+
 def _add_provider(p, default="local"):
     p.add_argument("--provider", choices=("local", "gemini", "file"), default=default,
                    help="who finds the dust (default: %(default)s, offline)")
@@ -318,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_byte_order(p)
+    _add_row_order(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="write a synthetic dusty solar SER and its ground truth")
@@ -338,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use N evenly spaced frames (default 128: the dust is static and the median of 128 "
                         "frames is ample; 0 = all frames, exact but slower on long videos)")
     _add_byte_order(p)
+    _add_row_order(p)
     p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser("mask", help="find the dust and write a mask (PNG, 255 = dust)")
@@ -347,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="reference from N evenly spaced frames (default 128; 0 = all frames)")
     _add_provider(p)
     _add_byte_order(p)
+    _add_row_order(p)
     p.set_defaults(func=cmd_mask)
 
     p = sub.add_parser("flat", help="synthesise a flat that is exactly 1.0 outside the mask")
@@ -363,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feather", type=int, default=0, help="soften the flat's edge over PX inside the mask")
     p.add_argument("--pedestal", type=float, default=0.0, help="camera offset in ADU")
     _add_byte_order(p)
+    _add_row_order(p)
     p.set_defaults(func=cmd_flat)
 
     p = sub.add_parser("calibrate", help="divide every frame by the flat")
@@ -381,12 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --mask: reference from N evenly spaced frames (default 128; 0 = all frames)")
     p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing output")
     _add_byte_order(p)
+    _add_row_order(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export-flat", help="write the flat for another program")
     p.add_argument("flat")
     p.add_argument("--target", choices=EXPORT_TARGETS, required=True)
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--lights", metavar="FILE|KIND",
+                   help="what the flat will calibrate, for the row order the program reads them in: the video "
+                        "or FITS file/folder itself, or ser, avi, fits-top-down, fits-bottom-up (default ser: "
+                        "Siril reads SER and AVI bottom-up, so the Siril flat is stored flipped; FITS lights "
+                        "in their stored order)")
     p.set_defaults(func=cmd_export_flat)
 
     p = sub.add_parser("run", help="reference, mask, flat, calibration and report in one go")

@@ -60,9 +60,55 @@ def test_pixinsight_mean_normalisation_and_the_trap(data, tmp_path):
     assert (trap / ours).mean() < 0.85
 
 
+def test_pixinsight_19_trimmed_mean_gives_ours_exactly(data, tmp_path):
+    """ImageCalibration 1.9.x (PixInsight's published source; PixInsight cannot run here) scales the
+    flat by a trimmed mean, 5 % cut at each end by default. With dust on < 5 % of the pixels every
+    remaining value of our halved flat is 0.5, so s / flat_file = 1 / flat: our calibration."""
+    flat, raw, ours = data
+    ff, _ = _fits(export_flat(flat, "pixinsight", tmp_path / "pi.fits"))
+    assert (flat < 1).mean() < 0.05
+    v = np.sort(ff.ravel())
+    cut = int(round(0.05 * v.size))
+    s = v[cut: v.size - cut].mean()
+    assert s == 0.5
+    np.testing.assert_allclose(raw * s / ff, ours, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lights, flipped", [(None, True), ("ser", True), ("avi", True),
+                                              ("fits-bottom-up", True), ("fits-top-down", False)])
+def test_siril_flat_rows_in_the_order_siril_reads_the_lights(data, tmp_path, lights, flipped):
+    """Siril 1.0.6 reads SER/AVI frames bottom-up and FITS lights and flats in stored order
+    (tests/test_siril.py runs it): the Siril flat is stored flipped for SER, AVI and bottom-up FITS
+    lights, with a ROWORDER card that tells the truth, so our reader shows it the right way up."""
+    flat, _, _ = data
+    out = export_flat(flat, "siril", tmp_path / "si.fits", lights=lights)
+    stored, hdr = _fits(out)
+    assert hdr["ROWORDER"] == ("BOTTOM-UP" if flipped else "TOP-DOWN")
+    assert np.array_equal(stored, (flat[::-1] if flipped else flat).astype(np.float64))
+    assert np.array_equal(read_image(out), flat)
+    for other in ("pixelmath", "pixinsight"):  # they honour ROWORDER: stored top-down as before
+        _, h = _fits(export_flat(flat, other, tmp_path / f"{other}.fits", lights=lights))
+        assert h["ROWORDER"] == "TOP-DOWN"
+
+
+def test_lights_from_a_file(tmp_path):
+    from aiflat_gui.core.export import lights_kind
+    from aiflat_gui.io.ser import write_ser
+
+    frames = np.zeros((2, 4, 6), np.uint16)
+    write_ser(tmp_path / "v.ser", frames, color="mono")
+    assert lights_kind(str(tmp_path / "v.ser")) == "ser"
+    for order in ("TOP-DOWN", "BOTTOM-UP"):
+        fits.PrimaryHDU(frames[0], header=fits.Header([("ROWORDER", order)])).writeto(tmp_path / f"{order}.fits")
+        assert lights_kind(tmp_path / f"{order}.fits") == f"fits-{order.lower()}"
+    with pytest.raises(InputError):
+        lights_kind(str(tmp_path / "missing.ser"))
+
+
 def test_siril_central_third(data, tmp_path):
     flat, raw, ours = data
-    ff, _ = _fits(export_flat(flat, "siril", tmp_path / "si.fits"))
+    ff, hdr = _fits(export_flat(flat, "siril", tmp_path / "si.fits", lights="fits-top-down"))
+    assert hdr["ROWORDER"] == "TOP-DOWN"
     k = ff[H // 3: 2 * H // 3, W // 3: 2 * W // 3].mean()  # out = k * raw / flat
     out = k * raw / ff
     kc = float(flat[H // 3: 2 * H // 3, W // 3: 2 * W // 3].astype(np.float64).mean())

@@ -128,6 +128,11 @@ class ExportDialog(QtWidgets.QDialog):
         self.target.currentIndexChanged.connect(self._target_changed)
         form.addRow("Program", self.target)
         form.addRow("Save as", self.flat_path)
+        rows = QtWidgets.QLabel("The flat is written in the row order the program reads this video in "
+                                "(Siril reads SER and AVI bottom-up, so its flat is stored flipped; FITS "
+                                "frames in their stored order).")
+        rows.setWordWrap(True)
+        form.addRow("", rows)
         self.flat_button = QtWidgets.QPushButton("Export flat")
         self.flat_button.setEnabled(have_flat)
         self.flat_button.clicked.connect(self._flat)

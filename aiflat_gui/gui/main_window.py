@@ -988,7 +988,7 @@ class MainWindow(QtWidgets.QMainWindow):
         from ..core.export import export_flat
 
         try:
-            out = export_flat(self.flat, target, path)
+            out = export_flat(self.flat, target, path, lights=self.seq)  # row order for the open video
         except AiflatError as err:
             self.show_error(str(err), "Export flat")
             return False

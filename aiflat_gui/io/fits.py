@@ -158,6 +158,36 @@ def _colour_from(header, n3: int, option: Optional[str]) -> bool:
     return True
 
 
+ROW_ORDERS = ("top-down", "bottom-up")
+
+
+def _is_siril(header) -> str:
+    """The card naming Siril as the writer ('' when none does)."""
+    for key in ("PROGRAM", "SWCREATE", "CREATOR"):
+        if "siril" in _text(header, key).lower():
+            return f"{key} = '{_text(header, key)}'"
+    return ""
+
+
+def row_order_of(header, option: Optional[str] = None) -> tuple[bool, str]:
+    """(stored bottom-up?, why) for an image HDU: the ``row_order`` option ("top-down" |
+    "bottom-up") wins; then the ROWORDER card; then Siril's own convention -- it writes FITS made
+    from SER/AVI bottom-up with no ROWORDER card, naming itself in PROGRAM (SWCREATE in later
+    versions); otherwise rows are taken in stored order, row 0 at the top, as astropy shows them."""
+    if option:
+        o = str(option).strip().lower()
+        if o not in ROW_ORDERS:
+            raise InputError(f"unknown row order '{option}' (use top-down or bottom-up)")
+        return o == "bottom-up", f"{o} (row order given by the user)"
+    card = _text(header, "ROWORDER").upper()
+    if card in ("BOTTOM-UP", "TOP-DOWN"):
+        return card == "BOTTOM-UP", f"ROWORDER = '{card}'"
+    siril = _is_siril(header)
+    if siril:
+        return True, f"bottom-up: written by Siril ({siril}) with no ROWORDER card, Siril's rows are bottom-up"
+    return False, "top-down: no ROWORDER card, rows in stored order"
+
+
 def _bayer_from(header, path) -> tuple[str, list[str]]:
     pat = _text(header, "BAYERPAT").upper().replace(" ", "")
     if not pat:
@@ -276,11 +306,14 @@ def _walk_hdus(path: Path, size: int, warn: list) -> list[dict]:
 class FitsSequence(Sequence):
     """A FITS file as a sequence (see the module docstring for the layouts understood).
 
-    Options: ``fits_cube`` ("frames" | "color") overrides the NAXIS3 == 3 guess; others are ignored."""
+    Options: ``fits_cube`` ("frames" | "color") overrides the NAXIS3 == 3 guess; ``row_order``
+    ("top-down" | "bottom-up") overrides the stored row order (see :func:`row_order_of`); others are
+    ignored."""
 
     format = "fits"
 
-    def __init__(self, path: str | os.PathLike, fits_cube: Optional[str] = None, **_options: Any):
+    def __init__(self, path: str | os.PathLike, fits_cube: Optional[str] = None, row_order: Optional[str] = None,
+                 **_options: Any):
         super().__init__()
         self.path = Path(path)
         self._mm: Optional[np.memmap] = None
@@ -317,7 +350,10 @@ class FitsSequence(Sequence):
             n_cube, layout = axes[3], "cube"
         elif naxis > 4:
             raise FormatError(f"{naxis}-D FITS data is not supported", self.path)
-        bottom_up = _text(hdr0, "ROWORDER").upper() == "BOTTOM-UP"
+        try:
+            bottom_up, why = row_order_of(hdr0, row_order)
+        except InputError as err:
+            raise InputError(err.problem, self.path) from None
         try:
             self._dec = _Decoder(_int(hdr0, "BITPIX"), _float(hdr0, "BZERO", 0.0), _float(hdr0, "BSCALE", 1.0),
                                  colour, bottom_up)
@@ -377,7 +413,7 @@ class FitsSequence(Sequence):
             elif self.n_frames == 1 and date_to_ticks(hdr0.get("DATE-OBS")) is not None:
                 self.timestamps = np.asarray([date_to_ticks(hdr0.get("DATE-OBS"))], dtype=np.int64)
         self.metadata = _meta_from_header(hdr0, self._raw_header)
-        self.metadata.update(layout=layout, roworder="BOTTOM-UP" if bottom_up else _text(hdr0, "ROWORDER") or None,
+        self.metadata.update(layout=layout, roworder="BOTTOM-UP" if bottom_up else "TOP-DOWN", roworder_reason=why,
                              date_obs=_text(hdr0, "DATE-OBS") or None)
         self.format = "fits"
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
@@ -461,11 +497,13 @@ def natural_key(name: str) -> list:
 
 class FitsFolderSequence(Sequence):
     """A folder of FITS files, one frame each, in natural order (frame2 before frame10). All files must
-    have the same size, sample type and colour layout. Options: ``fits_cube`` as for FitsSequence."""
+    have the same size, sample type and colour layout. Options: ``fits_cube`` and ``row_order`` as
+    for FitsSequence."""
 
     format = "folder-fits"
 
-    def __init__(self, folder: str | os.PathLike, fits_cube: Optional[str] = None, **_options: Any):
+    def __init__(self, folder: str | os.PathLike, fits_cube: Optional[str] = None, row_order: Optional[str] = None,
+                 **_options: Any):
         super().__init__()
         self.path = Path(folder)
         files = sorted((f for f in self.path.iterdir() if f.is_file() and not f.name.startswith(".")
@@ -501,7 +539,10 @@ class FitsFolderSequence(Sequence):
             self._locs.append(loc)
             dates.append(date_to_ticks(header.get("DATE-OBS")))
         w, h, colour = ref[0], ref[1], ref[2]
-        bottom_up = _text(hdr0, "ROWORDER").upper() == "BOTTOM-UP"
+        try:
+            bottom_up, why = row_order_of(hdr0, row_order)
+        except InputError as err:
+            raise InputError(err.problem, self.path) from None
         try:
             self._dec = _Decoder(ref[3], ref[4], ref[5], ref[2], bottom_up)
         except ValueError:
@@ -524,7 +565,8 @@ class FitsFolderSequence(Sequence):
             self.timestamps = np.asarray(dates, dtype=np.int64)
         self.byte_order, self.byte_order_reason = "big", "FITS data are big-endian by definition"
         self.metadata = _meta_from_header(hdr0, raw0)
-        self.metadata.update(layout="folder", files=[f.name for f in files])
+        self.metadata.update(layout="folder", files=[f.name for f in files],
+                             roworder="BOTTOM-UP" if bottom_up else "TOP-DOWN", roworder_reason=why)
         self.memmapped = False
 
     @property
