@@ -1,0 +1,576 @@
+"""Check every speck of a mask against the physics of dust, whoever drew the mask (numpy/OpenCV, no Qt).
+
+Sensor dust is a static multiplicative shadow: in sensor coordinates it darkens the same pixels by
+the same factor in every frame, while the Sun or the Moon moves under it. A sunspot, a crater rim,
+a filament or a stroke on clean sky moves WITH the target. So, for every speck (connected
+component of the mask), on a crop around it and up to ``max_frames`` evenly spaced frames, the log
+intensity is modelled as
+
+    log Y_k(x) = g(x) + s(x - d_k)
+
+with ``d_k`` the target's measured displacement in frame k (phase correlation of the frames,
+mask left out), ``s`` the target's own log brightness in target coordinates (unknown, free) and
+``g = log flat`` the static shadow, unknown on the mask pixels (grown by :data:`G_GROW` px) and 0
+elsewhere -- the self-flat equations of Kuhn, Lin & Loranz (1991), solved jointly in weighted
+least squares. A feature that moves with the target is absorbed by ``s`` and leaves ``g`` at 0;
+dust cannot be absorbed by ``s`` (it does not move with the target) and shows in ``g``.
+
+The speck's measured depth is ``1 - mean(exp g)`` over its pixels. Its uncertainty is the larger
+of the least-squares posterior (residual scatter times the covariance, with a weak prior on ``g``,
+so a speck the motion cannot reach -- much wider than the drift, or frames that did not move --
+comes out with a huge uncertainty) and a leave-one-block-out jackknife over contiguous blocks of
+frames (seeing and the target's evolution are correlated in time).
+
+Verdicts (:class:`VerifyParams` holds the thresholds):
+
+``dust``        depth >= ``dust_sigmas`` uncertainties and >= ``min_depth``.
+``not dust``    depth within ``clear_sigmas`` uncertainties of 0 (or below 0: dust never
+                brightens), measured to better than ``max_sigma``: a shadow deeper than a few
+                ``max_sigma`` would have been seen, and none was.
+``unverified``  everything else: a single image (no time axis), a target that did not move,
+                a speck the motion cannot resolve, no signal (sky), too few frames.
+
+A speck judged ``not dust`` is left out of the mask the flat is built from (:func:`apply_verdicts`),
+so its pixels keep a flat of exactly 1.0, unless the user overrides the verdict. The user's mask
+itself is never changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ..errors import InputError
+from ..progress import ProgressFn, report
+
+__all__ = ["VerifyParams", "SpeckCheck", "Verification", "verify_mask", "apply_verdicts", "effective_verdict",
+           "DUST", "NOT_DUST", "UNVERIFIED", "VERDICTS"]
+
+DUST = "dust"
+NOT_DUST = "not dust"
+UNVERIFIED = "unverified"
+VERDICTS = (DUST, NOT_DUST, UNVERIFIED)
+
+#: g (the static shadow) is unknown on the mask grown by this many px (soft edges of the shadow).
+G_GROW = 2
+#: Registration: central crop (px, before binning) and high-pass scale.
+REG_CROP = 1024
+REG_SIGMA = 6.0
+_ORDER = "MMD_AT_PLUS_A"
+#: Frame pairs closer than this (px) say nothing; at most MAX_PAIRS pairs per speck.
+MIN_PAIR_SHIFT = 0.7
+MAX_PAIRS = 128
+#: Weak prior g ~ 0, relative to the median data weight of an unknown.
+PRIOR = 1e-4
+BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
+
+
+@dataclass
+class VerifyParams:
+    """Every default of the verifier, once.
+
+    max_frames: frames used, evenly spaced (bounded work whatever the video's length).
+    min_motion: px; below this total motion of the target the frames cannot tell a shadow from a
+        feature and every speck stays unverified.
+    dust_sigmas, min_depth: a speck is dust when its depth is at least this many uncertainties and
+        at least this deep (fraction of the light).
+    clear_sigmas, max_sigma: a speck is not dust when its depth is below ``clear_sigmas``
+        uncertainties or below ``min_depth`` (a shadow too faint to matter), measured to better than
+        ``max_sigma``; or when it is significantly brighter (dust only darkens). Else unverified.
+    pedestal: camera offset in ADU (subtracted before the logarithm).
+    blocks: contiguous frame blocks of the jackknife.
+    max_ring: px of context around a speck at most (the target's motion sets it).
+    """
+
+    max_frames: int = 48
+    min_motion: float = 1.0
+    dust_sigmas: float = 3.0
+    min_depth: float = 0.005
+    clear_sigmas: float = 2.0
+    max_sigma: float = 0.01
+    pedestal: float = 0.0
+    blocks: int = 4
+    max_ring: int = 32
+
+
+@dataclass
+class SpeckCheck:
+    """The verdict on one speck.
+
+    label: 1-based component label of the mask it was measured on (8-connectivity, as
+    ``core.mask.components``); anchor: (x, y) of its first pixel in raster order, which identifies
+    it for overrides even after the mask is edited elsewhere; area, centroid (x, y), bbox
+    (x, y, w, h) as ``core.mask.Speck``; verdict: one of :data:`VERDICTS`; depth: measured mean
+    darkening (fraction; None when not measured); depth_err: its 1-sigma uncertainty; reason: one
+    line for people.
+    """
+
+    label: int
+    anchor: tuple[int, int]
+    area: int
+    centroid: tuple[float, float]
+    bbox: tuple[int, int, int, int]
+    verdict: str = UNVERIFIED
+    depth: Optional[float] = None
+    depth_err: Optional[float] = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        x, y = self.centroid
+        d = "" if self.depth is None else f", depth {100 * self.depth:.1f} ± {100 * (self.depth_err or 0):.1f} %"
+        return f"speck at ({x:.0f}, {y:.0f}), {self.area} px{d}: {self.reason}"
+
+
+@dataclass
+class Verification:
+    """All checks of one mask. ``frames``: frames used; ``motion``: the target's total motion
+    (px, largest distance between two frames' positions); ``note``: why nothing could be verified,
+    when that is the case (single image, no motion), else ''."""
+
+    shape: tuple[int, int]
+    checks: list[SpeckCheck] = field(default_factory=list)
+    frames: int = 0
+    motion: float = 0.0
+    note: str = ""
+    shifts: Optional[np.ndarray] = None
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for c in self.checks if c.verdict == verdict)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _luminance(frame: np.ndarray, color: Optional[str]) -> np.ndarray:
+    a = np.asarray(frame)
+    if a.ndim == 3:
+        return a.astype(np.float32).mean(axis=2)
+    y = a.astype(np.float32)
+    if color in BAYER:
+        y = cv2.blur(y, (2, 2), borderType=cv2.BORDER_REFLECT)
+    return y
+
+
+def _frame_indices(n: int, k: int) -> np.ndarray:
+    k = max(1, min(int(n), int(k)))
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
+
+
+def _labels(mask: np.ndarray):
+    m = np.ascontiguousarray(np.asarray(mask, dtype=bool))
+    return cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+
+
+def _anchors(lab: np.ndarray, stats: np.ndarray, n: int) -> list[tuple[int, int]]:
+    out = [(0, 0)]
+    for k in range(1, n):
+        x, y, w, h = (int(v) for v in stats[k][:4])
+        sub = lab[y:y + h, x:x + w] == k
+        iy, ix = divmod(int(np.argmax(sub.ravel())), w)
+        out.append((x + ix, y + iy))
+    return out
+
+
+def _grow(m: np.ndarray, px: int) -> np.ndarray:
+    if px <= 0 or not m.any():
+        return m.copy()
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return cv2.dilate(m.view(np.uint8), k).astype(bool)
+
+
+class _Registrar:
+    """The target's displacement in each frame relative to a base frame: phase correlation of
+    high-passed, clipped, mask-blanked luminance crops (static dust cannot pull the answer to 0)."""
+
+    def __init__(self, shape: tuple[int, int], mask: np.ndarray):
+        h, w = shape
+        ch, cw = min(h, REG_CROP), min(w, REG_CROP)
+        self.box = (slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
+        self.bin = 2 if min(ch, cw) >= 256 else 1
+        m = _grow(np.ascontiguousarray(mask[self.box]), 3).astype(np.float32)
+        if self.bin > 1:
+            m = cv2.resize(m, (cw // self.bin, ch // self.bin), interpolation=cv2.INTER_AREA)
+        self.keep = (m == 0).astype(np.float32)
+        self.window = cv2.createHanningWindow((self.keep.shape[1], self.keep.shape[0]), cv2.CV_64F)
+        self.base = None
+        self.clip = None
+
+    def prep(self, lum: np.ndarray) -> np.ndarray:
+        a = np.ascontiguousarray(lum[self.box], dtype=np.float32)
+        if self.bin > 1:
+            a = cv2.resize(a, (a.shape[1] // self.bin, a.shape[0] // self.bin), interpolation=cv2.INTER_AREA)
+        bg = cv2.GaussianBlur(a, (0, 0), REG_SIGMA / self.bin)
+        hi = float(np.percentile(bg, 99)) if bg.size else 1.0
+        d = (a - bg) / np.maximum(bg, 0.05 * max(hi, 1e-6))
+        d *= self.keep
+        if self.clip is None:
+            v = d[self.keep > 0]
+            mad = float(np.median(np.abs(v - np.median(v)))) if v.size else 0.0
+            self.clip = max(4.0 * 1.4826 * mad, 1e-6)
+        np.clip(d, -self.clip, self.clip, out=d)
+        return d.astype(np.float64)
+
+    def shift(self, lum: np.ndarray) -> tuple[float, float]:
+        d = self.prep(lum)
+        if self.base is None:
+            self.base = d
+            return 0.0, 0.0
+        (dx, dy), _r = cv2.phaseCorrelate(self.base.copy(), d, self.window)
+        if not (np.isfinite(dx) and np.isfinite(dy)):
+            return 0.0, 0.0
+        return float(dx) * self.bin, float(dy) * self.bin
+
+
+def _motion(shifts: np.ndarray) -> float:
+    if len(shifts) < 2:
+        return 0.0
+    d = shifts[:, None, :] - shifts[None, :, :]
+    return float(np.sqrt((d ** 2).sum(axis=2)).max())
+
+
+# -- the per-speck solve ---------------------------------------------------------------------------
+
+def _pairs(shifts: np.ndarray, reach: float, max_pairs: int) -> np.ndarray:
+    """Frame pairs (k, j) whose relative motion is between MIN_PAIR_SHIFT and ``reach`` px (at most
+    ``max_pairs``, chosen deterministically, spread over all separations)."""
+    K = len(shifts)
+    k, j = np.triu_indices(K, 1)
+    d = np.hypot(*(shifts[j] - shifts[k]).T)
+    ok = (d >= MIN_PAIR_SHIFT) & (d <= reach)
+    k, j = k[ok], j[ok]
+    if len(k) > max_pairs:
+        pick = np.random.default_rng(0).choice(len(k), max_pairs, replace=False)
+        pick.sort()
+        k, j = k[pick], j[pick]
+    return np.stack([k, j], axis=1) if len(k) else np.zeros((0, 2), np.int64)
+
+
+def _solve_crop(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np.ndarray, pairs: np.ndarray,
+                block_of: np.ndarray, blocks: int):
+    """Least squares of the self-flat equations on one crop: for frame pairs (k, j) with relative
+    motion d = d_j - d_k, ``log Y_k(x) - log Y_j(x + d) = g(x) - g(x + round(d))`` (the data
+    interpolated bilinearly at the sub-pixel point, so the target's own structure cancels; the
+    shadow's side rounded, which only adds a little noise at its edges), ``g`` unknown where
+    ``gmask`` is True and 0 elsewhere (the anchor), plus a weak prior ``g ~ 0`` that decides only
+    what the motion cannot. The normal equations are accumulated per class of pairs (the blocks
+    its two frames belong to), so the jackknife needs no second pass over the data.
+
+    logs, wts: (K, h, w) log intensities and weights (0 = unusable); shifts: (K, 2) (dx, dy).
+    Returns ``(g (h, w), gnum, posterior_var(wvec), jackknife g's)`` or None."""
+    K, h, w = logs.shape
+    G = np.ascontiguousarray(gmask, dtype=bool)
+    ng_idx = np.flatnonzero(G.ravel())
+    ng = len(ng_idx)
+    if ng == 0 or len(pairs) == 0:
+        return None
+    gnum = np.full(h * w, -1, np.int64)
+    gnum[ng_idx] = np.arange(ng)
+    kk, jj = pairs[:, 0], pairs[:, 1]
+    d = shifts[jj] - shifts[kk]
+    o = np.floor(d).astype(np.int64)
+    f = d - o
+    r = np.rint(d).astype(np.int64)
+    M = int(np.abs(o).max()) + 2
+    hp, wp = h + 2 * M, w + 2 * M
+    Lp = np.zeros((K, hp, wp))
+    Lp[:, M:M + h, M:M + w] = logs
+    Wp = np.zeros((K, hp, wp))
+    Wp[:, M:M + h, M:M + w] = wts
+    Gp = np.zeros((hp, wp), bool)
+    Gp[M:M + h, M:M + w] = G
+    Lp, Wp = Lp.ravel(), Wp.ravel()
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = ((yy + M) * wp + (xx + M)).ravel()  # (h*w,) in the padded frame
+    roff = r[:, 1] * wp + r[:, 0]
+    gflat = G.ravel()
+    # only the (pair, pixel) equations that involve an unknown
+    inv = gflat[None, :] | Gp.ravel()[base[None, :] + roff[:, None]]
+    pe, xe = np.nonzero(inv)
+    be = base[xe]
+    je = jj[pe] * (hp * wp) + be + (o[:, 1] * wp + o[:, 0])[pe]
+    interp = np.zeros(len(pe))
+    wmin = np.full(len(pe), np.inf)
+    for ax, ay in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        wq = ((f[:, 0] if ax else 1 - f[:, 0]) * (f[:, 1] if ay else 1 - f[:, 1]))[pe]
+        q = je + (ay * wp + ax)
+        interp += wq * Lp[q]
+        np.minimum(wmin, np.where(wq > 1e-9, Wp[q], np.inf), out=wmin)
+    ke = kk[pe]
+    c = np.minimum(wts.reshape(K, -1)[ke, xe], wmin)
+    lhs = logs.reshape(K, -1)[ke, xe] - interp
+    ok = c > 0
+    pe, xe, be, c, lhs = pe[ok], xe[ok], be[ok], c[ok], lhs[ok]
+    pl = c * lhs
+    # group the pairs by (class, rounded offset); sums over each group
+    cls = np.minimum(block_of[kk], block_of[jj]) * blocks + np.maximum(block_of[kk], block_of[jj])
+    span = 2 * M + 1
+    key = (cls * span + (r[:, 1] + M)) * span + (r[:, 0] + M)
+    keys, kid = np.unique(key, return_inverse=True)
+    nk = len(keys)
+    kcls = keys // (span * span)
+    krx = keys % span - M
+    kry = (keys // span) % span - M
+    hw = h * w
+    Csum = np.bincount(kid[pe] * hw + xe, weights=c, minlength=nk * hw).reshape(nk, hw)
+    # A^T b: +pl at x (x in g), -pl at x + r (x + r in g)
+    ncls = blocks * blocks
+    ec = cls[pe]
+    atb = np.bincount(ec * hw + xe, weights=pl * gflat[xe], minlength=ncls * hw).reshape(ncls, hw)
+    tz = be + roff[pe]
+    gz_e = Gp.ravel()[tz]
+    zy, zx = np.divmod(tz, wp)
+    zi = (zy - M) * w + (zx - M)
+    atb -= np.bincount(ec[gz_e] * hw + zi[gz_e], weights=pl[gz_e], minlength=ncls * hw).reshape(ncls, hw)
+    sums = np.bincount(ec, weights=pl * lhs, minlength=ncls)
+    rows = np.bincount(ec, minlength=ncls)
+    # A^T A: the Laplacian of the edges x -- x + r, weight c
+    ki, pi = np.nonzero(Csum > 0)
+    cv = Csum[ki, pi]
+    ys, xs = np.divmod(pi, w)
+    gx = gnum[pi]
+    gz = gnum[(ys + kry[ki]) * w + xs + krx[ki]]
+    ec = kcls[ki]
+    mats = {}
+    present = np.unique(kcls)
+    for cl in present:
+        s_ = ec == cl
+        R_, C_, V_ = [], [], []
+        for a_, b_, sg in ((gx, gx, 1.0), (gz, gz, 1.0), (gx, gz, -1.0), (gz, gx, -1.0)):
+            u = s_ & (a_ >= 0) & (b_ >= 0)
+            R_.append(a_[u]); C_.append(b_[u]); V_.append(sg * cv[u])
+        mats[int(cl)] = sp.csr_matrix((np.concatenate(V_), (np.concatenate(R_), np.concatenate(C_))), shape=(ng, ng))
+    AtA = sum(mats.values())
+    Atb_all = atb[:, ng_idx]
+    Atb = Atb_all.sum(axis=0)
+    total = float(sums.sum())
+    nrow = int(rows.sum())
+    diag = AtA.diagonal()
+    if not np.any(diag > 0):
+        return None
+    lam = PRIOR * float(np.median(diag[diag > 0]))
+    Rg = sp.identity(ng, format="csc") * lam
+
+    def solve(Mx, rhs):
+        lu_ = spla.splu((Mx + Rg).tocsc(), permc_spec=_ORDER, diag_pivot_thresh=0.0,
+                        options=dict(SymmetricMode=True))
+        return lu_, lu_.solve(rhs)
+
+    lu, x = solve(AtA, Atb)
+    rss = max(0.0, total - 2.0 * float(x @ Atb) + float(x @ (AtA @ x)))
+    var = rss / max(1, nrow - ng)
+    # every frame's noise enters all the pairs it belongs to: count frames, not pairs
+    inflate = max(1.0, len(pairs) / max(1, K))
+    g = np.zeros(h * w)
+    g[ng_idx] = x
+    jk = []
+    if blocks >= 2:
+        for bi in range(blocks):
+            keep = [cl for cl in mats if bi not in (cl // blocks, cl % blocks)]
+            if not keep or len(keep) == len(mats):
+                continue
+            try:
+                _lu, xb = solve(sum(mats[cl] for cl in keep), Atb_all[keep].sum(axis=0))
+            except RuntimeError:
+                continue
+            gb = np.zeros(h * w)
+            gb[ng_idx] = xb
+            jk.append(gb.reshape(h, w))
+
+    def posterior_var(wvec: np.ndarray) -> float:
+        """Variance of sum(wvec * g) over the g unknowns."""
+        return float(wvec @ lu.solve(wvec)) * var * inflate
+
+    return g.reshape(h, w), gnum, posterior_var, jk
+
+
+# -- the verifier ----------------------------------------------------------------------------------
+
+def _verdict(depth: float, err: float, p: VerifyParams) -> tuple[str, str]:
+    if not (np.isfinite(depth) and np.isfinite(err)):
+        return UNVERIFIED, "could not be measured"
+    dd = f"{100 * depth:.1f} ± {100 * err:.1f} %"
+    if depth >= p.dust_sigmas * err and depth >= p.min_depth:
+        return DUST, f"static shadow in sensor coordinates, {dd} darker in every frame"
+    if depth < -p.dust_sigmas * err:
+        return NOT_DUST, f"brighter than the target there ({dd}); dust only darkens"
+    if err > p.max_sigma:
+        return UNVERIFIED, f"the motion cannot resolve it ({dd}): too wide for the drift, or too little signal"
+    if depth <= max(p.clear_sigmas * err, p.min_depth):
+        return NOT_DUST, f"no static shadow ({dd}): its darkening moves with the target"
+    return UNVERIFIED, f"weak evidence of a shadow ({dd})"
+
+
+def _checks_for(mask: np.ndarray) -> tuple[list[SpeckCheck], np.ndarray, np.ndarray]:
+    n, lab, stats, cents = _labels(mask)
+    anchors = _anchors(lab, stats, n)
+    checks = []
+    for k in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[k])
+        checks.append(SpeckCheck(label=k, anchor=anchors[k], area=area,
+                                 centroid=(float(cents[k][0]), float(cents[k][1])), bbox=(x, y, w, h)))
+    return checks, lab, stats
+
+
+def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyParams] = None,
+                progress: Optional[ProgressFn] = None) -> Verification:
+    """Verify every speck of ``mask`` (bool (H, W)) against ``sequence`` (an object with
+    ``n_frames``, ``height``, ``width``, ``frame(i)`` and optionally ``color``; None or a single
+    frame: every speck unverified). See the module docstring."""
+    p = params or VerifyParams()
+    m = np.ascontiguousarray(np.asarray(mask, dtype=bool))
+    if m.ndim != 2:
+        raise InputError(f"a mask must be 2-D, not shape {m.shape}")
+    H, W = m.shape
+    checks, lab, stats = _checks_for(m)
+    ver = Verification(shape=(H, W), checks=checks)
+    n_frames = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
+    if sequence is not None and (int(sequence.height), int(sequence.width)) != (H, W):
+        raise InputError(f"mask is {W}x{H} but the frames are {sequence.width}x{sequence.height}",
+                         getattr(sequence, "path", None))
+    if not checks:
+        report(progress, 1.0, "empty mask")
+        return ver
+    if n_frames < 3:
+        ver.note = ("a single image has no time axis: dust cannot be told from the target's own features, "
+                    "so no speck is verified and none is refused")
+        for c in checks:
+            c.verdict, c.reason = UNVERIFIED, "single image: no time axis to verify against"
+        report(progress, 1.0, "single image: nothing verified")
+        return ver
+
+    color = getattr(sequence, "color", None)
+    idx = _frame_indices(n_frames, p.max_frames)
+    K = len(idx)
+    ver.frames = K
+    # 1. frames: register and keep one generous crop per speck (bounded memory: crops only)
+    reg = _Registrar((H, W), m)
+    shifts = np.zeros((K, 2))
+    order = np.argsort(np.abs(idx - idx[K // 2]), kind="stable")  # the middle frame is the base
+    pad = p.max_ring + 2
+    boxes = []
+    for c in checks:
+        x, y, w, h = c.bbox
+        boxes.append((max(0, y - pad), min(H, y + h + pad), max(0, x - pad), min(W, x + w + pad)))
+    crops = [np.empty((K, y1 - y0, x1 - x0), np.float32) for (y0, y1, x0, x1) in boxes]
+    sat = None
+    for n_done, j in enumerate(order):
+        fr = np.asarray(sequence.frame(int(idx[j])))
+        if sat is None:
+            sat = float(np.iinfo(fr.dtype).max) if fr.dtype.kind in "ui" else np.inf
+        lum = _luminance(fr, color)
+        shifts[j] = reg.shift(lum)
+        for ci, (y0, y1, x0, x1) in enumerate(boxes):
+            crops[ci][j] = lum[y0:y1, x0:x1]
+        report(progress, 0.4 * (n_done + 1) / K, f"reading frame {n_done + 1}/{K}")
+    ver.shifts = shifts
+    ver.motion = _motion(shifts)
+    if ver.motion < p.min_motion:
+        ver.note = (f"the target moved only {ver.motion:.1f} px over {K} frames: a static shadow cannot be told "
+                    f"from the target's own features without motion, so no speck is verified and none is refused")
+        for c in checks:
+            c.verdict, c.reason = UNVERIFIED, f"no motion ({ver.motion:.1f} px): cannot verify"
+        report(progress, 1.0, "no motion: nothing verified")
+        return ver
+    ring = int(min(p.max_ring, max(4, math.ceil(ver.motion) + 3)))
+    shifts_c = shifts - shifts.mean(axis=0)
+    pairs = _pairs(shifts_c, ring - 1.0, MAX_PAIRS)
+    block_of = np.minimum((np.arange(K) * p.blocks) // K, p.blocks - 1)
+    # 2. every speck: the joint solve on its crop
+    for ci, c in enumerate(checks):
+        y0, y1, x0, x1 = boxes[ci]
+        x, y, w, h = c.bbox
+        cy0, cy1 = max(y0, y - ring), min(y1, y + h + ring)
+        cx0, cx1 = max(x0, x - ring), min(x1, x + w + ring)
+        crop = crops[ci][:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0].astype(np.float64) - p.pedestal
+        own = lab[cy0:cy1, cx0:cx1] == c.label
+        allm = m[cy0:cy1, cx0:cx1]
+        gmask = _grow(np.ascontiguousarray(allm), G_GROW)
+        hi = float(np.percentile(crop, 95))
+        if not hi > 0:
+            c.verdict, c.reason = UNVERIFIED, "no signal around it (sky?)"
+            continue
+        valid = (crop > 0.05 * hi) & (crop + p.pedestal < sat)
+        if valid[:, own].mean() < 0.5:
+            c.verdict, c.reason = UNVERIFIED, "too little signal under it (sky or saturated)"
+            continue
+        logs = np.log(np.where(valid, crop, 1.0))
+        wts = np.where(valid, np.clip(crop / hi, 0.0, 1.0), 0.0)
+        out = _solve_crop(logs, wts, gmask, shifts_c, pairs, block_of, p.blocks)
+        if out is None:
+            c.verdict, c.reason = UNVERIFIED, "could not be measured"
+            continue
+        g, gnum, posterior_var, jk = out
+        eg = np.exp(np.clip(g[own], -5, 1))
+        depth = float(1.0 - eg.mean())
+        wvec = np.zeros(int(gnum.max()) + 1)
+        sel = gnum.reshape(own.shape)[own]
+        wvec[sel] = eg / len(eg)
+        err = math.sqrt(max(posterior_var(wvec), 0.0))
+        if len(jk) >= 2:
+            d_jk = np.array([1.0 - np.exp(np.clip(gb[own], -5, 1)).mean() for gb in jk])
+            G = len(jk)
+            err_jk = math.sqrt((G - 1) / G * float(((d_jk - d_jk.mean()) ** 2).sum()))
+            err = max(err, err_jk)
+        c.depth, c.depth_err = depth, err
+        c.verdict, c.reason = _verdict(depth, err, p)
+        report(progress, 0.4 + 0.6 * (ci + 1) / len(checks), f"speck {ci + 1}/{len(checks)}")
+    report(progress, 1.0, "verified")
+    return ver
+
+
+# -- using the verdicts ----------------------------------------------------------------------------
+
+def effective_verdict(check: SpeckCheck, overrides: Optional[dict] = None) -> str:
+    """The verdict after the user's override (``overrides``: {anchor (x, y): verdict})."""
+    if overrides:
+        v = overrides.get(tuple(check.anchor))
+        if v in VERDICTS:
+            return v
+    return check.verdict
+
+
+def apply_verdicts(mask: np.ndarray, verification: Optional[Verification],
+                   overrides: Optional[dict] = None) -> tuple[np.ndarray, list[SpeckCheck]]:
+    """The mask the flat is built from: ``mask`` without the specks judged (or overridden to)
+    ``not dust``; and the refused checks. ``mask`` is not modified. Specks are matched to the
+    verification through their anchors, so the mask may have been edited since (an edited speck
+    keeps the verdict of any check whose anchor it still holds; dust wins a conflict)."""
+    m = np.asarray(mask, dtype=bool)
+    if verification is None or not verification.checks or not m.any():
+        return m.copy(), []
+    if tuple(verification.shape) != m.shape:
+        raise InputError(f"the verification is for {verification.shape[1]}x{verification.shape[0]} "
+                         f"but the mask is {m.shape[1]}x{m.shape[0]}")
+    n, lab, _stats, _c = _labels(m)
+    refuse = np.zeros(n, bool)
+    keep = np.zeros(n, bool)
+    refused = []
+    for c in verification.checks:
+        ax, ay = c.anchor
+        k = int(lab[ay, ax]) if (0 <= ay < m.shape[0] and 0 <= ax < m.shape[1]) else 0
+        if k == 0:
+            continue
+        if effective_verdict(c, overrides) == NOT_DUST:
+            refuse[k] = True
+            refused.append(c)
+        else:
+            keep[k] = True
+    refuse &= ~keep
+    refused = [c for c in refused if refuse[int(lab[c.anchor[1], c.anchor[0]])]]
+    if not refuse.any():
+        return m.copy(), []
+    return m & ~refuse[lab], refused
+
+
+def with_overrides(verification: Verification, overrides: Optional[dict]) -> Verification:
+    """A copy whose checks carry the effective verdicts (reason says when the user overrode it)."""
+    checks = []
+    for c in verification.checks:
+        v = effective_verdict(c, overrides)
+        checks.append(c if v == c.verdict else replace(c, verdict=v, reason=f"set by you (measured: {c.reason})"))
+    return replace(verification, checks=checks)
