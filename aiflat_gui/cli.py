@@ -195,6 +195,33 @@ def cmd_mask(args) -> int:
     return 0
 
 
+def _verify_options(args):
+    from .pipeline import VerifyOptions
+
+    return VerifyOptions(enabled=not getattr(args, "no_verify", False),
+                         keep_unverified=bool(getattr(args, "keep_unverified", False)))
+
+
+def _tell_verify(args, outcome) -> None:
+    """What the verify step refused and why on stderr (also with -q: it changes the result); its
+    summary with the other summaries."""
+    for line in outcome.refusals():
+        print(f"aiflat: verify: {line}", file=sys.stderr)
+    _say(args, f"verify     {outcome.summary()}")
+
+
+def _verified(args, seq):
+    """A mask filter for ``seq``: the verify step, reporting on stderr."""
+    from .pipeline import verify_step
+
+    def check(mask):
+        outcome = verify_step(mask, seq, _verify_options(args), progress=_progress(args, "verify"))
+        _tell_verify(args, outcome)
+        return outcome.mask
+
+    return check
+
+
 def cmd_flat(args) -> int:
     from .core.flat import synthesize_flat
     from .core.mask import load_mask
@@ -209,6 +236,7 @@ def cmd_flat(args) -> int:
         if args.method == "ai" and not args.clean:
             raise InputError("--method ai needs --clean CLEAN (the AI's dust-free image)")
         clean = read_image(args.clean) if args.clean else None
+        mask = _verified(args, seq)(mask)
         ref = _reference_for(args, seq)
         flat = synthesize_flat(ref, mask, method=args.method, sequence=seq, clean=clean, grow=args.grow,
                                feather=args.feather, pedestal=args.pedestal, color=seq.color,
@@ -233,7 +261,8 @@ def cmd_calibrate(args) -> int:
             flat = flat_from_mask_file(seq, args.mask, grow=args.grow, feather=args.feather,
                                        pedestal=args.pedestal, progress=_progress(args, "flat"),
                                        max_frames=args.max_frames, method=args.method,
-                                       warn=lambda w: print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr))
+                                       warn=lambda w: print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr),
+                                       mask_filter=_verified(args, seq))
         stats = calibrate_sequence(seq, flat, args.output, fmt=args.format, pedestal=args.pedestal,
                                    overwrite=not args.no_overwrite, progress=_progress(args, "calibrate"))
     _say(args, f"calibrated {stats.output}  ({plural(stats.frames, 'frame')}, {plural(stats.clipped, 'pixel')} clipped)")
@@ -259,7 +288,9 @@ def cmd_run(args) -> int:
                           mask_path=args.mask, fmt=args.format, method=args.method, grow=args.grow,
                           feather=args.feather, pedestal=args.pedestal, max_frames=args.max_frames,
                           byte_order=None if args.byte_order == "auto" else args.byte_order,
-                          progress=_progress(args, "run"), clean_path=args.clean)
+                          progress=_progress(args, "run"), clean_path=args.clean,
+                          verify=_verify_options(args))
+    _tell_verify(args, result["verify"])
     for name, p in result.items():
         if isinstance(p, (str, Path)):
             _say(args, f"{name:10s} {p}")
@@ -292,6 +323,16 @@ def cmd_batch(args) -> int:
 
 METHOD_HELP = ("flat method (default auto: multiframe when the video has at least 8 frames -- the sun's drift "
                "under the fixed dust measures the shadows best -- else local)")
+
+
+def _add_verify(p):
+    p.add_argument("--no-verify", action="store_true",
+                   help="use every speck of the mask as it is (default: check each speck against the video -- "
+                        "dust stays still on the sensor while the target moves -- and leave out of the flat what "
+                        "the video does not show to be dust)")
+    p.add_argument("--keep-unverified", action="store_true",
+                   help="keep specks the video cannot decide (e.g. much wider than the drift); still leave out "
+                        "those shown not to be dust")
 
 
 def _add_byte_order(p):
@@ -379,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grow", type=int, default=2, help="dilate the mask by PX (default %(default)s)")
     p.add_argument("--feather", type=int, default=0, help="soften the flat's edge over PX inside the mask")
     p.add_argument("--pedestal", type=float, default=0.0, help="camera offset in ADU")
+    _add_verify(p)
     _add_byte_order(p)
     _add_row_order(p)
     p.set_defaults(func=cmd_flat)
@@ -398,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int,
                    help="with --mask: reference from N evenly spaced frames (default 128; 0 = all frames)")
     p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing output")
+    _add_verify(p)
     _add_byte_order(p)
     _add_row_order(p)
     p.set_defaults(func=cmd_calibrate)
@@ -425,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feather", type=int, default=0)
     p.add_argument("--pedestal", type=float, default=0.0)
     p.add_argument("--max-frames", type=int, help="reference from N evenly spaced frames (default 128; 0 = all frames)")
+    _add_verify(p)
     _add_provider(p)
     _add_byte_order(p)
     p.set_defaults(func=cmd_run)

@@ -48,20 +48,96 @@ def prepare_output_folder(out: Path) -> None:
         raise InputError("output folder is not writable", out)
 
 
+# -- verify: check every speck of a mask against the video before a flat is built from it ---------
+
+@dataclass
+class VerifyOptions:
+    """The verify step's choices (``aiflat flat|run|calibrate --mask``, the GUI).
+
+    enabled: False skips the check (``--no-verify``): every speck of the mask is used.
+    keep_unverified: keep specks the video could not decide (``--keep-unverified``); by default a
+        video that moved keeps only the specks shown to be dust. With a single image or frames
+        that never moved nothing can be verified, and nothing is refused.
+    max_frames: frames the check reads, evenly spaced.
+    """
+
+    enabled: bool = True
+    keep_unverified: bool = False
+    max_frames: int = 48
+
+
+@dataclass
+class VerifyOutcome:
+    """``mask``: what the flat is built from (the user's mask minus the refused specks; the user's
+    mask itself is untouched); ``refused``: the checks of the specks left out; ``verification``:
+    every check (None when the step was skipped)."""
+
+    mask: np.ndarray
+    refused: list = field(default_factory=list)
+    verification: Any = None
+    skipped: bool = False
+
+    def summary(self) -> str:
+        """One line: what was checked and what came out."""
+        v = self.verification
+        if self.skipped or v is None:
+            return "verification skipped (--no-verify): every speck of the mask is used"
+        if not v.checks:
+            return "no specks to verify"
+        from .core.verify import DUST
+
+        n = len(v.checks)
+        if v.note:
+            return f"{n} specks unverified, none refused"
+        return (f"{n} specks checked on {v.frames} frames (target moved {v.motion:.1f} px): {v.count(DUST)} dust, "
+                f"{len(self.refused)} refused")
+
+    def refusals(self) -> list[str]:
+        """What the user must be told: why nothing could be verified, or each refused speck and why
+        (its flat stays exactly 1.0)."""
+        v = self.verification
+        if self.skipped or v is None or not v.checks:
+            return []
+        if v.note:
+            return [f"{len(v.checks)} specks unverified, none refused: {v.note}"]
+        return [f"refused ({c.verdict}; flat 1.0 there): {c.describe()}" for c in self.refused]
+
+
+def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = None,
+                overrides: Optional[dict] = None, progress: Optional[ProgressFn] = None) -> VerifyOutcome:
+    """Check every speck of ``mask`` against ``sequence`` (:func:`aiflat_gui.core.verify.verify_mask`)
+    and return the mask the flat should be built from. ``overrides``: the user's verdicts by speck
+    anchor (x, y)."""
+    from .core.verify import VerifyParams, apply_verdicts, verify_mask
+
+    opts = options or VerifyOptions()
+    m = np.asarray(mask, dtype=bool)
+    if not opts.enabled:
+        report(progress, 1.0, "verification skipped")
+        return VerifyOutcome(mask=m.copy(), skipped=True)
+    ver = verify_mask(m, sequence, VerifyParams(max_frames=opts.max_frames), progress=progress)
+    kept, refused = apply_verdicts(m, ver, overrides, keep_unverified=opts.keep_unverified)
+    return VerifyOutcome(mask=kept, refused=refused, verification=ver)
+
+
 def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: str = "local",
                  provider_options: Optional[dict] = None, mask_path: Optional[str | os.PathLike] = None,
                  fmt: Optional[str] = None, method: str = "auto", grow: int = 2, feather: int = 0,
                  pedestal: float = 0.0, max_frames: Optional[int] = None, byte_order: Optional[str] = None,
-                 progress: Optional[ProgressFn] = None, clean_path: Optional[str | os.PathLike] = None) -> dict[str, Any]:
-    """Reference -> mask (``mask_path``, else the provider) -> flat -> calibrated copy -> report.
+                 progress: Optional[ProgressFn] = None, clean_path: Optional[str | os.PathLike] = None,
+                 verify: Optional[VerifyOptions] = None) -> dict[str, Any]:
+    """Reference -> mask (``mask_path``, else the provider) -> verify -> flat -> calibrated copy -> report.
 
     ``method``: the flat method (``auto``: ``multiframe`` with enough frames, else ``local``; ``ai``
     takes ``clean_path`` or, with ``provider="gemini"``, asks Gemini for the clean image).
     ``max_frames``: frames for the reference (None: 128 evenly spaced; 0: all).
 
+    ``verify``: the verify step's options (default: check every speck, refuse what the video does
+    not show to be dust; ``mask.png`` is the mask as found, the flat leaves the refused specks out).
+
     Returns a dict with the written paths (``reference``, ``mask``, ``flat``, ``calibrated``,
     ``report``) and figures (``frames``, ``clipped``, ``dust_pixels``, ``specks``, ``seconds``,
-    ``provider_report``). Each file is written atomically; a cancel leaves no partial file.
+    ``provider_report``, ``verify``: the :class:`VerifyOutcome`). Each file is written atomically; a cancel leaves no partial file.
     """
     from .core.calibrate import calibrate_array, calibrate_sequence
     from .core.flat import synthesize_flat
@@ -121,15 +197,19 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
         if method == "ai" and clean is None:
             raise ProcessingError(f"provider '{provider}' returned no dust-free image for the ai flat method", path)
         result["mask"] = save_mask(out / "mask.png", mask)
-        # 3. flat
+        # 3. verify: the flat is built only from the specks the video does not refuse
+        checked = verify_step(mask, seq, verify, progress=sub_progress(progress, 0.45, 0.5))
+        result["verify"] = checked
+        mask = checked.mask
+        # 4. flat
         flat = synthesize_flat(ref, mask, method=method, sequence=seq, clean=clean, grow=grow, feather=feather,
-                               pedestal=pedestal, color=seq.color, progress=sub_progress(progress, 0.45, 0.55))
+                               pedestal=pedestal, color=seq.color, progress=sub_progress(progress, 0.5, 0.55))
         result["flat"] = write_image(out / "flat.fits", flat, header=flat_header(pedestal))
-        # 4. calibrated copy
+        # 5. calibrated copy
         stats = calibrate_sequence(seq, flat, out / cal_name, fmt=fmt, pedestal=pedestal,
                                    progress=sub_progress(progress, 0.55, 0.97))
         result["calibrated"] = stats.output
-        # 5. report
+        # 6. report
         cal_ref = calibrate_array(ref, flat, pedestal=pedestal, limits=None)
         specks = components(mask, ref)
         used = resolve_method(method, seq)

@@ -111,11 +111,13 @@ def load_flat(path: str | os.PathLike, seq) -> np.ndarray:
 def flat_from_mask_file(seq, mask_path: str | os.PathLike, grow: int = 2, feather: int = 0,
                         pedestal: float = 0.0, progress: Optional[ProgressFn] = None,
                         max_frames: Optional[int] = None, method: str = "auto",
-                        warn: Optional[Callable[[str], None]] = None) -> np.ndarray:
+                        warn: Optional[Callable[[str], None]] = None,
+                        mask_filter: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
     """Median reference of ``seq`` + the mask file + a flat method (``auto``: ``multiframe`` when the
     sequence has enough frames, else ``local``) -> a flat for ``seq``. ``max_frames``: frames for the
     reference (None: :data:`~aiflat_gui.core.reference.DEFAULT_MAX_FRAMES`; 0: all). ``warn`` gets
-    each warning about the mask (e.g. that it was resampled to the frame size)."""
+    each warning about the mask (e.g. that it was resampled to the frame size). ``mask_filter``
+    (the verify step) maps the loaded mask to the one the flat is built from."""
     from .flat import synthesize_flat
     from .mask import load_mask
     from .reference import compute_reference, resolve_max_frames
@@ -124,6 +126,8 @@ def flat_from_mask_file(seq, mask_path: str | os.PathLike, grow: int = 2, feathe
     for w in warnings:
         if warn is not None:
             warn(w)
+    if mask_filter is not None:
+        mask = mask_filter(mask)
     ref = compute_reference(seq, "median", max_frames=resolve_max_frames(max_frames),
                             progress=sub_progress(progress, 0.0, 0.6))
     flat = synthesize_flat(ref, mask, method=method, sequence=seq, grow=grow, feather=feather, pedestal=pedestal,

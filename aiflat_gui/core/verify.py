@@ -31,8 +31,11 @@ Verdicts (:class:`VerifyParams` holds the thresholds):
                 a speck the motion cannot resolve, no signal (sky), too few frames.
 
 A speck judged ``not dust`` is left out of the mask the flat is built from (:func:`apply_verdicts`),
-so its pixels keep a flat of exactly 1.0, unless the user overrides the verdict. The user's mask
-itself is never changed.
+so its pixels keep a flat of exactly 1.0, unless the user overrides the verdict; so is an
+``unverified`` one when the video could verify (it moved), unless the caller keeps unverified
+specks: the flat then only corrects what the video shows to be dust. With a single image or
+frames that never moved nothing can be verified and nothing is refused. The user's mask itself is
+never changed.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from ..errors import InputError
 from ..progress import ProgressFn, report
 
 __all__ = ["VerifyParams", "SpeckCheck", "Verification", "verify_mask", "apply_verdicts", "effective_verdict",
-           "DUST", "NOT_DUST", "UNVERIFIED", "VERDICTS"]
+           "refuses", "with_overrides", "DUST", "NOT_DUST", "UNVERIFIED", "VERDICTS"]
 
 DUST = "dust"
 NOT_DUST = "not dust"
@@ -534,12 +537,23 @@ def effective_verdict(check: SpeckCheck, overrides: Optional[dict] = None) -> st
     return check.verdict
 
 
-def apply_verdicts(mask: np.ndarray, verification: Optional[Verification],
-                   overrides: Optional[dict] = None) -> tuple[np.ndarray, list[SpeckCheck]]:
-    """The mask the flat is built from: ``mask`` without the specks judged (or overridden to)
-    ``not dust``; and the refused checks. ``mask`` is not modified. Specks are matched to the
-    verification through their anchors, so the mask may have been edited since (an edited speck
-    keeps the verdict of any check whose anchor it still holds; dust wins a conflict)."""
+def refuses(check: SpeckCheck, verification: Verification, overrides: Optional[dict] = None,
+            keep_unverified: bool = False) -> bool:
+    """Whether the flat leaves this speck out: judged (or overridden to) not dust; or unverified
+    in a video that could verify (it moved), unless ``keep_unverified``. A user's "dust" override
+    always keeps it; with nothing verifiable (single image, no motion) nothing is refused."""
+    v = effective_verdict(check, overrides)
+    if v == NOT_DUST:
+        return True
+    return v == UNVERIFIED and not keep_unverified and not verification.note
+
+
+def apply_verdicts(mask: np.ndarray, verification: Optional[Verification], overrides: Optional[dict] = None,
+                   keep_unverified: bool = False) -> tuple[np.ndarray, list[SpeckCheck]]:
+    """The mask the flat is built from: ``mask`` without the specks :func:`refuses` leaves out;
+    and the refused checks. ``mask`` is not modified. Specks are matched to the verification
+    through their anchors, so the mask may have been edited since (a speck holding several
+    anchors is refused only when all of them are; a speck holding none is kept)."""
     m = np.asarray(mask, dtype=bool)
     if verification is None or not verification.checks or not m.any():
         return m.copy(), []
@@ -549,19 +563,19 @@ def apply_verdicts(mask: np.ndarray, verification: Optional[Verification],
     n, lab, _stats, _c = _labels(m)
     refuse = np.zeros(n, bool)
     keep = np.zeros(n, bool)
-    refused = []
+    hits = []
     for c in verification.checks:
         ax, ay = c.anchor
         k = int(lab[ay, ax]) if (0 <= ay < m.shape[0] and 0 <= ax < m.shape[1]) else 0
         if k == 0:
             continue
-        if effective_verdict(c, overrides) == NOT_DUST:
+        if refuses(c, verification, overrides, keep_unverified):
             refuse[k] = True
-            refused.append(c)
+            hits.append((k, c))
         else:
             keep[k] = True
     refuse &= ~keep
-    refused = [c for c in refused if refuse[int(lab[c.anchor[1], c.anchor[0]])]]
+    refused = [c for k, c in hits if refuse[k]]
     if not refuse.any():
         return m.copy(), []
     return m & ~refuse[lab], refused
