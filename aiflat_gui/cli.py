@@ -313,9 +313,24 @@ def cmd_batch(args) -> int:
     from .pipeline import batch_calibrate
 
     _warn_pedestal(args)
-    summary = batch_calibrate(args.inputs, args.flat, args.output, fmt=args.format, jobs=args.jobs,
-                              pedestal=args.pedestal, progress=_progress(args, "batch"))
+    inputs = list(args.inputs) + [f"@{m}" for m in args.manifest or []]
+    if args.cluster:
+        from .cluster import cluster_batch
+
+        def said(item) -> None:  # per-file errors as they happen, on a line of their own
+            if item.status == "failed":
+                note = item.note if Path(item.input).name in item.note else f"{item.input}: {item.note}"
+                print(f"{chr(10) if sys.stderr.isatty() else ''}aiflat: error: {note}", file=sys.stderr)
+
+        summary = cluster_batch(inputs, args.flat, args.output, args.cluster, fmt=args.format, pedestal=args.pedestal,
+                                resume=args.resume, progress=_progress(args, "batch"), on_item=said)
+    else:
+        summary = batch_calibrate(inputs, args.flat, args.output, fmt=args.format, jobs=args.jobs,
+                                  pedestal=args.pedestal, progress=_progress(args, "batch"), resume=args.resume)
     print(summary.text())
+    if args.cluster or args.report:
+        js, cs = summary.write_report(args.report or Path(args.output) / "batch_report")
+        _say(args, f"report     {js}\n           {cs}")
     return 0 if summary.ok else 1
 
 
@@ -480,6 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=OUTPUT_FORMATS)
     p.add_argument("--pedestal", type=float, default=0.0)
     p.add_argument("--jobs", type=int, default=0, help="parallel jobs (0: one per core)")
+    p.add_argument("--manifest", action="append", metavar="FILE",
+                   help="a file listing inputs, one path or glob pattern a line (also @FILE among the inputs)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on a Dask cluster: a scheduler address (tcp://HOST:8786), its scheduler file (.json), "
+                        "or local:N for N worker processes here (needs pip install 'aiflat-gui[cluster]')")
+    p.add_argument("--resume", action="store_true",
+                   help="keep outputs that are already complete (checked against the input's frames and size)")
+    p.add_argument("--report", metavar="STEM",
+                   help="write the run report to STEM.json and STEM.csv (default with --cluster: "
+                        "OUTPUT/batch_report)")
     p.set_defaults(func=cmd_batch)
     for subparser in sub.choices.values():  # `aiflat run -q ...` works as well as `aiflat -q run ...`
         subparser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,

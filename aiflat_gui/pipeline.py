@@ -8,6 +8,8 @@ flat (dust does not move between the videos of a night), in parallel worker proc
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import glob
 import multiprocessing as mp
 import os
 import time
@@ -229,11 +231,20 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
 class BatchItem:
     input: Path
     output: Optional[Path] = None
-    status: str = "pending"  # ok | skipped | failed | cancelled
+    status: str = "pending"  # ok | kept (complete output found by resume) | skipped | failed | cancelled
     note: str = ""
     frames: int = 0
     clipped: int = 0
     seconds: float = 0.0
+    bytes: int = 0  # size of the input (what was read)
+    worker: str = ""  # who calibrated it (a Dask worker's address; empty in a local batch)
+    retries: int = 0  # attempts after the first (a cluster worker died while on this file)
+
+    def record(self) -> dict[str, Any]:
+        """The run-report row: file, frames, seconds, bytes, status, worker, retries, output, note."""
+        return {"file": str(self.input), "frames": self.frames, "seconds": round(self.seconds, 3),
+                "bytes": self.bytes, "status": self.status, "worker": self.worker, "retries": self.retries,
+                "output": str(self.output) if self.output else "", "note": self.note}
 
 
 @dataclass
@@ -243,8 +254,8 @@ class BatchSummary:
 
     @property
     def ok(self) -> bool:
-        """True when no file failed (skipped files are not failures)."""
-        return all(it.status in ("ok", "skipped") for it in self.items)
+        """True when no file failed (skipped files and outputs kept by resume are not failures)."""
+        return all(it.status in ("ok", "kept", "skipped") for it in self.items)
 
     def count(self, status: str) -> int:
         return sum(1 for it in self.items if it.status == status)
@@ -258,25 +269,85 @@ class BatchSummary:
             else:
                 lines.append(f"  {it.status:8s} {it.input}: {it.note}")
         frames = sum(it.frames for it in self.items if it.status == "ok")
-        lines.append(f"batch: {self.count('ok')} calibrated, {self.count('skipped')} skipped, "
+        kept = f"{self.count('kept')} already complete, " if self.count("kept") else ""
+        lines.append(f"batch: {self.count('ok')} calibrated, {kept}{self.count('skipped')} skipped, "
                      f"{self.count('failed')} failed; {plural(frames, 'frame')} in {self.seconds:.1f} s")
         return "\n".join(lines)
+
+    def write_report(self, stem: str | os.PathLike) -> tuple[Path, Path]:
+        """``stem``.json and ``stem``.csv: one row per input (:meth:`BatchItem.record`), written
+        atomically. Returns both paths."""
+        import csv
+        import io as _io
+        import json
+
+        from .io.base import atomic_write_bytes
+
+        rows = [it.record() for it in self.items]
+        base = Path(stem)
+        js, cs = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
+        doc = {"files": len(rows), "seconds": round(self.seconds, 3),
+               "status": {s: self.count(s) for s in sorted({r["status"] for r in rows})}, "items": rows}
+        atomic_write_bytes(js, (json.dumps(doc, indent=1) + "\n").encode())
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(BatchItem(Path()).record()), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(cs, buf.getvalue().encode())
+        return js, cs
+
+
+_GLOB_CHARS = set("*?[")
+
+
+def _manifest(path: Path) -> list[str]:
+    """Paths listed one a line in a manifest file (blank lines and lines starting with # ignored;
+    relative paths are relative to the manifest's folder)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the manifest: {getattr(exc, 'strerror', None) or exc}", path) from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            q = Path(line).expanduser()
+            out.append(str(q if q.is_absolute() else path.parent / q))
+    return out
+
+
+def _expand_one(p: Path) -> list[Path]:
+    if p.is_dir():
+        vids = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTS
+                      and not f.name.startswith("."))
+        return vids if vids else [p]
+    return [p]
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Files as given; a folder holding .ser/.avi videos expands to them (sorted), any other folder
-    (FITS/TIFF/PNG frames) is one sequence."""
+    (FITS/TIFF/PNG frames) is one sequence. A glob pattern (``*``, ``?``, ``[``, ``**`` across
+    folders) expands to what it matches; ``@FILE`` is a manifest (one path or pattern a line)."""
     out: list[Path] = []
+    items: list[str] = []
     for item in inputs:
+        s = os.fspath(item)
+        if isinstance(item, str) and s.startswith("@") and not Path(s).exists():
+            items.extend(_manifest(Path(s[1:])))
+        else:
+            items.append(s)
+    for item in items:
         p = Path(item)
+        if not p.exists() and _GLOB_CHARS & set(item):
+            matches = sorted(glob.glob(item, recursive=True))  # hidden files (temp outputs) never match
+            if not matches:
+                raise InputError("no file matches this pattern", p)
+            for m in matches:
+                out.extend(_expand_one(Path(m)))
+            continue
         if not p.exists():
             raise InputError("no such file or folder", p)
-        if p.is_dir():
-            vids = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTS
-                          and not f.name.startswith("."))
-            out.extend(vids if vids else [p])
-        else:
-            out.append(p)
+        out.extend(_expand_one(p))
     seen: set = set()
     unique = []
     for p in out:
@@ -300,8 +371,35 @@ def _stems(files: list[Path]) -> list[str]:
     return stems
 
 
-def _calibrate_one(src: Path, flat_path: Path, out_dir: Path, stem: str, fmt: Optional[str],
-                   pedestal: float, progress: Optional[ProgressFn]) -> BatchItem:
+def output_complete(path: Path, seq) -> bool:
+    """True when ``path`` (a final name, never a temporary one) holds a complete calibrated copy of
+    ``seq``: it opens without warnings with the same number of frames, frame shape and sample type,
+    and a SER output has exactly the size its header implies (with or without the timestamp trailer)."""
+    from .io import open_sequence
+
+    if not path.exists() or path.name.endswith(".partial"):
+        return False
+    try:
+        with open_sequence(path) as out:
+            if out.warnings or out.n_frames != seq.n_frames or out.frame_shape != seq.frame_shape:
+                return False
+            if np.dtype(out.dtype) != np.dtype(seq.dtype):
+                return False
+            if out.format == "ser":
+                data = 178 + int(out.n_frames) * int(out.frame_nbytes)
+                if path.stat().st_size not in (data, data + 8 * int(out.n_frames)):
+                    return False
+    except (AiflatError, OSError, ValueError):
+        return False
+    return True
+
+
+def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str, fmt: Optional[str],
+                   pedestal: float, progress: Optional[ProgressFn], resume: bool = False,
+                   flat_name: Optional[str | os.PathLike] = None) -> BatchItem:
+    """Calibrate one input into ``out_dir``. ``flat``: the flat's file, or its pixels already read
+    (``flat_name`` then names it in messages). ``resume``: keep an output that is already complete
+    (:func:`output_complete`) and report it as ``kept``."""
     from .core.calibrate import calibrate_sequence, fit_flat
     from .io import open_sequence
     from .io.single import read_image
@@ -309,16 +407,26 @@ def _calibrate_one(src: Path, flat_path: Path, out_dir: Path, stem: str, fmt: Op
     item = BatchItem(input=src)
     t0 = time.perf_counter()
     try:
-        flat_raw = read_image(flat_path)
+        with contextlib.suppress(OSError):
+            item.bytes = src.stat().st_size if src.is_file() else sum(
+                f.stat().st_size for f in src.iterdir() if f.is_file())
+        if isinstance(flat, np.ndarray):
+            flat_raw, flat_name = flat, flat_name
+        else:
+            flat_raw, flat_name = read_image(flat), flat
         with open_sequence(src) as seq:
             if flat_raw.shape[:2] != (seq.height, seq.width):
                 item.status = "skipped"
                 item.note = (f"frames are {seq.width}x{seq.height} but the flat is "
                              f"{flat_raw.shape[1]}x{flat_raw.shape[0]}")
                 return item
-            flat = fit_flat(flat_raw, seq, flat_path)
             f, name = _calibrated_name(seq, fmt, stem)
-            stats = calibrate_sequence(seq, flat, out_dir / name, fmt=f, pedestal=pedestal, progress=progress)
+            if resume and output_complete(out_dir / name, seq):
+                item.output, item.frames, item.status = out_dir / name, seq.n_frames, "kept"
+                item.note = "output already complete (--resume)"
+                return item
+            flat_fit = fit_flat(flat_raw, seq, flat_name)
+            stats = calibrate_sequence(seq, flat_fit, out_dir / name, fmt=f, pedestal=pedestal, progress=progress)
         item.output, item.frames, item.clipped, item.status = stats.output, stats.frames, stats.clipped, "ok"
     except Cancelled:
         item.status, item.note = "cancelled", "cancelled; no output written"
@@ -344,7 +452,7 @@ def _init_worker(cancel, fractions) -> None:
 
 
 def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt: Optional[str],
-            pedestal: float) -> BatchItem:
+            pedestal: float, resume: bool = False) -> BatchItem:
     def prog(fraction: float, message: str = "") -> None:
         if _CANCEL is not None and _CANCEL.is_set():
             raise Cancelled()
@@ -352,30 +460,40 @@ def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt
             _FRACTIONS[slot] = fraction
 
     try:
-        return _calibrate_one(src, flat_path, out_dir, stem, fmt, pedestal, prog)
+        return _calibrate_one(src, flat_path, out_dir, stem, fmt, pedestal, prog, resume=resume)
     except (Cancelled, KeyboardInterrupt):
         return BatchItem(input=src, status="cancelled", note="cancelled; no output written")
 
 
+def prepare_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike
+                  ) -> tuple[list[Path], list[str], Path, np.ndarray, Path]:
+    """What every batch checks before the first file: the inputs expanded (:func:`expand_inputs`),
+    the flat read and valid (a bad flat is the user's error for the whole batch), the output
+    folder usable. Returns (files, output stems, flat path, flat pixels, output folder)."""
+    from .core.calibrate import validate_flat
+    from .io.single import read_image
+
+    files = expand_inputs(inputs)
+    flat_p = Path(flat_path)
+    flat = read_image(flat_p)
+    validate_flat(flat, flat_p)
+    out = Path(out_dir)
+    prepare_output_folder(out)
+    return files, _stems(files), flat_p, flat, out
+
+
 def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,
                     fmt: Optional[str] = None, jobs: int = 0, pedestal: float = 0.0,
-                    progress: Optional[ProgressFn] = None) -> BatchSummary:
+                    progress: Optional[ProgressFn] = None, resume: bool = False) -> BatchSummary:
     """Calibrate every input with one flat into ``out_dir`` as ``<name>_calibrated.<ext>``.
 
     ``jobs``: worker processes (0: one per CPU core; 1: in this process). Files whose frame size
     differs from the flat are skipped with a note; a file that fails is reported and the others go
     on. ``progress`` may raise Cancelled: workers stop at their next frame chunk and leave no output.
+    ``resume``: outputs already complete are kept (status ``kept``), not recomputed.
     """
-    from .core.calibrate import validate_flat
-    from .io.single import read_image
-
     t0 = time.perf_counter()
-    files = expand_inputs(inputs)
-    flat_p = Path(flat_path)
-    validate_flat(read_image(flat_p), flat_p)  # a bad flat is the user's error for the whole batch
-    out = Path(out_dir)
-    prepare_output_folder(out)
-    stems = _stems(files)
+    files, stems, flat_p, _flat, out = prepare_batch(inputs, flat_path, out_dir)
     n = len(files)
     jobs = int(jobs) if jobs and jobs > 0 else (os.cpu_count() or 1)
     jobs = max(1, min(jobs, n))
@@ -383,7 +501,8 @@ def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.Pat
     report(progress, 0.0, f"{n} files, {jobs} jobs")
     if jobs == 1:
         for k, (src, stem) in enumerate(zip(files, stems)):
-            item = _calibrate_one(src, flat_p, out, stem, fmt, pedestal, sub_progress(progress, k / n, (k + 1) / n))
+            item = _calibrate_one(src, flat_p, out, stem, fmt, pedestal, sub_progress(progress, k / n, (k + 1) / n),
+                                  resume=resume)
             summary.items.append(item)
         summary.seconds = time.perf_counter() - t0
         report(progress, 1.0, "batch done")
@@ -395,7 +514,7 @@ def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.Pat
     results: dict[int, BatchItem] = {}
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                 initargs=(cancel, fractions)) as pool:
-        futures = {pool.submit(_worker, k, src, flat_p, out, stem, fmt, pedestal): k
+        futures = {pool.submit(_worker, k, src, flat_p, out, stem, fmt, pedestal, resume): k
                    for k, (src, stem) in enumerate(zip(files, stems))}
         pending = set(futures)
         try:
