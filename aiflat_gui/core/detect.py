@@ -88,6 +88,30 @@ PENUMBRA_FRACTION = 0.8
 #: Pixels within this many px of where any frame was off the disc are not judged: the limb's
 #: steep limb-darkened rim and its seeing wobble (the drift is covered by taking every frame).
 LIMB_MARGIN = 12.0
+#: A connected region darker than SKY_FRACTION of the disc, not reaching the frame's edge and at
+#: most this many px, is a dust clump to judge, not sky or an umbra to skip.
+OFF_SPECK_AREA = 2500
+#: ... unless a penumbra surrounds it: see _sky_and_umbrae.
+PENUMBRA_RING = 0.88
+#: Single image: radius (px) of the grey-level closing that fills specks (see closing_dip), and of
+#: the one that fills opaque clumps, counted where it finds a dip deeper than DEEP_DIP (log units).
+CLOSE_RADIUS = 8
+#: Single image: a speck grows only into pixels darkened by at least this fraction of its peak.
+HUG_FRACTION = 0.3
+#: ... or darkened by at least this much (log units): the soft edge of an opaque clump is dust too.
+HUG_DEPTH = 0.05
+#: Single image: the closing residue's MAD noise is scaled by this (see compute_scores).
+SINGLE_NOISE_FACTOR = 1.4
+CLOSE_RADIUS_DEEP = 24
+DEEP_DIP = 0.3
+#: ... and where it finds a compact region (axis ratio <= WIDE_ELONGATION, <= OFF_SPECK_AREA px)
+#: darker than WIDE_DIP (and 4 noise sigmas).
+WIDE_DIP = 0.03
+#: (a wide candidate must reach WIDE_PEAK somewhere and cover at most WIDE_AREA px: shallower or
+#: larger smooth dark patches cannot be told from solar mottling in a single image)
+WIDE_PEAK = 0.08
+WIDE_AREA = 1200
+WIDE_ELONGATION = 2.0
 
 
 def luminance(image: np.ndarray, color: Optional[str] = None) -> np.ndarray:
@@ -128,6 +152,101 @@ def _sunspots(y: np.ndarray, off: np.ndarray, sigma: float) -> np.ndarray:
     keep[np.unique(labels[umbra])] = True
     keep[0] = False
     return keep[labels]
+
+
+def _large_only(off: np.ndarray) -> np.ndarray:
+    """``off`` (darker than ``SKY_FRACTION`` of the disc) without its small parts away from the
+    frame's edge: the sky beyond the limb reaches the edge and an umbra is large, but the core of
+    an opaque dust clump (3-45 % of its surroundings) is as dark and must be judged, not skipped."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(off.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return off
+    h, w = off.shape
+    x0, y0, bw, bh, area = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3], stats[:, 4]
+    edge = (x0 == 0) | (y0 == 0) | (x0 + bw == w) | (y0 + bh == h)
+    keep = edge | (area > OFF_SPECK_AREA)
+    keep[0] = False
+    return keep[labels]
+
+
+def _sky_and_umbrae(y: np.ndarray, off: np.ndarray, bg_sigma: float) -> np.ndarray:
+    """The parts of ``off`` (darker than ``SKY_FRACTION`` of the disc) that are not judged: the
+    sky and large umbrae (:func:`_large_only`), and small dark cores with a penumbra, i.e. a ring
+    5-10 px outside the core (the part below half the background) whose median level is below
+    ``PENUMBRA_RING`` of the background. An opaque dust clump's soft edge is back to the
+    background there (0.92-1.0 on the real frame); a penumbra is not (0.74-0.84 on the demos)."""
+    big = _large_only(off)
+    small = off & ~big
+    if not small.any():
+        return big
+    bg = background(y, 2.0 * bg_sigma, (~big).astype(np.float32))
+    rel = _blur(y, 1.5) / np.maximum(bg, 1e-6)
+    core = (rel < 0.5) | small
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(core.view(np.uint8), connectivity=8)
+    has = np.zeros(n, bool)
+    has[np.unique(labels[small])] = True
+    has[0] = False
+    h, w = y.shape
+    k_in = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))
+    k_out = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (21, 21))
+    umbra = np.zeros(n, bool)
+    for i in np.flatnonzero(has):
+        x0, y0, bw, bh = stats[i, :4]
+        xa, ya, xb, yb = max(0, x0 - 11), max(0, y0 - 11), min(w, x0 + bw + 11), min(h, y0 + bh + 11)
+        c = (labels[ya:yb, xa:xb] == i).view(np.uint8)
+        ring = (cv2.dilate(c, k_out) > 0) & ~(cv2.dilate(c, k_in) > 0)
+        if ring.any() and float(np.median(rel[ya:yb, xa:xb][ring])) < PENUMBRA_RING:
+            umbra[i] = True
+    return big | (umbra[labels] & off)
+
+
+def closing_dip(y: np.ndarray, floor: float) -> np.ndarray:
+    """Single-image darkening (log units, >= 0): how far each pixel lies below a smooth fill of its
+    surroundings, the grey-level closing of the (floored, lightly smoothed) log image with a disc
+    of radius ``CLOSE_RADIUS`` px. A dip narrower than the disc is filled (a speck, a clump, a
+    fibre); a step (the dark side of a plage edge) or a dark region wider than the disc (an umbra, a
+    filament, the sky) is followed, so it does not count as a dip. Where the fill with a disc of
+    ``CLOSE_RADIUS_DEEP`` px goes more than ``DEEP_DIP`` deeper (an opaque clump wider than the small
+    disc), that deeper value counts."""
+    h, w = y.shape
+    lg = _blur(np.log(np.maximum(y, max(floor, 1e-6))).astype(np.float32), PRESMOOTH)
+    dip = _fill(lg, CLOSE_RADIUS) - lg
+    big = _fill(lg, CLOSE_RADIUS_DEEP, 2) - lg
+    deep = big > DEEP_DIP
+    # a wider shadow (a big disc or donut) is not filled by the small disc: the wide fill's
+    # dips count where they form a compact, roundish, clearly dark region (a lane along a plage edge or a
+    # filament is elongated; an umbra is wider than the wide disc and is followed by it)
+    # (what the small fill already explains is taken out, so a speck does not lift a faint patch
+    # beside it; candidates touching the frame's edge have no surroundings there and are left out)
+    sb = _blur(big - dip, 2.0)
+    cand = sb > max(WIDE_DIP, 4.0 * _robust_sigma(sb, np.ones(sb.shape, bool)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=8)
+    if n > 1:
+        ok = np.zeros(n, bool)
+        area = stats[:, cv2.CC_STAT_AREA]
+        x0s, y0s, bws, bhs = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+        inner = (x0s > 0) & (y0s > 0) & (x0s + bws < w) & (y0s + bhs < h)
+        for i in np.flatnonzero((area >= 20) & (area <= WIDE_AREA) & inner):
+            x, y0, bw, bh = stats[i, :4]
+            sub = labels[y0:y0 + bh, x:x + bw] == i
+            if sb[y0:y0 + bh, x:x + bw][sub].max() < WIDE_PEAK:
+                continue
+            yy, xx = np.nonzero(sub)
+            c = np.cov(np.vstack([xx, yy]).astype(np.float64)) if xx.size > 2 else np.eye(2)
+            ev = np.linalg.eigvalsh(c)
+            ok[i] = ev[1] <= WIDE_ELONGATION ** 2 * max(ev[0], 1e-6)
+        deep |= ok[labels]
+    dip[deep] = np.maximum(dip[deep], big[deep])
+    return dip
+
+
+def _fill(lg: np.ndarray, r: int, f: int = 1) -> np.ndarray:
+    """Grey-level closing with a disc of radius ``r`` (at 1/``f`` resolution), smoothed at r/3 and
+    never below ``lg``."""
+    k = max(1, int(round(r / f)))
+    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+    c = _up(cv2.morphologyEx(_down(lg, f), cv2.MORPH_CLOSE, se, borderType=cv2.BORDER_REPLICATE), lg.shape)
+    return np.maximum(_blur(c, r / 3.0), lg)
 
 
 def _judged(off: np.ndarray, margin: float) -> np.ndarray:
@@ -383,7 +502,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     # too, which does no harm: they are never judged)
     level = float(np.percentile(_box(yref)[:: 4, :: 4], 90))
     floor = SKY_FRACTION * max(level, 1e-6)
-    off = _box(yref) < floor
+    off = _sky_and_umbrae(yref, _box(yref) < floor, bg_sigma)
     off |= _sunspots(yref, off, 2.0 * bg_sigma)
     valid = _judged(off, limb_margin)
 
@@ -447,6 +566,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # not judged: within limb_margin of where any frame was off the disc (the limb in every
         # position it took, plus its steep limb-darkened rim and seeing), and the outermost
         # pixels, which lack interpolation support in the sun frame
+        off = _sky_and_umbrae(yref, off, bg_sigma)
         valid = _judged(off, limb_margin)
         b = EDGE
         valid[:b] = False
@@ -471,14 +591,15 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     on = (~off).astype(np.float32)
     dref = darkening(np.maximum(yref, floor), bg_sigma, on)
     if not stack_n:
-        med = _blur(dref, PRESMOOTH)
-    valid &= dref < max_depth
+        med = closing_dip(yref, floor)
+    else:
+        valid &= dref < max_depth
     # pixels not judged (sky, limb rim, frame border) neither drag the baseline of their
     # neighbours nor get a value of their own
     wv = valid.astype(np.float32)
     med = _remove_limb_profile(med, off, valid, limb_margin + 3 * bg_sigma)
     med[~valid] = float(np.median(med[valid])) if valid.any() else 0.0
-    dip = med - _lower_envelope(med, bg_sigma, wv)
+    dip = med - _lower_envelope(med, bg_sigma, wv) if stack_n else med.copy()
     if noise is not None:
         # per-pixel temporal scatter of the residuals: edges that wobble with seeing count less
         nz = noise / max(float(np.median(noise[valid])) if valid.any() else 1.0, 1e-6)
@@ -511,6 +632,19 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         score[rim] = np.minimum(score[rim], 0.0)
     extent = extent.astype(np.float32)
     extent[~valid] = 0.0
+    if not stack_n:
+        # outlines hug the dust: a speck grows only where it darkens by at least HUG_FRACTION of
+        # the deepest darkening near it, or by HUG_DEPTH (its faint halo and the shallow fill
+        # around it stay out; the soft edge of a deep clump stays in)
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * GROW_REACH + 1, 2 * GROW_REACH + 1))
+        peak = cv2.dilate(_blur(med, 1.0), k)
+        low = med < np.minimum(HUG_FRACTION * peak, HUG_DEPTH)
+        extent[low] = 0.0
+        score[low] = np.minimum(score[low], extent[low])
+        # the closing residue is one-sided (>= 0), so its MAD understates the spread of texture
+        # (granulation, compression blocks) it holds: z-scores count for less than in a sequence
+        score /= SINGLE_NOISE_FACTOR
+        extent /= SINGLE_NOISE_FACTOR
     sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid,
                   frames_used=frames_used, darkening=med, shifts=shifts)
     sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
