@@ -82,6 +82,7 @@ class SimSpec:
     height: int = 480
     frames: int = 32
     seed: int = TUNING_SEEDS[0]
+    dust_seed: Optional[int] = None  # the dust layout's own seed (None: from ``seed``)
     background: str = "sun"
     image: Optional[np.ndarray] = None  # for background="image": (H', W') or (N', H', W')
     limb: bool = False
@@ -544,7 +545,8 @@ class _Renderer:
             self.canvas = None
             ref = self.image[0]
             hi = float(np.median(ref[ref > 0.2 * np.percentile(ref, 99.5)])) if (ref > 0).any() else 1.0
-            self.image_gain = spec.level * full / max(hi, 1e-6)
+            self.image_gain = min(spec.level * full / max(hi, 1e-6),
+                                  0.92 * full / max(float(np.percentile(ref, 99.95)), 1e-6))
             self.on = self._sample_image(0, *self._maps(0)) > 0.2 * spec.level * full
         self.full = full
 
@@ -598,7 +600,7 @@ def simulate(spec: SimSpec = SimSpec()) -> Sim:
     if spec.width < 32 or spec.height < 32 or spec.frames < 1:
         raise ValueError("the frame must be at least 32x32 and the video at least 1 frame")
     rng = np.random.default_rng(spec.seed)
-    dust_rng = np.random.default_rng([spec.seed, 1])
+    dust_rng = np.random.default_rng([spec.seed if spec.dust_seed is None else spec.dust_seed, 1])
     flat, labels, specks = _make_dust(dust_rng, spec)
     r = _Renderer(spec, rng)
     for s in specks:
