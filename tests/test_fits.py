@@ -353,3 +353,165 @@ def test_cli_info_on_fits_folder(tmp_path, capsys):
     assert info["timestamps"]["last"].endswith(".002000Z")
     with open_sequence(d, byte_order="little") as seq:  # unknown options are ignored
         assert seq.n_frames == 3
+
+
+# -- a calibrated copy keeps what it was given (issue 11) ---------------------------------------------
+
+ASTROPY_DATA = None
+try:
+    import astropy
+
+    from pathlib import Path as _P
+
+    ASTROPY_DATA = _P(astropy.__file__).parent / "io" / "fits" / "tests" / "data"
+except Exception:  # noqa: BLE001
+    pass
+
+
+def _dust_flat(h, w, path):
+    """A FITS flat with one dark disc (1.0 elsewhere) and the mask of the disc."""
+    yy, xx = np.mgrid[:h, :w]
+    disc = np.hypot(xx - w / 2, yy - h / 2) <= min(h, w) / 5
+    flat = np.ones((h, w), np.float32)
+    flat[disc] = 0.6
+    fits.PrimaryHDU(flat).writeto(path)
+    return disc
+
+
+def _calibrate(src, out, flat_path, capfd=None, *extra):
+    from aiflat_gui.cli import main
+
+    assert main(["calibrate", str(src), "--flat", str(flat_path), "-o", str(out), "--quiet", *extra]) == 0
+    return out
+
+
+def _cards(hdu):
+    return [(c.keyword, c.value) for c in hdu.header.cards if c.keyword not in ("HISTORY", "ROWORDER")]
+
+
+@pytest.mark.skipif(ASTROPY_DATA is None or not (ASTROPY_DATA / "o4sp040b0_raw.fits").exists(),
+                    reason="astropy's test FITS files are not installed")
+def test_seven_hdu_stis_file_comes_back_with_every_hdu_and_card(tmp_path, capfd):
+    """astropy's STIS raw file: 7 HDUs (primary without data, SCI/ERR/DQ twice); the two SCI images
+    are the frames. Was: 2 HDUs back and 150 cards fewer."""
+    src = ASTROPY_DATA / "o4sp040b0_raw.fits"
+    with open_sequence(src) as seq:
+        h, w, n = seq.height, seq.width, seq.n_frames
+        raw = seq[:]
+    disc = _dust_flat(h, w, tmp_path / "flat.fits")
+    out = _calibrate(src, tmp_path / "cal.fits", tmp_path / "flat.fits")
+    assert "VerifyWarning" not in capfd.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(src) as a, fits.open(out) as b:
+            assert len(b) == len(a) == 7
+            for ha, hb in zip(a, b):
+                assert _cards(hb) == _cards(ha)  # every card, same order and values
+            frames = [k for k, x in enumerate(a) if x.header.get("NAXIS") == 2]
+            assert len(frames) == n
+            for k in range(7):
+                if k not in frames and a[k].data is not None:
+                    assert np.array_equal(a[k].data, b[k].data)
+            assert any("aiflat" in str(v) for v in b[frames[0]].header["HISTORY"])
+    with open_sequence(out) as cal:
+        got = cal[:]
+    assert np.array_equal(got[:, ~disc], raw[:, ~disc])  # off the dust: bit for bit
+    assert (got[:, disc].astype(int) >= raw[:, disc]).all() and (got[:, disc] != raw[:, disc]).any()
+
+
+JSOLEX_DATE = "2023-10-01T08:44:38.7414456Z[UTC]"
+
+
+@pytest.mark.parametrize("date, expected", [
+    (JSOLEX_DATE, "2023-10-01T08:44:38.7414456"),            # JSol'Ex (Java ZonedDateTime)
+    ("2026-06-21T10:00:00.033331", "2026-06-21T10:00:00.0333310"),  # Siril
+    ("2023-05-20T10:12:33.1234567", "2023-05-20T10:12:33.1234567"),  # SharpCap (7 decimals)
+    ("2023-05-20T12:12:33.5+02:00", "2023-05-20T10:12:33.5000000"),  # ISO offset -> UTC
+    ("2023-05-20T10:12:33Z", "2023-05-20T10:12:33.0000000"),
+    ("2023-05-20 10:12:33", "2023-05-20T10:12:33.0000000"),
+    ("19/05/94", "1994-05-19T00:00:00.0000000"),              # FITS before 2000
+])
+def test_date_obs_forms_real_software_writes(date, expected):
+    assert ticks_to_date(date_to_ticks(date)) == expected
+
+
+@pytest.mark.parametrize("order", ["TOP-DOWN", "BOTTOM-UP"])
+def test_2d_jsolex_image_stays_2d_with_its_date_and_row_order(tmp_path, rng, order):
+    """A 2-D image with a JSol'Ex DATE-OBS: timestamps read; the calibrated copy is 2-D, keeps DATE-OBS
+    and every card, HISTORY appended (not replacing), and is stored in the input's row order."""
+    img = rng.integers(100, 4000, (30, 40), dtype=np.uint16)
+    stored = img[::-1] if order == "BOTTOM-UP" else img
+    h = fits.Header([("DATE-OBS", JSOLEX_DATE), ("ROWORDER", order), ("INSTRUME", "Sol'Ex"),
+                     ("EXPTIME", 0.012)])
+    h.add_history("made by JSol'Ex 2.0")
+    h.add_history("second line")
+    astropy_write(tmp_path / "in.fits", [fits.PrimaryHDU(stored, header=h)])
+    with open_sequence(tmp_path / "in.fits") as seq:
+        assert np.array_equal(seq.frame(0), img)
+        assert seq.timestamps is not None and ticks_to_date(seq.timestamps[0]) == "2023-10-01T08:44:38.7414456"
+    disc = _dust_flat(30, 40, tmp_path / "flat.fits")
+    out = _calibrate(tmp_path / "in.fits", tmp_path / "out.fits", tmp_path / "flat.fits")
+    with fits.open(out) as b:
+        hb = b[0].header
+        assert len(b) == 1 and hb["NAXIS"] == 2 and "NAXIS3" not in hb
+        assert hb["DATE-OBS"] == JSOLEX_DATE and hb["ROWORDER"] == order and hb["INSTRUME"] == "Sol'Ex"
+        hist = [str(v) for v in hb["HISTORY"]]
+        assert hist[:2] == ["made by JSol'Ex 2.0", "second line"] and "aiflat" in hist[2]
+        data = b[0].data
+    assert np.array_equal((data[::-1] if order == "BOTTOM-UP" else data)[~disc], img[~disc])
+    with open_sequence(out) as cal:
+        assert np.array_equal(cal.frame(0)[~disc], img[~disc])
+        assert ticks_to_date(cal.timestamps[0]) == "2023-10-01T08:44:38.7414456"
+
+
+def test_non_mirrored_copies_keep_row_order_2d_and_all_history(tmp_path, rng):
+    """A copy that changes the sample type (BITPIX -64 -> float32) is written anew, but still 2-D,
+    bottom-up like its input, with every HISTORY card."""
+    img = rng.random((12, 16))
+    h = fits.Header([("ROWORDER", "BOTTOM-UP")])
+    for k in range(3):
+        h.add_history(f"step {k}")
+    astropy_write(tmp_path / "d.fits", [fits.PrimaryHDU(img[::-1], header=h)])
+    with open_sequence(tmp_path / "d.fits") as seq:
+        out = write_copy(seq, tmp_path / "c.fits")
+    with fits.open(out) as b:
+        hb = b[0].header
+        assert hb["NAXIS"] == 2 and hb["ROWORDER"] == "BOTTOM-UP"
+        assert [str(v) for v in hb["HISTORY"]][:3] == ["step 0", "step 1", "step 2"]
+        np.testing.assert_array_equal(b[0].data[::-1], img.astype(np.float32))
+
+
+def test_int16_warning_only_with_negative_samples_and_float64_folder_warns(tmp_path, rng):
+    pos = rng.integers(0, 3000, (10, 12)).astype(np.int16)
+    astropy_write(tmp_path / "pos.fits", [fits.PrimaryHDU(pos)])
+    with open_sequence(tmp_path / "pos.fits") as seq:
+        assert seq.warnings == []
+        assert np.array_equal(seq.frame(0), pos)
+    neg = pos.copy()
+    neg[3, 4] = -7
+    astropy_write(tmp_path / "neg.fits", [fits.PrimaryHDU(neg)])
+    with open_sequence(tmp_path / "neg.fits") as seq:
+        assert len(seq.warnings) == 1 and "negative samples" in seq.warnings[0] and "-7" in seq.warnings[0]
+    folder = tmp_path / "f64"
+    folder.mkdir()
+    for i in range(3):
+        astropy_write(folder / f"f{i}.fits", [fits.PrimaryHDU(rng.random((6, 8)))])
+    with open_sequence(folder / "f0.fits") as one, open_sequence(folder) as many:
+        assert one.warnings and "read as 32-bit float" in one.warnings[0]
+        assert many.warnings == one.warnings
+
+
+def test_row_order_override_and_siril_cards(tmp_path, rng):
+    from aiflat_gui.cli import main
+
+    img = rng.integers(0, 255, (8, 10), dtype=np.uint8)
+    astropy_write(tmp_path / "siril.fit", [fits.PrimaryHDU(img[::-1], header=fits.Header([("PROGRAM", "Siril v1.2.0")]))])
+    astropy_write(tmp_path / "plain.fit", [fits.PrimaryHDU(img)])
+    with open_sequence(tmp_path / "siril.fit") as s, open_sequence(tmp_path / "plain.fit") as p:
+        assert np.array_equal(s.frame(0), img) and np.array_equal(p.frame(0), img)
+        assert "Siril" in s.metadata["roworder_reason"]
+    with open_sequence(tmp_path / "siril.fit", row_order="top-down") as s:
+        assert np.array_equal(s.frame(0), img[::-1])
+    with open_sequence(tmp_path / "plain.fit", row_order="bottom-up") as p:
+        assert np.array_equal(p.frame(0), img[::-1])
+    assert main(["info", str(tmp_path / "plain.fit"), "--row-order", "bottom-up"]) == 0

@@ -48,23 +48,39 @@ STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BZERO", "BSCALE", "XTENSIO
 
 # -- small helpers -------------------------------------------------------------------------------
 
-_DATE_RE = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d*))?)?)?\s*Z?\s*$")
+_DATE_RE = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d*))?)?)?"
+                      r"\s*(Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?\s*(?:\[[^\]]*\])?\s*$", re.IGNORECASE)
+_OLD_DATE_RE = re.compile(r"^\s*(\d{2})/(\d{2})/(\d{2})\s*$")  # FITS before 2000: DD/MM/YY
 
 
 def date_to_ticks(value: Any) -> Optional[int]:
-    """A FITS DATE-OBS string (``YYYY-MM-DD[Thh:mm[:ss[.fffffff]]]``, UTC) to SER ticks, keeping
-    100 ns resolution; None when it does not parse."""
-    m = _DATE_RE.match(str(value)) if value is not None else None
+    """A FITS DATE-OBS string to SER ticks (UTC), keeping 100 ns resolution; None when it does not
+    parse. Accepted: ``YYYY-MM-DD[Thh:mm[:ss[.fffffff]]]`` (any number of decimals, a space for the
+    T), followed by ``Z``/``UTC``, a ``+hh:mm`` offset (converted to UTC) and/or a Java zone suffix
+    such as JSol'Ex's ``2023-10-01T08:44:38.7414456Z[UTC]``; and the pre-2000 ``DD/MM/YY``."""
+    if value is None:
+        return None
+    text = str(value)
+    old = _OLD_DATE_RE.match(text)
+    if old:
+        d, mo, y = (int(g) for g in old.groups())
+        text = f"{1900 + y:04d}-{mo:02d}-{d:02d}"
+    m = _DATE_RE.match(text)
     if not m:
         return None
-    y, mo, d, hh, mi, ss, frac = m.groups()
+    y, mo, d, hh, mi, ss, frac, zone = m.groups()
     try:
         when = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0),
                             tzinfo=_dt.timezone.utc)
     except ValueError:
         return None
+    offset = 0
+    if zone and zone[0] in "+-":
+        digits_z = zone[1:].replace(":", "")
+        offset = int(digits_z[:2]) * 3600 + int(digits_z[2:4] or 0) * 60
+        offset = -offset if zone[0] == "-" else offset
     digits = (frac or "")[:7].ljust(7, "0")
-    return datetime_to_ticks(when) + int(digits)
+    return datetime_to_ticks(when) + int(digits) - offset * 10_000_000
 
 
 def ticks_to_date(ticks: int) -> str:
@@ -143,6 +159,30 @@ class _Decoder:
         if not out.dtype.isnative:
             out = out.astype(out.dtype.newbyteorder("="))
         return out
+
+
+#: bytes of signed 16-bit data scanned for negative samples (beyond it, 16 frames spread evenly)
+NEGATIVE_SCAN_BYTES = 256 << 20
+
+
+def _sample_warnings(dec: "_Decoder", raw, n_frames: int, frame_bytes: int) -> list[str]:
+    """True warnings about how the samples are read: signed 16-bit data without BZERO only when a
+    negative sample is found (every frame of a file up to NEGATIVE_SCAN_BYTES, else 16 spread
+    evenly), other scaled or 64-bit types read as float32."""
+    if dec.kind == "i16" and n_frames:
+        if n_frames * frame_bytes <= NEGATIVE_SCAN_BYTES:
+            frames = range(n_frames)
+        else:
+            frames = sorted({int(round(k * (n_frames - 1) / 15)) for k in range(16)})
+        for i in frames:
+            a = raw(i)
+            if a.min() < 0:
+                return [f"signed 16-bit data without BZERO: negative samples (first in frame {i}, minimum "
+                        f"{int(a.min())}) read as 0"]
+        return []
+    if dec.kind == "scaled":
+        return [f"BITPIX {dec.bitpix} (BZERO {dec.bzero:g}, BSCALE {dec.bscale:g}) read as 32-bit float"]
+    return []
 
 
 def _colour_from(header, n3: int, option: Optional[str]) -> bool:
@@ -364,9 +404,11 @@ class FitsSequence(Sequence):
         self._fbytes = planes * h * w * self._dec.raw_dtype.itemsize
         offsets: list[int] = []
         dates: list[Optional[int]] = []
+        hdu_at = {h["datloc"]: k for k, h in enumerate(self._hdus)}
         if layout == "cube" or len(images) == 1:
             for i in range(n_cube):
                 offsets.append(loc0 + i * self._fbytes)
+            frame_hdus = [hdu_at[loc0]]
         else:
             same = [(hd, loc) for hd, loc in images
                     if [_int(hd, f"NAXIS{k}") for k in range(1, _int(hd, "NAXIS") + 1)] == axes
@@ -378,6 +420,7 @@ class FitsSequence(Sequence):
             for hd, loc in same:
                 offsets.append(loc)
                 dates.append(date_to_ticks(hd.get("DATE-OBS")))
+            frame_hdus = [hdu_at[loc] for _, loc in same]
         whole = [o for o in offsets if o + self._fbytes <= size]
         if len(whole) < len(offsets):
             self.warnings.append(f"file is truncated: {len(whole)} of {len(offsets)} frames are complete")
@@ -386,14 +429,19 @@ class FitsSequence(Sequence):
                                   f"({size} bytes, needs {offsets[0] + self._fbytes})", self.path)
         self._offsets = whole
         self.n_frames = len(whole)
+        #: what FitsWriter needs to write a calibrated copy that keeps every HDU and card: the HDUs
+        #: holding the frames (one cube/image HDU, or one HDU per frame), None when the file cannot
+        #: be mirrored (truncated, or samples read as another type)
+        self.mirror = None
+        if len(whole) == len(offsets) and self._dec.kind in ("u8", "u16", "f32"):
+            self.mirror = {"hdus": [dict(h) for h in self._hdus], "frame_hdus": frame_hdus,
+                           "per_hdu": layout == "hdus", "bottom_up": bottom_up,
+                           "roworder_card": _text(hdr0, "ROWORDER").upper()}
         self.height, self.width = h, w
         self.channels = planes
         self.dtype, self.bit_depth = self._dec.dtype, self._dec.bit_depth
-        if self._dec.kind == "i16":
-            self.warnings.append("signed 16-bit data without BZERO: negative samples read as 0")
-        if self._dec.kind == "scaled":
-            self.warnings.append(f"BITPIX {self._dec.bitpix} (BZERO {self._dec.bzero:g}, BSCALE "
-                                 f"{self._dec.bscale:g}) read as 32-bit float")
+        self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        self.warnings.extend(_sample_warnings(self._dec, lambda i: self._raw(i), self.n_frames, self._fbytes))
         self.color = "RGB" if colour else "mono"
         if not colour:
             pattern, warn = _bayer_from(hdr0, self.path)
@@ -416,7 +464,6 @@ class FitsSequence(Sequence):
         self.metadata.update(layout=layout, roworder="BOTTOM-UP" if bottom_up else "TOP-DOWN", roworder_reason=why,
                              date_obs=_text(hdr0, "DATE-OBS") or None)
         self.format = "fits"
-        self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
         self.memmapped = True
 
     def _headers(self):
@@ -425,6 +472,7 @@ class FitsSequence(Sequence):
         over the HDU headers (astropy's HDU list costs ~1 ms per HDU; a FITSEQ can have thousands)."""
         size = self.path.stat().st_size
         hdus = _walk_hdus(self.path, size, self.warnings)
+        self._hdus = hdus
         images, tables = [], {}
         for k, hdu in enumerate(hdus):
             cards = hdu["cards"]
@@ -451,7 +499,7 @@ class FitsSequence(Sequence):
         return images, tables
 
     def _raw(self, i: int) -> np.ndarray:
-        if self._mm is None:
+        if getattr(self, "_mm", None) is None:
             raise InputError("file is closed", self.path)
         off = self._offsets[i]
         return self._mm[off: off + self._fbytes].view(self._dec.raw_dtype).reshape(self._raw_shape)
@@ -564,6 +612,8 @@ class FitsFolderSequence(Sequence):
         if all(d is not None for d in dates):
             self.timestamps = np.asarray(dates, dtype=np.int64)
         self.byte_order, self.byte_order_reason = "big", "FITS data are big-endian by definition"
+        self.warnings.extend(_sample_warnings(self._dec, self._raw, self.n_frames,
+                                              self._count * self._dec.raw_dtype.itemsize))
         self.metadata = _meta_from_header(hdr0, raw0)
         self.metadata.update(layout="folder", files=[f.name for f in files],
                              roworder="BOTTOM-UP" if bottom_up else "TOP-DOWN", roworder_reason=why)
@@ -601,15 +651,55 @@ def _cast(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(a, info.min, info.max).astype(dtype)
 
 
+def _card_image(key: str, value: Any, comment: str = "") -> bytes:
+    """One header card (80 bytes; commentary cards longer than one card give several)."""
+    from astropy.io import fits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fits.Card(key, value, comment).image.encode("ascii", "replace")
+
+
+def _history_cards(text: str) -> list[bytes]:
+    import textwrap
+
+    return [_card_image("HISTORY", line) for line in textwrap.wrap(text, 70)]
+
+
+def edit_header(raw: bytes, set_cards: list[tuple[str, Any, str]] = (), drop: tuple = (),
+                history: list[str] = ()) -> bytes:
+    """A raw FITS header (2880-byte blocks) with every card kept byte for byte except: the keywords in
+    ``drop`` and in ``set_cards`` removed, ``set_cards`` then added, and HISTORY lines appended after
+    the existing ones (before END)."""
+    cards = [raw[i:i + 80] for i in range(0, len(raw) - len(raw) % 80, 80)]
+    end = next((i for i, c in enumerate(cards) if c[:8] == b"END     "), len(cards))
+    body = cards[:end]  # blank cards included: every card of the input stays, in its place
+    gone = {k.upper() for k in drop} | {k.upper() for k, _, _ in set_cards}
+    kept = [c for c in body if c[:8].decode("ascii", "replace").strip().upper() not in gone]
+    new = b"".join(kept) + b"".join(_card_image(k, v, c) for k, v, c in set_cards)
+    new += b"".join(h for text in history for h in _history_cards(text))
+    new += b"END".ljust(80)
+    return new + b" " * (-len(new) % BLOCK)
+
+
 class FitsWriter(SequenceWriter):
     """Streams frames to FITS. ``layout="cube"`` (default for mono/Bayer): one primary HDU
     (NAXIS3 = frames; NAXIS4 for colour) whose header is written first and data streamed frame by
     frame, plus a ``TIMESTAMPS`` table when times are known. ``layout="hdus"`` (default for colour):
     Siril FITSEQ, one image HDU per frame (frame 0 in the primary), each with DATE-OBS.
 
-    uint8 -> BITPIX 8, uint16 -> BITPIX 16 + BZERO 32768, float -> BITPIX -32. Every HDU gets
-    ``ROWORDER = 'TOP-DOWN'``; Bayer data keep ``BAYERPAT``; colour gets ``CTYPE3 = 'RGB'`` (planes R, G, B);
-    a FITS template's non-structural cards (EXPTIME, GAIN, ...) are copied."""
+    uint8 -> BITPIX 8, uint16 -> BITPIX 16 + BZERO 32768, float -> BITPIX -32. Every HDU gets a
+    ``ROWORDER`` card; Bayer data keep ``BAYERPAT``; colour gets ``CTYPE3 = 'RGB'`` (planes R, G, B);
+    a FITS template's non-structural cards (EXPTIME, GAIN, ...) are copied, HISTORY and COMMENT
+    cards all of them.
+
+    A copy of a FITS file with every frame (a calibrated copy) *mirrors* it when its samples keep
+    their type (uint8, uint16 via BZERO, float32): every HDU in the same order, every header card byte
+    for byte (DATE-OBS included), tables and other extensions copied verbatim, a 2-D image stays
+    2-D, a bottom-up file stays bottom-up; only the frames' data change, and their headers gain
+    ``ROWORDER`` (the stored order, as read) and a HISTORY line (``history`` option), and lose stale
+    CHECKSUM/DATASUM cards. Other copies (another sample type, a subset of the frames, a forced
+    ``layout``) are written as described above, in the input's row order when it is a FITS."""
 
     format = "fits"
 
@@ -628,12 +718,29 @@ class FitsWriter(SequenceWriter):
         if template.channels not in (1, 3):
             raise InputError(f"FITS writer cannot store {template.channels}-channel frames", path)
         self._colour = template.channels == 3
+        forced = layout is not None
         layout = layout or ("hdus" if self._colour else "cube")
         if layout not in ("cube", "hdus"):
             raise InputError(f"unknown FITS layout '{layout}' (use cube or hdus)", path)
-        self.layout = layout
         self._ts = timestamps if timestamps is not None else template.timestamps
         self._fh = None
+        self._src = None
+        meta = template.metadata or {}
+        self._bottom_up = template.format in ("fits", "folder-fits") and meta.get("roworder") == "BOTTOM-UP"
+        want = template.n_frames if n_frames is None else int(n_frames)
+        mirror = getattr(template, "mirror", None)
+        self._mirror = mirror if (mirror and not forced and want == template.n_frames
+                                  and np.dtype(template.dtype) == self._dtype) else None
+        # a single 2-D image stays 2-D
+        self._plane = (not forced and want == 1 and template.n_frames == 1
+                       and (meta.get("layout") == "image" or template.format not in ("fits", "folder-fits")))
+        self.layout = layout
+        from .. import __version__
+
+        self._history = [str(h) for h in (_opts.get("history") or [
+            f"aiflat {__version__} {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')}: frames "
+            f"rewritten from {Path(str(template.path)).name} (a calibrated copy divides them by a dust flat "
+            f"that is 1.0 off the dust; other pixels unchanged)"])]
         super().__init__(path, template, n_frames=n_frames, overwrite=overwrite)
 
     def _cards(self) -> list[tuple[str, Any, str]]:
@@ -671,7 +778,10 @@ class FitsWriter(SequenceWriter):
         if self._bitpix == 16:
             h["BZERO"] = (32768, "uint16 data stored as int16")
             h["BSCALE"] = 1
-        h["ROWORDER"] = ("TOP-DOWN", "first stored row is the top of the image")
+        if self._bottom_up:
+            h["ROWORDER"] = ("BOTTOM-UP", "first stored row is the bottom of the image")
+        else:
+            h["ROWORDER"] = ("TOP-DOWN", "first stored row is the top of the image")
         if t.color in BAYER_PATTERNS:
             h["BAYERPAT"] = (t.color, "CFA pattern of the top-left pixels")
             h["XBAYROFF"] = 0
@@ -685,16 +795,16 @@ class FitsWriter(SequenceWriter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for key, value, comment in self._cards():
-                if key in h:
-                    continue
                 try:
-                    if key in ("COMMENT", "HISTORY"):
+                    if key in ("COMMENT", "HISTORY"):  # all of them, in order
                         h.add_comment(value) if key == "COMMENT" else h.add_history(value)
-                    else:
+                    elif key not in h:
                         h[key] = (value, comment)
                 except Exception:  # noqa: BLE001 - a card astropy refuses is dropped, not fatal
                     continue
-        return h.tostring().encode("ascii")
+            for line in self._history:
+                h.add_history(line)
+            return h.tostring().encode("ascii")  # astropy's VerifyWarning (card fixes) stays quiet
 
     def _tick(self, index: int) -> Optional[int]:
         ts = self._ts
@@ -709,12 +819,71 @@ class FitsWriter(SequenceWriter):
     def _open(self, tmp_path: Path) -> None:
         self._fh = open(tmp_path, "wb")
         self._ticks: list[Optional[int]] = []
+        if self._mirror is not None:
+            self._mirror_open()
+            return
         if self.layout == "cube":
             self._cube_header = self._cube_header_bytes(self.n_frames, self._tick(0))
             self._fh.write(self._cube_header)
 
     def _cube_header_bytes(self, n: int, first_tick: Optional[int]) -> bytes:
+        if self._plane and n == 1:
+            return self._header(True, self._frame_axes(), first_tick, cube=False)
         return self._header(True, self._frame_axes() + [n], first_tick, cube=True)
+
+    # -- mirror: a copy of a FITS file that keeps every HDU and card ------------------------------
+    def _mirror_open(self) -> None:
+        m = self._mirror
+        try:
+            self._src = open(self.template.path, "rb")
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", self.template.path) from None
+        self._hdu_next = 0
+        self._remaining = 0
+        self._frame_set = set(m["frame_hdus"])
+        self._advance()
+
+    def _copy_src(self, start: int, stop: int) -> None:
+        self._src.seek(start)
+        left = stop - start
+        while left > 0:
+            buf = self._src.read(min(left, 16 << 20))
+            if not buf:
+                break
+            self._fh.write(buf)
+            left -= len(buf)
+
+    def _advance(self) -> None:
+        """Copy HDUs verbatim up to the next one holding frames and write that one's header."""
+        m = self._mirror
+        hdus = m["hdus"]
+        while self._remaining == 0 and self._hdu_next < len(hdus):
+            k = self._hdu_next
+            self._hdu_next += 1
+            h = hdus[k]
+            hpos, hlen = h["hdrloc"]
+            if k not in self._frame_set:
+                n = h["nbytes"]
+                self._copy_src(hpos, h["datloc"] + n + (-n % BLOCK))
+                continue
+            self._src.seek(hpos)
+            raw = self._src.read(hlen)
+            order = "BOTTOM-UP" if m["bottom_up"] else "TOP-DOWN"
+            sets = [] if m["roworder_card"] == order else [
+                ("ROWORDER", order, "stored row order, as read from the input")]
+            self._fh.write(edit_header(raw, sets, drop=("CHECKSUM", "DATASUM"),
+                                       history=self._history if k == m["frame_hdus"][0] else ()))
+            self._remaining = 1 if m["per_hdu"] else self.n_frames
+            self._hdu_bytes = h["nbytes"]
+
+    def _mirror_write(self, data: memoryview) -> None:
+        if self._remaining <= 0:
+            raise ProcessingError(f"more frames than the {self.n_frames} of the input", self.path)
+        self._fh.write(data)
+        self._remaining -= 1
+        if self._remaining == 0:
+            self._fh.write(bytes(-self._hdu_bytes % BLOCK))
+            self._advance()
 
     def _data(self, frame: np.ndarray) -> memoryview:
         a = _cast(frame, self._dtype)
@@ -722,6 +891,8 @@ class FitsWriter(SequenceWriter):
             if self.template.color == "BGR":
                 a = a[..., ::-1]
             a = np.moveaxis(a, -1, 0)
+        if self._bottom_up:
+            a = a[..., ::-1, :]  # back to the input's stored row order
         if self._bitpix == 16:
             a = (a ^ np.uint16(0x8000)).astype(">u2")
         elif self._bitpix == -32:
@@ -732,6 +903,9 @@ class FitsWriter(SequenceWriter):
         tick = self._tick(index)
         self._ticks.append(tick)
         data = self._data(frame)
+        if self._mirror is not None:
+            self._mirror_write(data)
+            return
         if self.layout == "cube":
             if self.written >= self.n_frames:
                 raise ProcessingError(f"more frames than the {self.n_frames} announced", self.path)
@@ -741,8 +915,24 @@ class FitsWriter(SequenceWriter):
         self._fh.write(data)
         self._fh.write(bytes(-data.nbytes % BLOCK))
 
+    def _abort_handles(self) -> None:
+        src, self._src = self._src, None
+        if src is not None:
+            src.close()
+        super()._abort_handles()
+
     def _finish(self) -> None:
         fh = self._fh
+        if self._mirror is not None:
+            if self.written != self.n_frames or self._remaining:
+                raise ProcessingError(f"{self.written} of the input's {self.n_frames} frames were written",
+                                      self.path)
+            self._advance()
+            self._src.close()
+            self._src = None
+            fh.close()
+            self._fh = None
+            return
         if self.layout == "cube":
             n = self.written
             data_len = n * int(np.prod(self.template.frame_shape)) * abs(self._bitpix) // 8
