@@ -250,7 +250,7 @@ def cmd_flat(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .core.calibrate import calibrate_sequence, flat_from_mask_file, load_flat
+    from .core.calibrate import calibrate_sequence, flat_from_mask_file, load_flat, raw_output_note
 
     _check_output(args.output, args.path)
     with _open(args, args.path) as seq:
@@ -263,6 +263,9 @@ def cmd_calibrate(args) -> int:
                                        max_frames=args.max_frames, method=args.method,
                                        warn=lambda w: print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr),
                                        mask_filter=_verified(args, seq))
+        note = raw_output_note(seq, args.output, args.format)
+        if note:
+            print(f"aiflat: note: {seq.path}: {note}", file=sys.stderr)
         stats = calibrate_sequence(seq, flat, args.output, fmt=args.format, pedestal=args.pedestal,
                                    overwrite=not args.no_overwrite, progress=_progress(args, "calibrate"))
     _say(args, f"calibrated {stats.output}  ({plural(stats.frames, 'frame')}, {plural(stats.clipped, 'pixel')} clipped)")

@@ -108,6 +108,11 @@ def load_flat(path: str | os.PathLike, seq) -> np.ndarray:
     return fit_flat(read_image(path), seq, path)
 
 
+#: What an empty mask means (said to the user instead of computing a reference for nothing).
+EMPTY_MASK_NOTE = ("mask is empty (no dust marked); the flat is 1.0 everywhere, so no reference is computed and "
+                   "every pixel is copied unchanged (a SER -> SER copy is the input file byte for byte)")
+
+
 def flat_from_mask_file(seq, mask_path: str | os.PathLike, grow: int = 2, feather: int = 0,
                         pedestal: float = 0.0, progress: Optional[ProgressFn] = None,
                         max_frames: Optional[int] = None, method: str = "auto",
@@ -126,13 +131,41 @@ def flat_from_mask_file(seq, mask_path: str | os.PathLike, grow: int = 2, feathe
     for w in warnings:
         if warn is not None:
             warn(w)
+    ones = np.ones((seq.height, seq.width), np.float32)
+    if not mask.any():  # nothing to correct: no reference, no verify, a flat of exactly 1.0
+        if warn is not None:
+            warn(EMPTY_MASK_NOTE)
+        report(progress, 1.0, "empty mask: flat is 1.0")
+        return fit_flat(ones, seq)
     if mask_filter is not None:
         mask = mask_filter(mask)
+        if not np.asarray(mask).any():
+            if warn is not None:
+                warn("no speck of the mask is left after verification; " + EMPTY_MASK_NOTE.split("; ", 1)[1])
+            report(progress, 1.0, "empty mask: flat is 1.0")
+            return fit_flat(ones, seq)
     ref = compute_reference(seq, "median", max_frames=resolve_max_frames(max_frames),
                             progress=sub_progress(progress, 0.0, 0.6))
     flat = synthesize_flat(ref, mask, method=method, sequence=seq, grow=grow, feather=feather, pedestal=pedestal,
                            color=seq.color, progress=sub_progress(progress, 0.6, 1.0))
     return fit_flat(flat, seq)
+
+
+def raw_output_note(seq, output: str | os.PathLike, fmt: Optional[str] = None) -> Optional[str]:
+    """For a lossy (compressed, decoded) input: how large the uncompressed calibrated copy will be,
+    said before it is written; None for uncompressed inputs."""
+    meta = getattr(seq, "metadata", None) or {}
+    if meta.get("decoder") != "opencv":
+        return None
+    out_bytes = int(seq.n_frames) * int(seq.frame_nbytes)
+    try:
+        in_bytes = os.path.getsize(seq.path)
+    except OSError:
+        return None
+    fmt = output_format(seq, output, fmt)
+    return (f"the input is {meta.get('fourcc', 'compressed')}-compressed ({in_bytes / 1e6:.1f} MB); its decoded "
+            f"frames are calibrated and written uncompressed ({fmt}): about {out_bytes / 1e6:.0f} MB, "
+            f"{out_bytes / max(1, in_bytes):.0f}x the input")
 
 
 def output_format(seq, output: str | os.PathLike, fmt: Optional[str] = None) -> str:
