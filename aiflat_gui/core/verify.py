@@ -69,6 +69,12 @@ _ORDER = "MMD_AT_PLUS_A"
 #: Frame pairs closer than this (px) say nothing; at most MAX_PAIRS pairs per speck.
 MIN_PAIR_SHIFT = 0.7
 MAX_PAIRS = 128
+#: Specks whose grown mask on their crop holds more than this many px are measured on 2x2 binned
+#: crops, 4x more on 4x4 (the cost of the solve grows ~ area^1.5; the mean depth needs no detail).
+BIN_AREA = 1500
+#: Gauss-Newton steps of the per-crop shift refinement (the first on smoothed crops).
+LOCAL_STEPS = 3
+LOCAL_PAIRS = 64
 #: Weak prior g ~ 0, relative to the median data weight of an unknown.
 PRIOR = 1e-4
 BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
@@ -89,6 +95,8 @@ class VerifyParams:
     pedestal: camera offset in ADU (subtracted before the logarithm).
     blocks: contiguous frame blocks of the jackknife.
     max_ring: px of context around a speck at most (the target's motion sets it).
+    local_shifts: refine the target's shift per frame on each speck's crop (seeing bends the image
+        locally by a pixel or more; a global shift leaves the target's edges in the residuals).
     """
 
     max_frames: int = 48
@@ -100,6 +108,7 @@ class VerifyParams:
     pedestal: float = 0.0
     blocks: int = 4
     max_ring: int = 32
+    local_shifts: bool = True
 
 
 @dataclass
@@ -253,6 +262,87 @@ def _pairs(shifts: np.ndarray, reach: float, max_pairs: int) -> np.ndarray:
     return np.stack([k, j], axis=1) if len(k) else np.zeros((0, 2), np.int64)
 
 
+def _bin(a: np.ndarray, b: int) -> np.ndarray:
+    """Mean over b x b blocks of the last two axes (trailing rows/columns dropped)."""
+    h, w = a.shape[-2] // b * b, a.shape[-1] // b * b
+    a = a[..., :h, :w]
+    return a.reshape(a.shape[:-2] + (h // b, b, w // b, b)).mean(axis=(-3, -1))
+
+
+def _local_shifts(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np.ndarray,
+                  pairs: np.ndarray) -> np.ndarray:
+    """The target's shift per frame on this crop: ``shifts`` + a correction per frame that makes
+    the frame pairs agree outside the mask (``log Y_k(x) = log Y_j(x + d_j - d_k)`` where no dust
+    is), by Gauss-Newton on the linearised pair equations (Lucas-Kanade on all pairs at once; the
+    first step on smoothed crops for a wider reach). Corrections are bounded to 3 px."""
+    K, h, w = logs.shape
+    free = ~_grow(np.ascontiguousarray(gmask), 1)
+    if free.sum() < 64:
+        return shifts
+    if len(pairs) > LOCAL_PAIRS:
+        pairs = pairs[np.linspace(0, len(pairs) - 1, LOCAL_PAIRS).astype(int)]
+    kk, jj = pairs[:, 0], pairs[:, 1]
+    P = len(pairs)
+    pix = np.flatnonzero(free.ravel())
+    ys, xs = np.divmod(pix, w)
+    out = shifts.astype(np.float64).copy()
+    Wf = wts.reshape(K, -1)
+    for step in range(LOCAL_STEPS):
+        L = logs if step else np.stack([cv2.GaussianBlur(a_.astype(np.float32), (0, 0), 1.2)
+                                        for a_ in logs]).astype(np.float64)
+        gy, gx = np.gradient(L, axis=(1, 2))
+        Lf, gxf, gyf = L.reshape(K, -1), gx.reshape(K, -1), gy.reshape(K, -1)
+        d = out[jj] - out[kk]
+        qx = xs[None, :] + d[:, 0:1]
+        qy = ys[None, :] + d[:, 1:2]
+        x0 = np.floor(qx).astype(np.int64)
+        y0 = np.floor(qy).astype(np.int64)
+        ok = (x0 >= 0) & (x0 < w - 1) & (y0 >= 0) & (y0 < h - 1)
+        x0, y0 = np.clip(x0, 0, w - 2), np.clip(y0, 0, h - 2)
+        fx, fy = qx - x0, qy - y0
+        q = y0 * w + x0
+        jr = jj[:, None]
+        vals = {"L": 0.0, "gx": 0.0, "gy": 0.0}
+        wmin = np.full(qx.shape, np.inf)
+        for off, wq in ((0, (1 - fx) * (1 - fy)), (1, fx * (1 - fy)), (w, (1 - fx) * fy), (w + 1, fx * fy)):
+            vals["L"] = vals["L"] + wq * Lf[jr, q + off]
+            vals["gx"] = vals["gx"] + wq * gxf[jr, q + off]
+            vals["gy"] = vals["gy"] + wq * gyf[jr, q + off]
+            np.minimum(wmin, np.where(wq > 1e-9, Wf[jr, q + off], np.inf), out=wmin)
+        cw = np.where(ok, np.minimum(Wf[kk[:, None], pix[None, :]], wmin), 0.0)
+        cw[~np.isfinite(cw)] = 0.0
+        r_ = np.where(cw > 0, Lf[kk[:, None], pix[None, :]] - vals["L"], 0.0)
+        ex, ey = vals["gx"], vals["gy"]
+        Sxx, Sxy, Syy = (cw * ex * ex).sum(1), (cw * ex * ey).sum(1), (cw * ey * ey).sum(1)
+        tx, ty = (cw * ex * r_).sum(1), (cw * ey * r_).sum(1)
+        # r = L_k(x) - L_j(x + d) ~ grad L_j . (c_j - c_k): the corrections c per frame
+        AtA = np.zeros((2 * K, 2 * K))
+        Atb = np.zeros(2 * K)
+        for n_ in range(P):
+            S = np.array([[Sxx[n_], Sxy[n_]], [Sxy[n_], Syy[n_]]])
+            t = np.array([tx[n_], ty[n_]])
+            a, b_ = 2 * jj[n_], 2 * kk[n_]
+            AtA[a:a + 2, a:a + 2] += S
+            AtA[b_:b_ + 2, b_:b_ + 2] += S
+            AtA[a:a + 2, b_:b_ + 2] -= S
+            AtA[b_:b_ + 2, a:a + 2] -= S
+            Atb[a:a + 2] += t
+            Atb[b_:b_ + 2] -= t
+        tr = np.trace(AtA)
+        if not tr > 0:
+            return shifts
+        lam = 1e-3 * tr / (2 * K)
+        try:
+            dd = np.linalg.solve(AtA + lam * np.eye(2 * K), Atb).reshape(K, 2)
+        except np.linalg.LinAlgError:
+            return shifts
+        dd -= dd.mean(axis=0)
+        out += np.clip(dd, -1.0, 1.0)
+        if np.abs(out - shifts).max() > 3.0:
+            return shifts
+    return out
+
+
 def _solve_crop(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np.ndarray, pairs: np.ndarray,
                 block_of: np.ndarray, blocks: int):
     """Least squares of the self-flat equations on one crop: for frame pairs (k, j) with relative
@@ -372,13 +462,15 @@ def _solve_crop(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np
     g[ng_idx] = x
     jk = []
     if blocks >= 2:
+        # leave-one-block-out systems, by conjugate gradients preconditioned with the full one
+        pre = spla.LinearOperator((ng, ng), matvec=lu.solve, dtype=np.float64)
         for bi in range(blocks):
             keep = [cl for cl in mats if bi not in (cl // blocks, cl % blocks)]
             if not keep or len(keep) == len(mats):
                 continue
-            try:
-                _lu, xb = solve(sum(mats[cl] for cl in keep), Atb_all[keep].sum(axis=0))
-            except RuntimeError:
+            Mb = sum(mats[cl] for cl in keep) + Rg
+            xb, info = spla.cg(Mb, Atb_all[keep].sum(axis=0), x0=x, M=pre, rtol=1e-6, maxiter=60)
+            if info != 0 or not np.all(np.isfinite(xb)):
                 continue
             gb = np.zeros(h * w)
             gb[ng_idx] = xb
@@ -481,7 +573,6 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
         return ver
     ring = int(min(p.max_ring, max(4, math.ceil(ver.motion) + 3)))
     shifts_c = shifts - shifts.mean(axis=0)
-    pairs = _pairs(shifts_c, ring - 1.0, MAX_PAIRS)
     block_of = np.minimum((np.arange(K) * p.blocks) // K, p.blocks - 1)
     # 2. every speck: the joint solve on its crop
     for ci, c in enumerate(checks):
@@ -501,9 +592,19 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
         if valid[:, own].mean() < 0.5:
             c.verdict, c.reason = UNVERIFIED, "too little signal under it (sky or saturated)"
             continue
+        ng = int(gmask.sum())
+        b = 1 if ng <= BIN_AREA else 2 if ng <= 4 * BIN_AREA else 4
+        sh = shifts_c
+        if b > 1:  # a wide speck: its mean depth does not need every pixel (cost grows ~ area^1.5)
+            crop, valid, own, gmask = _bin(crop, b), _bin(valid.astype(np.float64), b) == 1.0, \
+                _bin(own.astype(np.float64), b) > 0, _bin(gmask.astype(np.float64), b) > 0
+            sh = shifts_c / b
         logs = np.log(np.where(valid, crop, 1.0))
         wts = np.where(valid, np.clip(crop / hi, 0.0, 1.0), 0.0)
-        out = _solve_crop(logs, wts, gmask, shifts_c, pairs, block_of, p.blocks)
+        cp = _pairs(sh, max(2.0, (ring - 1.0) / b), MAX_PAIRS)
+        if p.local_shifts and len(cp):
+            sh = _local_shifts(logs, wts, gmask, sh, cp)
+        out = _solve_crop(logs, wts, gmask, sh, cp, block_of, p.blocks)
         if out is None:
             c.verdict, c.reason = UNVERIFIED, "could not be measured"
             continue
