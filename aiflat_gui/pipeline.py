@@ -105,12 +105,22 @@ class VerifyOutcome:
         return [f"refused ({c.verdict}; flat 1.0 there): {c.describe()}" for c in self.refused]
 
 
+def verified_mask(mask: np.ndarray, verification, overrides: Optional[dict] = None,
+                  keep_unverified: bool = False) -> tuple[np.ndarray, list]:
+    """The mask a flat is built from after a verification (and the user's overrides: {speck
+    anchor (x, y): "dust" | "not dust"}), and the refused checks. The GUI keeps the verification
+    while the user edits; specks added since are kept."""
+    from .core.verify import apply_verdicts
+
+    return apply_verdicts(mask, verification, overrides, keep_unverified=keep_unverified)
+
+
 def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = None,
                 overrides: Optional[dict] = None, progress: Optional[ProgressFn] = None) -> VerifyOutcome:
     """Check every speck of ``mask`` against ``sequence`` (:func:`aiflat_gui.core.verify.verify_mask`)
     and return the mask the flat should be built from. ``overrides``: the user's verdicts by speck
     anchor (x, y)."""
-    from .core.verify import VerifyParams, apply_verdicts, verify_mask
+    from .core.verify import VerifyParams, verify_mask
 
     opts = options or VerifyOptions()
     m = np.asarray(mask, dtype=bool)
@@ -118,7 +128,7 @@ def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = N
         report(progress, 1.0, "verification skipped")
         return VerifyOutcome(mask=m.copy(), skipped=True)
     ver = verify_mask(m, sequence, VerifyParams(max_frames=opts.max_frames), progress=progress)
-    kept, refused = apply_verdicts(m, ver, overrides, keep_unverified=opts.keep_unverified)
+    kept, refused = verified_mask(m, ver, overrides, keep_unverified=opts.keep_unverified)
     return VerifyOutcome(mask=kept, refused=refused, verification=ver)
 
 

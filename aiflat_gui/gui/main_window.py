@@ -62,12 +62,31 @@ def job_gemini(provider, reference, progress=None):
     return provider.find_mask(reference, None, progress=progress)
 
 
-def job_flat(path, reference, mask, method, clean, grow, feather, pedestal, progress=None):
+def job_flat(path, reference, mask, method, clean, grow, feather, pedestal, progress=None, verify=False,
+             overrides=None):
+    """The flat; with ``verify`` every speck is first checked against the video and the refused ones
+    are left out: then ``{"flat": flat, "verify": VerifyOutcome}``."""
     from ..core.flat import synthesize_flat
+    from ..pipeline import verify_step
+    from ..progress import sub_progress
 
     with _open(path) as seq:
-        return synthesize_flat(reference, mask, method=method, sequence=seq, clean=clean, grow=grow,
+        outcome = None
+        if verify:
+            outcome = verify_step(mask, seq, overrides=overrides, progress=sub_progress(progress, 0.0, 0.3))
+            mask = outcome.mask
+            progress = sub_progress(progress, 0.3, 1.0)
+        flat = synthesize_flat(reference, mask, method=method, sequence=seq, clean=clean, grow=grow,
                                feather=feather, pedestal=pedestal, color=seq.color, progress=progress)
+    return flat if outcome is None else {"flat": flat, "verify": outcome}
+
+
+def job_verify(path, mask, progress=None):
+    """Check every speck of ``mask`` against the video (the pipeline's verify step)."""
+    from ..pipeline import verify_step
+
+    with _open(path) as seq:
+        return verify_step(mask, seq, progress=progress)
 
 
 def job_ai_flat(provider, path, reference, mask, grow, feather, pedestal, progress=None):
@@ -290,6 +309,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.workflow.providerChanged.connect(lambda *_: self._schedule_autosave())
         self.stretch_panel.stretchChanged.connect(self._on_stretch)
         self.speck_table.speckActivated.connect(self._on_speck_activated)
+        self.speck_table.speckRemoveRequested.connect(self._remove_speck)
+        self.speck_table.overridesChanged.connect(self._on_overrides)
+        self.speck_table.verifyRequested.connect(self.run_verify)
 
     def _action(self, text: str, slot: Callable, shortcut=None, checkable: bool = False, name: str = "") -> QtGui.QAction:
         a = QtGui.QAction(text, self)
@@ -584,6 +606,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session_store = None
         self.output_choices = {}
         self._used_params = {}
+        self.speck_table.set_verification(None)
         self.speck_table.set_specks([])
 
     # ================================================================== sessions
@@ -921,13 +944,50 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.mask_model is not None and self.mask_model.redo():
             self._update_mask_info()
 
-    # -- flat
+    # -- verify (every speck against the video) and flat
+    def run_verify(self, then: Optional[Callable[[], Any]] = None) -> Optional[Worker]:
+        if not self._need("sequence") or self._busy():
+            return None
+        mask = self.mask_model.mask.astype(bool)
+
+        def ok(outcome):
+            self._verified(outcome)
+            if then is not None:
+                then()
+
+        return self._start(Worker(job_verify, str(self.path), mask, name="verify"), None,
+                           "Checking the specks against the video", ok)
+
+    def _verified(self, outcome) -> None:
+        self.speck_table.set_verification(outcome.verification)
+        for line in [outcome.summary(), *outcome.refusals()]:
+            self.log(f"verify: {line}")
+        if outcome.verification is not None and outcome.verification.note:
+            self.statusBar().showMessage(f"Specks not verified: {outcome.verification.note}", 15000)
+        self.refresh_specks()
+
+    def _on_overrides(self) -> None:
+        self.workflow.step_changed("mask")  # the flat's mask changed: the flat is stale
+        self.refresh_specks()
+
+    def _remove_speck(self, x: int, y: int) -> None:
+        if self.mask_model is not None and self.mask_model.remove_component_at(x, y) is not None:
+            self._update_mask_info()
+
     def run_flat(self) -> Optional[Worker]:
         if not self._need("reference") or self._busy():
             return None
         p = self.workflow.params()
         generation = self._mask_generation
         mask = self.mask_model.mask.astype(bool)
+        # the flat only corrects what the video shows to be dust: specks nobody checked yet are
+        # checked first (in the flat's job)
+        verify = self.seq is not None and self.speck_table.needs_verification(mask)
+        if not verify:
+            mask, refused = self.speck_table.flat_mask(mask)
+            if refused:
+                self.log(f"flat: {len(refused)} specks left out (flat exactly 1.0 there); right-click one in "
+                         f"the Specks table to override")
         fresh_clean = self.clean is not None and self._clean_generation == generation
         if p["flat_method"] == "ai" and not fresh_clean:
             provider = self._ask_gemini_confirm("clean")
@@ -937,9 +997,13 @@ class MainWindow(QtWidgets.QMainWindow):
                        p["pedestal"], name="ai flat")
         else:
             w = Worker(job_flat, str(self.path), self.reference, mask, p["flat_method"], self.clean, p["grow"],
-                       p["feather"], p["pedestal"], name="flat")
+                       p["feather"], p["pedestal"], name="flat", verify=verify,
+                       overrides=dict(self.speck_table.overrides))
 
         def ok(flat):
+            if isinstance(flat, dict):  # the specks were checked first
+                self._verified(flat["verify"])
+                flat = flat["flat"]
             if isinstance(flat, tuple):  # (AI clean image, flat)
                 self.clean, flat = np.asarray(flat[0], np.float32), flat[1]
                 self._clean_generation = generation
@@ -1342,11 +1406,13 @@ class MainWindow(QtWidgets.QMainWindow):
         # a flat built for this very mask measures each speck's depth; else the reference estimates it
         flat = self.flat if (self.flat is not None and self.workflow.state("flat") == DONE) else None
         try:
-            specks = components(self.mask_model.mask.astype(bool), self.reference, flat)
+            mask = self.mask_model.mask.astype(bool)
+            specks = components(mask, self.reference, flat)
         except Exception as exc:  # noqa: BLE001
             log.warning("speck table not updated: %s", one_line(exc))
             return
-        self.speck_table.set_specks(specks)
+        self.speck_table.set_specks(specks, mask=mask)
+        self.viewer.set_refused(self.speck_table.refused_mask(mask))
         self.speck_dock.setWindowTitle(f"Specks ({len(specks)})")
 
     def _update_mask_info(self) -> None:

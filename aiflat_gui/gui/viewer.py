@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -236,6 +237,54 @@ def _max_pool(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(ph // f, f, pw // f, f).max(axis=(1, 3))
 
 
+class RefusedOverlayItem(QtWidgets.QGraphicsPathItem):
+    """The specks the flat leaves out (judged not dust, or not shown to be dust): drawn over the
+    red mask overlay as grey, hatched, with a dashed grey outline, so they read as "in your mask
+    but not corrected". Outlines are traced on pixel edges (cv2 contours of the 2x upsampled
+    mask), holes included (donuts)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        pen = QtGui.QPen(QtGui.QColor(230, 230, 230, 240))
+        pen.setCosmetic(True)
+        pen.setWidthF(1.5)
+        pen.setStyle(Qt.PenStyle.DashLine)
+        self.setPen(pen)
+        self.setBrush(QtGui.QBrush(QtGui.QColor(150, 150, 150, 215)))
+        self._hatch = QtGui.QBrush(QtGui.QColor(60, 60, 60, 230), Qt.BrushStyle.BDiagPattern)
+        self.pixels = 0
+
+    def set_mask(self, mask: Optional[np.ndarray]) -> None:
+        path = QtGui.QPainterPath()
+        path.setFillRule(Qt.FillRule.OddEvenFill)
+        self.pixels = 0
+        if mask is not None and np.any(mask):
+            m = np.asarray(mask, dtype=bool)
+            self.pixels = int(m.sum())
+            up = np.kron(m.view(np.uint8), np.ones((2, 2), np.uint8))  # contours on pixel edges
+            contours, _h = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+            for c in contours:
+                pts = (c[:, 0, :].astype(np.float64) + 0.5) / 2.0
+                if len(pts) < 2:
+                    continue
+                path.moveTo(float(pts[0, 0]), float(pts[0, 1]))
+                for x, y in pts[1:]:
+                    path.lineTo(float(x), float(y))
+                path.closeSubpath()
+        self.setPath(path)
+        self.setVisible(self.pixels > 0)
+
+    def paint(self, painter: QtGui.QPainter, option, widget=None) -> None:
+        super().paint(painter, option, widget)
+        painter.save()
+        painter.setPen(Qt.PenStyle.NoPen)
+        b = QtGui.QBrush(self._hatch)
+        b.setTransform(QtGui.QTransform(painter.worldTransform().inverted()[0]))  # hatch in screen pixels
+        painter.setBrush(b)
+        painter.drawPath(self.path())
+        painter.restore()
+
+
 class _ImageItem(pg.ImageItem):
     """pyqtgraph's ImageItem that draws only the exposed part of the image, so a brush
     repaint of a small region does not rescale the whole 4K frame."""
@@ -289,6 +338,10 @@ class ImageViewer(QtWidgets.QWidget):
         self.overlay_item = MaskOverlayItem()
         self.overlay_item.setZValue(10)
         self.view_box.addItem(self.overlay_item, ignoreBounds=True)
+        self.refused_item = RefusedOverlayItem()
+        self.refused_item.setZValue(11)
+        self.refused_item.setVisible(False)
+        self.view_box.addItem(self.refused_item, ignoreBounds=True)
         # the brush circle: black solid under white dashes, visible on dark and bright data
         self.cursor_item = QtWidgets.QGraphicsEllipseItem()
         pen = QtGui.QPen(QtGui.QColor(0, 0, 0, 230))
@@ -513,6 +566,13 @@ class ImageViewer(QtWidgets.QWidget):
     def set_overlay_visible(self, visible: bool) -> None:
         self._overlay_visible = bool(visible)
         self.overlay_item.setVisible(self._overlay_visible)
+        self.refused_item.setVisible(self._overlay_visible and self.refused_item.pixels > 0)
+
+    def set_refused(self, mask: Optional[np.ndarray]) -> None:
+        """Draw the specks the flat leaves out (bool (H, W); None or empty: none) grey and hatched
+        over the mask overlay."""
+        self.refused_item.set_mask(mask)
+        self.refused_item.setVisible(self._overlay_visible and self.refused_item.pixels > 0)
 
     def overlay_visible(self) -> bool:
         return self._overlay_visible
