@@ -8,6 +8,7 @@ No traceback ever reaches the user (``AIFLAT_DEBUG=1`` shows them for developers
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -126,18 +127,62 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _check_output(path, *inputs) -> None:
-    """Fail fast (before any long computation) on an output we could not write."""
-    from .io.base import check_output_path
+#: option -> (lowest, highest) accepted value; checked before any work (None: no bound)
+OPTION_RANGES = {
+    "grow": (0, 1000), "feather": (0, 1000), "pedestal": (0.0, 1e7), "max_frames": (0, 10 ** 9),
+    "jobs": (0, 1024), "sensitivity": (0.0, 1.0), "timeout": (0.001, 86400.0),
+    "frames": (1, 100000), "width": (16, 16384), "height": (16, 16384), "offset": (0, 60000),
+    "seed": (0, 2 ** 32 - 1),
+}
 
-    check_output_path(Path(path), *inputs)
+#: options naming files the run reads (every one is protected from being an output)
+INPUT_OPTIONS = ("path", "flat", "mask", "reference", "clean", "prompt_file", "mask_file", "inputs", "manifest", "lights")
+
+
+def _check_ranges(args) -> None:
+    import math
+
+    for name, (lo, hi) in OPTION_RANGES.items():
+        v = getattr(args, name, None)
+        if v is None or isinstance(v, bool):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise InputError(f"{flag} must be between {lo:g} and {hi:g}, not {v}")
+
+
+def _output_kind(args) -> str:
+    """How -o is written: a file, a folder replaced as a whole (a TIFF-folder video) or a folder
+    that results are written into (run, batch)."""
+    if args.command in ("run", "batch"):
+        return "folder"
+    if args.command == "calibrate":
+        ext = Path(args.output).suffix if args.output else ""
+        if args.format == "tiff-folder" or (not args.format and not ext and Path(args.path).is_dir()):
+            return "replace-folder"
+    return "file"
+
+
+def _check_args(args) -> None:
+    """Every check that needs no file read, in one place, before any work: numeric ranges, and the
+    output guard (-o may not be any input of the run: path, hard link or symlink; nor a name that
+    cannot be written)."""
+    from .io.outputs import guard_outputs
+
+    _check_ranges(args)
+    if getattr(args, "output", None) is None:
+        return
+    inputs: list = []
+    for name in INPUT_OPTIONS:
+        v = getattr(args, name, None)
+        inputs.extend(v if isinstance(v, list) else [v])
+    guard_outputs([(args.output, _output_kind(args))], inputs)
 
 
 def cmd_reference(args) -> int:
     from .core.reference import compute_reference, resolve_max_frames
     from .io.single import write_image
 
-    _check_output(args.output, args.path)
     with _open(args, args.path) as seq:
         ref = compute_reference(seq, method=args.method, max_frames=resolve_max_frames(args.max_frames),
                                 progress=_progress(args, "reference"))
@@ -227,7 +272,6 @@ def cmd_flat(args) -> int:
     from .core.mask import load_mask
     from .io.single import read_image, write_image
 
-    _check_output(args.output, args.path, args.mask)
     with _open(args, args.path) as seq:
         # every input is checked before the reference (the long part) is computed
         mask, warnings = load_mask(args.mask, (seq.height, seq.width))
@@ -252,7 +296,6 @@ def cmd_flat(args) -> int:
 def cmd_calibrate(args) -> int:
     from .core.calibrate import calibrate_sequence, flat_from_mask_file, load_flat, raw_output_note
 
-    _check_output(args.output, args.path)
     with _open(args, args.path) as seq:
         if args.flat:
             flat = load_flat(args.flat, seq)
@@ -276,7 +319,6 @@ def cmd_export_flat(args) -> int:
     from .core.export import export_flat
     from .io.single import read_image
 
-    _check_output(args.output, args.flat)
     flat = read_image(args.flat)
     out = export_flat(flat, args.target, args.output, source=args.flat, lights=args.lights)
     _say(args, f"{args.target:10s} {out}")
@@ -334,6 +376,9 @@ def cmd_batch(args) -> int:
     if args.cluster or args.report:
         js, cs = summary.write_report(args.report or Path(args.output) / "batch_report")
         _say(args, f"report     {js}\n           {cs}")
+    if summary.items and all(it.status == "skipped" for it in summary.items):  # nothing done
+        print("aiflat: error: no file was calibrated (every one was skipped)", file=sys.stderr)
+        return 2
     return 0 if summary.ok else 1
 
 
@@ -517,6 +562,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP, handled like Ctrl-C: the stack unwinds, temporary outputs are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name
+
+
+@contextlib.contextmanager
+def _signals_cancel():
+    """While a command runs, SIGTERM and SIGHUP (a closed terminal, ``kill``) unwind like Ctrl-C, so
+    no hidden temporary output is left behind (only the main thread can install handlers)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Terminated(signum)
+
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        s = getattr(signal, name, None)
+        if s is not None:
+            old[s] = signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -529,7 +613,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         set_durable(True)  # through the environment, so batch workers inherit it
     try:
-        return int(args.func(args) or 0)
+        with _signals_cancel():
+            _check_args(args)
+            return int(args.func(args) or 0)
+    except Terminated as sig:
+        print(f"\naiflat: stopped by {sig}; no output was written", file=sys.stderr)
+        return 128 + sig.signum
     except AiflatError as err:
         if debug:
             raise

@@ -198,7 +198,7 @@ def cluster_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
     from .io.base import durable_default
 
     t0, wall0 = time.perf_counter(), time.time()
-    files, stems, flat_p, flat, out = prepare_batch(inputs, flat_path, out_dir)
+    files, stems, flat_p, flat, out = prepare_batch(inputs, flat_path, out_dir, fmt)
     sizes = [_size(f) for f in files]
     total = max(1, sum(sizes))
     n = len(files)

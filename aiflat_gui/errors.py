@@ -7,6 +7,17 @@ Every error a user can cause is an :class:`AiflatError`. The CLI prints ``str(er
 from __future__ import annotations
 
 import os
+import re
+
+
+def printable(text: str) -> str:
+    """``text`` on one printable line: control characters (a newline in a file name) as escapes like
+    ``\\n``, bytes that are not UTF-8 (surrogate escapes of an undecodable file name) as ``\\xff``."""
+    s = str(text)
+    if any("\udc80" <= c <= "\udcff" for c in s):
+        s = os.fsencode(s).decode("utf-8", "backslashreplace")
+    s = s.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates that are not escapes
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], s)
 
 
 class AiflatError(Exception):
@@ -16,8 +27,8 @@ class AiflatError(Exception):
 
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         self.path = os.fspath(path) if path is not None else None
-        self.problem = " ".join(str(message).split())  # always one line
-        super().__init__(self.problem if self.path is None else f"{self.path}: {self.problem}")
+        self.problem = printable(" ".join(str(message).split()))  # always one line
+        super().__init__(self.problem if self.path is None else f"{printable(self.path)}: {self.problem}")
 
 
 class InputError(AiflatError):

@@ -30,7 +30,7 @@ def _calibrated_name(seq, fmt: Optional[str], stem: str) -> tuple[str, str]:
     from .core.calibrate import output_format
     from .io import default_extension
 
-    fmt = output_format(seq, stem, fmt)
+    fmt = output_format(seq, "calibrated", fmt)  # stems may hold dots (a.b_calibrated): no extension here
     return fmt, stem + default_extension(fmt)
 
 
@@ -174,6 +174,12 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: 
     result: dict[str, Any] = {}
     with open_sequence(path, **opts) as seq:
         fmt, cal_name = _calibrated_name(seq, fmt, "calibrated")
+        from .io.outputs import guard_outputs
+
+        po = provider_options or {}
+        guard_outputs([out / "reference.fits", out / "mask.png", out / "flat.fits",
+                       (out / cal_name, "replace-folder" if fmt == "tiff-folder" else "file"), out / "report.png"],
+                      [path, mask_path, clean_path, po.get("prompt_file"), po.get("path"), po.get("mask_file")])
         warnings = list(seq.warnings)
         # 1. reference
         ref = compute_reference(seq, "median", max_frames=resolve_max_frames(max_frames),
@@ -475,21 +481,52 @@ def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt
         return BatchItem(input=src, status="cancelled", note="cancelled; no output written")
 
 
-def prepare_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike
-                  ) -> tuple[list[Path], list[str], Path, np.ndarray, Path]:
+#: input extension -> the writer format its calibrated copy gets by default
+_PLANNED_FORMAT = {".ser": "ser", ".avi": "avi", ".fits": "fits", ".fit": "fits", ".fts": "fits", ".tif": "tiff",
+                   ".tiff": "tiff", ".png": "tiff", ".jpg": "tiff", ".jpeg": "tiff"}
+
+
+def plan_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,
+               fmt: Optional[str] = None, extra_outputs: Iterable[str] = ()) -> tuple[list[Path], list[str]]:
+    """The batch's files and output stems, after the output guard: no output (nor any of
+    ``extra_outputs``, names in ``out_dir`` such as the GUI's ``flat.fits``) may be an input of the
+    batch or the flat, and no two outputs may share a name -- refused (InputError) before any work.
+    E.g. ``batch night/ -o night/`` with an unrelated ``a_calibrated.ser`` beside ``a.ser``."""
+    from .io import default_extension
+    from .io.outputs import guard_outputs
+
+    files = expand_inputs(inputs)
+    out = Path(out_dir)
+    stems = _stems(files)
+    outputs: list = [out / name for name in extra_outputs]
+    for f, s in zip(files, stems):
+        if fmt:
+            k = fmt
+        elif f.is_dir():
+            k = "fits" if any(c.suffix.lower() in (".fits", ".fit", ".fts") for c in f.iterdir()) else "tiff-folder"
+        else:
+            k = _PLANNED_FORMAT.get(f.suffix.lower(), "fits")
+        outputs.append((out / (s + default_extension(k)), "replace-folder" if k == "tiff-folder" else "file"))
+    guard_outputs(outputs, [*files, flat_path], check_parent=False)  # the caller creates out_dir
+    return files, stems
+
+
+def prepare_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,
+                  fmt: Optional[str] = None) -> tuple[list[Path], list[str], Path, np.ndarray, Path]:
     """What every batch checks before the first file: the inputs expanded (:func:`expand_inputs`),
-    the flat read and valid (a bad flat is the user's error for the whole batch), the output
-    folder usable. Returns (files, output stems, flat path, flat pixels, output folder)."""
+    the output guard (:func:`plan_batch`), the flat read and valid (a bad flat is the user's error
+    for the whole batch), the output folder usable. Returns (files, output stems, flat path, flat
+    pixels, output folder)."""
     from .core.calibrate import validate_flat
     from .io.single import read_image
 
-    files = expand_inputs(inputs)
+    files, stems = plan_batch(inputs, flat_path, out_dir, fmt)
     flat_p = Path(flat_path)
     flat = read_image(flat_p)
     validate_flat(flat, flat_p)
     out = Path(out_dir)
     prepare_output_folder(out)
-    return files, _stems(files), flat_p, flat, out
+    return files, stems, flat_p, flat, out
 
 
 def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,
@@ -503,7 +540,7 @@ def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.Pat
     ``resume``: outputs already complete are kept (status ``kept``), not recomputed.
     """
     t0 = time.perf_counter()
-    files, stems, flat_p, _flat, out = prepare_batch(inputs, flat_path, out_dir)
+    files, stems, flat_p, _flat, out = prepare_batch(inputs, flat_path, out_dir, fmt)
     n = len(files)
     jobs = int(jobs) if jobs and jobs > 0 else (os.cpu_count() or 1)
     jobs = max(1, min(jobs, n))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -192,13 +193,12 @@ class GeminiProvider:
         if text is not None and str(text).strip():
             return str(text), "custom"
         if path:
+            from ..io.inputs import read_text
+
             p = Path(path)
-            try:
-                content = p.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise InputError("prompt file not found", p) from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(f"cannot read prompt file: {getattr(exc, 'strerror', None) or exc}", p) from None
+            if not os.path.lexists(p):
+                raise InputError("prompt file not found", p)
+            content = read_text(p)  # refuses FIFOs, devices (/dev/zero) and files over 1 MB
             if not content.strip():
                 raise InputError("prompt file is empty", p)
             return content, p.name

@@ -105,7 +105,7 @@ def load_flat(path: str | os.PathLike, seq) -> np.ndarray:
     """Read a flat file (FITS/TIFF/PNG) for ``seq``: size must match the frame, values finite and > 0."""
     from ..io.single import read_image
 
-    return fit_flat(read_image(path), seq, path)
+    return fit_flat(read_image(path, expect=(seq.height, seq.width)), seq, path)
 
 
 #: What an empty mask means (said to the user instead of computing a reference for nothing).
@@ -179,6 +179,9 @@ def output_format(seq, output: str | os.PathLike, fmt: Optional[str] = None) -> 
     ext = Path(output).suffix.lower()
     if ext in FORMAT_OF_EXT:
         return FORMAT_OF_EXT[ext]
+    if ext:  # `-o x.png` must not get SER bytes: an extension names the format, or --format does
+        raise InputError(f"'{ext}' is not a video format this program writes; name the output .ser, .fits, "
+                         f".tif or .avi, or give --format", output)
     return _INPUT_TO_WRITER.get(getattr(seq, "format", ""), "fits")
 
 
@@ -316,7 +319,8 @@ def _copy_range(src_fd: int, dst_fd: int, start: int, stop: int, state: dict) ->
         else:
             got = os.pwrite(dst_fd, os.pread(src_fd, n, done), done)
         if got <= 0:
-            raise OSError(f"short copy at byte {done}")
+            raise InputError(f"file shrank while being read (it ends at byte {done}, expected {stop}); "
+                             "nothing was written", state.get("source"))
         done += got
 
 
@@ -419,7 +423,7 @@ def _calibrate_ser_by_copy(seq, calib: FrameCalibrator, out: Path, progress, dur
     populate = _populator()
     page = mmap.PAGESIZE
     pix_bytes = calib.idx.astype(np.int64) * dt.itemsize  # byte offset of each dust pixel in a frame
-    state: dict = {}
+    state: dict = {"source": seq.path}
     clipped = [0]
 
     def chunk_bytes(i0: int, i1: int) -> tuple[int, int]:

@@ -97,7 +97,7 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, ...]) -> tuple[np.ndarr
     """
     from ..io.single import read_image
 
-    data = read_image(path)
+    data = read_image(path, expect=tuple(shape[:2]))
     return mask_from_array(data, tuple(shape[:2]), name=str(path))
 
 

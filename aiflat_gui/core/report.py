@@ -66,6 +66,9 @@ def render_report(reference: np.ndarray, mask: np.ndarray, flat: np.ndarray,
     top = TITLE_H + (TITLE_H if title else 0)
     canvas = np.full((top + ph + gap, len(panels) * (pw + gap) + gap, 3), 24, np.uint8)
     if title:
+        # Hershey fonts draw ASCII only, and OpenCV crashes on a str that is not valid UTF-8 (a file
+        # name with undecodable bytes arrives as surrogate escapes): draw a printable ASCII copy
+        title = "".join(c if " " <= c <= "~" else "?" for c in str(title))
         cv2.putText(canvas, title[:120], (gap, TITLE_H - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
                     (255, 255, 255), 1, cv2.LINE_AA)
     for k, (name, img) in enumerate(panels):

@@ -111,9 +111,10 @@ def job_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
 
 def job_batch(inputs, flat, out_dir, fmt, pedestal, jobs=0, progress=None):
     from ..io.single import write_image
-    from ..pipeline import batch_calibrate
+    from ..pipeline import batch_calibrate, plan_batch
 
     out = Path(out_dir)
+    plan_batch(inputs, "", out, fmt, extra_outputs=["flat.fits"])  # the output guard, before any write
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -58,9 +58,10 @@ def open_sequence(path: str | os.PathLike, **options) -> Sequence:
     (one line, naming the file) for anything missing, unreadable or malformed.
 
     ``options`` go to the reader (e.g. ``byte_order="big"`` for SER)."""
+    from .inputs import check_input
+
     p = Path(path)
-    if not p.exists():
-        raise InputError("no such file or folder", p)
+    check_input(p)  # missing, symlink loop, FIFO or device: refused before any open (a FIFO would block)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
         if any(f.suffix.lower() in FITS_EXTS for f in files):

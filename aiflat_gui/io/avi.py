@@ -34,7 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import FormatError, InputError, ProcessingError
-from .base import Sequence, SequenceWriter
+from .base import Sequence, SequenceWriter, check_mapped
 
 __all__ = ["AviSequence", "AviWriter"]
 
@@ -285,6 +285,7 @@ class AviSequence(Sequence):
 
     def _view(self, i: int) -> np.ndarray:
         off, _ = self._chunks[i]
+        check_mapped(self._mm, off + self._stride * self.height, self.path)
         a = self._mm[off: off + self._stride * self.height].reshape(self.height, self._stride)
         return a[::-1] if self._bottom_up else a
 

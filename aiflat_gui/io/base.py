@@ -224,7 +224,8 @@ class SequenceWriter(abc.ABC):
         self.template = template
         self.n_frames = template.n_frames if n_frames is None else int(n_frames)
         self.written = 0
-        check_output_path(self.path, template.path, overwrite=overwrite)
+        check_output_path(self.path, template.path, overwrite=overwrite,
+                          kind="replace-folder" if self.is_directory else "file")
         self._atomic = AtomicOutput(self.path, directory=self.is_directory)
         self.tmp_path = self._atomic.__enter__()
         try:
@@ -295,25 +296,27 @@ class SequenceWriter(abc.ABC):
         pass
 
 
-def check_output_path(out: Path, *inputs: Any, overwrite: bool = True) -> None:
-    """Refuse to write over an input, into a missing or unwritable directory, or over an existing
-    file when ``overwrite`` is False. Raises :class:`InputError`."""
-    out = Path(out)
-    for src in inputs:
-        if src is None or str(src).startswith("<"):
-            continue
-        with contextlib.suppress(OSError):
-            if out.exists() and Path(src).exists() and os.path.samefile(out, src):
-                raise InputError("output path is the input file; choose another name", out)
-        if out.resolve() == Path(src).resolve():
-            raise InputError("output path is the input file; choose another name", out)
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise InputError(f"output directory {parent} does not exist", out)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output directory {parent} is not writable", out)
-    if out.exists() and not overwrite:
-        raise InputError("output exists (use --overwrite to replace it)", out)
+def check_output_path(out: Path, *inputs: Any, overwrite: bool = True, kind: str = "file") -> None:
+    """Refuse to write over an input (path, hard link or symlink), into a missing or unwritable
+    folder, under an unusable name, or over an existing file when ``overwrite`` is False. Raises
+    :class:`InputError`. See :func:`aiflat_gui.io.outputs.guard_outputs`."""
+    from .outputs import guard_outputs
+
+    guard_outputs([(out, kind)], inputs, overwrite=overwrite)
+
+
+def check_mapped(mm: Any, end: int, path: Any) -> None:
+    """Before touching a memory map up to byte ``end``: refuse (InputError) when the file has shrunk
+    below it since it was opened, as touching a mapped page past the end of a file kills the process
+    with SIGBUS. ``mm``: an :class:`mmap.mmap` or :class:`numpy.memmap`."""
+    m = getattr(mm, "_mmap", mm)
+    try:
+        size = m.size()
+    except (OSError, ValueError, AttributeError):
+        return
+    if size < end:
+        raise InputError(f"file shrank to {size} bytes while being read (another program truncated or "
+                         f"is rewriting it); nothing was written", path)
 
 
 #: Environment variable that makes every output durable (see :func:`durable_default`).
@@ -406,8 +409,11 @@ class AtomicOutput:
         self.tmp: Optional[Path] = None
 
     def __enter__(self) -> Path:
-        parent = self.target.resolve().parent
-        prefix = f".{self.target.name}."
+        from .outputs import sweep_stale_temps, temp_prefix
+
+        parent = Path(os.path.realpath(self.target)).parent
+        prefix = temp_prefix(self.target)
+        sweep_stale_temps(parent)  # leftovers of killed runs (only ours, only of dead writers)
         try:
             if self.directory:
                 self.tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=parent))

@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import FormatError, InputError, ProcessingError
-from .base import BAYER_PATTERNS, Sequence, SequenceWriter, datetime_to_ticks
+from .base import BAYER_PATTERNS, Sequence, SequenceWriter, check_mapped, datetime_to_ticks
 
 __all__ = ["FitsSequence", "FitsFolderSequence", "FitsWriter", "FITS_EXTS", "date_to_ticks", "ticks_to_date",
            "shift_bayer"]
@@ -394,6 +394,9 @@ class FitsSequence(Sequence):
             bottom_up, why = row_order_of(hdr0, row_order)
         except InputError as err:
             raise InputError(err.problem, self.path) from None
+        for key in ("BZERO", "BSCALE"):
+            if not np.isfinite(_float(hdr0, key, 0.0)):
+                raise FormatError(f"{key} is {hdr0.get(key)!r}: not a number; the header is damaged", self.path)
         try:
             self._dec = _Decoder(_int(hdr0, "BITPIX"), _float(hdr0, "BZERO", 0.0), _float(hdr0, "BSCALE", 1.0),
                                  colour, bottom_up)
@@ -405,8 +408,10 @@ class FitsSequence(Sequence):
         offsets: list[int] = []
         dates: list[Optional[int]] = []
         hdu_at = {h["datloc"]: k for k, h in enumerate(self._hdus)}
+        claimed = None
         if layout == "cube" or len(images) == 1:
-            for i in range(n_cube):
+            claimed = n_cube  # a header may claim 1e9 frames: list only those the file can hold (+1)
+            for i in range(min(n_cube, max(0, size - loc0) // self._fbytes + 1)):
                 offsets.append(loc0 + i * self._fbytes)
             frame_hdus = [hdu_at[loc0]]
         else:
@@ -422,8 +427,12 @@ class FitsSequence(Sequence):
                 dates.append(date_to_ticks(hd.get("DATE-OBS")))
             frame_hdus = [hdu_at[loc] for _, loc in same]
         whole = [o for o in offsets if o + self._fbytes <= size]
-        if len(whole) < len(offsets):
-            self.warnings.append(f"file is truncated: {len(whole)} of {len(offsets)} frames are complete")
+        total = len(offsets) if claimed is None else claimed
+        if total > 1000 * max(1, len(whole)):  # not a cut copy: a header claiming what no file holds
+            raise FormatError(f"header claims {total} frames but the file holds at most {len(whole)}; "
+                              "the header is damaged", self.path)
+        if len(whole) < total:
+            self.warnings.append(f"file is truncated: {len(whole)} of {total} frames are complete")
             if not whole:
                 raise FormatError(f"file is truncated: it ends before the first frame's data "
                                   f"({size} bytes, needs {offsets[0] + self._fbytes})", self.path)
@@ -502,6 +511,7 @@ class FitsSequence(Sequence):
         if getattr(self, "_mm", None) is None:
             raise InputError("file is closed", self.path)
         off = self._offsets[i]
+        check_mapped(self._mm, off + self._fbytes, self.path)
         return self._mm[off: off + self._fbytes].view(self._dec.raw_dtype).reshape(self._raw_shape)
 
     def _read_frame(self, i: int) -> np.ndarray:
@@ -591,6 +601,9 @@ class FitsFolderSequence(Sequence):
             bottom_up, why = row_order_of(hdr0, row_order)
         except InputError as err:
             raise InputError(err.problem, self.path) from None
+        for key in ("BZERO", "BSCALE"):
+            if not np.isfinite(_float(hdr0, key, 0.0)):
+                raise FormatError(f"{key} is {hdr0.get(key)!r}: not a number; the header is damaged", self.path)
         try:
             self._dec = _Decoder(ref[3], ref[4], ref[5], ref[2], bottom_up)
         except ValueError:

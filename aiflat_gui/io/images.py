@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import FormatError, InputError
-from .base import COLORS, Sequence, SequenceWriter
+from .base import COLORS, Sequence, SequenceWriter, check_mapped
 from .fits import natural_key
 
 __all__ = ["ImageSequence", "ImageFolderSequence", "TiffWriter", "TiffFolderWriter", "IMAGE_EXTS", "natural_key"]
@@ -365,6 +365,7 @@ class ImageSequence(Sequence):
                         raise FormatError(f"TIFF page {i} is truncated", self.path)
                     return a.reshape(self._lay.page_shape)
                 n = self._per * self._file_dtype.itemsize
+                check_mapped(self._mm, src[1] + n, self.path)
                 return self._mm[src[1]: src[1] + n].view(self._file_dtype).reshape(self._lay.page_shape)
             with self._lock:  # one file handle: seek+read must not interleave between threads
                 if src[0] == "page":

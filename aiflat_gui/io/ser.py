@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..text import show_bytes
-from .base import AtomicOutput, Sequence, SequenceWriter, datetime_to_ticks, disk_errors
+from .base import AtomicOutput, Sequence, SequenceWriter, check_mapped, datetime_to_ticks, disk_errors
 
 __all__ = ["SerSequence", "SerWriter", "write_ser", "pack_header", "unpack_header", "HEADER_SIZE",
            "FILE_ID", "COLOR_IDS", "COLOR_OF_ID", "MAX_DIMENSION"]
@@ -344,6 +344,7 @@ class SerSequence(Sequence):
             raise InputError("SER file is closed", self.path)
         dt = np.dtype(dtype)
         count = self._frame_bytes // dt.itemsize
+        check_mapped(self._mm, HEADER_SIZE + (i + 1) * self._frame_bytes, self.path)
         a = np.frombuffer(self._mm, dtype=dt, count=count, offset=HEADER_SIZE + i * self._frame_bytes)
         return a.reshape(self.frame_shape)
 

@@ -19,11 +19,50 @@ FITS_EXTS = (".fits", ".fit", ".fts")
 TIFF_EXTS = (".tif", ".tiff")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one image. Raises :class:`InputError` naming the file on any problem."""
+#: an image given for frames of H x W (a mask, a flat) may be at most this many times their area
+MAX_AREA_RATIO = 64
+
+
+def _check_expected(w: int, h: int, expect, p: Path) -> None:
+    if expect is None:
+        return
+    H, W = int(expect[0]), int(expect[1])
+    if w * h > MAX_AREA_RATIO * max(1, H * W):
+        raise InputError(f"image is {w}x{h}, far larger than the {W}x{H} frames it is for; "
+                         "give the file made for this video", p)
+
+
+def _probe(p: Path) -> tuple:
+    """(w, h, channels, dtype) from a PNG/JPEG header, checked against the file's size and the
+    free memory before anything is decoded (a 0.75 MB PNG can claim 32000x24000 pixels)."""
+    from .images import _MAX_EXPANSION, _probe_jpeg, _probe_png, check_frame_memory
+
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x89PNG"):
+        fmt, probe = "png", _probe_png(p)
+    elif head.startswith(b"\xff\xd8"):
+        fmt, probe = "jpeg", _probe_jpeg(p)
+    else:
+        raise InputError("not a PNG or JPEG image (unknown signature)", p)
+    w, h, ch, dt = probe
+    per = 4 if fmt == "png" else ch
+    nbytes = w * h * per * np.dtype(dt).itemsize
+    size = p.stat().st_size
+    if nbytes > _MAX_EXPANSION[fmt] * max(size, 1) + (1 << 20):
+        raise InputError(f"damaged header: it claims {w}x{h} pixels but the file has only {size} bytes", p)
+    check_frame_memory((h, w, per), np.dtype(dt).itemsize, p, "image")
+    return probe
+
+
+def read_image(path: str | os.PathLike, expect: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read one image. Raises :class:`InputError` naming the file on any problem. ``expect``:
+    (H, W) of the frames the image is for (a mask, a flat): an image claiming far more pixels is
+    refused by its header, before it is decoded."""
+    from .inputs import check_input
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError("no such file", p)
+    check_input(p, folder_ok=False)
     ext = p.suffix.lower()
     try:
         if ext in FITS_EXTS or ext in TIFF_EXTS:
@@ -34,9 +73,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             with open_sequence(p) as seq:
                 if seq.n_frames != 1:
                     raise InputError(f"holds {seq.n_frames} frames; expected a single image", p)
+                _check_expected(seq.width, seq.height, expect, p)
                 return np.array(seq.frame(0))
         import cv2
 
+        w, h = _probe(p)[:2]
+        _check_expected(w, h, expect, p)
         raw = np.fromfile(p, dtype=np.uint8)
         data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
         if data is None:

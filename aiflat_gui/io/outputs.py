@@ -1,0 +1,201 @@
+"""The output guard: nothing the user gave us is ever overwritten, and an output name that cannot
+work is refused before any work starts.
+
+:func:`guard_outputs` is the one check every command, the pipeline, batches and the GUI's exports
+call with *all* the inputs of the run (video, flat, mask, reference, clean image, prompt file, every
+file of a batch) and *all* the outputs it is about to write. An output is refused (one-line
+:class:`InputError`, exit 2) when it
+
+* is an input: the same path, a hard link (same ``st_dev``/``st_ino``) or a symlink to it;
+* is a folder output (replaced as a whole, e.g. a TIFF-folder video) holding an input;
+* has the same name as another output of the run (two batch inputs calibrating to one name);
+* is empty, names a folder where a file is expected (``-o dir/``), is a symlink loop, or its name is
+  too long for the folder once the hidden temporary name's affixes are added;
+* would land in a folder that does not exist or is not writable.
+
+It also holds :func:`temp_prefix`/:func:`sweep_stale_temps`: hidden temporary outputs carry the
+writer's PID and process start time in their name (``.NAME.aiflat-PID-START.XXXX.partial``) so the
+next run writing to that folder can remove those of writers that are gone (``kill -9``, power cut),
+and only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from ..errors import InputError
+
+#: bytes a hidden temporary name adds to the output's name: "." + ".aiflat-PID-START." + 8 + ".partial"
+TEMP_NAME_OVERHEAD = 1 + len(".aiflat-4194304-18446744073709551615.") + 8 + len(".partial")
+
+
+def _real(p: str | os.PathLike) -> str:
+    return os.path.normcase(os.path.realpath(os.fspath(p)))  # never raises, even on a symlink loop
+
+
+def _stat(p: str | os.PathLike) -> Optional[os.stat_result]:
+    try:
+        return os.stat(p)
+    except (OSError, ValueError):
+        return None
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are one file: the same path, a symlink to it or a hard link."""
+    sa, sb = _stat(a), _stat(b)
+    if sa is not None and sb is not None:
+        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+    return _real(a) == _real(b)
+
+
+def _inside(child: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    c, f = _real(child), _real(folder)
+    return c != f and c.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def _name_max(folder: str) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_output_name(out: str | os.PathLike, kind: str = "file", check_parent: bool = True) -> Path:
+    """Refuse an output name that cannot work, before any work. ``kind``: ``file`` (a file is
+    written), ``replace-folder`` (a folder replaced as a whole) or ``folder`` (a folder results are
+    written into; created when missing). ``check_parent``: the folder it goes into must exist and be
+    writable (False when the caller creates it)."""
+    text = os.fspath(out)
+    if not str(text).strip():
+        raise InputError("the output name is empty; give a file name", "-o")
+    p = Path(text)
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("output path is a symlink loop", p) from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InputError("output path is too long for the file system", p) from None
+    if kind == "file":
+        if str(text).endswith(("/", os.sep)) or p.is_dir():
+            raise InputError("output names a folder; give a file name (e.g. NAME.ser)", p)
+    if kind == "folder":
+        return p
+    parent = Path(_real(p)).parent
+    if check_parent and not parent.is_dir():
+        raise InputError(f"output folder {parent} does not exist", p)
+    if check_parent and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {parent} is not writable", p)
+    limit = _name_max(str(parent) if parent.is_dir() else str(parent.parent))
+    n = len(os.fsencode(p.name))
+    if n + TEMP_NAME_OVERHEAD > limit:
+        raise InputError(f"output name is {n} bytes long; this folder allows {limit - TEMP_NAME_OVERHEAD} "
+                         f"(the hidden temporary name adds {TEMP_NAME_OVERHEAD}); choose a shorter name", p)
+    return p
+
+
+def guard_outputs(outputs: Iterable[Any], inputs: Iterable[Any], overwrite: bool = True,
+                  check_parent: bool = True) -> None:
+    """Refuse (InputError) any output that is an input of the run, holds one (folder outputs), shares
+    its name with another output, or cannot be written. ``outputs``: paths, or ``(path, kind)`` with
+    ``kind`` as in :func:`check_output_name`. ``inputs``: paths (None and ``<...>`` entries skipped)."""
+    ins = [Path(os.fspath(i)) for i in inputs if i is not None and not str(i).startswith("<") and str(i)]
+    seen: dict[str, Path] = {}
+    for item in outputs:
+        out, kind = item if isinstance(item, tuple) else (item, "file")
+        p = check_output_name(out, kind, check_parent)
+        for src in ins:
+            if kind == "folder" and os.path.isdir(src):
+                continue  # results written into the folder of the inputs: each file is guarded itself
+            if same_file(p, src):
+                raise InputError(f"output would overwrite the input file {src}; choose another name", p)
+            if kind == "replace-folder" and _inside(src, p):
+                raise InputError(f"output folder holds the input {src} and would be replaced; "
+                                 "choose another folder", p)
+        key = _real(p)
+        if key in seen:
+            raise InputError(f"two outputs of this run would both be written to this name "
+                             f"(from {seen[key]} and {p}); rename one input", p)
+        seen[key] = p
+        if not overwrite and os.path.lexists(p):
+            raise InputError("output exists (use --overwrite to replace it)", p)
+
+
+# -- hidden temporary outputs of dead writers -------------------------------------------------------------
+
+def _proc_start(pid: int) -> Optional[int]:
+    """Start time of process ``pid`` in clock ticks since boot (Linux), None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data.rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_SELF_START: Optional[int] = None
+
+
+def temp_prefix(target: str | os.PathLike) -> str:
+    """Prefix of a hidden temporary name for ``target``: ``.NAME.aiflat-PID-START.``"""
+    global _SELF_START
+    pid = os.getpid()
+    if _SELF_START is None or getattr(temp_prefix, "_pid", None) != pid:
+        _SELF_START = _proc_start(pid) or 0
+        temp_prefix._pid = pid  # type: ignore[attr-defined]
+    return f".{Path(target).name}.aiflat-{pid}-{_SELF_START}."
+
+
+_TEMP_RE = re.compile(r"^\..+\.aiflat-(\d+)-(\d+)\.[^.]+\.partial$")
+
+
+def _writer_alive(pid: int, start: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        pass  # exists, belongs to someone else
+    now = _proc_start(pid)
+    if now is None:
+        return not os.path.isdir("/proc/self")  # no /proc (macOS): trust kill(0)
+    return start == 0 or now == start  # the PID was reused by another process when the start differs
+
+
+def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove hidden temporary outputs in ``folder`` left by aiflat writers that are gone; returns
+    what was removed. Only names of our own pattern, only when their writer process no longer exists
+    (or its PID now belongs to a process started at another time); never raises."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TEMP_RE.match(e.name)
+        if not m:
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        if _writer_alive(int(m.group(1)), int(m.group(2))):
+            continue
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)
+            removed.append(Path(e.path))
+    return removed

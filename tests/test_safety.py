@@ -1,0 +1,294 @@
+"""Issue 13, "what was seen": every case an attacker (or an unlucky user) found on e7600f1, as a test.
+
+The CLI runs in a subprocess (a segfault, SIGBUS or hang of the old code fails the test instead of
+killing pytest), under an address-space limit where a case used to blow memory up. Each case checks
+the promise: one-line error naming the file, exit 2, inputs byte-identical, no partial file left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiflat_gui.core.demo import write_demo
+from aiflat_gui.io.ser import write_ser
+from aiflat_gui.io.single import write_image
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="special files, /proc and signals as on Linux")
+
+GB = 1 << 30
+
+
+def _limit(nbytes):
+    def pre():
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+    return pre
+
+
+def aiflat(*argv, cwd=None, timeout=120, mem=None, env=None):
+    """Run ``aiflat ARGV`` in a fresh interpreter; (exit code, stdout, stderr)."""
+    e = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **(env or {}))
+    e.pop("AIFLAT_DEBUG", None)
+    args = [sys.executable, "-m", "aiflat_gui.cli", "-q", *[a if isinstance(a, bytes) else str(a) for a in argv]]
+    r = subprocess.run(args, cwd=cwd, capture_output=True, timeout=timeout, env=e,
+                       preexec_fn=_limit(mem) if mem else None)
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+
+def refused(res, *words):
+    """Exit 2 with exactly one line ``aiflat: error: ...`` holding every word."""
+    code, out, err = res
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, (code, err)
+    assert len(lines) == 1 and lines[0].startswith("aiflat: error: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def sha(p):
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+def partials(folder):
+    return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith(".partial"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    write_demo(d, frames=8, width=96, height=64, seed=3, difficulty="easy")
+    assert aiflat("flat", d / "demo.ser", "--mask", d / "truth_mask.png", "-o", d / "flat.fits",
+                  "--method", "local")[0] == 0
+    return d
+
+
+def _copy(demo, tmp, *names):
+    out = {}
+    for n in names:
+        (tmp / n).write_bytes((demo / n).read_bytes())
+        out[n] = tmp / n
+    return out
+
+
+# -- 1. files the user passed in are never overwritten ----------------------------------------------------------
+
+def test_calibrate_output_is_the_flat_or_the_mask(demo, tmp_path):
+    f = _copy(demo, tmp_path, "demo.ser", "flat.fits", "truth_mask.png")
+    hashes = {n: sha(p) for n, p in f.items()}
+    refused(aiflat("calibrate", f["demo.ser"], "--flat", f["flat.fits"], "-o", f["flat.fits"], "--format", "fits"),
+            "flat.fits", "input")
+    refused(aiflat("calibrate", f["demo.ser"], "--mask", f["truth_mask.png"], "-o", f["truth_mask.png"],
+                   "--format", "ser"), "truth_mask.png", "input")
+    assert {n: sha(p) for n, p in f.items()} == hashes
+    assert partials(tmp_path) == []
+
+
+def test_output_is_an_input_through_a_hard_link_or_a_symlink(demo, tmp_path):
+    f = _copy(demo, tmp_path, "demo.ser", "flat.fits")
+    os.link(f["demo.ser"], tmp_path / "hard.ser")
+    os.symlink(f["demo.ser"], tmp_path / "soft.ser")
+    before = sha(f["demo.ser"])
+    for out in ("hard.ser", "soft.ser"):
+        refused(aiflat("calibrate", f["demo.ser"], "--flat", f["flat.fits"], "-o", tmp_path / out), "input")
+    assert sha(f["demo.ser"]) == before
+
+
+def test_mask_output_is_the_video(tmp_path):
+    """`mask st.tif -o st.tif`: a 6-frame TIFF video became a mask (cmd_mask never checked its output)."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "st.tif", rng.integers(1000, 3000, (6, 48, 64), dtype=np.uint16))
+    before = sha(tmp_path / "st.tif")
+    refused(aiflat("mask", tmp_path / "st.tif", "-o", tmp_path / "st.tif"), "st.tif", "input")
+    assert sha(tmp_path / "st.tif") == before
+
+
+def test_flat_output_is_the_reference(demo, tmp_path):
+    f = _copy(demo, tmp_path, "demo.ser", "truth_mask.png")
+    assert aiflat("reference", f["demo.ser"], "-o", tmp_path / "ref.fits")[0] == 0
+    before = sha(tmp_path / "ref.fits")
+    refused(aiflat("flat", f["demo.ser"], "--mask", f["truth_mask.png"], "--reference", tmp_path / "ref.fits",
+                   "-o", tmp_path / "ref.fits"), "ref.fits", "input")
+    assert sha(tmp_path / "ref.fits") == before
+
+
+def test_run_input_named_like_an_output(demo, tmp_path):
+    """`run r1/reference.fits -o r1`: a cube named reference.fits was replaced by its own median."""
+    r1 = tmp_path / "r1"
+    r1.mkdir()
+    assert aiflat("calibrate", demo / "demo.ser", "--flat", demo / "flat.fits", "-o", r1 / "reference.fits")[0] == 0
+    before = sha(r1 / "reference.fits")
+    refused(aiflat("run", r1 / "reference.fits", "-o", r1, "--mask", demo / "truth_mask.png"), "reference.fits", "input")
+    assert sha(r1 / "reference.fits") == before
+    assert sorted(p.name for p in r1.iterdir()) == ["reference.fits"]
+
+
+def test_batch_into_its_own_folder_with_an_unrelated_calibrated_name(demo, tmp_path):
+    """`batch b1 --flat f.fits -o b1` with an unrelated a_calibrated.ser beside a.ser: it was
+    overwritten, then calibrated again, both reported ok."""
+    b1 = tmp_path / "b1"
+    b1.mkdir()
+    (b1 / "a.ser").write_bytes((demo / "demo.ser").read_bytes())
+    write_ser(b1 / "a_calibrated.ser", np.full((3, 64, 96), 7, np.uint16))
+    hashes = {p.name: sha(p) for p in b1.iterdir()}
+    line = refused(aiflat("batch", b1, "--flat", demo / "flat.fits", "-o", b1, "--jobs", "1"), "a_calibrated.ser")
+    assert "input" in line
+    assert {p.name: sha(p) for p in b1.iterdir()} == hashes
+
+
+def test_batch_outputs_colliding_inside_the_batch(demo, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    for d in ("x", "y"):
+        (tmp_path / d / "a.ser").write_bytes((demo / "demo.ser").read_bytes())
+    (tmp_path / "a_calibrated.ser").write_bytes((demo / "demo.ser").read_bytes())
+    # x/a.ser and y/a.ser get a_calibrated.ser and a_calibrated_2.ser; a_calibrated.ser's own output
+    # is a_calibrated_calibrated.ser: no collision -- but -o the folder holding a_calibrated.ser is one
+    refused(aiflat("batch", tmp_path / "x" / "a.ser", tmp_path / "a_calibrated.ser", "--flat", demo / "flat.fits",
+                   "-o", tmp_path, "--jobs", "1"), "a_calibrated.ser", "input")
+
+
+def test_gui_batch_checks_before_writing_its_flat(demo, tmp_path):
+    """The GUI's batch writes OUT/flat.fits first: a video named flat.fits in OUT is an input."""
+    from aiflat_gui.errors import InputError
+    from aiflat_gui.gui.main_window import job_batch
+
+    (tmp_path / "flat.fits").write_bytes((demo / "flat.fits").read_bytes())
+    before = sha(tmp_path / "flat.fits")
+    with pytest.raises(InputError, match="input"):
+        job_batch([str(tmp_path / "flat.fits")], np.ones((64, 96), np.float32), str(tmp_path), None, 0.0, jobs=1)
+    assert sha(tmp_path / "flat.fits") == before
+
+
+# -- 2. memory bombs from small files; special files -------------------------------------------------------------
+
+def _fits_bomb(path, naxis3=1_000_000_000):
+    cards = [("SIMPLE", "T"), ("BITPIX", "16"), ("NAXIS", "3"), ("NAXIS1", "64"), ("NAXIS2", "48"),
+             ("NAXIS3", str(naxis3)), ("BZERO", "32768")]
+    head = b"".join(f"{k:<8}= {v:>20}".ljust(80).encode() for k, v in cards) + b"END".ljust(80)
+    head = head.ljust(2880, b" ")
+    path.write_bytes(head + bytes(77 * 1024))
+
+
+def test_fits_header_claiming_1e9_frames(tmp_path):
+    _fits_bomb(tmp_path / "bomb.fits")
+    t0 = time.monotonic()
+    refused(aiflat("info", tmp_path / "bomb.fits", mem=GB), "bomb.fits", "1000000000")
+    assert time.monotonic() - t0 < 30
+
+
+def test_fits_truncated_a_little_still_opens(tmp_path):
+    _fits_bomb(tmp_path / "cut.fits", naxis3=30)  # 77 KB hold 12 of 30 frames: a cut copy, not a bomb
+    code, out, err = aiflat("info", tmp_path / "cut.fits")
+    assert code == 0 and "12 of 30" in out
+
+
+def _png_bomb(path, w=32000, h=24000):
+    import zlib
+
+    def chunk(tag, data):
+        return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
+
+    row = b"\0" + bytes(w)
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0]))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def png_bomb(tmp_path_factory):
+    p = tmp_path_factory.mktemp("bomb") / "huge.png"
+    _png_bomb(p)
+    assert p.stat().st_size < 1_000_000
+    return p
+
+
+def test_png_bomb_as_mask_or_flat(demo, tmp_path, png_bomb):
+    refused(aiflat("calibrate", demo / "demo.ser", "--mask", png_bomb, "-o", tmp_path / "c.ser", mem=GB),
+            "huge.png", "32000x24000")
+    refused(aiflat("calibrate", demo / "demo.ser", "--flat", png_bomb, "-o", tmp_path / "c.ser", mem=GB),
+            "huge.png", "32000x24000")
+    assert not (tmp_path / "c.ser").exists() and partials(tmp_path) == []
+
+
+def test_prompt_file_dev_zero(demo, tmp_path):
+    refused(aiflat("mask", demo / "demo.ser", "-o", tmp_path / "m.png", "--provider", "gemini", "--prompt-file",
+                   "/dev/zero", env={"GEMINI_API_KEY": "k-not-used"}, mem=GB, timeout=60), "/dev/zero")
+
+
+@pytest.mark.parametrize("name", ["v.ser", "m.png", "s.tif"])
+def test_fifo_is_refused_not_waited_on(demo, tmp_path, name):
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    refused(aiflat("info", fifo, timeout=30), name, "FIFO")
+    if name == "v.ser":
+        refused(aiflat("calibrate", fifo, "--flat", demo / "flat.fits", "-o", tmp_path / "c.ser", timeout=30), "FIFO")
+        refused(aiflat("run", fifo, "-o", tmp_path / "r", timeout=30), "FIFO")
+    else:
+        refused(aiflat("calibrate", demo / "demo.ser", "--mask", fifo, "-o", tmp_path / "c.ser", timeout=30), "FIFO")
+
+
+# -- 3. crashes ---------------------------------------------------------------------------------------------------
+
+def test_non_utf8_file_name_runs_and_reports(demo, tmp_path):
+    """A non-UTF-8 file name segfaulted `aiflat run` in cv2.putText (exit 139, no report)."""
+    name = os.fsencode(tmp_path) + b"/caf\xe9.ser"
+    with open(name, "wb") as f:
+        f.write((demo / "demo.ser").read_bytes())
+    code, out, err = aiflat(b"run", name, b"-o", os.fsencode(tmp_path / "out"), b"--mask",
+                            os.fsencode(demo / "truth_mask.png"))
+    assert code == 0, err
+    assert (tmp_path / "out" / "report.png").is_file()
+
+
+def test_newline_in_file_name_is_one_error_line(tmp_path):
+    p = tmp_path / "two\nlines.ser"
+    p.write_bytes(b"not a ser file at all" * 10)
+    line = refused(aiflat("info", p), "two\\nlines.ser")
+    assert "\n" not in line
+
+
+_SHRINK = r"""
+import os, sys
+from aiflat_gui.io import open_sequence
+from aiflat_gui.errors import AiflatError
+from aiflat_gui.core.calibrate import calibrate_sequence, load_flat
+src, flat, out = sys.argv[1:4]
+seq = open_sequence(src)
+f = load_flat(flat, seq)
+def progress(fraction, message=""):
+    if fraction > 0 and os.path.getsize(src) > 4000:
+        os.truncate(src, 178 + seq.frame_nbytes)  # another program cuts the file while we read it
+try:
+    calibrate_sequence(seq, f, out, progress=progress, chunk_bytes=seq.frame_nbytes)
+except AiflatError as err:
+    print("refused:", err)
+"""
+
+
+@pytest.mark.parametrize("ext", [".fits", ".ser", ".tif"])
+def test_input_shrinking_while_read_is_an_error_not_sigbus(demo, tmp_path, ext):
+    src = tmp_path / "v.ser"
+    src.write_bytes((demo / "demo.ser").read_bytes())
+    r = subprocess.run([sys.executable, "-c", _SHRINK, str(src), str(demo / "flat.fits"), str(tmp_path / f"o{ext}")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr)  # -7: SIGBUS
+    if ext == ".ser" and "refused:" not in r.stdout:
+        # SER -> SER is a kernel copy of the bytes present when it ran: complete, or refused
+        assert (tmp_path / "o.ser").stat().st_size == (demo / "demo.ser").stat().st_size
+    else:
+        assert "refused:" in r.stdout and "shrank" in r.stdout, r.stdout + r.stderr
+        assert not (tmp_path / f"o{ext}").exists()
+    assert partials(tmp_path) == []
