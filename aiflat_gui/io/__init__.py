@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import InputError
+from .inputs import check_input
 from .base import (ArraySequence, AtomicOutput, Sequence, SequenceWriter, atomic_write_bytes,
                    check_output_path, ticks_to_datetime)
 
@@ -58,8 +59,6 @@ def open_sequence(path: str | os.PathLike, **options) -> Sequence:
     (one line, naming the file) for anything missing, unreadable or malformed.
 
     ``options`` go to the reader (e.g. ``byte_order="big"`` for SER)."""
-    from .inputs import check_input
-
     p = Path(path)
     check_input(p)  # missing, symlink loop, FIFO or device: refused before any open (a FIFO would block)
     if p.is_dir():
