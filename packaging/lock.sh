@@ -2,7 +2,7 @@
 # Refresh the two locked dependency sets from pyproject.toml (run it after changing a dependency,
 # then commit both files with the reason; CI and the bundle use exactly what they list).
 #
-#   packaging/lock.sh
+#   packaging/lock.sh [--upgrade | --upgrade-package NAME]
 #
 # constraints.txt                    every runtime, test, packaging and optional dependency at one
 #                                    exact version; the README's install commands and .ci/run pass
@@ -35,18 +35,25 @@ trap 'rm -rf "$TOOLS"' EXIT
 COMPILE=("$TOOLS/venv/bin/pip-compile" -q --strip-extras --allow-unsafe --no-emit-index-url
          --no-emit-find-links --no-header --resolver=backtracking)
 
-# Everything (all extras), exact versions, no hashes: pip refuses hashes next to `-e .`.
-"${COMPILE[@]}" --all-extras -c packaging/lock-limits.in -o constraints.txt.new pyproject.toml
-# The bundle: runtime + packaging extra, the same versions, with hashes.
-"${COMPILE[@]}" --extra packaging --generate-hashes -c constraints.txt.new \
-    -o packaging/requirements-bundle.txt.new pyproject.toml
+# The project itself appears when one extra names another (test -> aiflat-gui[cluster]) as a
+# `file://` line of this checkout: drop that entry (and its "# via" lines), it is not a dependency.
+drop_self() { awk '/^aiflat-gui( @|==)/ { skip = 1; next } skip && /^ +#/ { next } { skip = 0; print }' "$1"; }
 
+# pip-compile keeps the versions already in its output file unless a range forces a change (or
+# --upgrade / --upgrade-package NAME is passed to this script): a re-lock moves only what it must.
+# Everything (all extras), exact versions, no hashes: pip refuses hashes next to `-e .`.
+"${COMPILE[@]}" "$@" --all-extras -c packaging/lock-limits.in -o constraints.txt pyproject.toml
 { echo "# Exact versions for CI and development installs: pip install -c constraints.txt -e '.[test]'"
   echo "# Made by packaging/lock.sh from pyproject.toml and packaging/lock-limits.in; do not edit by hand."
-  cat constraints.txt.new; } > constraints.txt
+  drop_self constraints.txt | grep -v '^# \(Exact versions\|Made by packaging\)'; } > constraints.txt.new
+mv constraints.txt.new constraints.txt
+# The bundle: runtime + packaging extra, the same versions, with hashes.
+"${COMPILE[@]}" --extra packaging --generate-hashes -c constraints.txt \
+    -o packaging/requirements-bundle.txt pyproject.toml
 { echo "# The bundle's dependencies with hashes: pip install --require-hashes -r packaging/requirements-bundle.txt"
   echo "# Made by packaging/lock.sh (same versions as constraints.txt); do not edit by hand."
-  cat packaging/requirements-bundle.txt.new; } > packaging/requirements-bundle.txt
-rm -f constraints.txt.new packaging/requirements-bundle.txt.new
+  drop_self packaging/requirements-bundle.txt | grep -v '^# \(The bundle.s dependencies\|Made by packaging\)'; } \
+    > packaging/requirements-bundle.txt.new
+mv packaging/requirements-bundle.txt.new packaging/requirements-bundle.txt
 echo "lock.sh: wrote constraints.txt ($(grep -c '==' constraints.txt) pins) and" \
      "packaging/requirements-bundle.txt ($(grep -c '==' packaging/requirements-bundle.txt) pins, hashed)"
