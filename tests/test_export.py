@@ -159,3 +159,37 @@ def test_wrong_extension_and_bad_flats(tmp_path):
     with pytest.raises(InputError):
         export_flat(flat, "photoshop", tmp_path / "x.fits")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pss_own_calibration_code_path_on_the_demo_ser(tmp_path):
+    """PlanetarySystemStacker's flat calibration, step by step as its source does it (PSS 0.9.8.2,
+    planetary_system_stacker/frames.py: ``Frames.read_image`` reads a .tif with
+    ``cv2.imread(name, IMREAD_UNCHANGED)`` (FITS flats are flipped and float ones rounded: why we
+    write TIFF); ``Calibration.create_master_flat``: ``average_flat = average(flat).astype(uint16)``,
+    ``inverse = (average_flat / flat).astype(float32)``; ``Calibration.correct``:
+    ``(frame * inverse).astype(frame.dtype)``, truncating). The package itself cannot be installed
+    here: it pins numpy < 1.23 and needs PyQt5. Its SER reader keeps the file's top-down rows, so the
+    flat is written top-down. Figures: >= 90 % of the darkening removed; off the dust PSS scales the
+    whole frame by average_flat / 65535 and truncates, so after that one factor pixels move <= 1 ADU."""
+    import cv2
+
+    from aiflat_gui.core.demo import write_demo
+    from aiflat_gui.io import open_sequence
+
+    paths = write_demo(tmp_path / "d", frames=8, width=160, height=120, seed=1)
+    with open_sequence(paths["sequence"]) as seq:
+        frames = seq[:]
+    clean = fits.getdata(paths["clean"]).astype(np.float64)
+    truth = fits.getdata(paths["flat"]).astype(np.float32)
+    master = cv2.imread(str(export_flat(truth, "pss", tmp_path / "flat_pss.tif")), cv2.IMREAD_UNCHANGED)
+    assert master.dtype == np.uint16 and master.shape == truth.shape
+    average_flat = np.average(master).astype(np.uint16)
+    inverse = (average_flat / master).astype(np.float32)
+    out = np.stack([(f * inverse).astype(f.dtype) for f in frames]).astype(np.float64)
+    raw = frames.astype(np.float64)
+    scale = float(average_flat) / 65535
+    dust, off = truth < 0.99, truth == 1.0
+    removed = 1 - (clean - out / scale)[:, dust].sum() / (clean - raw)[:, dust].sum()
+    off_change = np.abs(out / scale - raw)[:, off].max()
+    print(f"PSS formula: {removed:.1%} removed, off-dust {off_change:.2f} ADU after its scale {scale:.5f}")
+    assert removed >= 0.90 and off_change <= 1.0 / scale + 1e-9  # its truncation: at most 1 ADU
