@@ -74,3 +74,14 @@ def test_lossy_input_says_how_large_the_raw_output_will_be(tmp_path, monkeypatch
     with open_sequence(MOON) as a, open_sequence(out) as b:
         assert b.n_frames == a.n_frames
         assert np.array_equal(b.frame(10), a.frame(10))  # the decoded frames, unchanged
+
+
+def test_a_full_size_empty_mask_png_is_not_a_damaged_header(tmp_path):
+    """An all-black 1280x960 grey PNG compresses ~430:1 (2.8 kB): within zlib's limit for the samples
+    it stores; the size check once counted 4 channels per pixel and refused it."""
+    from aiflat_gui.core.mask import load_mask
+
+    p = save_mask(tmp_path / "empty.png", np.zeros((960, 1280), bool))
+    assert p.stat().st_size < 5000
+    mask, _ = load_mask(p, (960, 1280))
+    assert mask.shape == (960, 1280) and not mask.any()

@@ -211,7 +211,7 @@ def _check_claimed_size(path: Path, probe: tuple) -> None:
     or more memory than the machine can spare, before OpenCV allocates it."""
     w, h, ch, dt = probe
     fmt = _image_format(path)
-    nbytes = w * h * (4 if fmt == "png" else ch) * np.dtype(dt).itemsize
+    nbytes = w * h * ch * np.dtype(dt).itemsize  # the stored samples (a grey PNG is not expanded to 4 channels)
     size = path.stat().st_size
     if nbytes > _MAX_EXPANSION[fmt] * max(size, 1) + (1 << 20):
         raise FormatError(f"damaged header: it claims {w}x{h} pixels but the file has only {size} bytes", path)
