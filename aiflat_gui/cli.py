@@ -542,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--format", choices=OUTPUT_FORMATS)
     p.add_argument("--pedestal", type=float, default=0.0)
-    p.add_argument("--jobs", type=int, default=0, help="parallel jobs (0: one per core)")
+    p.add_argument("--jobs", type=int, default=0, help="parallel jobs (0: one per core; not with --cluster)")
     p.add_argument("--manifest", action="append", metavar="FILE",
                    help="a file listing inputs, one path or glob pattern a line (also @FILE among the inputs)")
     p.add_argument("--cluster", metavar="ADDRESS",

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ CONNECT_TIMEOUT = 20.0
 WORKER_WAIT = 60.0
 #: Seconds between two progress events of one task (and between two looks at the cancel flag).
 EVENT_INTERVAL = 0.5
+#: A LocalCluster's scheduler: no dashboard, and its small HTTP server (health, metrics) on a free
+#: port of 127.0.0.1 (by default it takes 8787, and a second cluster on the machine warns).
+LOCAL_HTTP = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 INSTALL_HINT = "--cluster needs Dask's distributed package: pip install 'aiflat-gui[cluster]'"
 
 
@@ -66,7 +70,7 @@ class _Job:
     pedestal: float
     resume: bool
     durable: bool
-    topic: str  # the run's event topic (attempt starts, progress)
+    topic: str  # the run's event topic (progress; attempt starts on topic + "-start")
     cancel: str  # name of the run's distributed.Event; set = stop at the next chunk
     hold: dict = field(default_factory=dict)  # tests only: {input name: a file}; see cluster_batch
 
@@ -81,7 +85,9 @@ def _task(k: int, src: Path, stem: str, job: _Job) -> BatchItem:
     from .io.base import set_durable
 
     worker = distributed.get_worker()
-    worker.log_event(job.topic, {"k": k, "event": "start", "pid": os.getpid()})
+    # starts on a topic of their own, so that the many progress events never push them out of the
+    # scheduler's short log of each topic (distributed.admin.low-level-log-length)
+    worker.log_event(job.topic + "-start", {"k": k, "event": "start", "pid": os.getpid()})
     if job.durable:
         set_durable(True)
     state = {"t": time.monotonic(), "held": False}
@@ -100,6 +106,10 @@ def _task(k: int, src: Path, stem: str, job: _Job) -> BatchItem:
             end = time.monotonic() + 120.0
             while os.path.exists(hold) and time.monotonic() < end:
                 time.sleep(0.05)
+                if time.monotonic() - state["t"] >= EVENT_INTERVAL:
+                    state["t"] = time.monotonic()
+                    if cancel.is_set():
+                        raise Cancelled()
 
     try:
         item = _calibrate_one(src, job.flat, job.out_dir, stem, job.fmt, job.pedestal, prog,
@@ -124,7 +134,8 @@ def connect(spec: str):
         if n < 1:
             raise InputError("--cluster local:N needs N >= 1 worker processes", spec)
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, silence_logs=logging.ERROR)
+                                           dashboard_address=None, silence_logs=logging.ERROR,
+                                           scheduler_kwargs=LOCAL_HTTP)
         try:
             with distributed.Client(cluster) as client:
                 yield client
@@ -207,12 +218,19 @@ def cluster_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
                pedestal=float(pedestal), resume=bool(resume), durable=durable_default(),
                topic=f"aiflat-batch-{run}", cancel=f"aiflat-cancel-{run}", hold=dict(_hold or {}))
     fractions: dict[int, float] = {}
+    starts: dict[tuple, tuple[int, str]] = {}  # (time, k, pid) -> (k, worker) for every attempt
+    lock = threading.Lock()
 
     def on_event(event) -> None:  # runs in the client's event loop thread
-        _, msg = event
-        if isinstance(msg, dict) and msg.get("event") == "progress":
-            k = int(msg["k"])
-            fractions[k] = max(fractions.get(k, 0.0), float(msg["fraction"]))
+        when, msg = event
+        if not isinstance(msg, dict):
+            return
+        k = int(msg.get("k", -1))
+        with lock:
+            if msg.get("event") == "progress":
+                fractions[k] = max(fractions.get(k, 0.0), float(msg["fraction"]))
+            elif msg.get("event") == "start":
+                starts[(when, k, msg.get("pid"))] = (k, str(msg.get("worker", "")))
 
     summary = BatchSummary()
     results: dict[int, BatchItem] = {}
@@ -220,6 +238,7 @@ def cluster_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
         nworkers = len(client.scheduler_info().get("workers", {}))
         report(progress, 0.0, f"{n} files, {_human(total)}, {nworkers} workers")
         client.subscribe_topic(job.topic, on_event)
+        client.subscribe_topic(job.topic + "-start", on_event)
         # The job reaches the workers once, not once per task: as the result of a task that only
         # returns it (each worker fetches it from a peer the first time a file needs it, and keeps
         # it). Not Client.scatter: scattered data has no recipe, and when the workers holding it die
@@ -251,10 +270,12 @@ def cluster_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
                     fut.release()
                     item.input, item.bytes = files[k], sizes[k]
                     results[k] = item
-                    fractions[k] = 1.0
+                    with lock:
+                        fractions[k] = 1.0
                     if on_item is not None:
                         on_item(item)
-                done_bytes = sum(sizes[k] * min(1.0, f) for k, f in list(fractions.items()))
+                with lock:
+                    done_bytes = sum(sizes[k] * min(1.0, f) for k, f in fractions.items())
                 report(progress, done_bytes / total,
                        f"{len(results)}/{n} files, {_human(done_bytes)}/{_human(total)}")
                 if pending:
@@ -265,16 +286,21 @@ def cluster_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
                 client.cancel([f for _, f in pending.values()])
                 time.sleep(2 * EVENT_INTERVAL + 0.5)  # running tasks see the flag and remove their temp files
             raise
-        # every attempt has announced itself before its result reached the scheduler
-        starts: dict[int, list] = {}
-        for _, msg in client.get_events(job.topic):
-            if isinstance(msg, dict) and msg.get("event") == "start":
-                starts.setdefault(int(msg["k"]), []).append(msg.get("worker", ""))
+        # every attempt announced itself before its result reached the scheduler; the scheduler's
+        # own log of the topic (its last 1000 events) backs up the subscription
+        for event in client.get_events(job.topic + "-start"):
+            on_event(event)
         with contextlib.suppress(Exception):
             client.unsubscribe_topic(job.topic)
+            client.unsubscribe_topic(job.topic + "-start")
+    attempts_of: dict[int, list[str]] = {}
+    with lock:
+        ordered = sorted(starts.items(), key=lambda kv: kv[0][0])
+    for _, (k, worker) in ordered:
+        attempts_of.setdefault(k, []).append(worker)
     for k in range(n):
         item = results[k]
-        attempts = starts.get(k, [])
+        attempts = attempts_of.get(k, [])
         item.retries = max(0, len(attempts) - 1)
         item.worker = item.worker or (attempts[-1] if attempts else "")
         if item.retries:

@@ -20,7 +20,8 @@ from aiflat_gui.pipeline import batch_calibrate, expand_inputs
 
 distributed = pytest.importorskip("distributed")
 
-WORKER_OPTS = dict(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+WORKER_OPTS = dict(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                   scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,31 @@ def test_worker_killed_mid_file_is_rescheduled_into_one_complete_output(session,
                for line in cs.read_text().splitlines())
 
 
+def test_cancel_stops_running_files_and_leaves_no_partial_output(session, cluster, tmp_path):
+    from aiflat_gui.cluster import cluster_batch
+    from aiflat_gui.errors import Cancelled
+
+    inputs = [session["in"] / "v01.ser", session["in"] / "v02.ser"]
+    hold = tmp_path / "hold"
+    hold.touch()
+    out = tmp_path / "out"
+
+    def progress(fraction, message):
+        if len(partials(out)) == 2:  # both files written in full, waiting for their rename
+            raise Cancelled()
+
+    try:
+        with pytest.raises(Cancelled):
+            cluster_batch(inputs, session["flat"], out, cluster.scheduler_address, progress=progress,
+                          _hold={p.name: str(hold) for p in inputs})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and partials(out):
+            time.sleep(0.1)
+    finally:
+        hold.unlink()
+    assert list(out.iterdir()) == []
+
+
 KILLED_RUN = textwrap.dedent("""
     import sys
     from aiflat_gui.cluster import cluster_batch
@@ -205,6 +231,7 @@ def test_dask_cli_scheduler_and_workers_on_localhost(session, tmp_path):
     sched_file = tmp_path / "scheduler.json"
     env = dict(os.environ)
     procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--dashboard-address", "127.0.0.1:0",
                                "--scheduler-file", str(sched_file)], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
@@ -214,10 +241,16 @@ def test_dask_cli_scheduler_and_workers_on_localhost(session, tmp_path):
         address = json.loads(sched_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         procs.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "2", "--nthreads", "1",
-                                       "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(tmp_path)],
+                                       "--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                                       "--local-directory", str(tmp_path)],
                                       cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with distributed.Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=90)
+        tree = [psutil.Process(p.pid) for p in procs]
+        tree += [c for p in tree[:] for c in p.children(recursive=True)]
+        listening = {(c.laddr.ip, c.laddr.port) for p in tree for c in p.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert len(listening) >= 3 and {ip for ip, _ in listening} == {"127.0.0.1"}, listening
         out = tmp_path / "out"
         manifest = tmp_path / "list.txt"
         manifest.write_text("# session videos\n" + "\n".join(str(p) for p in sorted(session["in"].glob("v2*.ser")))
