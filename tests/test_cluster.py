@@ -274,6 +274,22 @@ def test_dask_cli_scheduler_and_workers_on_localhost(session, tmp_path):
                 p.wait(10)
 
 
+def test_stale_temp_sweep_never_judges_another_machines_writer(tmp_path, monkeypatch):
+    """On a shared filesystem a worker must not delete the live temporary output of a worker on
+    another machine because that writer's PID does not exist here."""
+    from aiflat_gui.io import outputs
+
+    dead_pid = 4194303  # above any PID Linux hands out by default
+    mine = tmp_path / f".a.ser.aiflat-{outputs.host_tag()}-{dead_pid}-1.abcdefgh.partial"
+    other_host = "00000000" if outputs.host_tag() != "00000000" else "11111111"
+    theirs = tmp_path / f".b.ser.aiflat-{other_host}-{dead_pid}-1.abcdefgh.partial"
+    live = tmp_path / (outputs.temp_prefix(tmp_path / "c.ser") + "abcdefgh.partial")
+    for p in (mine, theirs, live):
+        p.write_bytes(b"x")
+    assert outputs.sweep_stale_temps(tmp_path) == [mine]
+    assert theirs.exists() and live.exists() and not mine.exists()
+
+
 def test_inputs_from_patterns_and_manifests(tmp_path):
     (tmp_path / "a").mkdir()
     for name in ("a/x1.ser", "a/x2.ser", "a/y.avi", "a/.x3.ser.abc.partial", "b.ser"):

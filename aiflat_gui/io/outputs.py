@@ -14,9 +14,10 @@ file of a batch) and *all* the outputs it is about to write. An output is refuse
 * would land in a folder that does not exist or is not writable.
 
 It also holds :func:`temp_prefix`/:func:`sweep_stale_temps`: hidden temporary outputs carry the
-writer's PID and process start time in their name (``.NAME.aiflat-PID-START.XXXX.partial``) so the
-next run writing to that folder can remove those of writers that are gone (``kill -9``, power cut),
-and only those.
+writer's machine (a hash of its host name), PID and process start time in their name
+(``.NAME.aiflat-HOST-PID-START.XXXX.partial``) so the next run writing to that folder can remove those
+of writers that are gone (``kill -9``, power cut), and only those: never another machine's (a cluster
+batch writes to a shared filesystem from many machines, whose PIDs mean nothing here).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from typing import Any, Iterable, Optional
 
 from ..errors import InputError
 
-#: bytes a hidden temporary name adds to the output's name: "." + ".aiflat-PID-START." + 8 + ".partial"
-TEMP_NAME_OVERHEAD = 1 + len(".aiflat-4194304-18446744073709551615.") + 8 + len(".partial")
+#: bytes a hidden temporary name adds to the output's name: "." + ".aiflat-HOST-PID-START." + 8 + ".partial"
+TEMP_NAME_OVERHEAD = 1 + len(".aiflat-01234567-4194304-18446744073709551615.") + 8 + len(".partial")
 
 
 def _real(p: str | os.PathLike) -> str:
@@ -143,17 +144,27 @@ def _proc_start(pid: int) -> Optional[int]:
 _SELF_START: Optional[int] = None
 
 
+def host_tag() -> str:
+    """8 hex digits naming this machine in temporary names. A PID only means something on the machine
+    that issued it: on a shared filesystem (``aiflat batch --cluster``) a worker must never judge, by
+    its own process table, the temporary file of a writer on another machine."""
+    import socket
+    import zlib
+
+    return f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
+
+
 def temp_prefix(target: str | os.PathLike) -> str:
-    """Prefix of a hidden temporary name for ``target``: ``.NAME.aiflat-PID-START.``"""
+    """Prefix of a hidden temporary name for ``target``: ``.NAME.aiflat-HOST-PID-START.``"""
     global _SELF_START
     pid = os.getpid()
     if _SELF_START is None or getattr(temp_prefix, "_pid", None) != pid:
         _SELF_START = _proc_start(pid) or 0
         temp_prefix._pid = pid  # type: ignore[attr-defined]
-    return f".{Path(target).name}.aiflat-{pid}-{_SELF_START}."
+    return f".{Path(target).name}.aiflat-{host_tag()}-{pid}-{_SELF_START}."
 
 
-_TEMP_RE = re.compile(r"^\..+\.aiflat-(\d+)-(\d+)\.[^.]+\.partial$")
+_TEMP_RE = re.compile(r"^\..+\.aiflat-([0-9a-f]{8})-(\d+)-(\d+)\.[^.]+\.partial$")
 
 
 def _writer_alive(pid: int, start: int) -> bool:
@@ -173,9 +184,10 @@ def _writer_alive(pid: int, start: int) -> bool:
 
 def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Remove hidden temporary outputs in ``folder`` left by aiflat writers that are gone; returns
-    what was removed. Only names of our own pattern, only when their writer process no longer exists
-    (or its PID now belongs to a process started at another time); never raises."""
+    what was removed. Only names of our own pattern written on this machine, only when their writer
+    process no longer exists (or its PID now belongs to a process started at another time); never raises."""
     removed: list[Path] = []
+    host = host_tag()
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -190,8 +202,8 @@ def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
             continue
         if stat.S_ISLNK(st.st_mode):
             continue
-        if _writer_alive(int(m.group(1)), int(m.group(2))):
-            continue
+        if m.group(1) != host or _writer_alive(int(m.group(2)), int(m.group(3))):
+            continue  # alive, or another machine's writer (its PID means nothing here)
         with contextlib.suppress(OSError):
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(e.path)
