@@ -205,3 +205,183 @@ def test_ask_ai_without_key_does_not_promise_a_keyring_that_does_not_exist(qtbot
     dlg2 = GeminiAskDialog({"model": "m", "estimated_cost_usd": 0.1}, None, has_key=False, purpose="mask")
     qtbot.addWidget(dlg2)
     assert "stored in the OS keyring" in " ".join(lb.text() for lb in dlg2.findChildren(QtWidgets.QLabel))
+
+
+# ---------------------------------------------------------------- bug 5: layout jumps
+def _geometry(window):
+    tb = window.findChild(QtWidgets.QToolBar, "toolbar_tools")
+    return {"workflow": window.workflow_dock.width(), "window": window.width(),
+            "bar": window.job_panel.bar.geometry(), "cancel": window.job_panel.cancel_button.geometry(),
+            "toolbar": [tb.widgetForAction(a).geometry() for a in tb.actions() if tb.widgetForAction(a)]}
+
+
+def test_long_job_messages_and_undo_labels_do_not_move_the_layout(window, qtbot, demo):
+    from aiflat_gui.gui.workers import Worker
+
+    assert window.open_path(demo)
+    worker = Worker(lambda progress=None: None, name="fake")
+    window.job_panel.attach(worker, "Asking the AI")
+    window.statusBar().showMessage("Asking the AI: started")
+    worker.progress.emit(0.1, "sending")
+    qtbot.wait(50)
+    before = _geometry(window)
+    long = ("HTTP 503 from generativelanguage.googleapis.com: the model is overloaded; retrying in 8 s "
+            "(attempt 2 of 5) with exponential back-off; " * 3)
+    worker.progress.emit(0.2, long)
+    window.statusBar().showMessage("Asking the AI: " + long)
+    qtbot.wait(50)
+    after = _geometry(window)
+    assert after["workflow"] == before["workflow"], "a long message narrowed the Workflow dock"
+    assert after["window"] == before["window"], "a long message widened the window"
+    assert after["bar"] == before["bar"] and after["cancel"] == before["cancel"], "the progress bar moved"
+    assert window.job_panel.label.toolTip().startswith("Asking the AI: HTTP 503")  # the full text is a hover away
+    # the Undo label names the last edit in the menu; toolbar buttons stay where they are
+    window.mask_model.apply(np.ones(window.mask_model.shape, bool), "Find dust with a very long descriptive name")
+    window._update_actions()
+    qtbot.wait(50)
+    assert _geometry(window)["toolbar"] == before["toolbar"]
+    assert "very long" in window.act_undo.text()
+    window.mask_model.undo()
+    window._update_actions()
+    qtbot.wait(50)
+    assert _geometry(window)["toolbar"] == before["toolbar"]
+
+
+# ---------------------------------------------------------------- the viewer gets most of the window
+@pytest.mark.parametrize("size, wide", [((1366, 768), False), ((1600, 1000), True)])
+def test_the_viewer_gets_most_of_the_window(window, qtbot, demo, size, wide):
+    from aiflat_gui.gui.chrome import arrange_docks
+
+    assert window.open_path(demo)
+    window.resize(*size)
+    arrange_docks(window, wide=wide)
+    window.default_dock_sizes()
+    qtbot.wait(100)
+    assert window.width() == size[0] and window.height() <= size[1]  # fits the screen
+    share = window.viewer.width() / window.width()
+    assert share >= (0.60 if not wide else 0.55), f"viewer {window.viewer.width()} of {window.width()} px"
+    assert window.viewer.height() >= 0.6 * window.height()
+    # every dock can still be reached (a tab or visible)
+    for d in (window.workflow_dock, window.stretch_dock, window.speck_dock, window.log_dock):
+        assert not d.isFloating() and (d.isVisible() or window.tabifiedDockWidgets(d))
+    # and the Workflow panel is not clipped: its buttons are as wide as their text
+    for b in window.workflow.buttons.values():
+        if b.isVisible():
+            assert b.width() >= b.fontMetrics().horizontalAdvance(b.text()), b.text()
+
+
+# ---------------------------------------------------------------- what Lightroom/Siril/napari users expect
+def test_visualize_dust_view_shows_the_dust_that_linear_hides(window, qtbot, demo):
+    assert window.open_path(demo)
+    wait_job(qtbot, window.run_reference())
+    assert "dust" in [window.view_combo.itemData(i) for i in range(window.view_combo.count())]
+    _action(window, "view_dust").trigger()  # key 8, View menu, or the View combo
+    assert window.view == "dust"
+    img, color, levels = window.view_image()
+    assert img.dtype == np.float32 and img.shape == window.reference.shape[:2]
+    lo, hi = levels
+    assert lo < 1 < hi
+    # the demo's true dust is darker than the black point far more often than clean surface
+    truth = demo.parent.parent / "demo_truth_mask.png"
+    from aiflat_gui.core.mask import load_mask
+
+    dust, _ = load_mask(truth, img.shape)
+    lit = window.reference > 0.3 * np.percentile(window.reference, 99)
+    below = img < lo + 0.25 * (hi - lo)
+    assert below[dust & lit].mean() > 5 * below[~dust & lit].mean()
+    # the histogram is the view's own (ratio units), the stretch controls wait
+    assert window.stretch_panel.showing_levels() == pytest.approx(levels)
+    edges, _ = window.stretch_panel.histogram_data()
+    assert edges.min() >= 0 and edges.max() < 3
+    assert not window.stretch_panel.black_spin.isEnabled()
+    _action(window, "view_frame").trigger()
+    assert window.stretch_panel.showing_levels() is None and window.stretch_panel.black_spin.isEnabled()
+    assert window.stretch_panel.histogram_data()[0].max() > 100  # ADU again
+
+
+def test_flat_view_histogram_is_in_flat_units(window, qtbot, demo):
+    worked(window, qtbot, demo)
+    black_before = window.stretch_panel.state().black
+    window.set_view("flat")
+    edges, counts = window.stretch_panel.histogram_data()
+    assert 0.5 < edges.min() and edges.max() <= 1.0 + 1e-6  # the flat: 1.0 outside, its shadows below
+    assert window.stretch_panel.fixed_label.isVisible() and "Flat" in window.stretch_panel.fixed_label.text()
+    window.set_frame(3)  # a frame change behind the flat view keeps the flat's histogram
+    assert window.stretch_panel.histogram_data()[0].max() <= 1.0 + 1e-6
+    window.set_view("frame")
+    assert window.stretch_panel.histogram_data()[0].max() > 100
+    assert window.stretch_panel.state().black == pytest.approx(black_before, rel=0.5)
+
+
+def test_mask_outline_mode_draws_only_the_boundary(window, qtbot, demo):
+    assert window.open_path(demo)
+    m = np.zeros(window.mask_model.shape, bool)
+    m[40:60, 50:80] = True
+    window.mask_model.apply(m, "box")
+    ov = window.viewer.overlay_item
+    assert ov.pixel_argb(65, 50) != 0  # filled
+    _action(window, "overlay_outline").trigger()
+    assert window.viewer.overlay_outline()
+    assert ov.pixel_argb(65, 50) == 0 and ov.pixel_argb(50, 50) != 0 and ov.pixel_argb(65, 40) != 0
+    assert ov.pixel_argb(49, 50) == 0  # outside stays clear
+    # an edit updates the outline where it happened
+    window.mask_model.apply(np.zeros_like(m), "clear")
+    assert ov.pixel_argb(50, 50) == 0
+    window.mask_model.undo()
+    assert ov.pixel_argb(50, 50) != 0 and ov.pixel_argb(65, 50) == 0
+    _action(window, "overlay_outline").trigger()
+    assert ov.pixel_argb(65, 50) != 0
+
+
+def _controls(root):
+    kinds = (QtWidgets.QAbstractButton, QtWidgets.QAbstractSpinBox, QtWidgets.QComboBox, QtWidgets.QSlider)
+    for w in root.findChildren(QtWidgets.QWidget):
+        if not isinstance(w, kinds) or not w.isVisibleTo(root):
+            continue
+        if type(w).__name__.startswith("QDockWidget") or isinstance(w.parent(), (QtWidgets.QTabBar,
+                                                                                  QtWidgets.QDockWidget)):
+            continue  # Qt's own dock/tab buttons
+        if isinstance(w.parent(), QtWidgets.QAbstractSpinBox):
+            continue
+        yield w
+
+
+def test_every_control_has_a_tooltip_naming_its_shortcut(window, demo):
+    assert window.open_path(demo)
+    missing = [f"{type(w).__name__} {w.objectName()} {getattr(w, 'text', lambda: '')()}"
+               for w in _controls(window) if not w.toolTip().strip()]
+    assert not missing, missing
+    tb = window.findChild(QtWidgets.QToolBar, "toolbar_tools")
+    for a in tb.actions():
+        if a.isSeparator() or tb.widgetForAction(a) is None or isinstance(a, QtWidgets.QWidgetAction):
+            continue
+        assert not a.icon().isNull(), a.objectName()
+        sc = a.shortcut().toString(QtGui.QKeySequence.NativeText)
+        if sc:
+            assert f"({sc})" in a.toolTip(), (a.objectName(), a.toolTip())
+    assert "(Ctrl+O)" in window.workflow.buttons["open"].toolTip()
+    assert "(Ctrl+G)" in window.workflow.buttons["grow"].toolTip()
+    # the Undo tooltip follows its label
+    window.mask_model.apply(np.ones(window.mask_model.shape, bool), "Find dust (offline)")
+    window._update_actions()
+    assert "Find dust" in window.act_undo.toolTip() and "(Ctrl+Z)" in window.act_undo.toolTip()
+
+
+def test_help_menu_has_a_guide_and_the_keyboard_shortcuts(window):
+    from aiflat_gui.gui.help_dialog import shortcut_rows
+
+    window.interactive = False  # build the dialogs without showing them
+    help_menu = [a.menu() for a in window.menuBar().actions() if a.menu() and "Help" in a.text()][0]
+    names = [a.objectName() for a in help_menu.actions()]
+    assert "guide" in names and "shortcuts" in names and "about" in names
+    rows = dict(shortcut_rows(window))
+    assert rows["Ctrl+Z"].startswith("Undo") and "Paint" in rows["B"] and rows["8"].startswith("Visualize dust")
+    assert "Mask outline" in rows["Shift+O"] or "outline" in rows["Shift+O"]
+    from aiflat_gui.gui.help_dialog import show_guide, show_shortcuts
+
+    dlg = show_shortcuts(window)
+    assert dlg.table.rowCount() == len(shortcut_rows(window))
+    guide = show_guide(window)
+    assert "Visualize dust" in guide.text.toPlainText()
+    dlg.deleteLater()
+    guide.deleteLater()

@@ -234,3 +234,32 @@ def test_statistics_sample_every_bayer_colour():
     assert lo == 100 and hi == 300
     counts, edges = S.histogram(cfa, bins=3)
     assert counts.sum() == S.sample_values(cfa).size and np.all(counts > 0)
+
+
+def test_visualize_dust_shows_a_faint_shadow_on_a_bright_uneven_disk():
+    from aiflat_gui.core.stretch import visualize_dust
+
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.hypot(xx - 160, yy - 120)
+    disk = np.where(r < 110, 3000.0 * (1 - 0.5 * (r / 110) ** 2), 50.0)   # limb darkening, dark sky
+    shadow = 1 - 0.02 * np.exp(-((xx - 120) ** 2 + (yy - 100) ** 2) / (2 * 4.0 ** 2))  # a 2 % speck
+    rng = np.random.default_rng(0)
+    img = (disk * shadow + rng.normal(0, 3, (h, w))).astype(np.uint16)
+    before = img.copy()
+    ratio, (lo, hi) = visualize_dust(img)
+    assert np.array_equal(img, before)  # display only
+    assert ratio.dtype == np.float32 and ratio.shape == (h, w)
+    # the clean surface is flat (within 1 %) despite the 50 % limb darkening; the speck is far
+    # below it; the sky is neutral
+    clean = ratio[(r < 90) & (np.hypot(xx - 120, yy - 100) > 20)]
+    med = float(np.median(clean))
+    assert abs(med - 1) < 0.01 and float(clean.std()) < 0.004
+    assert ratio[100, 120] < med - 0.012
+    assert np.all(ratio[r > 120] == 1.0)
+    # the levels make it black: the shadow is below the black point, the surface mid-grey
+    assert ratio[100, 120] < lo < med < hi < 1.03
+    # colour and Bayer inputs give the same kind of answer
+    rgb = np.repeat(img[..., None], 3, axis=2)
+    assert visualize_dust(rgb, "RGB")[0][100, 120] < med - 0.012
+    assert visualize_dust(img, "RGGB")[0][100, 120] < med - 0.008

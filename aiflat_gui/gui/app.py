@@ -180,7 +180,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     window = MainWindow()
     install_excepthook(window)
-    window.show()
+    if window._layout_restored:
+        window.show()  # the size and place the user left it at
+    else:
+        window.showMaximized()  # the first start: the image gets the whole screen
     if args.path:
         QtCore.QTimer.singleShot(0, lambda: window.open_path(args.path))
     elif args.demo:

@@ -47,6 +47,8 @@ class StretchPanel(QtWidgets.QWidget):
         self._updating = False
         self._has_image = False
         self._state_set = False   # set_state() was called: keep it for the first image too
+        self._fixed: Optional[tuple[float, float]] = None  # levels of a fixed-levels view (flat, mask…)
+        self._saved_sample: Optional[np.ndarray] = None    # the data view's sample meanwhile
 
         self.plot = pg.PlotWidget(background=None)
         self.plot.setMenuEnabled(False)
@@ -73,6 +75,9 @@ class StretchPanel(QtWidgets.QWidget):
         self.strength_label = QtWidgets.QLabel("Strength")
         self.strength_slider = QtWidgets.QSlider(Qt.Orientation.Horizontal)
         self.strength_slider.setRange(0, SLIDER_MAX)
+        self.strength_slider.setToolTip("Strength of the curve (gamma, asinh, log) or the background level (Auto)")
+        self.mode_combo.setToolTip("Display curve: Linear, Auto (screen transfer function), asinh, log, gamma. "
+                                   "Display only: the data never changes")
         self.strength_value = QtWidgets.QLabel("")
         self.strength_value.setMinimumWidth(44)
         self.auto_button = QtWidgets.QPushButton("Auto")
@@ -88,6 +93,7 @@ class StretchPanel(QtWidgets.QWidget):
             sp.setDecimals(4)
             sp.setKeyboardTracking(False)
             sp.setToolTip(tip)
+            sp.setMinimumWidth(sp.fontMetrics().horizontalAdvance("00000.0000") + 20)  # not the ±1e12 range
 
         row1 = QtWidgets.QHBoxLayout()
         row1.addWidget(QtWidgets.QLabel("Mode"))
@@ -109,6 +115,11 @@ class StretchPanel(QtWidgets.QWidget):
         lay.addLayout(row1)
         lay.addLayout(row2)
         lay.addWidget(self.apply_all_check)
+        self.fixed_label = QtWidgets.QLabel("")
+        self.fixed_label.setObjectName("fixedLevels")
+        self.fixed_label.setWordWrap(True)
+        self.fixed_label.setVisible(False)
+        lay.addWidget(self.fixed_label)
 
         self.region.sigRegionChanged.connect(self._on_region)
         self.mode_combo.currentIndexChanged.connect(self._on_mode)
@@ -150,20 +161,76 @@ class StretchPanel(QtWidgets.QWidget):
             self.curve.setData([0, 1], [0])
             return self.state()
         # all channels (or raw CFA values) together; the stride is odd so CFA colours all count
+        shown = self._sample
         self._sample = np.ascontiguousarray(subsample(np.asarray(array)))
         first = not self._has_image
         self._has_image = True
         old = self._state
         if (first and not self._state_set) or not self.apply_to_all():
             self._state = self._auto_state(self._state)
+        if self._fixed is not None:  # a fixed-levels view is shown: keep its histogram until show_data()
+            self._saved_sample, self._sample = self._sample, shown
+            return self.state()
         self._update_histogram()
         self._sync_widgets()
         if emit and self._state != old:
             self.stretchChanged.emit(self.state())
         return self.state()
 
+    def show_levels(self, array: Optional[np.ndarray], levels: tuple[float, float], what: str = "") -> None:
+        """Show the histogram of an image the viewer draws with fixed ``levels`` (the flat, the
+        mask, the difference, Visualize dust) in that image's own units, e.g. the flat from 0.9 to
+        1.0. The stretch controls wait (disabled) until :meth:`show_data`; the data views' state and
+        levels are kept."""
+        if array is None:
+            return
+        if self._fixed is None:
+            self._saved_sample = self._sample
+        self._fixed = (float(levels[0]), float(levels[1]))
+        self._sample = np.ascontiguousarray(subsample(np.asarray(array)))
+        self._update_histogram()
+        self._updating = True
+        try:
+            self.region.setRegion(self._fixed)
+            self.black_spin.setValue(self._fixed[0])
+            self.white_spin.setValue(self._fixed[1])
+        finally:
+            self._updating = False
+        self._set_controls_enabled(False)
+        self.fixed_label.setText(f"{what or 'This view'}: fixed levels {self._fixed[0]:.4g} … {self._fixed[1]:.4g} "
+                                 "(its own units; the stretch applies to the data views)")
+        self.fixed_label.setVisible(True)
+
+    def show_data(self) -> None:
+        """Back to the data views after :meth:`show_levels`: their histogram, state and controls."""
+        if self._fixed is None:
+            return
+        self._fixed = None
+        self._sample, self._saved_sample = self._saved_sample, None
+        self._set_controls_enabled(True)
+        self.fixed_label.setVisible(False)
+        if self._sample is not None:
+            self._update_histogram()
+        else:
+            self.curve.setData([0, 1], [0])
+        self._sync_widgets()
+
+    def showing_levels(self) -> Optional[tuple[float, float]]:
+        """The fixed levels shown by :meth:`show_levels`, or None for the data views."""
+        return self._fixed
+
+    def _set_controls_enabled(self, on: bool) -> None:
+        for w in (self.mode_combo, self.strength_slider, self.auto_button, self.apply_all_check,
+                  self.black_spin, self.white_spin):
+            w.setEnabled(on)
+        self.region.setMovable(on)
+        if on:
+            self.strength_slider.setEnabled(_STRENGTH.get(self._state.mode) is not None)
+
     def auto(self) -> StretchState:
         """Recompute the levels from the current image (the "Auto" button) and emit."""
+        if self._fixed is not None:
+            return self.state()
         self._state = self._auto_state(self._state)
         self._sync_widgets()
         self.stretchChanged.emit(self.state())
@@ -195,10 +262,12 @@ class StretchPanel(QtWidgets.QWidget):
             hi = lo + 1.0
         counts, edges = np.histogram(v, bins=256, range=(lo, hi))
         self.curve.setData(edges, np.log10(1.0 + counts))
-        b, w = self._state.levels
+        b, w = self._fixed if self._fixed is not None else self._state.levels
         self.plot.setXRange(min(lo, b), max(hi, w), padding=0.02)
 
     def _sync_widgets(self) -> None:
+        if self._fixed is not None:  # the fixed-levels view keeps its region; the state waits
+            return
         self._updating = True
         try:
             st = self._state

@@ -28,7 +28,8 @@ from .workflow import DONE, RUNNING, STALE, WorkflowPanel
 log = logging.getLogger("aiflat.gui")
 
 VIEWS = (("frame", "Frame"), ("reference", "Reference"), ("mask", "Mask"), ("flat", "Flat"),
-         ("calibrated", "Calibrated preview"), ("difference", "Difference"), ("blink", "Blink before/after"))
+         ("calibrated", "Calibrated preview"), ("difference", "Difference"), ("blink", "Blink before/after"),
+         ("dust", "Visualize dust"))
 TOOLS = (("pan", "Pan", "H"), ("paint", "Paint", "B"), ("erase", "Erase", "E"), ("remove", "Remove speck", "R"))
 MAX_RECENT = 10
 AUTOSAVE_MS = 500
@@ -208,14 +209,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1280, 800)
         self._layout_restored = remember_layout and self._restore_layout()
+        from .chrome import polish
+
+        polish(self)  # icons, tooltips, Help menu, outline toggle, default dock layout
         self._update_actions()
 
     def default_dock_sizes(self) -> None:
-        """Give the workflow dock the width its content needs and the log a few lines."""
-        wf = max(self.workflow.minimumSizeHint().width(), self.workflow.sizeHint().width()) \
-            + self.workflow_scroll.verticalScrollBar().sizeHint().width() + 6
-        self.resizeDocks([self.workflow_dock], [wf], Qt.Horizontal)
-        self.resizeDocks([self.log_dock], [90], Qt.Vertical)
+        """Docks as narrow as their content allows: the image gets most of the window."""
+        from .chrome import default_dock_sizes
+
+        default_dock_sizes(self)
 
     def fit_workflow_dock(self) -> None:
         """Widen the workflow dock when its panel no longer fits (the main window hands width to
@@ -1092,7 +1095,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         return self._start(w, None, "Calibrating all videos", ok)
 
-    def export_dialog(self, tab: int = 0) -> None:
+    def export_dialog(self, tab: Optional[int] = None) -> None:
         if not self._need("sequence"):
             return
         from .export_dialog import ExportDialog
@@ -1101,7 +1104,8 @@ class MainWindow(QtWidgets.QMainWindow):
         dlg = ExportDialog(self.path, out_dir=str(get_setting("output/folder", self.settings) or "") or None,
                            have_flat=self.flat is not None, have_mask=self.mask_model is not None, parent=self,
                            choices=self.output_choices)
-        dlg.tabs.setCurrentIndex(tab)
+        if tab is not None:  # else the tab the user chose last time
+            dlg.tabs.setCurrentIndex(tab)
         dlg.exportRequested.connect(self._on_export_requested)
         dlg.exec()
 
@@ -1250,6 +1254,13 @@ class MainWindow(QtWidgets.QMainWindow):
             return frame, color, None
         if view == "reference":
             return (self.reference if self.reference is not None else frame), color, None
+        if view == "dust":  # the reference (else this frame) over its smooth version, stretched hard
+            from ..core.stretch import visualize_dust
+
+            src = self.reference if self.reference is not None else frame
+            if getattr(self, "_dust_view", (None,))[0] is not src:
+                self._dust_view = (src, *visualize_dust(src, color))
+            return self._dust_view[1], "mono", self._dust_view[2]
         if view == "mask":
             return (self.mask_model.mask * np.uint8(255)), "mono", (0.0, 255.0)
         if view == "flat":
@@ -1283,10 +1294,12 @@ class MainWindow(QtWidgets.QMainWindow):
         from ..core.stretch import StretchState
 
         if levels is None:
+            self.stretch_panel.show_data()
             state = self.stretch_state()
             self._display_kind = "stretch"
             self.viewer.set_image(img, color=color, stretch=state)  # one render
         else:
+            self.stretch_panel.show_levels(img, levels, dict(VIEWS)[self.view])  # e.g. the flat in flat units
             if self._display_kind != "fixed":
                 self.viewer.set_stretch(StretchState(mode="linear", black=levels[0], white=levels[1]))
                 self._display_kind = "fixed"

@@ -66,6 +66,8 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
         self._source: Optional[np.ndarray] = None
         self._occ: Optional[np.ndarray] = None     # (tiles_y, tiles_x) bool: tile holds mask
         self._pooled: dict[int, list] = {}         # factor -> [buffer, QImage, dirty boxes]
+        self._outline = False                      # draw the mask's boundary pixels only
+        self._edges: Optional[np.ndarray] = None   # (H, W) uint8 boundary map in outline mode
 
     def _occupancy(self, mask: np.ndarray) -> np.ndarray:
         t = self.TILE
@@ -111,7 +113,8 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
                 self._buf = np.empty((h, w), np.uint32)
                 self._qimage = QtGui.QImage(self._buf.data, w, h, w * 4,
                                             QtGui.QImage.Format.Format_ARGB32_Premultiplied)
-            self._colorize(mask, self._buf)
+            self._edges = _outline(mask, (0, 0, w, h)) if self._outline else None
+            self._colorize(self._edges if self._outline else mask, self._buf)
             self._occ = self._occupancy(mask)
             self._w, self._h = w, h
         self._source = mask
@@ -126,7 +129,13 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return
-        self._colorize(mask[y0:y1, x0:x1], self._buf[y0:y1, x0:x1])
+        if self._outline:
+            # a pixel's outline state depends on its 4 neighbours: redo a 1-pixel wider box
+            x0, y0, x1, y1 = box = (max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, self._w), min(y1 + 1, self._h))
+            self._edges[y0:y1, x0:x1] = _outline(mask, box)
+            self._colorize(self._edges[y0:y1, x0:x1], self._buf[y0:y1, x0:x1])
+        else:
+            self._colorize(mask[y0:y1, x0:x1], self._buf[y0:y1, x0:x1])
         t = self.TILE
         ty0, tx0 = y0 // t, x0 // t
         ty1, tx1 = (y1 - 1) // t + 1, (x1 - 1) // t + 1
@@ -147,7 +156,7 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
             qimg = QtGui.QImage(buf.data, ww, hh, ww * 4, QtGui.QImage.Format.Format_ARGB32_Premultiplied)
             level = self._pooled[f] = [buf, qimg, [(0, 0, self._w, self._h)]]
         buf, qimg, dirty = level
-        mask = self._source
+        mask = self._edges if self._outline else self._source
         for x0, y0, x1, y1 in dirty:
             lx0, ly0, lx1, ly1 = x0 // f, y0 // f, -(-x1 // f), -(-y1 // f)
             self._colorize(_max_pool(mask[ly0 * f:ly1 * f, lx0 * f:lx1 * f], f), buf[ly0:ly1, lx0:lx1])
@@ -165,6 +174,16 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
         self._lut = self._make_lut()
         if mask is not None and self._buf is not None:
             self.set_mask(mask)
+
+    def set_outline(self, outline: bool, mask: Optional[np.ndarray]) -> None:
+        """Draw only the boundary pixels of the mask (True) or fill it (False)."""
+        self._outline = bool(outline)
+        if mask is not None and self._buf is not None:
+            self.set_mask(mask)
+
+    @property
+    def outline(self) -> bool:
+        return self._outline
 
     @property
     def color(self) -> tuple[int, int, int]:
@@ -224,6 +243,20 @@ class MaskOverlayItem(QtWidgets.QGraphicsObject):
             target = QtCore.QRectF(bx0, by0, bx1 - bx0, by1 - by0)
             source = QtCore.QRectF(bx0 / f, by0 / f, (bx1 - bx0) / f, (by1 - by0) / f)
             painter.drawImage(target, image, source)
+
+
+def _outline(mask: np.ndarray, box: Box) -> np.ndarray:
+    """The boundary of ``mask`` inside ``box`` (x0, y0, x1, y1): mask pixels with at least one
+    4-neighbour outside the mask (the image border counts as outside); uint8 0/1."""
+    x0, y0, x1, y1 = box
+    h, w = mask.shape
+    # the box with a 1-pixel margin of real neighbours (zeros past the image border)
+    pad = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
+    sy0, sy1, sx0, sx1 = max(y0 - 1, 0), min(y1 + 1, h), max(x0 - 1, 0), min(x1 + 1, w)
+    pad[sy0 - (y0 - 1):sy1 - (y0 - 1), sx0 - (x0 - 1):sx1 - (x0 - 1)] = mask[sy0:sy1, sx0:sx1] != 0
+    core = pad[1:-1, 1:-1]
+    inner = core & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    return core & (inner ^ 1)
 
 
 def _max_pool(a: np.ndarray, f: int) -> np.ndarray:
@@ -579,6 +612,13 @@ class ImageViewer(QtWidgets.QWidget):
 
     def set_overlay_opacity(self, opacity: float) -> None:
         self.overlay_item.set_overlay_opacity(opacity, self._model.mask if self._mask_matches() else None)
+
+    def set_overlay_outline(self, outline: bool) -> None:
+        """Draw the mask as outlines (its boundary pixels) instead of a filled overlay."""
+        self.overlay_item.set_outline(outline, self._model.mask if self._mask_matches() else None)
+
+    def overlay_outline(self) -> bool:
+        return self.overlay_item.outline
 
     def set_overlay_color(self, rgb) -> None:
         self.overlay_item.set_color(rgb, self._model.mask if self._mask_matches() else None)

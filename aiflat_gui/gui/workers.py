@@ -188,7 +188,10 @@ class JobPanel(QtWidgets.QWidget):
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None):
         super().__init__(parent)
         self.worker: Optional[Worker] = None
-        self.label = QtWidgets.QLabel("")
+        from .widgets import ElidedLabel
+
+        # a long message (an AI retry, a path) is elided, never widening the window or moving the bar
+        self.label = ElidedLabel("", min_chars=20)
         self.label.setObjectName("jobLabel")
         self.bar = QtWidgets.QProgressBar()
         self.bar.setRange(0, 1000)

@@ -33,6 +33,21 @@ HINTS = {
 PROVIDERS = (("local", "Offline detector"), ("gemini", "Gemini AI"), ("file", "Import a mask file"))
 FLAT_METHODS = (("auto", "Auto"), ("local", "Local fill"), ("multiframe", "Multi-frame"), ("ai", "AI clean image"))
 REFERENCE_METHODS = ("median", "mean", "sigmaclip")
+#: what each button does (the window adds the shortcut of the menu action it shares)
+BUTTON_TIPS = {
+    "open": "Open a video (SER, AVI, FITS, TIFF) or an image",
+    "open_folder": "Open a folder of frames (TIFF, FITS, PNG, JPEG; one frame per file)",
+    "demo": "Open the built-in demo: a synthetic sun with dust",
+    "reference": "Compute the reference frame from the video",
+    "detect": "Find the dust with the offline detector (no network)",
+    "ask_ai": "Ask Gemini to draw the dust mask (shows the cost before sending)",
+    "import_mask": "Import a mask image (white = dust) of the video's size",
+    "grow": "Grow the mask by 1 px", "shrink": "Shrink the mask by 1 px", "invert": "Invert the mask",
+    "clear": "Clear the mask",
+    "flat": "Build the flat: 1.0 outside the mask, the dust's shadow inside",
+    "calibrate": "Divide every frame by the flat and save the calibrated video",
+    "batch": "Calibrate more videos of the same night with this flat",
+}
 _COLORS = {NOT_DONE: "#888", RUNNING: "#2a7fd4", DONE: "#2e9d46", STALE: "#d08a1a"}
 
 
@@ -209,6 +224,16 @@ class WorkflowPanel(QtWidgets.QWidget):
         self.reference_method.currentIndexChanged.connect(lambda *_: self.paramsChanged.emit())
         self.provider.currentIndexChanged.connect(self._on_provider)
         self._on_provider()
+        for w, tip in ((self.reference_method, "How the frames are combined: median (default) keeps the dust and "
+                                                "drops the moving surface; sigmaclip also rejects outliers"),
+                       (self.max_frames, "Frames used for the reference, evenly spaced (all: every frame)"),
+                       (self.provider, "Who draws the dust mask"),
+                       (self.sensitivity, "Offline detector threshold: higher finds fainter dust "
+                                          "(re-thresholds live; the wheel scrolls the panel unless clicked)"),
+                       (self.grow, "Grow the mask by this many pixels before the flat (covers soft edges)"),
+                       (self.feather, "Soften the flat's edge over this many pixels (0: sharp)"),
+                       (self.pedestal, "ADU subtracted before dividing and added back (the camera's offset)")):
+            w.setToolTip(tip)
         # the wheel scrolls the panel; it edits a value only once the control has the focus
         guard_wheel(self)
         self.refresh()
@@ -229,7 +254,10 @@ class WorkflowPanel(QtWidgets.QWidget):
     def _button(self, name: str, text: str) -> QtWidgets.QPushButton:
         b = QtWidgets.QPushButton(text)
         b.setObjectName(f"action_{name}")
+        # the style's 80 px minimum would make the panel (and its dock) wide: the text is enough
+        b.setMinimumWidth(b.fontMetrics().horizontalAdvance(text) + 16)
         b.clicked.connect(lambda *_: self.actionRequested.emit(name))
+        b.setToolTip(BUTTON_TIPS.get(name, text))
         self.buttons[name] = b
         return b
 
