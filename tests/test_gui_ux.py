@@ -385,3 +385,34 @@ def test_help_menu_has_a_guide_and_the_keyboard_shortcuts(window):
     assert "Visualize dust" in guide.text.toPlainText()
     dlg.deleteLater()
     guide.deleteLater()
+
+
+def test_export_dialog_explains_each_flat_keeps_the_tab_and_lists_the_batch(window, qtbot, demo, tmp_path):
+    from aiflat_gui.core.demo import write_demo
+    from aiflat_gui.gui.export_dialog import EXPORT_TARGETS, ExportDialog
+
+    worked(window, qtbot, demo)
+    dlg = ExportDialog(demo, have_flat=True, parent=window)
+    qtbot.addWidget(dlg)
+    # how to use each flat in its program
+    for key, label in EXPORT_TARGETS:
+        dlg.target.setCurrentIndex(dlg.target.findData(key))
+        text = dlg.target_help.text()
+        assert label.split()[0] in text and len(text) > 80, key
+    dlg.target.setCurrentIndex(dlg.target.findData("pixelmath"))
+    assert "$T / flat" in dlg.target_help.text()
+    # batch: frames and size per video, other sizes marked, Remove
+    other = write_demo(tmp_path / "small", frames=5, width=96, height=64, seed=2, difficulty="easy")["sequence"]
+    dlg.add_batch_inputs([str(demo), str(other)])
+    rows = [[dlg.batch_list.topLevelItem(i).text(c) for c in range(4)] for i in range(2)]
+    assert rows[0][:3] == ["demo.ser", "12", "160×120"] and rows[0][3] == ""
+    assert rows[1][1:3] == ["5", "96×64"] and "skipped" in rows[1][3]
+    dlg.batch_list.topLevelItem(1).setSelected(True)
+    dlg.remove_button.click()
+    assert dlg.batch_inputs() == [str(demo)]
+    # the last tab comes back (Ctrl+E opens it there)
+    dlg.tabs.setCurrentIndex(2)
+    dlg.close()
+    again = ExportDialog(demo, have_flat=True, parent=window)
+    qtbot.addWidget(again)
+    assert again.tabs.currentIndex() == 2

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from PySide6 import QtWidgets
-from PySide6.QtCore import Signal
+from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6.QtCore import Qt, Signal
 
 from ..io import WRITER_FORMATS
 
@@ -23,6 +23,24 @@ EXPORT_TARGETS = (("pixinsight", "PixInsight ImageCalibration"), ("pixelmath", "
 TARGET_EXT = {"pixinsight": ".fits", "pixelmath": ".fits", "siril": ".fits", "autostakkert": ".tif", "pss": ".tif"}
 FORMAT_EXT = {"ser": ".ser", "fits": ".fits", "tiff": ".tif", "tiff-folder": "", "avi": ".avi"}
 VIDEO_EXTS = (".ser", ".avi", ".fits", ".fit", ".fts", ".tif", ".tiff")
+#: how to use the exported flat in each program (shown under the Program choice)
+TARGET_HELP = {
+    "pixinsight": "PixInsight ▸ Process ▸ ImageCalibration: tick <b>Master Flat</b>, pick this file and untick "
+                  "its <i>Calibrate</i> (it is a finished master). The file holds the flat × 0.5 on purpose: "
+                  "ImageCalibration rescales a flat by its own statistic, and this keeps that statistic honest "
+                  "(1.9: exactly our calibration; 1.8: ours times one constant ≈ 0.999).",
+    "pixelmath": "PixInsight ▸ Process ▸ PixelMath: open this file (its identifier, e.g. <tt>flat</tt>), "
+                 "expression <tt>$T / flat</tt>, apply it to each frame. Bit for bit what AI Flat's own "
+                 "calibration computes.",
+    "siril": "Siril: in the calibration (Pre-processing) tab tick <b>Flat</b> and pick this file, then "
+             "calibrate the video's sequence; in a script: <tt>preprocess NAME -flat=FILE</tt>. Siril scales "
+             "by the flat's mean (one constant ≈ 0.999). The rows are stored the way Siril reads this video.",
+    "autostakkert": "AutoStakkert!: load this 16-bit TIFF as the master flat (65535 = 1.0) before you analyse "
+                    "the video. How AutoStakkert! normalises a flat is not documented: compare a stacked "
+                    "result with AI Flat's Calibrated preview.",
+    "pss": "PlanetarySystemStacker: Calibrate ▸ load this 16-bit TIFF as the master flat (65535 = 1.0) and "
+           "switch flat correction on. PSS divides by the flat normalised to its mean (one constant ≈ 0.999).",
+}
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -91,6 +109,11 @@ class ExportDialog(QtWidgets.QDialog):
         super().__init__(parent)
         self.setWindowTitle("Export")
         self.input_path = Path(input_path)
+        self.settings = getattr(parent, "settings", None) or QtCore.QSettings()
+        self._input_size = None
+        seq = getattr(parent, "seq", None)
+        if seq is not None:
+            self._input_size = (seq.width, seq.height)
         choices = choices or {}
         folder = Path(out_dir) if out_dir else self.input_path.parent
         stem = self.input_path.name.split(".")[0] if self.input_path.name else "output"
@@ -128,6 +151,12 @@ class ExportDialog(QtWidgets.QDialog):
         self.target.currentIndexChanged.connect(self._target_changed)
         form.addRow("Program", self.target)
         form.addRow("Save as", self.flat_path)
+        self.target_help = QtWidgets.QLabel()
+        self.target_help.setObjectName("targetHelp")
+        self.target_help.setWordWrap(True)
+        self.target_help.setTextFormat(Qt.TextFormat.RichText)
+        self.target_help.setText(TARGET_HELP[self.target_key()])
+        form.addRow("How to use it", self.target_help)
         rows = QtWidgets.QLabel("The flat is written in the row order the program reads this video in "
                                 "(Siril reads SER and AVI bottom-up, so its flat is stored flipped; FITS "
                                 "frames in their stored order).")
@@ -155,8 +184,16 @@ class ExportDialog(QtWidgets.QDialog):
         v = QtWidgets.QVBoxLayout(w)
         v.addWidget(QtWidgets.QLabel("Calibrate every video of this session with this flat (the dust does not "
                                      "move between the videos of a night). Videos of another size are skipped."))
-        self.batch_list = QtWidgets.QListWidget()
+        self.batch_list = QtWidgets.QTreeWidget()
+        self.batch_list.setObjectName("batchList")
+        self.batch_list.setHeaderLabels(["Video", "Frames", "Size", ""])
+        self.batch_list.setRootIsDecorated(False)
+        self.batch_list.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.batch_list.setToolTip("The videos to calibrate (Delete removes the selected ones)")
         v.addWidget(self.batch_list, 1)
+        delete = QtGui.QShortcut(QtGui.QKeySequence.StandardKey.Delete, self.batch_list)
+        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
+        delete.activated.connect(self.remove_selected)
         row = QtWidgets.QHBoxLayout()
         add_files = QtWidgets.QPushButton("Add files…")
         add_files.clicked.connect(self._add_files)
@@ -164,7 +201,10 @@ class ExportDialog(QtWidgets.QDialog):
         add_folder.clicked.connect(self._add_folder)
         same = QtWidgets.QPushButton("All videos in this folder")
         same.clicked.connect(lambda: self.add_batch_inputs([str(self.input_path.parent)]))
-        for b in (add_files, add_folder, same):
+        self.remove_button = QtWidgets.QPushButton("Remove")
+        self.remove_button.setToolTip("Remove the selected videos from the list (Delete)")
+        self.remove_button.clicked.connect(self.remove_selected)
+        for b in (add_files, add_folder, same, self.remove_button):
             row.addWidget(b)
         v.addLayout(row)
         form = QtWidgets.QFormLayout()
@@ -185,7 +225,11 @@ class ExportDialog(QtWidgets.QDialog):
         bb = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Close)
         bb.rejected.connect(self.reject)
         lay.addWidget(bb)
-        self.resize(560, 380)
+        self.resize(620, 440)
+        # the tab the user chose last time (the window may still pick one for a specific button)
+        last = int(self.settings.value("export/tab", 0) or 0)
+        self.tabs.setCurrentIndex(last if 0 <= last < self.tabs.count() else 0)
+        self.tabs.currentChanged.connect(lambda i: self.settings.setValue("export/tab", int(i)))
 
     # -- helpers ---------------------------------------------------------------------------------
     def target_key(self) -> str:
@@ -197,6 +241,7 @@ class ExportDialog(QtWidgets.QDialog):
         self.cal_path.setText(str(base) + FORMAT_EXT.get(fmt, ""))
 
     def _target_changed(self, *_):
+        self.target_help.setText(TARGET_HELP[self.target_key()])
         p = Path(self.flat_path.text())
         stem = p.name.split("_flat_")[0] if "_flat_" in p.name else p.stem
         self.flat_path.setText(str(p.parent / f"{stem}_flat_{self.target_key()}{TARGET_EXT[self.target_key()]}"))
@@ -236,14 +281,40 @@ class ExportDialog(QtWidgets.QDialog):
             self.accept()
 
     def add_batch_inputs(self, paths: list[str]) -> None:
-        have = {self.batch_list.item(i).text() for i in range(self.batch_list.count())}
+        """Add videos (folders: the videos in them) with their frame count and size; a video of
+        another size than the open one is marked (the batch skips it)."""
+        have = set(self.batch_inputs())
         for p in collect_inputs(paths):
             if p not in have and ".aiflat" not in Path(p).name:
-                self.batch_list.addItem(p)
+                self.batch_list.addTopLevelItem(self._batch_item(p))
                 have.add(p)
+        for c in range(3):
+            self.batch_list.resizeColumnToContents(c)
+
+    def _batch_item(self, path: str) -> QtWidgets.QTreeWidgetItem:
+        from ..io import open_sequence
+
+        frames = size = note = ""
+        try:
+            with open_sequence(path) as seq:
+                frames, size = str(seq.n_frames), f"{seq.width}×{seq.height}"
+                if self._input_size is not None and (seq.width, seq.height) != self._input_size:
+                    note = "other size: skipped"
+        except Exception as exc:  # noqa: BLE001 - listed anyway: the batch reports it per video
+            note = f"cannot read: {exc}".splitlines()[0]
+        item = QtWidgets.QTreeWidgetItem([Path(path).name, frames, size, note])
+        item.setData(0, Qt.ItemDataRole.UserRole, path)
+        item.setToolTip(0, path)
+        item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return item
+
+    def remove_selected(self) -> None:
+        for item in self.batch_list.selectedItems():
+            self.batch_list.takeTopLevelItem(self.batch_list.indexOfTopLevelItem(item))
 
     def batch_inputs(self) -> list[str]:
-        return [self.batch_list.item(i).text() for i in range(self.batch_list.count())]
+        return [self.batch_list.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole)
+                for i in range(self.batch_list.topLevelItemCount())]
 
     def _add_files(self) -> None:
         files, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Videos to calibrate", str(self.input_path.parent),
