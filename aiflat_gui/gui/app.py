@@ -1,7 +1,7 @@
 """The ``aiflat-gui`` entry point: ``aiflat-gui [PATH] [--demo] [--screenshot OUT.png]``.
 
-``--screenshot`` opens the input (or the demo), runs the workflow (reference, offline mask, flat,
-calibrated preview) with every worker awaited, shows the mask overlay and the calibrated preview,
+``--screenshot`` opens the input (or the demo), runs the workflow (reference, offline mask, flat)
+with every worker awaited, shows the Visualize dust view with the mask as outlines,
 renders the main window to OUT.png and exits 0. A bad input exits 2 with one line on stderr.
 """
 
@@ -94,6 +94,9 @@ def screenshot(window, out: str | os.PathLike, path: Optional[str], demo: bool,
     window.run_full_workflow()
     window.show_screenshot_views()
     window.resize(*size)
+    from .chrome import WIDE_SCREEN, arrange_docks
+
+    arrange_docks(window, wide=size[0] >= WIDE_SCREEN)  # the layout a screen of this width gets
     window.default_dock_sizes()
     QtWidgets.QApplication.processEvents()
     image = window.grab().toImage()

@@ -1152,10 +1152,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 raise AiflatError(self.errors[-1])
 
     def show_screenshot_views(self) -> None:
-        """What the README screenshot shows: the calibrated preview with the mask overlay."""
+        """What the README screenshot shows: Visualize dust with the mask drawn as outlines."""
         self.set_overlay_visible(True)
         self.act_overlay.setChecked(True)
-        self.set_view("calibrated")
+        self.act_outline.setChecked(True)
+        self.set_view("dust")
         self.refresh_specks()
         self.viewer.fit()
 
