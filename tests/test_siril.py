@@ -135,3 +135,24 @@ def test_we_read_sirils_fits_from_a_ser_the_right_way_up(demo, tmp_path):
         ticks = ser.timestamps
     # Siril writes DATE-OBS to the microsecond
     assert np.abs(seq.timestamps - ticks).max() < 10
+
+
+def test_siril_reads_an_avi_bottom_up_too(demo, tmp_path):
+    """An 8-bit AVI (our writer) calibrated by Siril with the flat exported for ``--lights avi``
+    (stored flipped, as for a SER): Siril's FITS output, bottom-up as Siril stores it, read by us the
+    right way up, has the dust removed and the rest unchanged (8-bit: 1 ADU is 1/255)."""
+    from aiflat_gui.io import ArraySequence, open_writer
+
+    paths, raw, clean, flat = demo
+    frames = (raw >> 4).astype(np.uint8)  # the 12-bit demo as an 8-bit capture
+    with open_writer(tmp_path / "lights.avi", "avi", ArraySequence(frames)) as w:
+        for f in frames:
+            w.write(f)
+    export(paths["flat"], tmp_path / "flat_siril.fits", "--lights", str(tmp_path / "lights.avi"))
+    run_siril(tmp_path, "preprocess lights -flat=flat_siril.fits -prefix=pp_ -fitseq")
+    with open_sequence(tmp_path / "pp_lights.fit") as seq:  # Siril-written: bottom-up, no ROWORDER
+        assert seq.metadata["roworder"] == "BOTTOM-UP"
+        out = seq[:].astype(np.float64) * 255
+    removed, off = removed_and_off(frames.astype(np.float64), out, clean / 16, flat)
+    print(f"siril AVI: {removed:.1%} of the darkening removed, off-dust max {off:.2f} ADU (8-bit)")
+    assert removed >= 0.90 and off <= 1.0, (removed, off)
