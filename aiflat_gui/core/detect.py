@@ -93,6 +93,13 @@ LIMB_MARGIN = 12.0
 OFF_SPECK_AREA = 2500
 #: ... unless a penumbra surrounds it: see _sky_and_umbrae.
 PENUMBRA_RING = 0.88
+#: Sequence mode: a speck darkens by at least this much on average (log units ~ fraction), and
+#: each half of the frames (split along the drift) finds at least HALF_AGREEMENT of the other's.
+MIN_DEPTH = 0.01
+#: 8-bit data: a speck darkens its surroundings by at least this many ADU (1 ADU quantisation,
+#: compression errors of a few ADU in smooth areas).
+QUANT_ADU_8BIT = 3.0
+HALF_AGREEMENT = 0.5
 #: Single image: radius (px) of the grey-level closing that fills specks (see closing_dip), and of
 #: the one that fills opaque clumps, counted where it finds a dip deeper than DEEP_DIP (log units).
 CLOSE_RADIUS = 8
@@ -509,6 +516,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     n_frames = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
     shifts = None
     noise = None
+    halves = None
     plain = None
     stack_n = 0
     if n_frames >= 3:
@@ -580,7 +588,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # (the plain temporal median also shows the whole of each speck, interior included, and
         # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
         shifts -= np.median(shifts, axis=0)
-        med, noise = _separate(stack, shifts, iterations, progress)
+        med, noise, halves = _separate(stack, shifts, iterations, progress)
         del stack
         frames_used = n_read
     else:
@@ -599,7 +607,8 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     wv = valid.astype(np.float32)
     med = _remove_limb_profile(med, off, valid, limb_margin + 3 * bg_sigma)
     med[~valid] = float(np.median(med[valid])) if valid.any() else 0.0
-    dip = med - _lower_envelope(med, bg_sigma, wv) if stack_n else med.copy()
+    base = _lower_envelope(med, bg_sigma, wv) if stack_n else 0.0
+    dip = med - base
     if noise is not None:
         # per-pixel temporal scatter of the residuals: edges that wobble with seeing count less
         nz = noise / max(float(np.median(noise[valid])) if valid.any() else 1.0, 1e-6)
@@ -645,13 +654,86 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # (granulation, compression blocks) it holds: z-scores count for less than in a sequence
         score /= SINGLE_NOISE_FACTOR
         extent /= SINGLE_NOISE_FACTOR
+    judged = None
+    if stack_n:
+        # 8-bit data (often compressed): a darkening of a few ADU cannot be told from quantisation
+        # and compression error, whatever its z-score after averaging many frames
+        low_bits = np.dtype(getattr(sequence, "dtype", np.uint16)).kind in "iu" and \
+            int(getattr(sequence, "bit_depth", 16) or 16) <= 8
+        floor_map = None
+        if low_bits:
+            floor_map = QUANT_ADU_8BIT / np.maximum(_nblur(np.maximum(yref, floor), bg_sigma, on), 1.0)
+        judged = _judge_static(score, extent, valid, med - base, None if halves is None else halves - base,
+                               floor_map)
     sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid,
                   frames_used=frames_used, darkening=med, shifts=shifts)
     sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
                    mode="sequence" if stack_n else "single image",
                    drift_px=float(np.ptp(shifts, axis=0).max()) if shifts is not None and len(shifts) > 1 else 0.0)
+    if judged is not None:
+        sm.info.update(judged)
     report(progress, 1.0, "dust: done")
     return sm
+
+
+def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust: np.ndarray,
+                  halves: Optional[np.ndarray], floor_map: Optional[np.ndarray] = None) -> dict:
+    """Sequence mode: judge every candidate (a connected region of the most sensitive mask) by the
+    physics of dust, in place: a candidate whose darkening is not that of a static shadow gets a
+    score and extent of 0, so no sensitivity marks it. Kept: a mean darkening of at least
+    ``MIN_DEPTH`` (shallower is below what a person sees, and below the residue that seeing and
+    compression leave), and, when the target drifted (``halves``), the same darkening in the two
+    halves of the frames split along the drift: each half at least ``HALF_AGREEMENT`` of the
+    other, both above ``MIN_DEPTH`` / 2 (a residue of a crater rim, a plage edge or a filament
+    sits elsewhere on the sensor in each half). With ``floor_map`` (8-bit data: ``QUANT_ADU_8BIT``
+    over the local level) the depth must exceed it too. Returns counts and the judged candidates
+    for ``ScoreMap.info``."""
+    probe = ScoreMap(score=score, extent=extent, valid=valid)
+    dust = dust.astype(np.float32)
+    m = probe.mask(1.0)
+    n, labels = cv2.connectedComponents(m.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1:
+        return dict(candidates=0, rejected_not_static=0, rejected_shallow=0)
+    lab = labels.ravel()
+    cnt = np.maximum(np.bincount(lab, minlength=n), 1).astype(np.float64)
+    # depth: the deepest darkening of the candidate (lightly smoothed); a speck much wider than
+    # the drift is only partly recovered by the separation (its rim), so a mean would understate it
+    peak = np.full(n, -np.inf)
+    np.maximum.at(peak, lab, _blur(dust, 1.0).ravel())
+    need = np.full(n, MIN_DEPTH)
+    if floor_map is not None:
+        need = np.maximum(need, np.bincount(lab, weights=floor_map.ravel().astype(np.float64), minlength=n) / cnt)
+    shallow = peak < need
+    unstable = np.zeros(n, bool)
+    if halves is not None:
+        # each half's darkening projected on the candidate's own profile (weights: the full
+        # estimate's darkening, >= 0), so the pixels a grown outline adds around it count little
+        wgt = np.maximum(_blur(dust, 1.0), 0.0).ravel().astype(np.float64)
+        wsum = np.maximum(np.bincount(lab, weights=wgt, minlength=n), 1e-12)
+        a = np.bincount(lab, weights=wgt * halves[0].ravel(), minlength=n) / wsum
+        b = np.bincount(lab, weights=wgt * halves[1].ravel(), minlength=n) / wsum
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        unstable = (lo < HALF_AGREEMENT * hi) | (lo < 0.5 * MIN_DEPTH)
+    bad = shallow | unstable
+    bad[0] = False
+    drop = bad[labels]
+    score[drop] = 0.0
+    extent[drop] = 0.0
+    # the candidates deep enough to be judged by the halves, for the record (deepest first)
+    ys, xs = np.divmod(np.arange(lab.size, dtype=np.float64), labels.shape[1])
+    cx = np.bincount(lab, weights=xs, minlength=n) / cnt
+    cy = np.bincount(lab, weights=ys, minlength=n) / cnt
+    rec = []
+    deep = np.flatnonzero(~shallow)
+    deep = deep[deep > 0]
+    for i in deep[np.argsort(-peak[deep], kind="stable")][:50]:
+        r = dict(x=round(float(cx[i]), 1), y=round(float(cy[i]), 1), px=int(cnt[i]), depth=round(float(peak[i]), 4),
+                 static=not bool(unstable[i]))
+        if halves is not None:
+            r["halves"] = (round(float(a[i]), 4), round(float(b[i]), 4))
+        rec.append(r)
+    return dict(candidates=n - 1, rejected_shallow=int(shallow[1:].sum()),
+                rejected_not_static=int((unstable & ~shallow)[1:].sum()), judged=rec)
 
 
 def _ridge(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -687,7 +769,7 @@ _FAR = 1000.0
 
 
 def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
-              progress: Optional[ProgressFn]) -> tuple[np.ndarray, np.ndarray]:
+              progress: Optional[ProgressFn]) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Split the darkening stack into what is fixed to the sensor (dust) and what moves with the
     sun, by alternating robust estimates (a KLL-style self-flat on the measured drift):
 
@@ -695,8 +777,9 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
         dust(x) = median_i [ d_i(x) - sun(x - s_i) ]       (frames as recorded)
 
     The sun map lives on a canvas padded by the largest shift, so every frame's field is covered.
-    Returns (dust, scatter): the dust darkening map and the per-pixel temporal scatter (mean
-    absolute residual) of the last iteration."""
+    Returns (dust, scatter, halves): the dust darkening map, the per-pixel temporal scatter (mean
+    absolute residual) of the last iteration, and the dust map of each half of the slots split
+    along the drift's main axis ((2, H, W), None without drift or with fewer than 4 slots)."""
     k, h, w = stack.shape
     dust = np.zeros((h, w), np.float32)
     rows = max(8, int(2 ** 23 // max(1, k * w * 4)))
@@ -740,7 +823,20 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
             blk = resid[:, y0:y0 + rows]
             dust[y0:y0 + rows] = _median0(blk if blk.dtype == np.float32 else blk.astype(np.float32))
     scatter = np.zeros((h, w), np.float32)
+    # the two halves of the slots along the drift's main axis, each on its own: dust is static in
+    # sensor coordinates and darkens the same pixels by the same factor in both; what is left of
+    # a feature that moves with the target sat elsewhere on the sensor in each half
+    halves = None
+    if moving and k >= 4:
+        c = shifts - shifts.mean(axis=0)
+        _, _, vt = np.linalg.svd(c.astype(np.float64), full_matrices=False)
+        order = np.argsort(c @ vt[0], kind="stable")
+        parts = (np.sort(order[:k // 2]), np.sort(order[k - k // 2:]))
+        halves = np.zeros((2, h, w), np.float32)
     for y0 in range(0, h, rows):
-        r = resid[:, y0:y0 + rows].astype(np.float32) - dust[y0:y0 + rows]
-        scatter[y0:y0 + rows] = np.abs(r).mean(axis=0)
-    return dust, scatter
+        blk = resid[:, y0:y0 + rows].astype(np.float32)
+        scatter[y0:y0 + rows] = np.abs(blk - dust[y0:y0 + rows]).mean(axis=0)
+        if halves is not None:
+            for j, part in enumerate(parts):
+                halves[j, y0:y0 + rows] = _median0(blk[part])
+    return dust, scatter, halves
