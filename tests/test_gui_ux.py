@@ -416,3 +416,16 @@ def test_export_dialog_explains_each_flat_keeps_the_tab_and_lists_the_batch(wind
     again = ExportDialog(demo, have_flat=True, parent=window)
     qtbot.addWidget(again)
     assert again.tabs.currentIndex() == 2
+
+
+def test_file_dialogs_are_the_platforms_own():
+    """Nothing forces Qt's own file dialog: the platform's dialog (GTK, KDE, Windows, macOS) is used
+    where there is one (tests replace the dialogs and never show them)."""
+    import pathlib
+
+    import aiflat_gui
+
+    assert not QtCore.QCoreApplication.testAttribute(Qt.AA_DontUseNativeDialogs)
+    root = pathlib.Path(aiflat_gui.__file__).parent
+    offenders = [str(p) for p in root.rglob("*.py") if "DontUseNativeDialog" in p.read_text()]
+    assert offenders == []

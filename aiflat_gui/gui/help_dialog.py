@@ -69,13 +69,15 @@ class ShortcutsDialog(QtWidgets.QDialog):
         for i, (key, text) in enumerate(rows):
             self.table.setItem(i, 0, QtWidgets.QTableWidgetItem(key))
             self.table.setItem(i, 1, QtWidgets.QTableWidgetItem(text))
-        self.table.resizeColumnsToContents()
+        self.table.setWordWrap(True)
+        self.table.resizeColumnToContents(0)
         self.table.horizontalHeader().setStretchLastSection(True)
         lay.addWidget(self.table)
         bb = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close)
         bb.rejected.connect(self.reject)
         lay.addWidget(bb)
-        self.resize(480, 560)
+        self.resize(640, 600)
+        self.table.resizeRowsToContents()
 
 
 class GuideDialog(QtWidgets.QDialog):
