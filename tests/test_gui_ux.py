@@ -250,7 +250,7 @@ def test_long_job_messages_and_undo_labels_do_not_move_the_layout(window, qtbot,
 # ---------------------------------------------------------------- the viewer gets most of the window
 @pytest.mark.parametrize("size, wide", [((1366, 768), False), ((1600, 1000), True)])
 def test_the_viewer_gets_most_of_the_window(window, qtbot, demo, size, wide):
-    from aiflat_gui.gui.chrome import arrange_docks
+    from aiflat_gui.gui.polish import arrange_docks
 
     assert window.open_path(demo)
     window.resize(*size)

@@ -94,7 +94,7 @@ def screenshot(window, out: str | os.PathLike, path: Optional[str], demo: bool,
     window.run_full_workflow()
     window.show_screenshot_views()
     window.resize(*size)
-    from .chrome import WIDE_SCREEN, arrange_docks
+    from .polish import WIDE_SCREEN, arrange_docks
 
     arrange_docks(window, wide=size[0] >= WIDE_SCREEN)  # the layout a screen of this width gets
     window.default_dock_sizes()

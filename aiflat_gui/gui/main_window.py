@@ -209,14 +209,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1280, 800)
         self._layout_restored = remember_layout and self._restore_layout()
-        from .chrome import polish
+        from .polish import polish
 
         polish(self)  # icons, tooltips, Help menu, outline toggle, default dock layout
         self._update_actions()
 
     def default_dock_sizes(self) -> None:
         """Docks as narrow as their content allows: the image gets most of the window."""
-        from .chrome import default_dock_sizes
+        from .polish import default_dock_sizes
 
         default_dock_sizes(self)
 
