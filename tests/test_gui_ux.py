@@ -219,12 +219,15 @@ def test_long_job_messages_and_undo_labels_do_not_move_the_layout(window, qtbot,
     from aiflat_gui.gui.workers import Worker
 
     assert window.open_path(demo)
+    qtbot.wait(50)
+    viewer_idle = window.viewer.geometry()
     worker = Worker(lambda progress=None: None, name="fake")
     window.job_panel.attach(worker, "Asking the AI")
     window.statusBar().showMessage("Asking the AI: started")
     worker.progress.emit(0.1, "sending")
     qtbot.wait(50)
     before = _geometry(window)
+    assert window.viewer.geometry() == viewer_idle, "the image jumped when the job started"
     long = ("HTTP 503 from generativelanguage.googleapis.com: the model is overloaded; retrying in 8 s "
             "(attempt 2 of 5) with exponential back-off; " * 3)
     worker.progress.emit(0.2, long)

@@ -204,6 +204,11 @@ class JobPanel(QtWidgets.QWidget):
         lay.addWidget(self.label, 1)
         lay.addWidget(self.bar, 2)
         lay.addWidget(self.cancel_button)
+        # idle, the panel keeps its room: the viewer above it does not resize (and the image does
+        # not jump) each time a job starts and ends
+        policy = self.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.setSizePolicy(policy)
         self.setVisible(False)
 
     def attach(self, worker: Worker, title: str) -> None:
