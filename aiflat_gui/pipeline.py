@@ -460,11 +460,49 @@ def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str,
 # worker-process state (set by the pool initializer)
 _CANCEL = None
 _FRACTIONS = None
+_PARENT: Optional[int] = None
+_BUSY = False
 
 
-def _init_worker(cancel, fractions) -> None:
-    global _CANCEL, _FRACTIONS
-    _CANCEL, _FRACTIONS = cancel, fractions
+def die_with_parent(parent: Optional[int]) -> None:
+    """In a worker process: end with the parent. Linux delivers SIGTERM when the parent dies
+    (prctl PR_SET_PDEATHSIG, even after ``kill -9``), and SIGTERM unwinds like Ctrl-C, so the file
+    being written is removed instead of a queue finished under init; elsewhere a watchdog thread
+    polls the parent. A parent already gone when this runs ends the worker at once."""
+    import signal
+    import sys
+    import threading
+
+    def stop(signum, _frame):
+        if _BUSY:  # unwind the file being written (its temporary output is removed), then _worker exits
+            raise KeyboardInterrupt(f"signal {signum}")
+        os._exit(128 + signum)  # idle: nothing to clean up
+
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, stop)
+    armed = False
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            armed = ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+    if parent is None:
+        return
+    if os.getppid() != parent:  # died before the prctl above
+        os._exit(1)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="aiflat-parent-watch", daemon=True).start()
+
+
+def _init_worker(cancel, fractions, parent: Optional[int] = None) -> None:
+    global _CANCEL, _FRACTIONS, _PARENT
+    _CANCEL, _FRACTIONS, _PARENT = cancel, fractions, parent
+    die_with_parent(parent)
 
 
 def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt: Optional[str],
@@ -475,10 +513,16 @@ def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt
         if _FRACTIONS is not None:
             _FRACTIONS[slot] = fraction
 
+    global _BUSY
+    _BUSY = True
     try:
         return _calibrate_one(src, flat_path, out_dir, stem, fmt, pedestal, prog, resume=resume)
     except (Cancelled, KeyboardInterrupt):
+        if _PARENT is not None and os.getppid() != _PARENT:
+            os._exit(1)  # the parent is gone (its output already removed): nobody to report to
         return BatchItem(input=src, status="cancelled", note="cancelled; no output written")
+    finally:
+        _BUSY = False
 
 
 #: input extension -> the writer format its calibrated copy gets by default
@@ -560,7 +604,7 @@ def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.Pat
     fractions = ctx.Array("d", n, lock=False)
     results: dict[int, BatchItem] = {}
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                initargs=(cancel, fractions)) as pool:
+                                initargs=(cancel, fractions, os.getpid())) as pool:
         futures = {pool.submit(_worker, k, src, flat_p, out, stem, fmt, pedestal, resume): k
                    for k, (src, stem) in enumerate(zip(files, stems))}
         pending = set(futures)

@@ -292,3 +292,119 @@ def test_input_shrinking_while_read_is_an_error_not_sigbus(demo, tmp_path, ext):
         assert "refused:" in r.stdout and "shrank" in r.stdout, r.stdout + r.stderr
         assert not (tmp_path / f"o{ext}").exists()
     assert partials(tmp_path) == []
+
+
+# -- 5. leftovers: signals, stale temporary files, orphaned batch workers ------------------------------------
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A 180 MB SER (a few seconds to calibrate) and a flat for it."""
+    d = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(0)
+    write_ser(d / "v.ser", rng.integers(1000, 3000, (300, 480, 640), dtype=np.uint16))
+    flat = np.ones((480, 640), np.float32)
+    flat[100:120, 100:130] = 0.8
+    write_image(d / "flat.fits", flat)
+    return d
+
+
+def _start(*argv, cwd=None):
+    e = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "aiflat_gui.cli", "-q", *map(str, argv)], cwd=cwd, env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_partial(folder, proc, timeout=60):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if Path(folder).is_dir() and partials(folder):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_clean_up_like_ctrl_c(big, tmp_path, sig):
+    before = sha(big / "v.ser")
+    p = _start("calibrate", big / "v.ser", "--flat", big / "flat.fits", "-o", tmp_path / "o.tif")
+    assert _wait_for_partial(tmp_path, p), "the calibration ended before it was signalled"
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + sig, (p.returncode, err)
+    assert b"no output was written" in err and b"Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+    assert sha(big / "v.ser") == before
+
+
+def _dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_partials_of_dead_runs_are_removed_by_the_next_run(big, tmp_path):
+    from aiflat_gui.io.outputs import _proc_start
+
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        dead = tmp_path / f".o.ser.aiflat-{_dead_pid()}-12345.abcdefgh.partial"
+        dead.write_bytes(b"x" * 1000)
+        dead_dir = tmp_path / f".frames.aiflat-{_dead_pid()}-7.zzzzzzzz.partial"
+        dead_dir.mkdir()
+        (dead_dir / "frame_1.tif").write_bytes(b"x")
+        reused = tmp_path / f".o.ser.aiflat-{sleeper.pid}-1.abcdefgh.partial"  # PID reused by another process
+        reused.write_bytes(b"x")
+        live = tmp_path / f".o.ser.aiflat-{sleeper.pid}-{_proc_start(sleeper.pid)}.abcdefgh.partial"
+        live.write_bytes(b"x")
+        foreign = tmp_path / ".o.ser.Xy12ab.partial"  # not our pattern (e.g. an older aiflat or another program)
+        foreign.write_bytes(b"x")
+        assert aiflat("calibrate", big / "v.ser", "--flat", big / "flat.fits", "-o", tmp_path / "o.ser")[0] == 0
+        assert not dead.exists() and not dead_dir.exists() and not reused.exists()
+        assert live.exists() and foreign.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def _children(pid):
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid):
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+def test_batch_workers_die_with_their_parent(big, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        os.link(big / "v.ser", src / f"v{k}.ser")
+    out = tmp_path / "out"
+    p = _start("batch", src, "--flat", big / "flat.fits", "-o", out, "--jobs", "2", "--format", "tiff")
+    assert _wait_for_partial(out, p), "the batch ended before it was killed"
+    kids = _children(p.pid)
+    assert kids, "no worker processes"
+    p.kill()  # kill -9: the parent cannot clean anything up
+    p.wait()
+    t0 = time.monotonic()
+    while any(_alive(k) for k in kids) and time.monotonic() - t0 < 20:
+        time.sleep(0.1)
+    left = [(Path(f"/proc/{k}/cmdline").read_bytes()[:200], Path(f"/proc/{k}/status").read_text().split("SigCgt")[0][-300:]) for k in kids if _alive(k)]
+    assert not left, f"workers outlived their parent: {left}"
+    assert partials(out) == []  # the workers removed their own temporary files
+    assert sha(src / "v0.ser") == sha(big / "v.ser")
