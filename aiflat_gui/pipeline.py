@@ -561,13 +561,13 @@ def prepare_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
     the output guard (:func:`plan_batch`), the flat read and valid (a bad flat is the user's error
     for the whole batch), the output folder usable. Returns (files, output stems, flat path, flat
     pixels, output folder)."""
-    from .core.calibrate import validate_flat
+    from .core.calibrate import check_flat_is_ours
     from .io.single import read_image
 
     files, stems = plan_batch(inputs, flat_path, out_dir, fmt)
     flat_p = Path(flat_path)
     flat = read_image(flat_p)
-    validate_flat(flat, flat_p)
+    check_flat_is_ours(flat, flat_p)
     out = Path(out_dir)
     prepare_output_folder(out)
     return files, stems, flat_p, flat, out

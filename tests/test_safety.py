@@ -408,3 +408,96 @@ def test_batch_workers_die_with_their_parent(big, tmp_path):
     assert not left, f"workers outlived their parent: {left}"
     assert partials(out) == []  # the workers removed their own temporary files
     assert sha(src / "v0.ser") == sha(big / "v.ser")
+
+
+# -- 6./7. nonsense refused before any work, cleanly ----------------------------------------------------------
+
+@pytest.mark.parametrize("target, words", [("pss", ["AutoStakkert"]), ("autostakkert", ["AutoStakkert"]),
+                                           ("pixinsight", ["PixInsight", "0.5"]), ("scaled", ["median"])])
+def test_flat_exported_for_another_program_is_refused(demo, tmp_path, target, words):
+    """Our own AutoStakkert/PSS export turned every pixel to 0 (exit 0, "0 pixels clipped"); the
+    PixInsight export doubled every pixel."""
+    out = tmp_path / ("f.tif" if target in ("pss", "autostakkert") else "f.fits")
+    if target == "scaled":
+        from aiflat_gui.io.single import read_image
+
+        write_image(out, read_image(demo / "flat.fits") * np.float32(1.02))
+    else:
+        assert aiflat("export-flat", demo / "flat.fits", "--target", target, "-o", out)[0] == 0
+    refused(aiflat("calibrate", demo / "demo.ser", "--flat", out, "-o", tmp_path / "c.ser"), "not an aiflat flat", *words)
+    refused(aiflat("batch", demo / "demo.ser", "--flat", out, "-o", tmp_path / "b"), "not an aiflat flat")
+    assert not (tmp_path / "c.ser").exists()
+
+
+def test_pixelmath_export_is_ours_and_accepted(demo, tmp_path):
+    assert aiflat("export-flat", demo / "flat.fits", "--target", "pixelmath", "-o", tmp_path / "f.fits")[0] == 0
+    assert aiflat("calibrate", demo / "demo.ser", "--flat", tmp_path / "f.fits", "-o", tmp_path / "c.ser")[0] == 0
+
+
+@pytest.mark.parametrize("opt, value", [("--pedestal", "nan"), ("--pedestal", "inf"), ("--pedestal", "-5"),
+                                        ("--grow", "-1"), ("--feather", "-3"), ("--grow", "99999999999999999999"),
+                                        ("--max-frames", "-2")])
+def test_numeric_options_range_checked_before_any_work(demo, tmp_path, opt, value):
+    t0 = time.monotonic()
+    refused(aiflat("calibrate", demo / "demo.ser", "--mask", demo / "truth_mask.png", "-o", tmp_path / "c.ser",
+                   opt, value), opt)
+    refused(aiflat("run", demo / "demo.ser", "-o", tmp_path / "r", opt, value), opt)
+    assert time.monotonic() - t0 < 20 and list(tmp_path.iterdir()) == []
+
+
+def test_batch_with_every_file_skipped_fails(demo, tmp_path):
+    write_image(tmp_path / "other.fits", np.ones((32, 32), np.float32))
+    code, out, err = aiflat("batch", demo / "demo.ser", "--flat", tmp_path / "other.fits", "-o", tmp_path / "b",
+                            "--jobs", "1")
+    assert code == 2 and "skipped" in out and "no file was calibrated" in err
+
+
+def test_output_extension_must_match_its_format(demo, tmp_path):
+    refused(aiflat("calibrate", demo / "demo.ser", "--flat", demo / "flat.fits", "-o", tmp_path / "x.png"), ".png",
+            "--format")
+    assert not (tmp_path / "x.png").exists()
+    assert aiflat("calibrate", demo / "demo.ser", "--flat", demo / "flat.fits", "-o", tmp_path / "x.dat",
+                  "--format", "ser")[0] == 0
+
+
+def test_unusable_output_names_fail_early(demo, tmp_path):
+    (tmp_path / "dir").mkdir()
+    for cmd in (["calibrate", demo / "demo.ser", "--flat", demo / "flat.fits"], ["reference", demo / "demo.ser"],
+                ["flat", demo / "demo.ser", "--mask", demo / "truth_mask.png"], ["mask", demo / "demo.ser"]):
+        refused(aiflat(*cmd, "-o", ""), "empty")
+        refused(aiflat(*cmd, "-o", f"{tmp_path}/dir/"), "folder")
+        refused(aiflat(*cmd, "-o", tmp_path / ("n" * 246 + ".fits")), "shorter name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"] and list((tmp_path / "dir").iterdir()) == []
+
+
+def test_symlink_loops(demo, tmp_path):
+    os.symlink(tmp_path / "b.ser", tmp_path / "a.ser")
+    os.symlink(tmp_path / "a.ser", tmp_path / "b.ser")
+    refused(aiflat("info", tmp_path / "a.ser"), "symlink loop")
+    refused(aiflat("calibrate", demo / "demo.ser", "--flat", demo / "flat.fits", "-o", tmp_path / "a.ser"),
+            "symlink loop")
+    refused(aiflat("calibrate", demo / "demo.ser", "--flat", tmp_path / "a.ser", "-o", tmp_path / "c.ser"),
+            "symlink loop")
+
+
+def test_avi_with_an_extreme_frame_rate(tmp_path):
+    """The AVI writer died on a struct error (internal error, exit 1)."""
+    from aiflat_gui.io import open_sequence, open_writer
+    from aiflat_gui.io.base import ArraySequence
+
+    frames = np.random.default_rng(1).integers(0, 255, (3, 32, 48), dtype=np.uint8)
+    with open_writer(tmp_path / "a.avi", "avi", ArraySequence(frames)) as w:
+        for f in frames:
+            w.write(f)
+    data = bytearray((tmp_path / "a.avi").read_bytes())
+    at = data.index(b"strh") + 8
+    data[at + 20:at + 28] = (1).to_bytes(4, "little") + (0xFFFFFFFF).to_bytes(4, "little")  # scale 1, rate 4.3e9
+    (tmp_path / "fast.avi").write_bytes(bytes(data))
+    with open_sequence(tmp_path / "fast.avi") as s:
+        assert s.metadata.get("fps", 0) > 1e9
+    write_image(tmp_path / "flat.fits", np.ones((32, 48), np.float32))
+    code, out, err = aiflat("calibrate", tmp_path / "fast.avi", "--flat", tmp_path / "flat.fits", "-o", tmp_path / "o.avi")
+    assert code in (0, 2) and "internal error" not in err and "Traceback" not in err, err
+    if code == 0:
+        with open_sequence(tmp_path / "o.avi") as s:
+            assert np.array_equal(s.frame(0), frames[0])

@@ -53,6 +53,28 @@ def validate_flat(flat: np.ndarray, name: str | os.PathLike | None = None) -> np
     return f
 
 
+def check_flat_is_ours(flat: np.ndarray, name: str | os.PathLike | None = None) -> np.ndarray:
+    """A flat file given to calibrate must be an aiflat flat: exactly 1.0 away from the dust (most
+    of its pixels). An export made for another program (AutoStakkert!/PSS 16-bit TIFF, PixInsight's
+    0.5 x flat), a scaled flat or a camera master flat would change every pixel: refused
+    (InputError) saying what it looks like and what to do. Returns the float32 flat."""
+    raw = np.asarray(flat)
+    f = validate_flat(raw, name)
+    ones = float(np.count_nonzero(f == 1.0)) / max(1, f.size)
+    if ones >= 0.5:
+        return f
+    med = float(np.median(f))
+    if raw.dtype.kind in "ui" and med > 255:
+        looks = f"a {raw.dtype.itemsize * 8}-bit integer flat (median {med:.0f}), like the AutoStakkert!/PSS export"
+    elif abs(med - 0.5) < 0.05:
+        looks = f"a flat scaled by 0.5 (median {med:.4g}), like the PixInsight export"
+    else:
+        looks = f"a flat whose median is {med:.6g}, not 1.0 (scaled, or a master flat from another program)"
+    raise InputError(f"not an aiflat flat: {ones:.0%} of its pixels are exactly 1.0, it looks like {looks}; "
+                     "give the flat.fits that 'aiflat flat' or 'aiflat run' wrote (export-flat files are "
+                     "for other programs), or calibrate with --mask", name)
+
+
 def fit_flat(flat: np.ndarray, seq, name: str | os.PathLike | None = None) -> np.ndarray:
     """Check ``flat`` against the frames of ``seq`` and return it shaped like one frame
     (a 2-D flat is used for every channel of colour data)."""
@@ -105,7 +127,7 @@ def load_flat(path: str | os.PathLike, seq) -> np.ndarray:
     """Read a flat file (FITS/TIFF/PNG) for ``seq``: size must match the frame, values finite and > 0."""
     from ..io.single import read_image
 
-    return fit_flat(read_image(path, expect=(seq.height, seq.width)), seq, path)
+    return fit_flat(check_flat_is_ours(read_image(path, expect=(seq.height, seq.width)), path), seq, path)
 
 
 #: What an empty mask means (said to the user instead of computing a reference for nothing).

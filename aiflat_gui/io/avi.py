@@ -386,8 +386,8 @@ class AviSequence(Sequence):
 def _guess_fps(template: Sequence) -> float:
     fps = (template.metadata or {}).get("fps")
     try:
-        if fps and float(fps) > 0:
-            return float(fps)
+        if fps and float(fps) > 0:  # a header's rate may be absurd (1e12 fps): keep the AVI fields in range
+            return float(np.clip(float(fps), 0.01, 100000.0))
     except (TypeError, ValueError):
         pass
     ts = template.timestamps
@@ -427,7 +427,7 @@ class AviWriter(SequenceWriter):
         self._colour = template.channels == 3
         self._y800 = codec == "y800" and not self._colour
         self._bgr_input = template.color == "BGR"
-        self._fps = float(fps) if fps else _guess_fps(template)
+        self._fps = float(np.clip(float(fps), 0.01, 100000.0)) if fps else _guess_fps(template)
         self._fh = None
         super().__init__(path, template, n_frames=n_frames, overwrite=overwrite)
 
