@@ -562,6 +562,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Library chatter never reaches the user: OpenCV's native log (libpng/JPEG warnings), Python
+    warnings (numpy's RuntimeWarning with its source line) and library log records (tifffile's
+    "invalid page offset") are dropped; every problem that matters reaches the user as our own
+    one-line error or warning. AIFLAT_DEBUG=1 shows them all."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")  # read when cv2 is imported (lazily, later)
+    warnings.simplefilter("ignore")
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())  # else logging's last resort prints WARNING records to stderr
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP, handled like Ctrl-C: the stack unwinds, temporary outputs are removed."""
 
@@ -608,6 +623,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 2
     debug = os.environ.get("AIFLAT_DEBUG") == "1"
+    if not debug:
+        _quiet_libraries()
     if getattr(args, "fsync", False):
         from .io.base import set_durable
 

@@ -76,7 +76,9 @@ class SessionData:
             data.pedestal = float(data.pedestal)
             data.frame_index = int(data.frame_index)
             data.overlay_opacity = float(data.overlay_opacity)
-        except (TypeError, ValueError):
+            data.input_size = None if data.input_size is None else int(data.input_size)
+            data.input_mtime = None if data.input_mtime is None else float(data.input_mtime)
+        except (TypeError, ValueError, OverflowError):
             raise InputError("session file holds a malformed value") from None
         return data
 
@@ -188,14 +190,14 @@ class SessionStore:
 
     @staticmethod
     def _load_mask_file(path: Path) -> np.ndarray:
-        import cv2
+        from .io.single import read_image
 
-        raw = np.fromfile(path, dtype=np.uint8)
-        img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-        if img is None:
-            raise InputError("session mask is damaged", path)
-        if img.ndim == 3:
-            img = img[..., 0]
+        try:
+            img = read_image(path)  # header checked before decoding
+        except InputError as err:
+            raise InputError(f"session mask is damaged ({err.problem})", path) from None
+        if img.ndim == 3:  # a colour mask (painted red elsewhere): dust in any colour channel, never alpha
+            img = img[..., :3].max(axis=2) if img.shape[2] >= 3 else img[..., 0]
         return img > 0
 
     # -- saving ----------------------------------------------------------------------------------

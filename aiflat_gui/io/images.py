@@ -206,12 +206,21 @@ def _check_tiff_expansion(page, path: Path) -> None:
 _MAX_EXPANSION = {"png": 1100, "jpeg": 2000}
 
 
-def _check_claimed_size(path: Path, probe: tuple) -> None:
+def _png_stream_bytes(path: Path) -> int:
+    """Bytes of the filtered pixel stream a PNG's IHDR implies (what zlib must inflate to)."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    w, h, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(ctype, 1)
+    return h * (1 + -(-w * samples * depth // 8))
+
+
+def _check_claimed_size(path: Path, probe: tuple, fmt: Optional[str] = None) -> None:
     """Refuse a PNG/JPEG whose header claims far more pixels than its bytes can hold (damaged header),
     or more memory than the machine can spare, before OpenCV allocates it."""
     w, h, ch, dt = probe
-    fmt = _image_format(path)
-    nbytes = w * h * ch * np.dtype(dt).itemsize  # the stored samples (a grey PNG is not expanded to 4 channels)
+    fmt = fmt or _image_format(path)
+    nbytes = _png_stream_bytes(path) if fmt == "png" else w * h * ch * np.dtype(dt).itemsize
     size = path.stat().st_size
     if nbytes > _MAX_EXPANSION[fmt] * max(size, 1) + (1 << 20):
         raise FormatError(f"damaged header: it claims {w}x{h} pixels but the file has only {size} bytes", path)

@@ -32,10 +32,10 @@ def _check_expected(w: int, h: int, expect, p: Path) -> None:
                          "give the file made for this video", p)
 
 
-def _probe(p: Path) -> tuple:
+def _probe(p: Path, expect) -> tuple:
     """(w, h, channels, dtype) from a PNG/JPEG header, checked against the file's size and the
     free memory before anything is decoded (a 0.75 MB PNG can claim 32000x24000 pixels)."""
-    from .images import _MAX_EXPANSION, _probe_jpeg, _probe_png, check_frame_memory
+    from .images import _check_claimed_size, _probe_jpeg, _probe_png
 
     with open(p, "rb") as f:
         head = f.read(8)
@@ -45,15 +45,8 @@ def _probe(p: Path) -> tuple:
         fmt, probe = "jpeg", _probe_jpeg(p)
     else:
         raise InputError("not a PNG or JPEG image (unknown signature)", p)
-    w, h, ch, dt = probe
-    per = 4 if fmt == "png" else ch
-    # the expansion limit applies to the samples the file stores (its channels), not to the 4 channels
-    # a decoder may allocate: an all-black 1280x960 grey mask PNG is 2.8 kB (433:1)
-    nbytes = w * h * ch * np.dtype(dt).itemsize
-    size = p.stat().st_size
-    if nbytes > _MAX_EXPANSION[fmt] * max(size, 1) + (1 << 20):
-        raise InputError(f"damaged header: it claims {w}x{h} pixels but the file has only {size} bytes", p)
-    check_frame_memory((h, w, per), np.dtype(dt).itemsize, p, "image")
+    _check_expected(probe[0], probe[1], expect, p)
+    _check_claimed_size(p, probe, fmt)
     return probe
 
 
@@ -79,8 +72,7 @@ def read_image(path: str | os.PathLike, expect: tuple[int, ...] | None = None) -
                 return np.array(seq.frame(0))
         import cv2
 
-        w, h = _probe(p)[:2]
-        _check_expected(w, h, expect, p)
+        _probe(p, expect)
         raw = np.fromfile(p, dtype=np.uint8)
         data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
         if data is None:
