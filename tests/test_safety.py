@@ -340,9 +340,8 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(big, tmp_path, sig):
 
 
 def _dead_pid():
-    p = subprocess.Popen(["true"])
-    p.wait()
-    return p.pid
+    """A PID no process can have (above the kernel's pid_max), so the test does not race PID reuse."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 7
 
 
 def test_stale_partials_of_dead_runs_are_removed_by_the_next_run(big, tmp_path):

@@ -169,7 +169,7 @@ _TEMP_RE = re.compile(r"^\..+\.aiflat-([0-9a-f]{8})-(\d+)-(\d+)\.[^.]+\.partial$
 
 def _writer_alive(pid: int, start: int) -> bool:
     if pid == os.getpid():
-        return True
+        return start in (0, _SELF_START or 0) or _proc_start(pid) in (None, start)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
