@@ -626,6 +626,11 @@ MAX_PAIRS = 300
 #: Weight of the per-frame-fill prior relative to the data term (per unknown, relative to the
 #: median data weight): the prior only decides where the frames' motion says nothing.
 PRIOR_WEIGHT = 0.002
+#: Self-flat systems up to this many unknowns are solved directly, larger ones by conjugate
+#: gradients (a direct solve of a large speck's equations fills in almost densely).
+DIRECT_MAX = 600
+CG_RTOL = 1e-7
+CG_MAXITER = 400
 #: Per-tile local shifts (:class:`_LocalShifts`) in the self-flat equations.
 LOCAL_SHIFTS = True
 #: Register against the mean of the frames aligned by a first pass (see :func:`_sharpen_reference`).
@@ -739,13 +744,15 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     hdist = dist[hidx]
     hys, hxs = np.divmod(hidx, w)
     htid = local[0][hidx] if local is not None else None
-    AtA = sp.csr_matrix((n, n))
     Atb = np.zeros(n)
     batch: list = []  # (rows, cols, data, b) of several pairs, folded into AtA ~2M entries at a time
     batch_nnz = 0
+    # partial sums of AtA, merged like a binary counter (each entry is added O(log folds) times,
+    # not once per fold as when every batch is added to one growing matrix)
+    partial: list = []  # [(level, matrix)]
 
     def fold() -> None:
-        nonlocal AtA, Atb, batch, batch_nnz
+        nonlocal Atb, batch, batch_nnz
         if not batch:
             return
         offs = np.cumsum([0] + [len(b_) for _, _, _, b_ in batch])
@@ -753,7 +760,11 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
         c = np.concatenate([cc for _, cc, _, _ in batch])
         v = np.concatenate([dd for _, _, dd, _ in batch])
         A = sp.csr_matrix((v, (r, c)), shape=(int(offs[-1]), n))
-        AtA = AtA + (A.T @ A)
+        level, acc = 0, (A.T @ A).tocsr()
+        while partial and partial[-1][0] == level:
+            acc = acc + partial.pop()[1]
+            level += 1
+        partial.append((level, acc))
         Atb += A.T @ np.concatenate([b_ for _, _, _, b_ in batch])
         batch, batch_nnz = [], 0
 
@@ -813,13 +824,23 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
         if batch_nnz > 2_000_000:
             fold()
     fold()
+    if not partial:
+        return None
+    AtA = partial.pop()[1]
+    while partial:
+        AtA = AtA + partial.pop()[1]
     diag = AtA.diagonal()
     if not np.any(diag > 0):
         return None
     mu = PRIOR_WEIGHT * float(np.median(diag[diag > 0]))
     g0 = np.log(np.clip(prior, FLOOR, 1.0))
-    M = (AtA + sp.identity(n, format="csr") * mu).tocsc()
-    g = spla.spsolve(M, Atb + mu * g0)
+    M = (AtA + sp.identity(n, format="csr") * mu).tocsr()
+    rhs = Atb + mu * g0
+    if n <= DIRECT_MAX:
+        g = spla.spsolve(M.tocsc(), rhs)
+    else:  # conjugate gradients from the prior, Jacobi-preconditioned: no fill-in
+        pre = sp.diags(1.0 / M.diagonal())
+        g, _info = spla.cg(M, rhs, x0=g0, M=pre, rtol=CG_RTOL, maxiter=CG_MAXITER)
     return np.exp(g)
 
 
