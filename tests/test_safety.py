@@ -345,18 +345,20 @@ def _dead_pid():
 
 
 def test_stale_partials_of_dead_runs_are_removed_by_the_next_run(big, tmp_path):
-    from aiflat_gui.io.outputs import _proc_start
+    from aiflat_gui.io.outputs import _proc_start, host_tag
+
+    h = host_tag()
 
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        dead = tmp_path / f".o.ser.aiflat-{_dead_pid()}-12345.abcdefgh.partial"
+        dead = tmp_path / f".o.ser.aiflat-{h}-{_dead_pid()}-12345.abcdefgh.partial"
         dead.write_bytes(b"x" * 1000)
-        dead_dir = tmp_path / f".frames.aiflat-{_dead_pid()}-7.zzzzzzzz.partial"
+        dead_dir = tmp_path / f".frames.aiflat-{h}-{_dead_pid()}-7.zzzzzzzz.partial"
         dead_dir.mkdir()
         (dead_dir / "frame_1.tif").write_bytes(b"x")
-        reused = tmp_path / f".o.ser.aiflat-{sleeper.pid}-1.abcdefgh.partial"  # PID reused by another process
+        reused = tmp_path / f".o.ser.aiflat-{h}-{sleeper.pid}-1.abcdefgh.partial"  # PID reused by another process
         reused.write_bytes(b"x")
-        live = tmp_path / f".o.ser.aiflat-{sleeper.pid}-{_proc_start(sleeper.pid)}.abcdefgh.partial"
+        live = tmp_path / f".o.ser.aiflat-{h}-{sleeper.pid}-{_proc_start(sleeper.pid)}.abcdefgh.partial"
         live.write_bytes(b"x")
         foreign = tmp_path / ".o.ser.Xy12ab.partial"  # not our pattern (e.g. an older aiflat or another program)
         foreign.write_bytes(b"x")
