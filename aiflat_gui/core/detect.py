@@ -93,6 +93,10 @@ LIMB_MARGIN = 12.0
 OFF_SPECK_AREA = 2500
 #: ... unless a penumbra surrounds it: see _sky_and_umbrae.
 PENUMBRA_RING = 0.88
+#: Sequence mode: at most this many stack slots (frames are averaged in groups into them) and
+#: this many rounds of the sun/sensor separation (speed: issue 10 item 5).
+MAX_SLOTS = 24
+ITERATIONS = 3
 #: Sequence mode: a speck darkens by at least this much on average (log units ~ fraction), and
 #: each half of the frames (split along the drift) finds at least HALF_AGREEMENT of the other's.
 MIN_DEPTH = 0.01
@@ -482,7 +486,8 @@ def _select_frames(n: int, max_frames: int) -> np.ndarray:
 def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int = 200,
                    progress: Optional[ProgressFn] = None, *, color: Optional[str] = None,
                    memory_mb: float = 512.0, bg_sigma: float = 12.0, max_depth: float = 0.6,
-                   iterations: int = 3, limb_margin: float = LIMB_MARGIN) -> ScoreMap:
+                   iterations: int = ITERATIONS, limb_margin: float = LIMB_MARGIN,
+                   max_slots: Optional[int] = MAX_SLOTS) -> ScoreMap:
     """Score every pixel of ``reference`` for dust, using the frames of ``sequence`` (any object
     with ``n_frames`` and ``frame(i)``, e.g. an :class:`~aiflat_gui.io.base.Sequence`) when given.
 
@@ -492,7 +497,8 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     :class:`~aiflat_gui.errors.Cancelled`. ``color`` defaults to ``sequence.color``; ``iterations``
     of the sun/sensor separation, ``bg_sigma`` the scale (px) of the smooth background,
     ``max_depth`` the darkening above which pixels are not judged, and ``limb_margin`` how far
-    (px) from where any frame was off the disc (sky beyond the limb) pixels are not judged."""
+    (px) from where any frame was off the disc (sky beyond the limb) pixels are not judged;
+    ``max_slots`` caps the stack slots (None: as many as fit in ``memory_mb``)."""
     t0 = time.perf_counter()
     ref = np.asarray(reference)
     if ref.ndim not in (2, 3) or ref.shape[0] < 8 or ref.shape[1] < 8:
@@ -527,6 +533,10 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # (about 20 full-frame float32 maps come on top, whatever the number of slots)
         budget = memory_mb * 2 ** 20 - 20 * 4 * h * w
         cap = max(3, int(budget // max(1, h * w * 2 * 2.3)))
+        if max_slots:
+            # the separation's cost grows with the slots; beyond ~24 slots (each the mean of
+            # its group of frames) its medians gain little
+            cap = min(cap, max(3, int(max_slots)))
         n_read = len(idx)
         groups = np.array_split(idx, min(n_read, cap))
         k = len(groups)
