@@ -346,3 +346,33 @@ def read_mask_png(path):
     import cv2
 
     return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127
+
+
+def test_multiframe_flat_in_poor_seeing_on_physics_made_video():
+    """Issue 10 item 4: the true mask, a dustsim sun (sunspot, plage, filaments, pores) drifting
+    under 3 px rms of local seeing warp that changes every frame: the calibrated video keeps at
+    least 97 % of the dust's darkening removed (it over-corrects today: 103.8 % here; held-out
+    seeds in bench/flat_seeing.py), and nothing outside the grown mask changes, bit for bit."""
+    from aiflat_gui.core.calibrate import calibrate_array
+    from aiflat_gui.core.dustsim import TUNING_SEEDS, SimSpec, simulate
+    from aiflat_gui.core.mask import grow
+    from aiflat_gui.core.reference import compute_reference
+    from aiflat_gui.io import ArraySequence
+
+    sim = simulate(SimSpec(width=320, height=240, frames=32, seed=TUNING_SEEDS[0], background="sun", seeing_px=3.0,
+                           drift_px=0.4, jitter_px=0.3, seeing_blur=(1.0, 2.2)))
+    seq = ArraySequence(sim.frames)
+    flat = synthesize_flat(compute_reference(seq), sim.mask, method="auto", sequence=seq, grow=2)
+    g = grow(sim.mask, 2)
+    assert np.all(flat[~g] == 1.0)
+    on = np.isin(sim.labels, [s.label for s in sim.specks if s.on_target >= 0.5])
+    dark = left = 0.0
+    for i in range(sim.n_frames):
+        raw = sim.frame(i)
+        cal = calibrate_array(raw, flat)
+        np.testing.assert_array_equal(cal[~g], raw[~g])
+        clean = sim.clean(i).astype(np.float64)
+        dark += float((clean - raw)[on].sum())
+        left += float((clean - cal)[on].sum())
+    removed = 1.0 - left / dark
+    assert 0.97 <= removed <= 1.06, removed
