@@ -515,3 +515,33 @@ def test_row_order_override_and_siril_cards(tmp_path, rng):
     with open_sequence(tmp_path / "plain.fit", row_order="bottom-up") as p:
         assert np.array_equal(p.frame(0), img[::-1])
     assert main(["info", str(tmp_path / "plain.fit"), "--row-order", "bottom-up"]) == 0
+
+
+def test_multi_hdu_int16_file_keeps_every_hdu_card_and_its_sample_type(tmp_path):
+    """Signed 16-bit frames without BZERO (no negative sample) are mirrored like uint16 ones: every
+    HDU and card kept, int16 stays int16, samples off the dust bit for bit (was one uint16 cube)."""
+    from aiflat_gui.cli import main
+
+    rng = np.random.default_rng(1)
+    p = fits.PrimaryHDU()
+    p.header["TELESCOP"] = "X"
+    data = {n: rng.integers(1, 30000, (60, 80)).astype(np.int16) for n in ("SCI", "ERR")}
+    hl = [p] + [fits.ImageHDU(d, name=n) for n, d in data.items()]
+    hl.append(fits.BinTableHDU.from_columns([fits.Column(name="a", format="J", array=np.arange(3))], name="TAB"))
+    fits.HDUList(hl).writeto(tmp_path / "in.fits")
+    flat = np.ones((60, 80), np.float32)
+    flat[20:26, 30:36] = 0.6
+    fits.PrimaryHDU(flat).writeto(tmp_path / "flat.fits")
+    assert main(["calibrate", str(tmp_path / "in.fits"), "--flat", str(tmp_path / "flat.fits"),
+                 "-o", str(tmp_path / "out.fits"), "-q"]) == 0
+    with fits.open(tmp_path / "out.fits") as b:
+        assert [h.name for h in b] == ["PRIMARY", "SCI", "ERR", "TAB"]
+        assert b[0].header.get("TELESCOP") == "X"
+        assert list(b["TAB"].data["a"]) == [0, 1, 2]
+        for name, d in data.items():
+            out = b[name].data
+            assert out.dtype.kind == "i" and out.dtype.itemsize == 2 and "BZERO" not in b[name].header
+            off = flat == 1.0
+            assert np.array_equal(out[off], d[off])
+            dust = np.minimum(np.round(d[~off] / 0.6), 32767)
+            assert np.abs(out[~off].astype(int) - dust).max() <= 1

@@ -440,17 +440,21 @@ class FitsSequence(Sequence):
         self.n_frames = len(whole)
         #: what FitsWriter needs to write a calibrated copy that keeps every HDU and card: the HDUs
         #: holding the frames (one cube/image HDU, or one HDU per frame), None when the file cannot
-        #: be mirrored (truncated, or samples read as another type)
+        #: be mirrored (truncated, or samples read as another type: scaled data, or signed 16-bit
+        #: data holding negative samples, which are read as 0)
         self.mirror = None
-        if len(whole) == len(offsets) and self._dec.kind in ("u8", "u16", "f32"):
-            self.mirror = {"hdus": [dict(h) for h in self._hdus], "frame_hdus": frame_hdus,
-                           "per_hdu": layout == "hdus", "bottom_up": bottom_up,
-                           "roworder_card": _text(hdr0, "ROWORDER").upper()}
         self.height, self.width = h, w
         self.channels = planes
         self.dtype, self.bit_depth = self._dec.dtype, self._dec.bit_depth
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-        self.warnings.extend(_sample_warnings(self._dec, lambda i: self._raw(i), self.n_frames, self._fbytes))
+        sample_warnings = _sample_warnings(self._dec, lambda i: self._raw(i), self.n_frames, self._fbytes)
+        self.warnings.extend(sample_warnings)
+        if len(whole) == len(offsets) and (self._dec.kind in ("u8", "u16", "f32")
+                                           or (self._dec.kind == "i16" and not sample_warnings)):
+            self.mirror = {"hdus": [dict(h) for h in self._hdus], "frame_hdus": frame_hdus,
+                           "per_hdu": layout == "hdus", "bottom_up": bottom_up,
+                           "roworder_card": _text(hdr0, "ROWORDER").upper(),
+                           "signed16": self._dec.kind == "i16"}
         self.color = "RGB" if colour else "mono"
         if not colour:
             pattern, warn = _bayer_from(hdr0, self.path)
@@ -906,7 +910,11 @@ class FitsWriter(SequenceWriter):
             a = np.moveaxis(a, -1, 0)
         if self._bottom_up:
             a = a[..., ::-1, :]  # back to the input's stored row order
-        if self._bitpix == 16:
+        if self._mirror is not None and self._mirror.get("signed16"):
+            # a signed 16-bit input (no BZERO) keeps its type: calibrated dust pixels saturate at
+            # 32767, every other sample is written back as it was read
+            a = np.minimum(a, np.uint16(32767)).astype(">i2")
+        elif self._bitpix == 16:
             a = (a ^ np.uint16(0x8000)).astype(">u2")
         elif self._bitpix == -32:
             a = a.astype(">f4")
