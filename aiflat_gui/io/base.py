@@ -409,11 +409,11 @@ class AtomicOutput:
         self.tmp: Optional[Path] = None
 
     def __enter__(self) -> Path:
-        from .outputs import sweep_stale_temps, temp_prefix
+        from .outputs import sweep_stale_temps_once, temp_prefix
 
         parent = Path(os.path.realpath(self.target)).parent
         prefix = temp_prefix(self.target)
-        sweep_stale_temps(parent)  # leftovers of killed runs (only ours, only of dead writers)
+        sweep_stale_temps_once(parent)  # leftovers of killed runs (only ours, only of dead writers)
         try:
             if self.directory:
                 self.tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=parent))

@@ -211,3 +211,18 @@ def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
                 os.unlink(e.path)
             removed.append(Path(e.path))
     return removed
+
+
+_SWEPT: set[str] = set()
+
+
+def sweep_stale_temps_once(folder: str | os.PathLike) -> list[Path]:
+    """:func:`sweep_stale_temps` the first time this process writes into ``folder``, nothing after:
+    leftovers of dead runs predate this process, and a batch of N outputs into one folder (on a
+    network filesystem too) would otherwise list that folder N times."""
+    key = os.path.realpath(folder)
+    if key in _SWEPT:
+        return []
+    _SWEPT.add(key)
+    return sweep_stale_temps(key)
+
