@@ -63,18 +63,17 @@ VERDICTS = (DUST, NOT_DUST, UNVERIFIED)
 #: g (the static shadow) is unknown on the mask grown by this many px (soft edges of the shadow).
 G_GROW = 2
 #: Registration: central crop (px, before binning) and high-pass scale.
-REG_CROP = 1024
+REG_CROP = 768
 REG_SIGMA = 6.0
 _ORDER = "MMD_AT_PLUS_A"
 #: Frame pairs closer than this (px) say nothing; at most MAX_PAIRS pairs per speck.
 MIN_PAIR_SHIFT = 0.7
-MAX_PAIRS = 128
+MAX_PAIRS = 80
 #: Specks whose grown mask on their crop holds more than this many px are measured on 2x2 binned
 #: crops, 4x more on 4x4 (the cost of the solve grows ~ area^1.5; the mean depth needs no detail).
-BIN_AREA = 1500
+BIN_AREA = 900
 #: Gauss-Newton steps of the per-crop shift refinement (the first on smoothed crops).
 LOCAL_STEPS = 3
-LOCAL_PAIRS = 64
 #: Weak prior g ~ 0, relative to the median data weight of an unknown.
 PRIOR = 1e-4
 BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
@@ -92,6 +91,12 @@ class VerifyParams:
     clear_sigmas, max_sigma: a speck is not dust when its depth is below ``clear_sigmas``
         uncertainties or below ``min_depth`` (a shadow too faint to matter), measured to better than
         ``max_sigma``; or when it is significantly brighter (dust only darkens). Else unverified.
+    sigma_floor: the smallest uncertainty ever quoted (fraction): what the model leaves out (seeing
+        blur changing from frame to frame, the target's evolution) can fake a static shadow of a
+        few tenths of a percent on a clean patch.
+    min_steps: with integer samples, a shadow must also darken by this many ADU at the speck's
+        level to count as dust: an 8-bit compressed video's quantisation and codec blocks are static
+        on the sensor as well (on 8-bit lunar data at ~100 ADU that is 2 %).
     pedestal: camera offset in ADU (subtracted before the logarithm).
     blocks: contiguous frame blocks of the jackknife.
     max_ring: px of context around a speck at most (the target's motion sets it).
@@ -105,6 +110,8 @@ class VerifyParams:
     min_depth: float = 0.005
     clear_sigmas: float = 2.0
     max_sigma: float = 0.01
+    sigma_floor: float = 0.0025
+    min_steps: float = 2.0
     pedestal: float = 0.0
     blocks: int = 4
     max_ring: int = 32
@@ -269,73 +276,53 @@ def _bin(a: np.ndarray, b: int) -> np.ndarray:
     return a.reshape(a.shape[:-2] + (h // b, b, w // b, b)).mean(axis=(-3, -1))
 
 
+def _warp(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``out(x) = img(x + (dx, dy))`` (bilinear; 0 outside)."""
+    M = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img, M, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def _local_shifts(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np.ndarray,
                   pairs: np.ndarray) -> np.ndarray:
-    """The target's shift per frame on this crop: ``shifts`` + a correction per frame that makes
-    the frame pairs agree outside the mask (``log Y_k(x) = log Y_j(x + d_j - d_k)`` where no dust
-    is), by Gauss-Newton on the linearised pair equations (Lucas-Kanade on all pairs at once; the
-    first step on smoothed crops for a wider reach). Corrections are bounded to 3 px."""
+    """The target's shift per frame on this crop: ``shifts`` + a correction per frame (Lucas-Kanade
+    of each frame against the mean of all frames aligned on the target, dust pixels left out;
+    the first step on smoothed crops for a wider reach). Corrections are bounded to 3 px."""
     K, h, w = logs.shape
-    free = ~_grow(np.ascontiguousarray(gmask), 1)
+    free = (~_grow(np.ascontiguousarray(gmask), 1)).astype(np.float32)
     if free.sum() < 64:
         return shifts
-    if len(pairs) > LOCAL_PAIRS:
-        pairs = pairs[np.linspace(0, len(pairs) - 1, LOCAL_PAIRS).astype(int)]
-    kk, jj = pairs[:, 0], pairs[:, 1]
-    P = len(pairs)
-    pix = np.flatnonzero(free.ravel())
-    ys, xs = np.divmod(pix, w)
     out = shifts.astype(np.float64).copy()
-    Wf = wts.reshape(K, -1)
+    W32 = (wts * free[None]).astype(np.float32)
     for step in range(LOCAL_STEPS):
-        L = logs if step else np.stack([cv2.GaussianBlur(a_.astype(np.float32), (0, 0), 1.2)
-                                        for a_ in logs]).astype(np.float64)
-        gy, gx = np.gradient(L, axis=(1, 2))
-        Lf, gxf, gyf = L.reshape(K, -1), gx.reshape(K, -1), gy.reshape(K, -1)
-        d = out[jj] - out[kk]
-        qx = xs[None, :] + d[:, 0:1]
-        qy = ys[None, :] + d[:, 1:2]
-        x0 = np.floor(qx).astype(np.int64)
-        y0 = np.floor(qy).astype(np.int64)
-        ok = (x0 >= 0) & (x0 < w - 1) & (y0 >= 0) & (y0 < h - 1)
-        x0, y0 = np.clip(x0, 0, w - 2), np.clip(y0, 0, h - 2)
-        fx, fy = qx - x0, qy - y0
-        q = y0 * w + x0
-        jr = jj[:, None]
-        vals = {"L": 0.0, "gx": 0.0, "gy": 0.0}
-        wmin = np.full(qx.shape, np.inf)
-        for off, wq in ((0, (1 - fx) * (1 - fy)), (1, fx * (1 - fy)), (w, (1 - fx) * fy), (w + 1, fx * fy)):
-            vals["L"] = vals["L"] + wq * Lf[jr, q + off]
-            vals["gx"] = vals["gx"] + wq * gxf[jr, q + off]
-            vals["gy"] = vals["gy"] + wq * gyf[jr, q + off]
-            np.minimum(wmin, np.where(wq > 1e-9, Wf[jr, q + off], np.inf), out=wmin)
-        cw = np.where(ok, np.minimum(Wf[kk[:, None], pix[None, :]], wmin), 0.0)
-        cw[~np.isfinite(cw)] = 0.0
-        r_ = np.where(cw > 0, Lf[kk[:, None], pix[None, :]] - vals["L"], 0.0)
-        ex, ey = vals["gx"], vals["gy"]
-        Sxx, Sxy, Syy = (cw * ex * ex).sum(1), (cw * ex * ey).sum(1), (cw * ey * ey).sum(1)
-        tx, ty = (cw * ex * r_).sum(1), (cw * ey * r_).sum(1)
-        # r = L_k(x) - L_j(x + d) ~ grad L_j . (c_j - c_k): the corrections c per frame
-        AtA = np.zeros((2 * K, 2 * K))
-        Atb = np.zeros(2 * K)
-        for n_ in range(P):
-            S = np.array([[Sxx[n_], Sxy[n_]], [Sxy[n_], Syy[n_]]])
-            t = np.array([tx[n_], ty[n_]])
-            a, b_ = 2 * jj[n_], 2 * kk[n_]
-            AtA[a:a + 2, a:a + 2] += S
-            AtA[b_:b_ + 2, b_:b_ + 2] += S
-            AtA[a:a + 2, b_:b_ + 2] -= S
-            AtA[b_:b_ + 2, a:a + 2] -= S
-            Atb[a:a + 2] += t
-            Atb[b_:b_ + 2] -= t
-        tr = np.trace(AtA)
-        if not tr > 0:
+        L = np.stack([cv2.GaussianBlur(a_.astype(np.float32), (0, 0), 1.2) if step == 0 else a_.astype(np.float32)
+                      for a_ in logs])
+        num = np.zeros((h, w), np.float32)
+        den = np.zeros((h, w), np.float32)
+        for k in range(K):  # the template: every frame moved onto the target's coordinates
+            wk = _warp(W32[k], out[k, 0], out[k, 1])
+            num += wk * _warp(L[k] * W32[k], out[k, 0], out[k, 1])
+            den += wk * _warp(W32[k], out[k, 0], out[k, 1])
+        cover = den > 1e-6
+        if cover.sum() < 64:
             return shifts
-        lam = 1e-3 * tr / (2 * K)
-        try:
-            dd = np.linalg.solve(AtA + lam * np.eye(2 * K), Atb).reshape(K, 2)
-        except np.linalg.LinAlgError:
-            return shifts
+        fill = float(np.median((num[cover] / den[cover])))
+        T = np.where(cover, num / np.maximum(den, 1e-6), fill).astype(np.float32)
+        # no gradient from the edges of what the frames cover (the dust's hole, the crop's border)
+        have = cv2.erode(cover.astype(np.uint8), np.ones((5, 5), np.uint8), borderValue=0).astype(np.float32)
+        gy, gx = np.gradient(T)
+        dd = np.zeros((K, 2))
+        for k in range(K):  # L_k(x) = T(x - d_k - c_k) ~ T(x - d_k) - grad T . c_k
+            P = _warp(T, -out[k, 0], -out[k, 1])
+            ok = W32[k] * _warp(have, -out[k, 0], -out[k, 1])
+            ex, ey = _warp(gx, -out[k, 0], -out[k, 1]), _warp(gy, -out[k, 0], -out[k, 1])
+            r_ = L[k] - P
+            a11, a12, a22 = float((ok * ex * ex).sum()), float((ok * ex * ey).sum()), float((ok * ey * ey).sum())
+            b1, b2 = float((ok * ex * r_).sum()), float((ok * ey * r_).sum())
+            det = a11 * a22 - a12 * a12
+            if det <= 1e-12 * max(a11 * a22, 1e-30):
+                continue
+            dd[k] = [-(a22 * b1 - a12 * b2) / det, -(a11 * b2 - a12 * b1) / det]
         dd -= dd.mean(axis=0)
         out += np.clip(dd, -1.0, 1.0)
         if np.abs(out - shifts).max() > 3.0:
@@ -485,11 +472,15 @@ def _solve_crop(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np
 
 # -- the verifier ----------------------------------------------------------------------------------
 
-def _verdict(depth: float, err: float, p: VerifyParams) -> tuple[str, str]:
+def _verdict(depth: float, err: float, p: VerifyParams, step_depth: float = 0.0) -> tuple[str, str]:
+    """``step_depth``: the darkening ``min_steps`` ADU make at the speck's level (integer data)."""
     if not (np.isfinite(depth) and np.isfinite(err)):
         return UNVERIFIED, "could not be measured"
     dd = f"{100 * depth:.1f} ± {100 * err:.1f} %"
     if depth >= p.dust_sigmas * err and depth >= p.min_depth:
+        if depth < step_depth:
+            return UNVERIFIED, (f"a static darkening of {dd} is under {p.min_steps:g} ADU here: the data's own "
+                                f"quantisation and compression blocks are static on the sensor too")
         return DUST, f"static shadow in sensor coordinates, {dd} darker in every frame"
     if depth < -p.dust_sigmas * err:
         return NOT_DUST, f"brighter than the target there ({dd}); dust only darkens"
@@ -556,7 +547,8 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
     for n_done, j in enumerate(order):
         fr = np.asarray(sequence.frame(int(idx[j])))
         if sat is None:
-            sat = float(np.iinfo(fr.dtype).max) if fr.dtype.kind in "ui" else np.inf
+            integer = fr.dtype.kind in "ui"
+            sat = float(np.iinfo(fr.dtype).max) if integer else np.inf
         lum = _luminance(fr, color)
         shifts[j] = reg.shift(lum)
         for ci, (y0, y1, x0, x1) in enumerate(boxes):
@@ -584,11 +576,13 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
         own = lab[cy0:cy1, cx0:cx1] == c.label
         allm = m[cy0:cy1, cx0:cx1]
         gmask = _grow(np.ascontiguousarray(allm), G_GROW)
-        hi = float(np.percentile(crop, 95))
+        hi = float(np.percentile(crop[::4], 95))
         if not hi > 0:
             c.verdict, c.reason = UNVERIFIED, "no signal around it (sky?)"
             continue
         valid = (crop > 0.05 * hi) & (crop + p.pedestal < sat)
+        level = float(np.median(crop[::4][valid[::4]])) if valid[::4].any() else hi
+        step_depth = p.min_steps / level if (integer and level > 0) else 0.0
         if valid[:, own].mean() < 0.5:
             c.verdict, c.reason = UNVERIFIED, "too little signal under it (sky or saturated)"
             continue
@@ -620,8 +614,9 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
             G = len(jk)
             err_jk = math.sqrt((G - 1) / G * float(((d_jk - d_jk.mean()) ** 2).sum()))
             err = max(err, err_jk)
+        err = max(err, p.sigma_floor)
         c.depth, c.depth_err = depth, err
-        c.verdict, c.reason = _verdict(depth, err, p)
+        c.verdict, c.reason = _verdict(depth, err, p, step_depth)
         report(progress, 0.4 + 0.6 * (ci + 1) / len(checks), f"speck {ci + 1}/{len(checks)}")
     report(progress, 1.0, "verified")
     return ver
