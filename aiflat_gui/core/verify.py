@@ -74,6 +74,8 @@ MAX_PAIRS = 80
 BIN_AREA = 900
 #: Gauss-Newton steps of the per-crop shift refinement (the first on smoothed crops).
 LOCAL_STEPS = 3
+#: Weight of the smoothness prior (relative to the median data weight of an unknown).
+SMOOTH = 0.01
 #: Weak prior g ~ 0, relative to the median data weight of an unknown.
 PRIOR = 1e-4
 BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
@@ -330,6 +332,22 @@ def _local_shifts(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: 
     return out
 
 
+def _laplacian(G: np.ndarray, gnum: np.ndarray, w: int) -> sp.csr_matrix:
+    """Graph Laplacian (4-neighbours) of the unknowns, with the neighbours outside them held at 0."""
+    ng = int(G.sum())
+    ys, xs = np.nonzero(G)
+    me = gnum[ys * w + xs]
+    h = G.shape[0]
+    rows, cols, vals = [me], [me], [np.full(ng, 4.0)]
+    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        nb = np.where(inside, gnum[np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1)], -1)
+        u = nb >= 0
+        rows.append(me[u]); cols.append(nb[u]); vals.append(-np.ones(int(u.sum())))
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(ng, ng))
+
+
 def _solve_crop(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np.ndarray, pairs: np.ndarray,
                 block_of: np.ndarray, blocks: int):
     """Least squares of the self-flat equations on one crop: for frame pairs (k, j) with relative
@@ -433,7 +451,10 @@ def _solve_crop(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np
     if not np.any(diag > 0):
         return None
     lam = PRIOR * float(np.median(diag[diag > 0]))
-    Rg = sp.identity(ng, format="csc") * lam
+    # the prior: a shadow is smooth and ends at the mask's edge (graph Laplacian of the unknowns,
+    # 0 beyond them), so where the motion says nothing (the middle of a speck much wider than the
+    # drift) g follows its measured rim instead of falling to 0; plus a tiny ridge
+    Rg = (_laplacian(G, gnum, w) * (SMOOTH * lam / PRIOR) + sp.identity(ng, format="csc") * lam).tocsc()
 
     def solve(Mx, rhs):
         lu_ = spla.splu((Mx + Rg).tocsc(), permc_spec=_ORDER, diag_pivot_thresh=0.0,
@@ -595,6 +616,7 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
             sh = shifts_c / b
         logs = np.log(np.where(valid, crop, 1.0))
         wts = np.where(valid, np.clip(crop / hi, 0.0, 1.0), 0.0)
+        med = np.median(crop[::2], axis=0)
         cp = _pairs(sh, max(2.0, (ring - 1.0) / b), MAX_PAIRS)
         if p.local_shifts and len(cp):
             sh = _local_shifts(logs, wts, gmask, sh, cp)
@@ -603,20 +625,32 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
             c.verdict, c.reason = UNVERIFIED, "could not be measured"
             continue
         g, gnum, posterior_var, jk = out
-        eg = np.exp(np.clip(g[own], -5, 1))
-        depth = float(1.0 - eg.mean())
-        wvec = np.zeros(int(gnum.max()) + 1)
-        sel = gnum.reshape(own.shape)[own]
-        wvec[sel] = eg / len(eg)
-        err = math.sqrt(max(posterior_var(wvec), 0.0))
-        if len(jk) >= 2:
-            d_jk = np.array([1.0 - np.exp(np.clip(gb[own], -5, 1)).mean() for gb in jk])
-            G = len(jk)
-            err_jk = math.sqrt((G - 1) / G * float(((d_jk - d_jk.mean()) ** 2).sum()))
-            err = max(err, err_jk)
-        err = max(err, p.sigma_floor)
+
+        def measure(region):
+            eg = np.exp(np.clip(g[region], -5, 1))
+            d_ = float(1.0 - eg.mean())
+            wvec = np.zeros(int(gnum.max()) + 1)
+            wvec[gnum.reshape(region.shape)[region]] = eg / len(eg)
+            e_ = math.sqrt(max(posterior_var(wvec), 0.0))
+            if len(jk) >= 2:
+                d_jk = np.array([1.0 - np.exp(np.clip(gb[region], -5, 1)).mean() for gb in jk])
+                e_ = max(e_, math.sqrt((len(jk) - 1) / len(jk) * float(((d_jk - d_jk.mean()) ** 2).sum())))
+            return d_, max(e_, p.sigma_floor)
+
+        depth, err = measure(own)
         c.depth, c.depth_err = depth, err
         c.verdict, c.reason = _verdict(depth, err, p, step_depth)
+        # a mask drawn much larger than its dust dilutes the mean: judge its darker half (in the
+        # median of the frames, chosen without looking at g) too; dust if either shows a shadow,
+        # not dust only if both show none
+        core = own & (med <= np.median(med[own])) if own.sum() >= 16 else None
+        if core is not None and core.any() and c.verdict != DUST:
+            dc, ec = measure(core)
+            vc, rc = _verdict(dc, ec, p, step_depth)
+            if vc == DUST:
+                c.verdict, c.reason = DUST, f"its darker half: {rc}"
+            elif vc == UNVERIFIED and c.verdict == NOT_DUST:
+                c.verdict, c.reason = UNVERIFIED, f"its darker half: {rc}"
         report(progress, 0.4 + 0.6 * (ci + 1) / len(checks), f"speck {ci + 1}/{len(checks)}")
     report(progress, 1.0, "verified")
     return ver
