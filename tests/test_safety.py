@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import resource
 import signal
@@ -575,3 +576,88 @@ def test_odd_session_values_are_a_session_error_not_an_internal_error(tmp_path):
         store.json_path.write_text(json.dumps(d))
         with pytest.raises(InputError, match="session"):
             SessionStore(video).load((20, 30))
+
+
+# -- 8. the Gemini answer cache holds decoded masks and redacted metadata only ---------------------------------
+
+@pytest.fixture
+def gemini(tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).parent))
+    import aiflat_gui.ai.keys as keys
+    from fake_gemini import FakeGemini
+
+    from aiflat_gui.ai.gemini import GeminiProvider
+
+    monkeypatch.setattr(keys, "_keyring", lambda: None)
+    key = "AIzaFAKE-echoed-key-9876543210"
+    with FakeGemini() as srv:
+        def make(**kw):
+            return GeminiProvider(api_key=key, base_url=srv.url, cache_dir=str(tmp_path / "cache"), timeout=5.0,
+                                  backoff=0.01, retries=0, **kw)
+        yield srv, make, key, tmp_path / "cache"
+
+
+def _dusty():
+    img = np.full((90, 160), 0.6, np.float32)
+    img[30:34, 40:44] = 0.3
+    img[60:63, 100:104] = 0.35
+    return img
+
+
+def test_key_echoed_by_the_server_never_reaches_the_cache(gemini):
+    """model_version was stored unredacted when a server or proxy echoed the key."""
+    from fake_gemini import model_reply
+
+    srv, make, key, cache = gemini
+    plain = model_reply()
+
+    def echo(request):
+        r = plain(request)
+        r.body["modelVersion"] = f"gemini-3-pro-image-{key}"
+        r.body["candidates"][0]["finishReason"] = "STOP"
+        return r
+
+    srv.default = echo
+    res = make().find_mask(_dusty())
+    assert res.mask.any()
+    assert key not in json.dumps(res.report, default=str)
+    files = list(cache.iterdir())
+    assert files and not any(key.encode() in f.read_bytes() for f in files)
+
+
+def test_undecodable_answer_is_never_cached(gemini):
+    """It was cached verbatim before decoding, then replayed: later runs kept failing after the server was fixed."""
+    from fake_gemini import image_reply, model_reply
+
+    from aiflat_gui.errors import ProcessingError
+
+    srv, make, key, cache = gemini
+    srv.default = lambda request: image_reply(b"\x89PNG\r\n\x1a\n this is not an image", mime="image/png")
+    with pytest.raises(ProcessingError, match="cannot be decoded"):
+        make().find_mask(_dusty())
+    assert not cache.exists() or list(cache.iterdir()) == []
+    srv.default = model_reply()
+    assert make().find_mask(_dusty()).mask.any()  # the fixed server is asked again, no --reroll needed
+    n = len(srv.requests)
+    assert make().find_mask(_dusty()).mask.any() and len(srv.requests) == n  # now a cache hit
+
+
+def test_cache_stores_the_decoded_image_and_drops_an_undecodable_old_entry(gemini):
+    import cv2
+
+    from aiflat_gui.ai.cache import sha256_hex
+
+    srv, make, key, cache = gemini
+    first = make().find_mask(_dusty()).mask
+    (bin_path,) = cache.glob("*.bin")
+    assert cv2.imdecode(np.frombuffer(bin_path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED) is not None
+    meta_path = bin_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["stored"] == "decoded"
+    # an entry an older version stored verbatim (undecodable): dropped and asked again, not replayed
+    bin_path.write_bytes(b"garbage")
+    meta["image_sha256"] = sha256_hex(b"garbage")
+    meta_path.write_text(json.dumps(meta))
+    n = len(srv.requests)
+    assert np.array_equal(make().find_mask(_dusty()).mask, first)
+    assert len(srv.requests) == n + 1

@@ -2,8 +2,9 @@
 
 An entry is keyed by the sha256 of everything that shapes the answer (the exact image bytes sent,
 model, prompt text, image size, aspect ratio, request kind, tile box...) and stored as two files in
-the cache folder: ``<key>.bin`` (the returned image bytes, exactly as received) and ``<key>.json``
-(text, MIME label, finish reason, sizes, timestamps). Both are written atomically (temporary name,
+the cache folder: ``<key>.bin`` (the answer's image, decoded and stored again as a lossless PNG of the
+same samples: never bytes that did not decode) and ``<key>.json`` (text, MIME label, finish reason,
+model version -- each redacted of the key --, sizes, timestamps). Both are written atomically (temporary name,
 then rename; the JSON last, so a half-written entry is never seen). The API key is never part of
 the key material nor of the stored data.
 """
@@ -104,6 +105,12 @@ class AnswerCache:
         except OSError as exc:
             log.debug("cannot write cache entry in %s: %s", self.root, exc.strerror or exc)
             return False
+
+    def discard(self, key: str) -> None:
+        """Remove one entry (e.g. an answer stored by an older version that no longer decodes)."""
+        for p in reversed(self._paths(key)):  # the JSON first: a half-removed entry is a miss
+            with contextlib.suppress(OSError):
+                p.unlink()
 
     def entries(self) -> list[str]:
         """Keys of the complete entries."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -394,19 +395,39 @@ class GeminiProvider:
                 "aspect_ratio": tile.aspect, "box": list(tile.box), "padded": list(tile.padded_hw)}
 
     def _ask_image(self, kind, tile, prompt, key, progress, i: int, n: int):
-        """Ask for tile ``i`` of ``n`` and decode the answer by content: (answer, image array)."""
-        ans = self._ask(kind, tile, prompt, key, progress, label=f"tile {i + 1}/{n}" if n > 1 else "")
+        """Ask for tile ``i`` of ``n`` and decode the answer by content: (answer, image array).
+        Only an answer that decoded is cached (as the decoded samples, see :meth:`_store`); a cached
+        entry that does not decode (written by an older version) is dropped and asked again."""
+        label = f"tile {i + 1}/{n}" if n > 1 else ""
+        ckey = cache_key(tile.pngs, **self._settings(kind, tile, prompt))
+        ans = self._ask(kind, tile, prompt, key, progress, label=label)
         img = ip.decode_answer(ans.image)
+        if img is None and ans.cached:
+            self.cache.discard(ckey)
+            ans = self._ask(kind, tile, prompt, key, progress, label=label, use_cache=False)
+            img = ip.decode_answer(ans.image)
         if img is None:
             raise ProcessingError(f"Gemini ({self.model}) returned image bytes that cannot be decoded "
-                                  f"({ans.mime}, {len(ans.image)} bytes)")
+                                  f"({redact(ans.mime, key)}, {len(ans.image)} bytes); nothing was cached")
+        if not ans.cached:
+            self._store(ckey, ans)
         return ans, img
 
+    def _store(self, ckey: str, ans: "_Answer") -> None:
+        png = ip.canonical_png(ans.image)
+        if png is None:
+            return
+        meta = dict(ans.meta, stored="decoded", format=ip.sniff_format(png))
+        self.cache.put(ckey, png, meta)
+
     def _ask(self, kind: str, tile: _Tile, prompt: str, key: str, progress: Optional[ProgressFn],
-             label: str = "") -> _Answer:
+             label: str = "", use_cache: bool = True) -> _Answer:
         ckey = cache_key(tile.pngs, **self._settings(kind, tile, prompt))
-        if not self.reroll:
+        if not self.reroll and use_cache:
             hit = self.cache.get(ckey)
+            if hit is not None and key and redact(json.dumps(hit.meta, default=str), key) != json.dumps(hit.meta, default=str):
+                self.cache.discard(ckey)  # an older version stored the key (echoed by a proxy): never replay it
+                hit = None
             if hit is not None:
                 log.debug("gemini %s: cache hit %s", kind, ckey[:12])
                 report(progress, 1.0, "answer from cache")
@@ -418,8 +439,7 @@ class GeminiProvider:
                 "box": list(tile.box), "prompt_sha256": sha256_hex(prompt.encode("utf-8")), "mime": ans.mime,
                 "text": ans.text, "finish_reason": ans.finish_reason, "model_version": ans.model_version,
                 "seconds": round(ans.seconds, 2), "format": ip.sniff_format(ans.image)}
-        self.cache.put(ckey, ans.image, meta)
-        ans.meta = meta
+        ans.meta = meta  # stored by _ask_image once the image decoded
         return ans
 
     # -- the network part ----------------------------------------------------------------------
@@ -529,7 +549,10 @@ class GeminiProvider:
         data, mime, _thought = images[-1]
         log.debug("gemini answer: %d bytes labelled %s (really %s), finish=%s, %.1f s", len(data), mime,
                   ip.sniff_format(data), c.finish_reason, seconds)
-        return _Answer(image=data, mime=mime, text=text, finish_reason=c.finish_reason, model_version=c.model_version,
+        # a server or proxy may echo the key anywhere: every string kept from the answer is redacted
+        return _Answer(image=data, mime=_one_line(redact(mime, key)) if mime else mime, text=text,
+                       finish_reason=_one_line(redact(c.finish_reason, key)) if c.finish_reason else c.finish_reason,
+                       model_version=_one_line(redact(c.model_version, key)) if c.model_version else c.model_version,
                        cached=False, seconds=seconds, attempts=attempts)
 
     def _error(self, exc: BaseException, key: str, attempts: int) -> ProcessingError:

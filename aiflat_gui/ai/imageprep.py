@@ -241,6 +241,23 @@ def decode_answer(data: bytes) -> Optional[np.ndarray]:
     return np.clip(img, 0.0, 1.0)
 
 
+def canonical_png(data: bytes) -> Optional[bytes]:
+    """The decoded samples of an answer as a lossless PNG (alpha dropped as :func:`decode_answer`
+    drops it, so both decode to the same array); None when the bytes do not decode. Float images
+    (no PNG form) come back unchanged."""
+    if not data:
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        return None
+    if img.dtype not in (np.uint8, np.uint16):
+        return bytes(data)
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        img = img[..., 0] if img.shape[2] == 2 else img[..., :3]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
+    return buf.tobytes() if ok else None
+
+
 def resample(img: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize to (height, width): area averaging when shrinking, bilinear when enlarging."""
     h, w = img.shape[:2]
