@@ -570,7 +570,10 @@ def _quiet_libraries() -> None:
     import logging
     import warnings
 
+    from .io import inputs
+
     os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")  # read when cv2 is imported (lazily, later)
+    inputs.QUIET_NATIVE = True  # libpng/libjpeg print to stderr themselves
     warnings.simplefilter("ignore")
     root = logging.getLogger()
     if not root.handlers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -61,3 +62,24 @@ def test_cli_refusals_are_one_line_exit_2(tmp_path, kind):
             assert len(err) == 1 and err[0].startswith("aiflat: error: "), err
         else:
             assert not any("error" in line for line in err), err
+
+
+def test_hangs_the_fuzzer_found(tmp_path):
+    """bench/fuzz_readers.py (seed 1) found two hangs: a FITS header with NAXIS = 1e9 (a loop over
+    the claimed axes) and a TIFF whose page chain loops (tifffile listed pages for ever)."""
+    import numpy as np
+    import tifffile
+
+    head = b"".join(f"{k:<8}= {v:>20}".ljust(80).encode() for k, v in
+                    (("SIMPLE", "T"), ("BITPIX", "16"), ("NAXIS", "1000000000"))) + b"END".ljust(80)
+    (tmp_path / "naxis.fits").write_bytes(head.ljust(2880, b" ") + bytes(2880))
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 8, 8), np.uint16))
+    raw = bytearray((tmp_path / "two.tif").read_bytes())
+    with tifffile.TiffFile(tmp_path / "two.tif") as t:
+        first, second = t.pages[0].offset, t.pages[1].offset
+    n = int.from_bytes(raw[second:second + 2], "little")
+    raw[second + 2 + 12 * n:second + 6 + 12 * n] = first.to_bytes(4, "little")  # page 2 -> page 1 again
+    (tmp_path / "loop.tif").write_bytes(bytes(raw))
+    for name, words in (("naxis.fits", "NAXIS"), ("loop.tif", "loop")):
+        code, err = fh.cli_refusal((tmp_path / name).read_bytes(), Path(name).suffix, tmp_path, timeout=30)
+        assert code == 2 and len(err) == 1 and words in err[0], err

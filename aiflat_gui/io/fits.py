@@ -333,6 +333,8 @@ def _walk_hdus(path: Path, size: int, warn: list) -> list[dict]:
                     raise FormatError("FITS header has no END card", path)
             datloc = pos + nblocks * BLOCK
             naxis = _int(cards, "NAXIS")
+            if naxis > 999:  # the standard's limit; a damaged NAXIS = 1e9 looped for ever below
+                raise FormatError(f"NAXIS = {naxis} (FITS allows at most 999); the header is damaged", path)
             count = 1 if naxis > 0 else 0
             for k in range(1, naxis + 1):
                 count *= max(0, _int(cards, f"NAXIS{k}"))
@@ -580,6 +582,8 @@ class FitsFolderSequence(Sequence):
             header, raw = _read_primary_header(f)
             loc = len(raw)
             naxis = _int(header, "NAXIS")
+            if naxis > 999:
+                raise FormatError(f"NAXIS = {naxis} (FITS allows at most 999); the header is damaged", f)
             if naxis < 2:
                 raise FormatError("no image in the primary HDU (a folder needs one image per file)", f)
             axes = [_int(header, f"NAXIS{k}") for k in range(1, naxis + 1)]

@@ -106,9 +106,45 @@ class _TiffLayout:
         return a
 
 
+def _check_ifd_chain(path: Path) -> None:
+    """Walk a TIFF's chain of page directories before tifffile does: a damaged "next page" offset
+    that points back into the chain made tifffile list pages for ever (a hang). Refuses a cycle, or
+    more pages than the file has room for."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+            return  # tifffile gives the error
+        bo = "<" if head[:2] == b"II" else ">"
+        magic = struct.unpack(bo + "H", head[2:4])[0]
+        if magic == 43 and len(head) >= 16:
+            off, entry, cnt_fmt, off_fmt = struct.unpack(bo + "Q", head[8:16])[0], 20, "Q", "Q"
+        elif magic == 42:
+            off, entry, cnt_fmt, off_fmt = struct.unpack(bo + "I", head[4:8])[0], 12, "H", "I"
+        else:
+            return
+        seen: set[int] = set()
+        cnt_size, off_size = struct.calcsize(cnt_fmt), struct.calcsize(off_fmt)
+        while off:
+            if off in seen:
+                raise FormatError(f"damaged TIFF: its page directories loop (page {len(seen) + 1} points back "
+                                  "to an earlier one)", path)
+            if off + cnt_size > size or len(seen) > size // (cnt_size + off_size):
+                return  # past the end: tifffile reports it (or reads the pages before)
+            seen.add(off)
+            f.seek(off)
+            n = struct.unpack(bo + cnt_fmt, f.read(cnt_size))[0]
+            f.seek(off + cnt_size + n * entry)
+            raw = f.read(off_size)
+            if len(raw) < off_size:
+                return
+            off = struct.unpack(bo + off_fmt, raw)[0]
+
+
 def _open_tiff(path: Path):
     import tifffile
 
+    _check_ifd_chain(path)
     try:
         tif = tifffile.TiffFile(path)
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types on damaged files
@@ -234,7 +270,10 @@ def _decode_cv(path: Path, channels: int = 0) -> np.ndarray:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", path) from None
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    from .inputs import native_stderr_quiet
+
+    with native_stderr_quiet():
+        img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
     if img is None:
         raise FormatError("not a readable image (damaged or unsupported encoding)", path)
     if img.ndim == 3:

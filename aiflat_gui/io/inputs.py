@@ -8,15 +8,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 from ..errors import InputError
 
 #: The most a text input (a prompt file) may hold.
 TEXT_LIMIT = 1 << 20
+
+#: Set by the command line (not the GUI): native decoders' own messages ("libpng error: ...",
+#: "Corrupt JPEG data: ...") are kept off stderr while they decode; our one-line error says it.
+QUIET_NATIVE = False
+_QUIET_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """While decoding: file descriptor 2 points to /dev/null when :data:`QUIET_NATIVE` is set."""
+    if not QUIET_NATIVE:
+        yield
+        return
+    with _QUIET_LOCK:
+        try:
+            saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            yield
+            return
+        try:
+            os.dup2(null, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
 
 
 def check_input(path: str | os.PathLike, folder_ok: bool = True) -> os.stat_result:

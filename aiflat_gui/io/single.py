@@ -74,7 +74,10 @@ def read_image(path: str | os.PathLike, expect: tuple[int, ...] | None = None) -
 
         _probe(p, expect)
         raw = np.fromfile(p, dtype=np.uint8)
-        data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+        from .inputs import native_stderr_quiet
+
+        with native_stderr_quiet():
+            data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
         if data is None:
             raise InputError("not a readable image (damaged or unsupported encoding)", p)
         if data.ndim == 3:
