@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .errors import AiflatError, Cancelled, InputError
+from .errors import AiflatError, Cancelled, InputError, describe
 from .text import plural
 
-FLAT_METHODS = ("auto", "local", "multiframe", "ai")
-REFERENCE_METHODS = ("median", "mean", "sigmaclip")
-EXPORT_TARGETS = ("pixinsight", "pixelmath", "siril", "autostakkert", "pss")
-OUTPUT_FORMATS = ("ser", "fits", "tiff", "tiff-folder", "avi")
+from .pipeline import (EXPORT_TARGETS, FLAT_METHODS, OUTPUT_FORMATS, PROVIDERS, REFERENCE_METHODS, FlatParams,
+                       MaskParams, ReferenceParams)
 
 
 class TerminalProgress:
@@ -75,20 +73,51 @@ def _say(args, text: str) -> None:
 
 
 def _open(args, path):
-    from .io import open_sequence
+    from .pipeline import open_input
 
     opts = {}
-    if getattr(args, "byte_order", None) and args.byte_order != "auto":
-        opts["byte_order"] = args.byte_order
     if getattr(args, "row_order", None):
         if Path(path).is_dir() or Path(path).suffix.lower() in (".fits", ".fit", ".fts"):
             opts["row_order"] = args.row_order
         else:
             print(f"aiflat: warning: {path}: --row-order applies to FITS only; ignored", file=sys.stderr)
-    seq = open_sequence(path, **opts)
+    seq = open_input(path, getattr(args, "byte_order", None), **opts)
     for w in seq.warnings:
         print(f"aiflat: warning: {seq.path}: {w}", file=sys.stderr)
     return seq
+
+
+def _reference_params(args):
+    from .pipeline import ReferenceParams
+
+    return ReferenceParams(method=getattr(args, "reference_method", None) or ReferenceParams.method,
+                           max_frames=getattr(args, "max_frames", None))
+
+
+def _flat_params(args):
+    from .pipeline import FlatParams
+
+    return FlatParams(method=args.method, grow=args.grow, feather=args.feather, pedestal=args.pedestal,
+                      max_frames=getattr(args, "max_frames", None))
+
+
+def _mask_params(args):
+    from .pipeline import MaskParams
+
+    opts: dict = {}
+    if args.provider == "gemini":
+        for key in ("model", "prompt_file", "image_size", "timeout", "cache_dir"):
+            v = getattr(args, key, None)
+            if v is not None:
+                opts[key] = v
+        opts["reroll"] = bool(getattr(args, "reroll", False))
+    elif args.provider == "file":
+        if not getattr(args, "mask_file", None):
+            raise InputError("--provider file needs --mask-file MASK")
+        opts["path"] = args.mask_file
+    if args.provider == "local" and args.sensitivity is not None:
+        return MaskParams(provider="local", sensitivity=args.sensitivity)
+    return MaskParams(provider=args.provider, options=opts)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -118,7 +147,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .core.demo import write_demo
+    from .io.demo import write_demo
 
     paths = write_demo(args.out_dir, frames=args.frames, width=args.width, height=args.height,
                        seed=args.seed, offset=args.offset, difficulty=args.difficulty)
@@ -180,20 +209,19 @@ def _check_args(args) -> None:
 
 
 def cmd_reference(args) -> int:
-    from .core.reference import compute_reference, resolve_max_frames
     from .io.single import write_image
+    from .pipeline import compute_reference
 
     with _open(args, args.path) as seq:
-        ref = compute_reference(seq, method=args.method, max_frames=resolve_max_frames(args.max_frames),
-                                progress=_progress(args, "reference"))
+        ref = compute_reference(seq, _reference_params(args), progress=_progress(args, "reference"))
     write_image(args.output, ref)
     _say(args, f"reference  {args.output}")
     return 0
 
 
 def _reference_for(args, seq):
-    from .core.reference import compute_reference, resolve_max_frames
     from .io.single import read_image
+    from .pipeline import compute_reference
 
     if getattr(args, "reference", None):
         ref = read_image(args.reference)
@@ -201,36 +229,15 @@ def _reference_for(args, seq):
             raise InputError(f"reference is {ref.shape[1]}x{ref.shape[0]} but the video is "
                              f"{seq.width}x{seq.height}", args.reference)
         return ref.astype("float32")
-    return compute_reference(seq, method="median", max_frames=resolve_max_frames(getattr(args, "max_frames", None)),
-                             progress=_progress(args, "reference"))
-
-
-def _provider_options(args) -> dict:
-    opts: dict = {}
-    if args.provider == "local":
-        if args.sensitivity is not None:
-            opts["sensitivity"] = args.sensitivity
-    elif args.provider == "gemini":
-        for key in ("model", "prompt_file", "image_size", "timeout", "cache_dir"):
-            v = getattr(args, key, None)
-            if v is not None:
-                opts[key] = v
-        opts["reroll"] = bool(getattr(args, "reroll", False))
-    elif args.provider == "file":
-        if not getattr(args, "mask_file", None):
-            raise InputError("--provider file needs --mask-file MASK")
-        opts["path"] = args.mask_file
-    return opts
+    return compute_reference(seq, _reference_params(args), progress=_progress(args, "reference"))
 
 
 def cmd_mask(args) -> int:
-    from .ai import get_provider
-    from .core.mask import save_mask
+    from .pipeline import find_mask, save_mask
 
     with _open(args, args.path) as seq:
         ref = _reference_for(args, seq)
-        provider = get_provider(args.provider, **_provider_options(args))
-        result = provider.find_mask(ref, seq, progress=_progress(args, "mask"))
+        _, result = find_mask(seq, ref, _mask_params(args), progress=_progress(args, "mask"))
     save_mask(args.output, result.mask)
     rep = result.report or {}
     text = rep.get("text")
@@ -268,9 +275,8 @@ def _verified(args, seq):
 
 
 def cmd_flat(args) -> int:
-    from .core.flat import synthesize_flat
-    from .core.mask import load_mask
-    from .io.single import read_image, write_image
+    from .io.single import read_image
+    from .pipeline import build_flat, load_mask, write_flat
 
     with _open(args, args.path) as seq:
         # every input is checked before the reference (the long part) is computed
@@ -282,28 +288,23 @@ def cmd_flat(args) -> int:
         clean = read_image(args.clean) if args.clean else None
         mask = _verified(args, seq)(mask)
         ref = _reference_for(args, seq)
-        flat = synthesize_flat(ref, mask, method=args.method, sequence=seq, clean=clean, grow=args.grow,
-                               feather=args.feather, pedestal=args.pedestal, color=seq.color,
-                               progress=_progress(args, "flat"),
-                               **({"max_frames": args.max_frames or None} if args.max_frames is not None else {}))
-    from .core.calibrate import flat_header
-
-    write_image(args.output, flat, header=flat_header(args.pedestal))
+        flat = build_flat(seq, ref, mask, _flat_params(args), clean=clean, progress=_progress(args, "flat"))
+    write_flat(args.output, flat, args.pedestal)
     _say(args, f"flat       {args.output}")
     return 0
 
 
 def cmd_calibrate(args) -> int:
-    from .core.calibrate import calibrate_sequence, flat_from_mask_file, load_flat, raw_output_note
+    from .pipeline import calibrate_sequence, check_calibration, flat_from_mask_file, load_flat, raw_output_note
 
     with _open(args, args.path) as seq:
+        check_calibration(seq, args.output, args.format)
         if args.flat:
             flat = load_flat(args.flat, seq)
             _warn_pedestal(args)
         else:
-            flat = flat_from_mask_file(seq, args.mask, grow=args.grow, feather=args.feather,
-                                       pedestal=args.pedestal, progress=_progress(args, "flat"),
-                                       max_frames=args.max_frames, method=args.method,
+            flat = flat_from_mask_file(seq, args.mask, _flat_params(args), _reference_params(args),
+                                       progress=_progress(args, "flat"),
                                        warn=lambda w: print(f"aiflat: warning: {args.mask}: {w}", file=sys.stderr),
                                        mask_filter=_verified(args, seq))
         note = raw_output_note(seq, args.output, args.format)
@@ -316,8 +317,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_export_flat(args) -> int:
-    from .core.export import export_flat
     from .io.single import read_image
+    from .pipeline import export_flat
 
     flat = read_image(args.flat)
     out = export_flat(flat, args.target, args.output, source=args.flat, lights=args.lights)
@@ -326,14 +327,12 @@ def cmd_export_flat(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run_pipeline
+    from .pipeline import MaskParams, run_pipeline
 
-    opts = _provider_options(args) if (not args.mask or args.provider == "gemini") else {}
-    result = run_pipeline(args.path, args.output, provider=args.provider, provider_options=opts,
-                          mask_path=args.mask, fmt=args.format, method=args.method, grow=args.grow,
-                          feather=args.feather, pedestal=args.pedestal, max_frames=args.max_frames,
-                          byte_order=None if args.byte_order == "auto" else args.byte_order,
-                          progress=_progress(args, "run"), clean_path=args.clean,
+    mask = _mask_params(args) if (not args.mask or args.provider == "gemini") else MaskParams(provider=args.provider)
+    result = run_pipeline(args.path, args.output, mask=mask, flat=_flat_params(args),
+                          reference=_reference_params(args), mask_path=args.mask, clean_path=args.clean,
+                          fmt=args.format, byte_order=args.byte_order, progress=_progress(args, "run"),
                           verify=_verify_options(args))
     _tell_verify(args, result["verify"])
     for name, p in result.items():
@@ -347,7 +346,7 @@ def cmd_run(args) -> int:
 
 
 def _warn_pedestal(args) -> None:
-    from .core.calibrate import pedestal_warning
+    from .pipeline import pedestal_warning
 
     w = pedestal_warning(args.flat, args.pedestal)
     if w:
@@ -409,10 +408,29 @@ def _add_row_order(p):
                         "bottom-up; else stored order)")
 
 
-def _add_provider(p, default="local"):
-    p.add_argument("--provider", choices=("local", "gemini", "file"), default=default,
+MAX_FRAMES_HELP = "frames for the reference (default 128) and the multiframe flat (default 64), evenly spaced; 0 = all"
+
+
+def _add_reference(p, flat: bool = True):
+    p.add_argument("--reference-method", choices=REFERENCE_METHODS, default=ReferenceParams.method,
+                   help="how the reference is made (default %(default)s)")
+    p.add_argument("--max-frames", type=int, help=MAX_FRAMES_HELP if flat else
+                   "reference from N evenly spaced frames (default 128; 0 = all frames)")
+
+
+def _add_flat(p, methods=FLAT_METHODS, method_help: str = METHOD_HELP):
+    p.add_argument("--method", choices=methods, default=FlatParams.method, help=method_help)
+    p.add_argument("--grow", type=int, default=FlatParams.grow, help="dilate the mask by PX (default %(default)s)")
+    p.add_argument("--feather", type=int, default=FlatParams.feather,
+                   help="soften the flat's edge over PX inside the mask")
+    p.add_argument("--pedestal", type=float, default=FlatParams.pedestal, help="camera offset in ADU")
+
+
+def _add_provider(p, default=MaskParams.provider):
+    p.add_argument("--provider", choices=PROVIDERS, default=default,
                    help="who finds the dust (default: %(default)s, offline)")
-    p.add_argument("--sensitivity", type=float, help="local detector sensitivity 0..1")
+    p.add_argument("--sensitivity", type=float,
+                   help=f"local detector sensitivity 0..1 (default {MaskParams.sensitivity})")
     p.add_argument("--model", help="Gemini model id (default gemini-3-pro-image)")
     p.add_argument("--prompt-file", help="text file with the prompt to send")
     p.add_argument("--image-size", choices=("1K", "2K", "4K"), help="Gemini output size")
@@ -452,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reference", help="build a reference frame")
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--method", choices=REFERENCE_METHODS, default="median")
+    p.add_argument("--method", dest="reference_method", choices=REFERENCE_METHODS, default=ReferenceParams.method)
     p.add_argument("--max-frames", type=int,
                    help="use N evenly spaced frames (default 128: the dust is static and the median of 128 "
                         "frames is ample; 0 = all frames, exact but slower on long videos)")
@@ -464,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--reference", help="use this reference frame instead of computing one")
-    p.add_argument("--max-frames", type=int, help="reference from N evenly spaced frames (default 128; 0 = all frames)")
+    _add_reference(p, flat=False)
     _add_provider(p)
     _add_byte_order(p)
     _add_row_order(p)
@@ -474,15 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--mask", required=True)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--method", choices=FLAT_METHODS, default="auto", help=METHOD_HELP)
+    _add_flat(p)
     p.add_argument("--clean", help="AI dust-free image for --method ai")
     p.add_argument("--reference", help="reference frame (default: median of the video)")
-    p.add_argument("--max-frames", type=int,
-                   help="frames for the reference (default 128) and the multiframe method (default 64), "
-                        "evenly spaced; 0 = all frames")
-    p.add_argument("--grow", type=int, default=2, help="dilate the mask by PX (default %(default)s)")
-    p.add_argument("--feather", type=int, default=0, help="soften the flat's edge over PX inside the mask")
-    p.add_argument("--pedestal", type=float, default=0.0, help="camera offset in ADU")
+    _add_reference(p)
     _add_verify(p)
     _add_byte_order(p)
     _add_row_order(p)
@@ -495,13 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: from -o, else the input's)")
-    p.add_argument("--pedestal", type=float, default=0.0)
-    p.add_argument("--grow", type=int, default=2)
-    p.add_argument("--feather", type=int, default=0)
-    p.add_argument("--method", choices=FLAT_METHODS[:-1], default="auto",
-                   help="with --mask: the flat method (" + METHOD_HELP + ")")
-    p.add_argument("--max-frames", type=int,
-                   help="with --mask: reference from N evenly spaced frames (default 128; 0 = all frames)")
+    _add_flat(p, FLAT_METHODS[:-1], "with --mask: the " + METHOD_HELP)
+    _add_reference(p)
     p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing output")
     _add_verify(p)
     _add_byte_order(p)
@@ -525,12 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="use this mask instead of a provider")
     p.add_argument("--clean", help="AI dust-free image for --method ai")
     p.add_argument("--format", choices=OUTPUT_FORMATS)
-    p.add_argument("--method", choices=FLAT_METHODS, default="auto",
-                   help=METHOD_HELP + "; ai: the clean image from --clean, or from Gemini with --provider gemini")
-    p.add_argument("--grow", type=int, default=2)
-    p.add_argument("--feather", type=int, default=0)
-    p.add_argument("--pedestal", type=float, default=0.0)
-    p.add_argument("--max-frames", type=int, help="reference from N evenly spaced frames (default 128; 0 = all frames)")
+    _add_flat(p, method_help=METHOD_HELP + "; ai: the clean image from --clean, or from Gemini with --provider gemini")
+    _add_reference(p)
     _add_verify(p)
     _add_provider(p)
     _add_byte_order(p)
@@ -541,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flat", required=True)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--format", choices=OUTPUT_FORMATS)
-    p.add_argument("--pedestal", type=float, default=0.0)
+    p.add_argument("--pedestal", type=float, default=FlatParams.pedestal)
     p.add_argument("--jobs", type=int, default=0, help="parallel jobs (0: one per core; not with --cluster)")
     p.add_argument("--manifest", action="append", metavar="FILE",
                    help="a file listing inputs, one path or glob pattern a line (also @FILE among the inputs)")
@@ -653,9 +657,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
         if debug:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"aiflat: error: internal error ({type(exc).__name__}: {first}); "
-              f"rerun with AIFLAT_DEBUG=1 and report it", file=sys.stderr)
+        print(f"aiflat: error: {describe(exc)}; rerun with AIFLAT_DEBUG=1 and report it", file=sys.stderr)
         return 1
 
 

@@ -49,3 +49,19 @@ class ProcessingError(AiflatError):
 
 class Cancelled(Exception):
     """Raised by a progress callback to stop a long operation. Not an error for the user."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ('' when it has none)."""
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
+def describe(exc: BaseException) -> str:
+    """The one line shown for any exception (CLI, GUI, batch reports): an AiflatError's own line,
+    'out of memory', else 'internal error (Type: first line)'."""
+    if isinstance(exc, AiflatError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return f"internal error ({type(exc).__name__}: {first_line(exc)})"

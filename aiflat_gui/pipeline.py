@@ -1,8 +1,11 @@
-"""The whole method in one call (``aiflat run``) and session batches (``aiflat batch``). No Qt.
+"""The one step layer: reference, find-mask, verify, build-flat, calibrate, export, batch. No Qt.
 
-:func:`run_pipeline` writes ``reference.fits``, ``mask.png``, ``flat.fits``, ``calibrated.<ext>`` and
-``report.png`` into a folder. :func:`batch_calibrate` calibrates every video of a session with one
-flat (dust does not move between the videos of a night), in parallel worker processes.
+Every step is a plain function taking a sequence (or a path to open) and a dataclass of parameters
+(:class:`ReferenceParams`, :class:`MaskParams`, :class:`FlatParams`) that holds each default once;
+the ``aiflat`` commands, :func:`run_pipeline` (``aiflat run``), the GUI's workers and batch all call
+these functions. Choices (reference methods, flat methods, providers, output formats, export
+targets) are listed here once. Long steps take ``progress(fraction, message)`` that may raise
+:class:`~aiflat_gui.errors.Cancelled`.
 """
 
 from __future__ import annotations
@@ -15,21 +18,382 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .errors import AiflatError, Cancelled, InputError, ProcessingError
-from .text import plural
+from .ai.base import PROVIDERS, MaskResult
+from .core.calibrate import FrameCalibrator, calibrate_array, check_flat_is_ours, fit_flat, sample_limits
+from .core.export import TARGETS as EXPORT_TARGETS
+from .core.flat import DEFAULT_MULTIFRAME_FRAMES, resolve_method
+from .core.flat import METHODS as FLAT_METHODS
+from .core.reference import DEFAULT_MAX_FRAMES
+from .core.reference import METHODS as REFERENCE_METHODS
+from .errors import AiflatError, Cancelled, InputError, ProcessingError, describe
+from .io import WRITER_FORMATS as OUTPUT_FORMATS
+from .io import default_extension, open_sequence, output_format, writable_formats
+from .io.flats import recorded_pedestal, write_flat
+from .io.masks import load_mask, save_mask
+from .io.single import read_image, write_image
 from .progress import ProgressFn, report, sub_progress
+from .text import plural
+
+__all__ = ["ReferenceParams", "MaskParams", "FlatParams", "REFERENCE_METHODS", "FLAT_METHODS", "PROVIDERS",
+           "OUTPUT_FORMATS", "EXPORT_TARGETS", "compute_reference", "find_mask", "build_flat", "request_clean",
+           "calibrate_sequence", "calibrate", "export_flat", "load_mask", "save_mask", "load_flat", "write_flat",
+           "pedestal_warning", "flat_from_mask_file", "run_pipeline", "batch_calibrate", "open_input",
+           "writable_formats", "CalibrationStats", "MaskResult", "VerifyOptions", "VerifyOutcome", "verify_step"]
 
 VIDEO_EXTS = (".ser", ".avi")
 
+#: Working buffer for a chunk of frames while calibrating.
+CHUNK_BYTES = 32 * 1024 * 1024
+
+
+# -- parameters: every default once ---------------------------------------------------------------
+
+@dataclass
+class ReferenceParams:
+    """How the reference frame is made. ``max_frames``: None = DEFAULT_MAX_FRAMES (128) evenly
+    spaced frames, 0 = every frame, N = N evenly spaced frames."""
+
+    method: str = "median"
+    max_frames: Optional[int] = None
+
+    def frames(self) -> Optional[int]:
+        """Frames for :func:`aiflat_gui.core.reference.compute_reference` (None: all)."""
+        return _frames(self.max_frames, DEFAULT_MAX_FRAMES)
+
+
+@dataclass
+class MaskParams:
+    """Who finds the dust. ``sensitivity`` is the offline detector's (0..1, higher finds more);
+    ``options`` go to the provider (Gemini: model, image_size, ...; file: path)."""
+
+    provider: str = "local"
+    sensitivity: float = 0.5
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class FlatParams:
+    """How the flat is made. ``grow``: the mask is dilated by this many pixels (disc) first;
+    ``feather``: soften the edge over PX inside; ``pedestal``: camera offset in ADU;
+    ``max_frames``: frames of the multiframe method (None: 64 evenly spaced, 0: all)."""
+
+    method: str = "auto"
+    grow: int = 2
+    feather: int = 0
+    pedestal: float = 0.0
+    max_frames: Optional[int] = None
+
+    def frames(self) -> Optional[int]:
+        return _frames(self.max_frames, DEFAULT_MULTIFRAME_FRAMES)
+
+
+def _frames(max_frames: Optional[int], default: int) -> Optional[int]:
+    from .core.reference import resolve_max_frames
+
+    return resolve_max_frames(max_frames, default)
+
+
+# -- opening ------------------------------------------------------------------------------------
+
+def open_input(path: str | os.PathLike, byte_order: Optional[str] = None, **options):
+    """Open a video or image sequence (``byte_order``: SER override, None/'auto' = sniffed; other
+    ``options`` go to the reader, e.g. ``row_order`` for FITS)."""
+    opts = dict(options)
+    if byte_order and byte_order != "auto":
+        opts["byte_order"] = byte_order
+    return open_sequence(path, **opts)
+
+
+@contextlib.contextmanager
+def _opened(source) -> Iterator[Any]:
+    """A sequence for ``source``: the sequence itself, or a path opened (and closed) here."""
+    if isinstance(source, (str, os.PathLike)):
+        with open_input(source) as seq:
+            yield seq
+    else:
+        yield source
+
+
+# -- the steps ------------------------------------------------------------------------------------
+
+def compute_reference(source, params: Optional[ReferenceParams] = None,
+                      progress: Optional[ProgressFn] = None) -> np.ndarray:
+    """The reference frame (float32) of a sequence or path."""
+    from .core.reference import compute_reference as _reference
+
+    p = params or ReferenceParams()
+    with _opened(source) as seq:
+        return _reference(seq, method=p.method, max_frames=p.frames(), progress=progress)
+
+
+def make_provider(params: MaskParams, with_clean: bool = False):
+    """The mask provider ``params`` names, with its options."""
+    from .ai import get_provider
+
+    if params.provider not in PROVIDERS:
+        raise InputError(f"unknown provider '{params.provider}' (choose from {', '.join(PROVIDERS)})")
+    opts = dict(params.options or {})
+    if params.provider == "local":
+        opts.setdefault("sensitivity", params.sensitivity)
+    if with_clean:
+        opts["with_clean"] = True
+    return get_provider(params.provider, **opts)
+
+
+def find_mask(source, reference: np.ndarray, params: Optional[MaskParams] = None, provider=None,
+              progress: Optional[ProgressFn] = None) -> tuple[Any, MaskResult]:
+    """(provider, result): the dust mask of ``reference`` from ``provider`` (else the one ``params``
+    names). The provider is returned so the offline detector's scores can be re-thresholded."""
+    prov = provider if provider is not None else make_provider(params or MaskParams())
+    with _opened(source) as seq:
+        res = prov.find_mask(reference, seq, progress=progress)
+        shape = (seq.height, seq.width) if seq is not None else np.asarray(reference).shape[:2]
+    mask = np.asarray(res.mask, dtype=bool)
+    if mask.shape != tuple(shape):
+        raise InputError(f"provider '{getattr(prov, 'name', '?')}' returned a {mask.shape[1]}x{mask.shape[0]} "
+                         f"mask for {shape[1]}x{shape[0]} frames")
+    res.mask = mask
+    return prov, res
+
+
+def request_clean(provider, source, reference: np.ndarray, mask: np.ndarray, grow: int = FlatParams.grow,
+                  progress: Optional[ProgressFn] = None) -> np.ndarray:
+    """The AI's dust-free image for the ``ai`` flat, asked for the mask grown as the provider wants."""
+    from .core.mask import grow as grow_mask
+
+    sent = grow_mask(np.asarray(mask, bool), max(int(grow), int(getattr(provider, "clean_grow", 4) or 0)))
+    with _opened(source) as seq:
+        return provider.request_clean(reference, sent, progress=progress, sequence=seq)
+
+
+def build_flat(source, reference: np.ndarray, mask: np.ndarray, params: Optional[FlatParams] = None,
+               clean: Optional[np.ndarray] = None, progress: Optional[ProgressFn] = None) -> np.ndarray:
+    """The flat: exactly 1.0 outside the mask grown by ``params.grow``."""
+    from .core.flat import synthesize_flat
+
+    p = params or FlatParams()
+    with _opened(source) as seq:
+        return synthesize_flat(reference, mask, method=p.method, sequence=seq, clean=clean, grow=p.grow,
+                               feather=p.feather, pedestal=p.pedestal, color=seq.color, progress=progress,
+                               max_frames=p.frames())
+
+
+def preview_calibrator(flat: np.ndarray, seq, pedestal: float = FlatParams.pedestal) -> FrameCalibrator:
+    """The per-frame arithmetic the calibration of ``seq`` uses (for previews of single frames)."""
+    return FrameCalibrator(fit_flat(flat, seq), seq.dtype, sample_limits(seq), pedestal)
+
+
+def measure_specks(mask: np.ndarray, reference: Optional[np.ndarray] = None, flat: Optional[np.ndarray] = None):
+    """The specks of ``mask`` with area, centre and depth (from ``flat`` when it was built for this
+    mask, else estimated on ``reference``)."""
+    from .core.mask import components
+
+    return components(np.asarray(mask, bool), reference, flat)
+
+
+def numbered_series(path: str | os.PathLike):
+    """(folder, frames) when ``path`` is one frame of a numbered series of images, else None."""
+    from .io.series import numbered_series as _series
+
+    return _series(path)
+
+
+def ensure_demo(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cached default demo SER (generated on first use)."""
+    from .io.demo import ensure_demo as _ensure
+
+    return _ensure(cache_dir)
+
+
+def load_flat(path: str | os.PathLike, seq) -> np.ndarray:
+    """Read a flat file (FITS/TIFF/PNG) for ``seq``: size must match the frame, values finite and > 0."""
+    return fit_flat(check_flat_is_ours(read_image(path, expect=(seq.height, seq.width)), path), seq, path)
+
+
+def pedestal_warning(flat_path: str | os.PathLike, pedestal: float) -> Optional[str]:
+    """A warning when the FITS flat at ``flat_path`` records another pedestal than ``pedestal``:
+    a flat computed with the camera offset removed, applied without removing it (or the other way
+    round), over- or under-corrects every speck."""
+    recorded = recorded_pedestal(flat_path)
+    if recorded is None or recorded == float(pedestal):
+        return None
+    return (f"the flat was computed with --pedestal {recorded:g} but this calibration uses "
+            f"--pedestal {float(pedestal):g}; pass --pedestal {recorded:g} unless the camera offset changed")
+
+
+#: What an empty mask means (said to the user instead of computing a reference for nothing).
+EMPTY_MASK_NOTE = ("mask is empty (no dust marked); the flat is 1.0 everywhere, so no reference is computed and "
+                   "every pixel is copied unchanged (a SER -> SER copy is the input file byte for byte)")
+
+
+def flat_from_mask_file(seq, mask_path: str | os.PathLike, params: Optional[FlatParams] = None,
+                        reference: Optional[ReferenceParams] = None, progress: Optional[ProgressFn] = None,
+                        warn: Optional[Callable[[str], None]] = None,
+                        mask_filter: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
+    """Reference of ``seq`` + the mask file -> a flat fitted to ``seq``. ``warn`` gets each warning
+    about the mask (e.g. that it was resampled to the frame size). ``mask_filter`` (the verify
+    step) maps the loaded mask to the one the flat is built from. An empty mask (or none left after
+    verification) gives a flat of exactly 1.0 without a reference."""
+    mask, warnings = load_mask(mask_path, (seq.height, seq.width))
+    for w in warnings:
+        if warn is not None:
+            warn(w)
+    ones = np.ones((seq.height, seq.width), np.float32)
+    if not mask.any():  # nothing to correct: no reference, no verify, a flat of exactly 1.0
+        if warn is not None:
+            warn(EMPTY_MASK_NOTE)
+        report(progress, 1.0, "empty mask: flat is 1.0")
+        return fit_flat(ones, seq)
+    if mask_filter is not None:
+        mask = mask_filter(mask)
+        if not np.asarray(mask).any():
+            if warn is not None:
+                warn("no speck of the mask is left after verification; " + EMPTY_MASK_NOTE.split("; ", 1)[1])
+            report(progress, 1.0, "empty mask: flat is 1.0")
+            return fit_flat(ones, seq)
+    ref = compute_reference(seq, reference, progress=sub_progress(progress, 0.0, 0.6))
+    flat = build_flat(seq, ref, mask, params, progress=sub_progress(progress, 0.6, 1.0))
+    return fit_flat(flat, seq)
+
+
+def raw_output_note(seq, output: str | os.PathLike, fmt: Optional[str] = None) -> Optional[str]:
+    """For a lossy (compressed, decoded) input: how large the uncompressed calibrated copy will be,
+    said before it is written; None for uncompressed inputs."""
+    meta = getattr(seq, "metadata", None) or {}
+    if meta.get("decoder") != "opencv":
+        return None
+    out_bytes = int(seq.n_frames) * int(seq.frame_nbytes)
+    try:
+        in_bytes = os.path.getsize(seq.path)
+    except OSError:
+        return None
+    fmt = output_format(seq, output, fmt)
+    return (f"the input is {meta.get('fourcc', 'compressed')}-compressed ({in_bytes / 1e6:.1f} MB); its decoded "
+            f"frames are calibrated and written uncompressed ({fmt}): about {out_bytes / 1e6:.0f} MB, "
+            f"{out_bytes / max(1, in_bytes):.0f}x the input")
+
+
+@dataclass
+class CalibrationStats:
+    """What a calibration wrote."""
+
+    output: Path
+    frames: int
+    clipped: int
+    seconds: float
+    format: str
+    computed_pixels: int = 0  # pixels per frame that were divided (the rest were copied)
+
+
+def calibrate_sequence(seq, flat: np.ndarray, output: str | os.PathLike, fmt: Optional[str] = None,
+                       pedestal: float = 0.0, overwrite: bool = True, progress: Optional[ProgressFn] = None,
+                       chunk_bytes: Optional[int] = None, writer_options: Optional[dict] = None,
+                       fast: bool = True, durable: Optional[bool] = None) -> CalibrationStats:
+    """Divide every frame of ``seq`` by ``flat`` and stream the result to ``output``.
+
+    ``fmt``: writer format (``ser``, ``fits``, ``tiff``, ``tiff-folder``, ``avi``); None: from the
+    output's extension, else the input's format. The output is written to a temporary name and
+    renamed on success; a cancel (``progress`` raising Cancelled), Ctrl-C or a disk error leaves
+    nothing under ``output``. The input is only read.
+
+    ``fast``: for SER -> SER of a consistent little-endian file, copy the file in the kernel and
+    rewrite only the dust pixels (the same bytes the streaming writer produces, at ``cp`` speed).
+    ``durable`` (default :func:`~aiflat_gui.io.base.durable_default`): the output is on disk
+    (fsync) before it appears under its final name.
+    """
+    from .io import open_writer
+    from .io.base import check_output_path, durable_default
+    from .io.ser_patch import can_copy_patch, copy_and_patch
+
+    t0 = time.perf_counter()
+    out = Path(output)
+    check_output_path(out, seq.path, overwrite=overwrite)
+    fmt = output_format(seq, out, fmt)
+    f = fit_flat(flat, seq)
+    calib = FrameCalibrator(f, seq.dtype, sample_limits(seq), pedestal)
+    n = seq.n_frames
+    k = max(1, min(n, (chunk_bytes or CHUNK_BYTES) // max(1, seq.frame_nbytes)))
+    buf = np.empty((k,) + tuple(seq.frame_shape), dtype=seq.dtype)
+    clipped = 0
+    if fast and can_copy_patch(seq, fmt, writer_options):
+        report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame, copy + patch)")
+        clipped = copy_and_patch(seq, out, calib.idx, calib.compute, progress,
+                                 durable=durable_default() if durable is None else durable)  # reports 1.0 before committing
+        return CalibrationStats(output=out, frames=n, clipped=clipped, seconds=time.perf_counter() - t0,
+                                format=fmt, computed_pixels=int(len(calib.idx)))
+    seq.advise_sequential()
+    report(progress, 0.0, f"calibrating {n} frames ({len(calib.idx)} pixels per frame)")
+    with open_writer(out, fmt, seq, overwrite=overwrite, **(writer_options or {})) as writer:
+        if durable is not None:
+            writer.set_durable(durable)
+        for i0 in range(0, n, k):
+            i1 = min(n, i0 + k)
+            chunk = buf[: i1 - i0]
+            for j in range(i1 - i0):
+                chunk[j] = seq.frame(i0 + j)
+            clipped += calib.apply(chunk)
+            for j in range(i1 - i0):
+                writer.write(chunk[j], index=i0 + j)
+            report(progress, i1 / n, f"frame {i1}/{n}")
+    return CalibrationStats(output=out, frames=n, clipped=clipped, seconds=time.perf_counter() - t0,
+                            format=fmt, computed_pixels=int(len(calib.idx)))
+
+
+def calibrate(source, flat: np.ndarray, output: str | os.PathLike, fmt: Optional[str] = None,
+              pedestal: float = FlatParams.pedestal, overwrite: bool = True,
+              progress: Optional[ProgressFn] = None) -> CalibrationStats:
+    """:func:`calibrate_sequence` of a sequence or path."""
+    with _opened(source) as seq:
+        return calibrate_sequence(seq, flat, output, fmt=fmt, pedestal=pedestal, overwrite=overwrite,
+                                  progress=progress)
+
+
+def check_calibration(seq, output: str | os.PathLike, fmt: Optional[str] = None) -> str:
+    """The format ``output`` will be written in, after checking ``seq`` fits it (before any work:
+    AVI holds 8-bit data only)."""
+    f = output_format(seq, output, fmt)
+    if f not in writable_formats(seq):
+        raise InputError(f"{f.upper()} cannot hold this {np.dtype(seq.dtype).name} data "
+                         f"(choose {', '.join(x for x in writable_formats(seq))})", output)
+    return f
+
+
+def lights_kind(lights=None) -> str:
+    """What a flat will calibrate, as one of :data:`aiflat_gui.core.export.LIGHTS`: a keyword, a path
+    to the video/FITS (or folder of FITS) itself, or an open sequence; None: a SER video."""
+    from .core.export import DEFAULT_LIGHTS, LIGHTS, lights_of_sequence
+
+    if lights is None:
+        return DEFAULT_LIGHTS
+    if isinstance(lights, str) and lights.lower() in LIGHTS:
+        return lights.lower()
+    if hasattr(lights, "format") and hasattr(lights, "metadata"):
+        return lights_of_sequence(lights)
+    p = Path(lights)
+    if not p.exists():
+        raise InputError(f"lights must be a file or folder, or one of {', '.join(LIGHTS)}", p)
+    if p.suffix.lower() in (".ser", ".avi"):
+        return p.suffix.lower()[1:]
+    with open_sequence(p) as seq:
+        return lights_of_sequence(seq)
+
+
+def export_flat(flat: np.ndarray, target: str, out: str | os.PathLike,
+                source: str | os.PathLike | None = None, lights=None) -> Path:
+    """Write ``flat`` (our convention) for ``target`` to ``out`` atomically; returns the path.
+    ``source``: the flat's file, named in errors about its values; ``lights``: what the flat will
+    calibrate (:func:`lights_kind`), which decides the row order of a Siril flat."""
+    from .core.export import flat_for_target
+
+    data, header = flat_for_target(flat, target, out, source, lights_kind(lights))
+    return write_image(Path(out), data, header=header) if header is not None else write_image(Path(out), data)
+
 
 def _calibrated_name(seq, fmt: Optional[str], stem: str) -> tuple[str, str]:
-    from .core.calibrate import output_format
-    from .io import default_extension
-
     fmt = output_format(seq, "calibrated", fmt)  # stems may hold dots (a.b_calibrated): no extension here
     return fmt, stem + default_extension(fmt)
 
@@ -132,114 +496,96 @@ def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = N
     return VerifyOutcome(mask=kept, refused=refused, verification=ver)
 
 
-def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, provider: str = "local",
-                 provider_options: Optional[dict] = None, mask_path: Optional[str | os.PathLike] = None,
-                 fmt: Optional[str] = None, method: str = "auto", grow: int = 2, feather: int = 0,
-                 pedestal: float = 0.0, max_frames: Optional[int] = None, byte_order: Optional[str] = None,
-                 progress: Optional[ProgressFn] = None, clean_path: Optional[str | os.PathLike] = None,
-                 verify: Optional[VerifyOptions] = None) -> dict[str, Any]:
-    """Reference -> mask (``mask_path``, else the provider) -> verify -> flat -> calibrated copy -> report.
+def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Optional[MaskParams] = None,
+                 flat: Optional[FlatParams] = None, reference: Optional[ReferenceParams] = None,
+                 mask_path: Optional[str | os.PathLike] = None, clean_path: Optional[str | os.PathLike] = None,
+                 fmt: Optional[str] = None, byte_order: Optional[str] = None,
+                 progress: Optional[ProgressFn] = None, verify: Optional[VerifyOptions] = None) -> dict[str, Any]:
+    """Reference -> mask (``mask_path``, else the provider of ``mask``) -> verify -> flat -> calibrated
+    copy -> report, written into ``out_dir`` as ``reference.fits``, ``mask.png``, ``flat.fits``,
+    ``calibrated.<ext>`` and ``report.png``, each atomically (a cancel leaves no partial file).
 
-    ``method``: the flat method (``auto``: ``multiframe`` with enough frames, else ``local``; ``ai``
-    takes ``clean_path`` or, with ``provider="gemini"``, asks Gemini for the clean image).
-    ``max_frames``: frames for the reference (None: 128 evenly spaced; 0: all).
-
-    ``verify``: the verify step's options (default: check every speck, refuse what the video does
-    not show to be dust; ``mask.png`` is the mask as found, the flat leaves the refused specks out).
-
-    Returns a dict with the written paths (``reference``, ``mask``, ``flat``, ``calibrated``,
-    ``report``) and figures (``frames``, ``clipped``, ``dust_pixels``, ``specks``, ``seconds``,
-    ``provider_report``, ``verify``: the :class:`VerifyOutcome`). Each file is written atomically; a cancel leaves no partial file.
+    The ``ai`` flat method takes ``clean_path`` or, with the Gemini provider, asks Gemini for the
+    clean image. Returns a dict with the written paths (``reference``, ``mask``, ``flat``,
+    ``calibrated``, ``report``) and figures (``frames``, ``clipped``, ``dust_pixels``, ``specks``,
+    ``seconds``, ``provider_report``, ``method``, ``format``, ``warnings``, ``verify``: the
+    :class:`VerifyOutcome`). ``verify``: the verify step's options (default: check every speck,
+    refuse what the video does not show to be dust; ``mask.png`` is the mask as found, the flat
+    leaves the refused specks out).
     """
-    from .core.calibrate import calibrate_array, calibrate_sequence
-    from .core.flat import synthesize_flat
-    from .core.mask import components, grow as grow_mask, load_mask, save_mask
-    from .core.flat import resolve_method
-    from .core.reference import compute_reference, resolve_max_frames
-    from .core.report import make_report
-    from .io import open_sequence
-    from .core.calibrate import flat_header
-    from .io.single import read_image, write_image
+    from .core.mask import components, grow as grow_mask
+    from .core.report import render_report
 
+    mp_, fp, rp = mask or MaskParams(), flat or FlatParams(), reference or ReferenceParams()
     t0 = time.perf_counter()
     out = Path(out_dir)
     # the ai flat method needs a dust-free image: a file, or Gemini (asked after the mask)
-    provider_clean = method == "ai" and not clean_path
-    if provider_clean and provider != "gemini":
+    provider_clean = fp.method == "ai" and not clean_path
+    if provider_clean and mp_.provider != "gemini":
         raise InputError("the ai flat method needs a dust-free image: give --clean FILE, or use --provider gemini "
-                         f"(the {provider} provider does not make one)", path)
+                         f"(the {mp_.provider} provider does not make one)", path)
     prepare_output_folder(out)
 
-    opts = {"byte_order": byte_order} if byte_order else {}
     result: dict[str, Any] = {}
-    with open_sequence(path, **opts) as seq:
+    with open_input(path, byte_order) as seq:
         fmt, cal_name = _calibrated_name(seq, fmt, "calibrated")
         from .io.outputs import guard_outputs
 
-        po = provider_options or {}
+        po = mp_.options or {}
         guard_outputs([out / "reference.fits", out / "mask.png", out / "flat.fits",
                        (out / cal_name, "replace-folder" if fmt == "tiff-folder" else "file"), out / "report.png"],
                       [path, mask_path, clean_path, po.get("prompt_file"), po.get("path"), po.get("mask_file")])
+        check_calibration(seq, out / cal_name, fmt)
         warnings = list(seq.warnings)
         # 1. reference
-        ref = compute_reference(seq, "median", max_frames=resolve_max_frames(max_frames),
-                                progress=sub_progress(progress, 0.0, 0.3))
+        ref = compute_reference(seq, rp, progress=sub_progress(progress, 0.0, 0.3))
         result["reference"] = write_image(out / "reference.fits", ref)
         # 2. mask
         clean = read_image(clean_path) if clean_path else None
         provider_report: dict = {}
-        from .ai import get_provider
-
         if mask_path:
-            mask, w = load_mask(mask_path, (seq.height, seq.width))
+            m, w = load_mask(mask_path, (seq.height, seq.width))
             warnings += w
             provider_report = {"provider": "file", "path": str(mask_path)}
             if provider_clean:  # the mask is given: ask Gemini only for the clean image
-                prov = get_provider(provider, **(provider_options or {}))
-                sent = grow_mask(mask, max(int(grow), int(getattr(prov, "clean_grow", 4) or 0)))
-                clean = prov.request_clean(ref, sent, progress=sub_progress(progress, 0.3, 0.45), sequence=seq)
+                prov = make_provider(mp_)
+                clean = request_clean(prov, seq, ref, m, fp.grow, progress=sub_progress(progress, 0.3, 0.45))
                 provider_report["clean"] = dict(getattr(prov, "last_report", None) or {})
         else:
-            popts = dict(provider_options or {})
-            if provider_clean:
-                popts["with_clean"] = True  # find_mask also returns the clean image (MaskResult.clean)
-            prov = get_provider(provider, **popts)
-            res = prov.find_mask(ref, seq, progress=sub_progress(progress, 0.3, 0.45))
-            mask = np.asarray(res.mask, dtype=bool)
-            if mask.shape != (seq.height, seq.width):
-                raise InputError(f"provider '{provider}' returned a {mask.shape[1]}x{mask.shape[0]} mask for "
-                                 f"{seq.width}x{seq.height} frames", path)
+            # with_clean: find_mask also returns the clean image (MaskResult.clean)
+            prov = make_provider(mp_, with_clean=provider_clean)
+            _, res = find_mask(seq, ref, provider=prov, progress=sub_progress(progress, 0.3, 0.45))
+            m = res.mask
             provider_report = dict(res.report or {})
             if clean is None and res.clean is not None:
                 clean = res.clean
-        if method == "ai" and clean is None:
-            raise ProcessingError(f"provider '{provider}' returned no dust-free image for the ai flat method", path)
-        result["mask"] = save_mask(out / "mask.png", mask)
+        if fp.method == "ai" and clean is None:
+            raise ProcessingError(f"provider '{mp_.provider}' returned no dust-free image for the ai flat method", path)
+        result["mask"] = save_mask(out / "mask.png", m)
         # 3. verify: the flat is built only from the specks the video does not refuse
-        checked = verify_step(mask, seq, verify, progress=sub_progress(progress, 0.45, 0.5))
+        checked = verify_step(m, seq, verify, progress=sub_progress(progress, 0.45, 0.5))
         result["verify"] = checked
-        mask = checked.mask
+        m = checked.mask
         # 4. flat
-        flat = synthesize_flat(ref, mask, method=method, sequence=seq, clean=clean, grow=grow, feather=feather,
-                               pedestal=pedestal, color=seq.color, progress=sub_progress(progress, 0.5, 0.55))
-        result["flat"] = write_image(out / "flat.fits", flat, header=flat_header(pedestal))
+        f = build_flat(seq, ref, m, fp, clean=clean, progress=sub_progress(progress, 0.5, 0.55))
+        result["flat"] = write_flat(out / "flat.fits", f, fp.pedestal)
         # 5. calibrated copy
-        stats = calibrate_sequence(seq, flat, out / cal_name, fmt=fmt, pedestal=pedestal,
+        stats = calibrate_sequence(seq, f, out / cal_name, fmt=fmt, pedestal=fp.pedestal,
                                    progress=sub_progress(progress, 0.55, 0.97))
         result["calibrated"] = stats.output
         # 6. report
-        cal_ref = calibrate_array(ref, flat, pedestal=pedestal, limits=None)
-        specks = components(mask, ref)
-        used = resolve_method(method, seq)
-        title = (f"{Path(path).name}: {len(specks)} specks, {int(mask.sum())} dust px, method {used}, "
-                 f"grow {grow}, pedestal {pedestal:g}")
-        result["report"] = make_report(ref, grow_mask(mask, grow), flat, cal_ref, out / "report.png", title=title)
-        result.update(frames=stats.frames, clipped=stats.clipped, dust_pixels=int(mask.sum()), method=used,
+        cal_ref = calibrate_array(ref, f, pedestal=fp.pedestal, limits=None)
+        specks = components(m, ref)
+        used = resolve_method(fp.method, seq)
+        title = (f"{Path(path).name}: {len(specks)} specks, {int(m.sum())} dust px, method {used}, "
+                 f"grow {fp.grow}, pedestal {fp.pedestal:g}")
+        result["report"] = write_image(out / "report.png",
+                                       render_report(ref, grow_mask(m, fp.grow), f, cal_ref, title=title))
+        result.update(frames=stats.frames, clipped=stats.clipped, dust_pixels=int(m.sum()), method=used,
                       specks=len(specks), format=fmt, warnings=warnings, provider_report=provider_report,
                       seconds=time.perf_counter() - t0)
     report(progress, 1.0, "done")
     return result
-
 
 # -- batch ----------------------------------------------------------------------------------------
 
@@ -416,10 +762,6 @@ def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str,
     """Calibrate one input into ``out_dir``. ``flat``: the flat's file, or its pixels already read
     (``flat_name`` then names it in messages). ``resume``: keep an output that is already complete
     (:func:`output_complete`) and report it as ``kept``."""
-    from .core.calibrate import calibrate_sequence, fit_flat
-    from .io import open_sequence
-    from .io.single import read_image
-
     item = BatchItem(input=src)
     t0 = time.perf_counter()
     try:
@@ -450,8 +792,7 @@ def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str,
     except AiflatError as err:
         item.status, item.note = "failed", str(err)
     except Exception as exc:  # noqa: BLE001 - one file's surprise must not sink the batch
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        item.status, item.note = "failed", f"internal error ({type(exc).__name__}: {first})"
+        item.status, item.note = "failed", describe(exc)
     finally:
         item.seconds = time.perf_counter() - t0
     return item
@@ -561,9 +902,6 @@ def prepare_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
     the output guard (:func:`plan_batch`), the flat read and valid (a bad flat is the user's error
     for the whole batch), the output folder usable. Returns (files, output stems, flat path, flat
     pixels, output folder)."""
-    from .core.calibrate import check_flat_is_ours
-    from .io.single import read_image
-
     files, stems = plan_batch(inputs, flat_path, out_dir, fmt)
     flat_p = Path(flat_path)
     flat = read_image(flat_p)
@@ -571,6 +909,21 @@ def prepare_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
     out = Path(out_dir)
     prepare_output_folder(out)
     return files, stems, flat_p, flat, out
+
+
+def batch_with_flat(inputs: Iterable[str | os.PathLike], flat: np.ndarray, out_dir: str | os.PathLike,
+                    fmt: Optional[str] = None, pedestal: float = FlatParams.pedestal, jobs: int = 0,
+                    progress: Optional[ProgressFn] = None) -> BatchSummary:
+    """Save ``flat`` as ``out_dir/flat.fits`` (beside the results; the folder is created), then
+    :func:`batch_calibrate`. The output guard runs before anything is written."""
+    out = Path(out_dir)
+    plan_batch(inputs, "", out, fmt, extra_outputs=["flat.fits"])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder: {exc.strerror or exc}", out) from None
+    flat_path = write_flat(out / "flat.fits", flat, pedestal)
+    return batch_calibrate(inputs, flat_path, out, fmt=fmt, jobs=jobs, pedestal=pedestal, progress=progress)
 
 
 def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,

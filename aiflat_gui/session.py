@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import InputError
-from .io.base import AtomicOutput, atomic_write_bytes, disk_errors
+from .io.base import atomic_write_bytes
 
 SESSION_VERSION = 1
 JSON_SUFFIX = ".aiflat.json"
@@ -217,14 +217,9 @@ class SessionStore:
         self._read_json, self._read_mask = self.json_path, self.mask_path
 
     def save_mask(self, mask: np.ndarray) -> None:
-        import cv2
+        from .io.masks import save_mask
 
-        m = np.asarray(mask)
-        ok, buf = cv2.imencode(".png", np.where(m > 0, 255, 0).astype(np.uint8))
-        if not ok:  # pragma: no cover - cv2 always encodes uint8
-            raise InputError("cannot encode the mask", self.mask_path)
-        with AtomicOutput(self.mask_path) as tmp, disk_errors(self.mask_path):
-            Path(tmp).write_bytes(buf.tobytes())
+        save_mask(self.mask_path, np.asarray(mask) > 0)
 
     def delete(self) -> None:
         for p in (self.json_path, self.mask_path):

@@ -35,7 +35,7 @@ import json, sys, time
 import numpy as np
 from aiflat_gui.io import open_sequence
 from aiflat_gui.io.single import read_image
-from aiflat_gui.core.calibrate import calibrate_sequence
+from aiflat_gui.pipeline import calibrate_sequence
 src, flat_path, out, durable = sys.argv[1:5]
 seq = open_sequence(src)
 flat = read_image(flat_path)

@@ -90,7 +90,7 @@ def _check_imports() -> str:
     import importlib
 
     names = ["google.genai", "google.genai.types", "keyring", "keyring.backends.SecretService",
-             "secretstorage", "cryptography.hazmat.bindings._rust", "tifffile", "superqt",
+             "secretstorage", "cryptography.hazmat.bindings._rust", "tifffile",
              "platformdirs", "aiflat_gui.cli", "aiflat_gui.gui.app"]
     for name in names:
         importlib.import_module(name)

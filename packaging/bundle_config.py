@@ -34,7 +34,6 @@ HIDDEN_IMPORTS = [
     "keyring.backends.fail",
     "keyring.backends.null",
     "pyqtgraph",
-    "superqt",
     "platformdirs",
     "PySide6.QtSvg",
 ]

@@ -53,3 +53,79 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
         os.umask(old)
     assert out.read_bytes() == b"abc"
     assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) of every import in a file of the package."""
+    import ast
+
+    pkg = Path(aiflat_gui.__file__).parent
+    rel = path.relative_to(pkg.parent).with_suffix("")
+    here = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            names = [a.name for a in node.names]
+            out.append((mod, names))
+            out += [(f"{mod}.{n}", []) for n in names]  # `from . import x` imports a module x
+    return out
+
+
+def _package_files(sub: str) -> list[Path]:
+    return sorted((Path(aiflat_gui.__file__).parent / sub).glob("*.py"))
+
+
+def test_core_imports_no_io_and_touches_no_files():
+    """core is pure numpy/OpenCV science: no aiflat_gui.io import (files are io's job), in the
+    source and at run time."""
+    bad = [(f.name, m) for f in _package_files("core") for m, _ in _imports(f)
+           if m == "aiflat_gui.io" or m.startswith("aiflat_gui.io.")]
+    assert bad == [], f"core imports io: {bad}"
+    mods = _modules("core")
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}:\n    importlib.import_module(m)\n"
+            "print(','.join(sorted(m for m in sys.modules if m.startswith('aiflat_gui.io'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"importing core loads {out.stdout.strip()}"
+
+
+def test_the_core_check_catches_an_io_import(tmp_path):
+    """Guard against a vacuous check: a file importing io is caught."""
+    f = Path(aiflat_gui.__file__).parent / "core" / "_probe_tmp.py"
+    f.write_text("from ..io.single import read_image\n")
+    try:
+        assert any(m.startswith("aiflat_gui.io") for m, _ in _imports(f))
+    finally:
+        f.unlink()
+
+
+#: the step modules: the GUI reaches them only through aiflat_gui.pipeline (and aiflat_gui.document)
+STEP_MODULES = ("aiflat_gui.core.reference", "aiflat_gui.core.flat", "aiflat_gui.core.calibrate",
+                "aiflat_gui.core.detect", "aiflat_gui.core.export", "aiflat_gui.core.report",
+                "aiflat_gui.core.demo", "aiflat_gui.core.mask", "aiflat_gui.ai.local", "aiflat_gui.ai.file")
+
+
+def _gui_step_imports() -> list[tuple[str, str]]:
+    bad = []
+    for f in _package_files("gui"):
+        for m, names in _imports(f):
+            if any(m == s or m.startswith(s + ".") for s in STEP_MODULES):
+                bad.append((f.name, m))
+            # readers and writers are steps too (open, write): only io.base's settings are the GUI's
+            elif (m == "aiflat_gui.io" and names) or (m.startswith("aiflat_gui.io.") and not m.startswith("aiflat_gui.io.base")):
+                bad.append((f.name, m))
+    return bad
+
+
+def test_gui_runs_every_step_through_the_pipeline():
+    """gui/ never imports a step (reference, detector, flat, calibration, export, report, demo,
+    mask files, readers/writers) directly: it calls aiflat_gui.pipeline (through the Document)."""
+    assert _gui_step_imports() == []

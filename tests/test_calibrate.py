@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiflat_gui.core.calibrate import (FrameCalibrator, calibrate_array, calibrate_sequence, fit_flat,
-                                       flat_from_mask_file, load_flat, output_format)
+from aiflat_gui.core.calibrate import FrameCalibrator, calibrate_array, fit_flat
+from aiflat_gui.io import output_format
+from aiflat_gui.pipeline import FlatParams, calibrate_sequence, flat_from_mask_file, load_flat
 from aiflat_gui.core.demo import generate_demo
 from aiflat_gui.core.flat import synthesize_flat
 from aiflat_gui.core.mask import grow
@@ -244,7 +245,7 @@ def test_load_flat_checks(easy, tmp_path):
 def test_flat_from_mask_file_and_output_format(easy, tmp_path):
     demo, src, d = easy
     seq = open_sequence(src)
-    flat = flat_from_mask_file(seq, d / "mask.png", grow=GROW)
+    flat = flat_from_mask_file(seq, d / "mask.png", FlatParams(grow=GROW))
     assert np.all(flat[~grow(demo.true_mask, GROW)] == 1.0) and flat.min() < 0.9
     assert output_format(seq, tmp_path / "x.fits") == "fits"
     assert output_format(seq, tmp_path / "x") == "ser"
@@ -309,16 +310,16 @@ def test_8bit_avi_in_and_out(tmp_path):
 
 def _assert_fast_path(src) -> None:
     """The test's SER takes the copy + patch path (a header that disagrees with the data does not)."""
-    from aiflat_gui.core import calibrate as C
+    from aiflat_gui.io import ser_patch as C
 
     with open_sequence(src) as seq:
-        assert C._ser_copy_ok(seq, "ser", None), seq.warnings
+        assert C.can_copy_patch(seq, "ser", None), seq.warnings
 
 
 @pytest.mark.parametrize("durable", [False, True])
 def test_ser_copy_and_patch_over_many_chunks_equals_the_streaming_writer(tmp_path, monkeypatch, durable):
     # several copy chunks, so the copy of one chunk overlaps the patching of the one before
-    from aiflat_gui.core import calibrate as C
+    from aiflat_gui.io import ser_patch as C
 
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 4096, size=(23, 64, 96), dtype=np.uint16)
@@ -397,7 +398,7 @@ def test_cli_fsync_flag_makes_outputs_durable(tmp_path, monkeypatch):
 
 
 def test_page_runs_merge_small_gaps():
-    from aiflat_gui.core.calibrate import page_runs
+    from aiflat_gui.io.ser_patch import page_runs
 
     offs = np.array([0, 10, 4095, 4096, 3 * 4096 + 5, 10 * 4096, 10 * 4096 + 1, 14 * 4096])
     first, end = page_runs(offs, 4096)
@@ -408,7 +409,7 @@ def test_page_runs_merge_small_gaps():
 
 
 def test_ser_copy_and_patch_without_madvise_gives_the_same_bytes(tmp_path, monkeypatch):
-    from aiflat_gui.core import calibrate as C
+    from aiflat_gui.io import ser_patch as C
 
     frames = np.random.default_rng(2).integers(0, 4096, size=(9, 40, 50), dtype=np.uint16)
     src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)  # a consistent header: the fast path applies
@@ -457,7 +458,7 @@ def test_a_durable_output_flushes_itself_and_its_folder_never_the_neighbours(tmp
 
 
 def test_a_worker_error_or_cancel_between_chunks_leaves_nothing(tmp_path, monkeypatch):
-    from aiflat_gui.core import calibrate as C
+    from aiflat_gui.io import ser_patch as C
 
     frames = np.random.default_rng(5).integers(0, 4096, size=(12, 32, 40), dtype=np.uint16)
     src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)
@@ -467,7 +468,7 @@ def test_a_worker_error_or_cancel_between_chunks_leaves_nothing(tmp_path, monkey
     monkeypatch.setattr(C, "COPY_CHUNK", 2 * 32 * 40 * 2)
     _assert_fast_path(src)
     calls = {"n": 0}
-    real = C.FrameCalibrator.compute
+    real = FrameCalibrator.compute
 
     def failing(self, raw):
         calls["n"] += 1
@@ -475,10 +476,10 @@ def test_a_worker_error_or_cancel_between_chunks_leaves_nothing(tmp_path, monkey
             raise MemoryError("simulated")
         return real(self, raw)
 
-    monkeypatch.setattr(C.FrameCalibrator, "compute", failing)
+    monkeypatch.setattr(FrameCalibrator, "compute", failing)
     with open_sequence(src) as seq, pytest.raises(MemoryError):
         calibrate_sequence(seq, flat, tmp_path / "out.ser")
-    monkeypatch.setattr(C.FrameCalibrator, "compute", real)
+    monkeypatch.setattr(FrameCalibrator, "compute", real)
 
     def cancel(f, m):
         if f > 0.4:
@@ -494,18 +495,18 @@ def test_a_worker_error_or_cancel_between_chunks_leaves_nothing(tmp_path, monkey
 
 def test_without_kernel_copy_or_positioned_writes_the_streaming_writer_is_used(tmp_path, monkeypatch):
     # Windows has neither os.copy_file_range nor os.pwrite: the fast path must step aside
-    from aiflat_gui.core import calibrate as C
+    from aiflat_gui.io import ser_patch as C
 
     frames = np.random.default_rng(6).integers(0, 4096, size=(5, 20, 30), dtype=np.uint16)
     src = write_ser(tmp_path / "in.ser", frames, bit_depth=12)
     flat = np.ones((20, 30), np.float32)
     flat[3:7, 4:9] = 0.6
     with open_sequence(src) as seq:
-        assert C._ser_copy_ok(seq, "ser", None)
+        assert C.can_copy_patch(seq, "ser", None)
         calibrate_sequence(seq, flat, tmp_path / "a.ser")
     monkeypatch.delattr(os, "copy_file_range", raising=False)
     monkeypatch.delattr(os, "pwrite", raising=False)
     with open_sequence(src) as seq:
-        assert not C._ser_copy_ok(seq, "ser", None)
+        assert not C.can_copy_patch(seq, "ser", None)
         calibrate_sequence(seq, flat, tmp_path / "b.ser")
     assert (tmp_path / "a.ser").read_bytes() == (tmp_path / "b.ser").read_bytes()

@@ -142,7 +142,7 @@ def test_disk_full_exits_1_with_no_output(demo, tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_cancels_cleanly(demo, tmp_path, capsys, monkeypatch):
-    from aiflat_gui.core import calibrate
+    from aiflat_gui import pipeline as calibrate
 
     calls = {"n": 0}
     def interrupted(self, raw):  # Ctrl-C after the SER copy, while the dust pixels are rewritten
@@ -252,7 +252,7 @@ def test_calibrate_with_a_scaled_mask_warns_that_it_was_resampled(tmp_path, caps
     import numpy as np
 
     from aiflat_gui.cli import main
-    from aiflat_gui.core.mask import save_mask
+    from aiflat_gui.io.masks import save_mask
     from aiflat_gui.io.ser import write_ser
 
     frames = np.full((4, 64, 96), 1000, np.uint16)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from aiflat_gui.cli import main
-from aiflat_gui.core.demo import write_demo
+from aiflat_gui.io.demo import write_demo
 from aiflat_gui.pipeline import batch_calibrate, expand_inputs
 
 distributed = pytest.importorskip("distributed")

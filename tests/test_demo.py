@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from aiflat_gui.core.demo import GENERATOR_VERSION, ensure_demo, generate_demo, write_demo
+from aiflat_gui.core.demo import GENERATOR_VERSION, generate_demo
+from aiflat_gui.io.demo import ensure_demo, write_demo
 from aiflat_gui.errors import InputError
 
 SMALL = dict(frames=6, width=200, height=150)
@@ -160,7 +161,7 @@ def test_write_demo_files_read_back(tmp_path):
 
 
 def test_ensure_demo_caches_and_regenerates(tmp_path, monkeypatch):
-    import aiflat_gui.core.demo as demo_mod
+    import aiflat_gui.io.demo as demo_mod
 
     monkeypatch.setattr(demo_mod, "DEFAULT_DEMO", dict(frames=3, width=128, height=96, seed=1, offset=0,
                                                        difficulty="normal"))
@@ -178,7 +179,7 @@ def test_ensure_demo_caches_and_regenerates(tmp_path, monkeypatch):
 
 
 def test_ensure_demo_default_location(tmp_path, monkeypatch):
-    import aiflat_gui.core.demo as demo_mod
+    import aiflat_gui.io.demo as demo_mod
 
     monkeypatch.setattr(demo_mod, "DEFAULT_DEMO", dict(frames=2, width=96, height=64, seed=1, offset=0,
                                                        difficulty="easy"))

@@ -6,7 +6,8 @@ import pytest
 
 from aiflat_gui.ai import get_provider
 from aiflat_gui.ai.base import MaskResult
-from aiflat_gui.core.demo import generate_demo, write_demo
+from aiflat_gui.core.demo import generate_demo
+from aiflat_gui.io.demo import write_demo
 from aiflat_gui.core.detect import ScoreMap, compute_scores, luminance
 from aiflat_gui.errors import Cancelled, InputError
 from aiflat_gui.io.base import ArraySequence
@@ -185,7 +186,7 @@ def test_local_provider_through_get_provider():
 
 
 def test_file_provider(tmp_path):
-    from aiflat_gui.core.mask import save_mask
+    from aiflat_gui.io.masks import save_mask
 
     demo = generate_demo(frames=2, width=200, height=150, seed=1)
     p = save_mask(tmp_path / "m.png", demo.true_mask)
@@ -241,7 +242,7 @@ def off_disc_band(demo, reach=20.0):
 def test_default_demo_leaves_the_limb_alone():
     # the GUI's built-in demo (ensure_demo's settings: the limb crosses the top, the sun drifts
     # ~9 px toward it): the earlier detector marked a ~10000-pixel band along the limb
-    from aiflat_gui.core.demo import DEFAULT_DEMO
+    from aiflat_gui.io.demo import DEFAULT_DEMO
 
     demo = generate_demo(**DEFAULT_DEMO)
     assert demo.params["limb_side"] == "top"

@@ -8,7 +8,8 @@ import tifffile
 from astropy.io import fits
 
 from aiflat_gui.core.calibrate import calibrate_array
-from aiflat_gui.core.export import PIXINSIGHT_RANGE, export_flat
+from aiflat_gui.core.export import PIXINSIGHT_RANGE
+from aiflat_gui.pipeline import export_flat
 from aiflat_gui.errors import InputError
 from aiflat_gui.io.single import read_image
 
@@ -92,7 +93,7 @@ def test_siril_flat_rows_in_the_order_siril_reads_the_lights(data, tmp_path, lig
 
 
 def test_lights_from_a_file(tmp_path):
-    from aiflat_gui.core.export import lights_kind
+    from aiflat_gui.pipeline import lights_kind
     from aiflat_gui.io.ser import write_ser
 
     frames = np.zeros((2, 4, 6), np.uint16)

@@ -13,7 +13,7 @@ import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
 import aiflat_gui
-from aiflat_gui.core.demo import write_demo
+from aiflat_gui.io.demo import write_demo
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -275,7 +275,7 @@ def test_flush_to_disk_setting_makes_calibration_outputs_durable(qtbot, settings
     import numpy as np
 
     import aiflat_gui.gui.settings_dialog as sd
-    from aiflat_gui.core.calibrate import calibrate_sequence
+    from aiflat_gui.pipeline import calibrate_sequence
     from aiflat_gui.io import open_sequence
     from aiflat_gui.io.base import durable_default
     from aiflat_gui.io.ser import write_ser

@@ -11,7 +11,7 @@ import pytest
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtTest import QTest
 
-from aiflat_gui.core.demo import write_demo
+from aiflat_gui.io.demo import write_demo
 from aiflat_gui.io import open_sequence
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,7 +111,7 @@ def viewport_pos(w, x, y):
 
 
 def test_open_demo_from_menu_shows_first_frame(make_window, qtbot, monkeypatch, demo, boxes):
-    import aiflat_gui.core.demo as demo_mod
+    import aiflat_gui.io.demo as demo_mod
 
     monkeypatch.setattr(demo_mod, "ensure_demo", lambda cache_dir=None: demo)
     w = make_window()
@@ -246,7 +246,7 @@ def test_detection_flat_and_calibration_through_workers(make_window, qtbot, demo
 
 def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path, monkeypatch):
     import aiflat_gui.gui.main_window as mw
-    from aiflat_gui.core.calibrate import calibrate_sequence
+    from aiflat_gui.pipeline import calibrate_sequence
 
     w = with_truth_mask(make_window, qtbot, demo)
     wait_job(qtbot, w.run_flat())

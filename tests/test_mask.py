@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from aiflat_gui.core.mask import (component_mask, components, grow, invert, label_at, load_mask, remove_small,
-                                  save_mask, shrink)
+from aiflat_gui.core.mask import component_mask, components, grow, invert, label_at, remove_small, shrink
+from aiflat_gui.io.masks import load_mask, save_mask
 from aiflat_gui.errors import InputError
 from aiflat_gui.io.single import read_image, write_image
 
@@ -112,3 +112,26 @@ def test_component_depth_from_a_flat():
     assert all(s.depth_from is None and s.attenuation is None for s in components(m))
     with pytest.raises(InputError):
         components(m, None, np.ones((10, 10), np.float32))
+
+
+def test_one_pixel_of_grow_is_the_same_disc_everywhere():
+    """The mask editor's Grow, the flat's grow and the mask module's grow are one operation: a
+    single dust pixel grown by 1 px covers the same 9 pixels (the 3x3 disc) in all of them, and by
+    2 px the same 21."""
+    from aiflat_gui.core.flat import synthesize_flat
+    from aiflat_gui.core.maskedit import MaskModel
+
+    for px, area in ((1, 9), (2, 21)):
+        m = np.zeros((15, 15), bool)
+        m[7, 7] = True
+        by_mask = grow(m, px)
+        model = MaskModel(m)
+        model.grow(px)
+        ref = np.full((15, 15), 1000.0, np.float32)
+        ref[7, 7] = 700.0
+        flat = synthesize_flat(ref, m, method="local", grow=px)
+        assert int(by_mask.sum()) == area
+        assert np.array_equal(model.mask.astype(bool), by_mask)
+        assert np.all(flat[~by_mask] == 1.0) and flat[7, 7] < 0.9
+        model.shrink(px)
+        assert np.array_equal(model.mask.astype(bool), m)

@@ -5,13 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiflat_gui.core.demo import generate_demo, write_demo
+from aiflat_gui.core.demo import generate_demo
+from aiflat_gui.io.demo import write_demo
 from aiflat_gui.core.mask import grow
 from aiflat_gui.errors import Cancelled, InputError
 from aiflat_gui.io import open_sequence
 from aiflat_gui.io.ser import write_ser
 from aiflat_gui.io.single import read_image, write_image
-from aiflat_gui.pipeline import BatchSummary, batch_calibrate, expand_inputs, run_pipeline
+from aiflat_gui.pipeline import FlatParams, BatchSummary, batch_calibrate, expand_inputs, run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def demo(tmp_path_factory):
 
 def test_run_pipeline_with_a_mask(demo, tmp_path):
     seen = []
-    res = run_pipeline(demo["sequence"], tmp_path / "out", mask_path=demo["mask"], grow=2,
+    res = run_pipeline(demo["sequence"], tmp_path / "out", mask_path=demo["mask"], flat=FlatParams(grow=2),
                        progress=lambda f, m: seen.append(f))
     out = tmp_path / "out"
     assert res["calibrated"] == out / "calibrated.ser" and res["frames"] == 8 and res["specks"] >= 1
@@ -46,7 +47,7 @@ def test_run_pipeline_other_format_and_ai_clean(demo, tmp_path):
     # the truth's clean signal from the generator itself (clean.fits is written with its axes swapped)
     clean = generate_demo(frames=8, width=128, height=96, seed=4, difficulty="easy").clean
     write_image(tmp_path / "clean.fits", np.median(clean, axis=0).astype(np.float32))
-    res = run_pipeline(demo["sequence"], tmp_path / "o", mask_path=demo["mask"], fmt="fits", method="ai",
+    res = run_pipeline(demo["sequence"], tmp_path / "o", mask_path=demo["mask"], fmt="fits", flat=FlatParams(method="ai"),
                        clean_path=tmp_path / "clean.fits")
     assert Path(res["calibrated"]).name == "calibrated.fits"
     truth = read_image(demo["flat"])
@@ -59,7 +60,7 @@ def test_run_pipeline_errors(demo, tmp_path):
     with pytest.raises(InputError):
         run_pipeline(demo["sequence"], tmp_path / "missing" / "out", mask_path=demo["mask"])
     with pytest.raises(InputError):
-        run_pipeline(demo["sequence"], tmp_path / "o", mask_path=demo["mask"], method="ai")
+        run_pipeline(demo["sequence"], tmp_path / "o", mask_path=demo["mask"], flat=FlatParams(method="ai"))
 
 
 def test_batch_parallel_skips_wrong_size_and_summarises(demo, tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiflat_gui.core.demo import write_demo
+from aiflat_gui.io.demo import write_demo
 from aiflat_gui.io.ser import write_ser
 from aiflat_gui.io.single import write_image
 
@@ -266,7 +266,7 @@ _SHRINK = r"""
 import os, sys
 from aiflat_gui.io import open_sequence
 from aiflat_gui.errors import AiflatError
-from aiflat_gui.core.calibrate import calibrate_sequence, load_flat
+from aiflat_gui.pipeline import calibrate_sequence, load_flat
 src, flat, out = sys.argv[1:4]
 seq = open_sequence(src)
 f = load_flat(flat, seq)

@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 
 from aiflat_gui.cli import main
-from aiflat_gui.core.demo import write_demo
+from aiflat_gui.io.demo import write_demo
 from aiflat_gui.io import open_sequence
 
 SIRIL = shutil.which("siril-cli")

@@ -1,5 +1,5 @@
 """The ``file`` mask provider: import a mask drawn elsewhere (PNG/TIFF/FITS, any bit depth).
-Loading, thresholding and resampling are :func:`aiflat_gui.core.mask.load_mask`'s job. No Qt."""
+Loading, thresholding and resampling are :func:`aiflat_gui.io.masks.load_mask`'s job. No Qt."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class FileProvider:
 
     def find_mask(self, reference: np.ndarray, sequence: Any = None,
                   progress: Optional[ProgressFn] = None) -> MaskResult:
-        from ..core.mask import load_mask
+        from ..io.masks import load_mask
 
         t0 = time.perf_counter()
         report(progress, 0.0, f"mask: reading {self.path.name}")

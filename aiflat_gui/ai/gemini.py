@@ -306,10 +306,9 @@ class GeminiProvider:
             report(progress, 0.5, "mask received")
             sent = mask
             if self.clean_grow and mask.any():
-                import cv2
+                from ..core.mask import grow
 
-                k = 2 * self.clean_grow + 1
-                sent = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+                sent = grow(mask, int(self.clean_grow))
             clean = self.request_clean(ref, sent, sub_progress(progress, 0.5, 1.0), sequence=sequence)
             crep = self.last_report
             rep["clean"] = {k: crep[k] for k in ("seconds", "requests_sent", "estimated_cost_usd", "cache_hit",

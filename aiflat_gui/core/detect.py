@@ -56,7 +56,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..io.base import BAYER_PATTERNS
+from . import BAYER_PATTERNS
 from ..progress import ProgressFn, report
 
 #: z-score of the seed threshold at sensitivity 0.5, 0 and 1 (geometric in between): below ~4.5

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -74,51 +75,36 @@ LIGHTS = ("ser", "avi", "fits-top-down", "fits-bottom-up")
 DEFAULT_LIGHTS = "ser"
 
 
-def lights_kind(lights) -> str:
-    """One of :data:`LIGHTS` for ``lights``: a keyword, a path to the video/FITS (or folder of FITS)
-    the flat will calibrate, or an open sequence; None: :data:`DEFAULT_LIGHTS`. FITS lights are
-    bottom-up when our reader flips them (ROWORDER = 'BOTTOM-UP', or written by Siril without
-    ROWORDER), which is the stored order Siril uses for them."""
-    if lights is None:
-        return DEFAULT_LIGHTS
-    if isinstance(lights, str) and lights.lower() in LIGHTS:
-        return lights.lower()
-    seq = lights if hasattr(lights, "format") and hasattr(lights, "metadata") else None
-    if seq is None:
-        from ..io import open_sequence
-
-        p = Path(lights)
-        if not p.exists():
-            raise InputError(f"lights must be a file or folder, or one of {', '.join(LIGHTS)}", p)
-        if p.suffix.lower() == ".ser":
-            return "ser"
-        if p.suffix.lower() == ".avi":
-            return "avi"
-        with open_sequence(p) as s:
-            return lights_kind(s)
+def lights_of_sequence(seq) -> str:
+    """One of :data:`LIGHTS` for an open sequence: FITS lights are bottom-up when our reader flips
+    them (ROWORDER = 'BOTTOM-UP', or written by Siril without ROWORDER), which is the stored order
+    Siril uses for them. (A path or keyword: :func:`aiflat_gui.pipeline.lights_kind`.)"""
     fmt = getattr(seq, "format", "")
     if fmt in ("ser", "avi"):
         return fmt
     if fmt in ("fits", "folder-fits"):
-        return "fits-bottom-up" if (seq.metadata or {}).get("roworder") == "BOTTOM-UP" else "fits-top-down"
+        return "fits-bottom-up" if (getattr(seq, "metadata", None) or {}).get("roworder") == "BOTTOM-UP" \
+            else "fits-top-down"
     return DEFAULT_LIGHTS
 
 
-def stored_bottom_up(target: str, lights=None) -> bool:
-    """Whether the flat for ``target`` is stored bottom-up (flipped) for these lights."""
+def stored_bottom_up(target: str, lights: str = DEFAULT_LIGHTS) -> bool:
+    """Whether the flat for ``target`` is stored bottom-up (flipped) for lights of this kind."""
     if target != "siril":
         return False
-    return lights_kind(lights) in ("ser", "avi", "fits-bottom-up")
+    return lights in ("ser", "avi", "fits-bottom-up")
 
 
-def export_flat(flat: np.ndarray, target: str, out: str | os.PathLike,
-                source: str | os.PathLike | None = None, lights=None) -> Path:
-    """Write ``flat`` (our convention, rows top-down as our readers show the lights) for ``target``
-    to ``out`` atomically; returns the path. ``source``: the flat's file, named in errors about its
-    values. ``lights``: what the flat will calibrate (see :func:`lights_kind`; default a SER video),
-    which decides the row order of a Siril flat."""
-    from ..io.single import write_image
-
+def flat_for_target(flat: np.ndarray, target: str, out: str | os.PathLike,
+                    source: str | os.PathLike | None = None,
+                    lights: str = DEFAULT_LIGHTS) -> tuple[np.ndarray, Optional[dict]]:
+    """``flat`` (our convention, rows top-down as our readers show the lights) as ``target`` needs it
+    in a file named ``out``: (data, FITS header or None). ``source``: the flat's file, named in
+    errors about its values. ``lights``: the kind of lights it will calibrate (:data:`LIGHTS`),
+    which decides the row order of a Siril flat. Writing the file is
+    :func:`aiflat_gui.pipeline.export_flat`'s job."""
+    if lights not in LIGHTS:
+        raise InputError(f"lights must be one of {', '.join(LIGHTS)}, not {lights!r}")
     if target not in TARGETS:
         raise InputError(f"unknown export target '{target}' (choose from {', '.join(TARGETS)})", out)
     p = Path(out)
@@ -137,9 +123,9 @@ def export_flat(flat: np.ndarray, target: str, out: str | os.PathLike,
             header["AIFLSCAL"] = (PIXINSIGHT_SCALE, 'flat x0.5: all values in the mean')
         if flip:
             data = data[::-1]
-            header["AIFLLGT"] = (lights_kind(lights), "lights this flat is oriented for")
-        return write_image(p, np.ascontiguousarray(data, dtype=np.float32), header=header)
+            header["AIFLLGT"] = (lights, "lights this flat is oriented for")
+        return np.ascontiguousarray(data, dtype=np.float32), header
     if ext not in _TIFF:
         raise InputError(f"the {target} flat is a 16-bit TIFF file: use a .tif name", p)
     data = np.clip(np.rint(f.astype(np.float64) * U16_FULL), 1, U16_FULL).astype(np.uint16)
-    return write_image(p, data)
+    return data, None

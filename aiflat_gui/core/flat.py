@@ -63,12 +63,13 @@ import scipy.sparse.linalg as spla
 
 from ..errors import InputError, ProcessingError
 from ..progress import ProgressFn, report, sub_progress
+from . import BAYER_PATTERNS
 from . import mask as maskmod
 
 METHODS = ("auto", "local", "multiframe", "ai")
 #: ``auto`` uses ``multiframe`` when the sequence has at least this many frames, else ``local``.
 AUTO_MIN_FRAMES = 8
-BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
+BAYER = BAYER_PATTERNS
 FLOOR = 0.05
 MIN_SIGNAL = 0.01
 DEFAULT_MULTIFRAME_FRAMES = 64

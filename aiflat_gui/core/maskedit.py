@@ -405,14 +405,23 @@ class MaskModel:
         return step
 
     def grow(self, pixels: int = 1) -> Optional[EditStep]:
-        """Dilate the mask by a disc of ``pixels`` radius (one undo step)."""
-        k = _disc_kernel(pixels)
-        return self.apply(cv2.dilate(self._mask, k), f"Grow {int(pixels)} px")
+        """Dilate the mask by ``pixels`` (the disc of :func:`aiflat_gui.core.mask.grow`, the one
+        the flat's grow uses; one undo step)."""
+        from .mask import grow
+
+        return self.apply(grow(self._mask.astype(bool), _pixels(pixels)), f"Grow {int(pixels)} px")
 
     def shrink(self, pixels: int = 1) -> Optional[EditStep]:
-        """Erode the mask by a disc of ``pixels`` radius (one undo step)."""
-        k = _disc_kernel(pixels)
-        return self.apply(cv2.erode(self._mask, k, borderType=cv2.BORDER_REPLICATE), f"Shrink {int(pixels)} px")
+        """Erode the mask by ``pixels`` (disc; one undo step)."""
+        from .mask import shrink
+
+        return self.apply(shrink(self._mask.astype(bool), _pixels(pixels)), f"Shrink {int(pixels)} px")
+
+    def remove_small(self, min_area: int) -> Optional[EditStep]:
+        """Drop specks of fewer than ``min_area`` pixels (one undo step)."""
+        from .mask import remove_small
+
+        return self.apply(remove_small(self._mask.astype(bool), int(min_area)), f"Remove specks under {int(min_area)} px")
 
     def invert(self) -> Optional[EditStep]:
         return self.apply(1 - self._mask, "Invert mask")
@@ -440,8 +449,8 @@ class MaskModel:
         return step
 
 
-def _disc_kernel(pixels: int) -> np.ndarray:
+def _pixels(pixels: int) -> int:
     p = int(pixels)
     if p < 1:
         raise InputError(f"grow/shrink needs at least 1 pixel, not {pixels}")
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p + 1, 2 * p + 1))
+    return p

@@ -6,8 +6,6 @@ the comparison is honest; the difference is shown around mid-grey with a symmetr
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Optional
 
 import cv2
@@ -77,11 +75,3 @@ def render_report(reference: np.ndarray, mask: np.ndarray, flat: np.ndarray,
         canvas[top:top + ph, x:x + pw] = rgb
         cv2.putText(canvas, name, (x, top - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (230, 230, 230), 1, cv2.LINE_AA)
     return canvas
-
-
-def make_report(reference: np.ndarray, mask: np.ndarray, flat: np.ndarray,
-                calibrated_reference: np.ndarray, path: str | os.PathLike, title: Optional[str] = None) -> Path:
-    """Write the before/after picture as PNG (atomically) and return its path."""
-    from ..io.single import write_image
-
-    return write_image(Path(path), render_report(reference, mask, flat, calibrated_reference, title))

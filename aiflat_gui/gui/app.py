@@ -16,7 +16,7 @@ from typing import Optional
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from .. import APP_NAME, __version__
-from ..errors import AiflatError
+from ..errors import AiflatError, describe
 
 ORG_NAME = "aiflat"
 
@@ -171,8 +171,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback
             if debug:
                 raise
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            print(f"aiflat-gui: error: internal error ({type(exc).__name__}: {first})", file=sys.stderr)
+            print(f"aiflat-gui: error: {describe(exc)}", file=sys.stderr)
             return 1
         finally:
             window.close()

@@ -16,7 +16,7 @@ from typing import Optional
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
-from ..io import WRITER_FORMATS
+from ..pipeline import OUTPUT_FORMATS as WRITER_FORMATS
 
 EXPORT_TARGETS = (("pixinsight", "PixInsight ImageCalibration"), ("pixelmath", "PixInsight PixelMath"),
                   ("siril", "Siril"), ("autostakkert", "AutoStakkert!"), ("pss", "PlanetarySystemStacker"))

@@ -19,6 +19,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from .. import APP_NAME, __version__
+from .. import pipeline
 from ..errors import AiflatError, InputError
 from ..session import SessionData, SessionStore
 from ..text import plural, sequence_summary
@@ -35,95 +36,59 @@ MAX_RECENT = 10
 AUTOSAVE_MS = 500
 
 
-# -- jobs run in worker threads (plain functions: they open their own sequence) -------------------
-
-def _open(path):
-    from ..io import open_sequence
-
-    return open_sequence(path)
-
+# -- jobs run in worker threads: the pipeline's steps, each opening its own sequence ---------------
 
 def job_reference(path, method: str, max_frames: Optional[int], progress=None):
-    from ..core.reference import compute_reference
-
-    with _open(path) as seq:
-        return compute_reference(seq, method=method, max_frames=max_frames, progress=progress)
+    return pipeline.compute_reference(path, pipeline.ReferenceParams(method, max_frames), progress=progress)
 
 
 def job_detect(path, reference, sensitivity: float, progress=None):
-    from ..ai.local import LocalProvider
-
-    provider = LocalProvider(sensitivity=sensitivity)
-    with _open(path) as seq:
-        result = provider.find_mask(reference, seq, progress=progress)
-    return provider, result
+    return pipeline.find_mask(path, reference, pipeline.MaskParams("local", sensitivity), progress=progress)
 
 
 def job_gemini(provider, reference, progress=None):
-    return provider.find_mask(reference, None, progress=progress)
+    return pipeline.find_mask(None, reference, provider=provider, progress=progress)[1]
 
 
-def job_flat(path, reference, mask, method, clean, grow, feather, pedestal, progress=None, verify=False,
-             overrides=None):
+def job_flat(path, reference, mask, method, clean, grow, feather, pedestal, max_frames=None, progress=None,
+             verify=False, overrides=None):
     """The flat; with ``verify`` every speck is first checked against the video and the refused ones
     are left out: then ``{"flat": flat, "verify": VerifyOutcome}``."""
-    from ..core.flat import synthesize_flat
-    from ..pipeline import verify_step
     from ..progress import sub_progress
 
-    with _open(path) as seq:
+    params = pipeline.FlatParams(method, grow, feather, pedestal, max_frames)
+    with pipeline.open_input(path) as seq:
         outcome = None
         if verify:
-            outcome = verify_step(mask, seq, overrides=overrides, progress=sub_progress(progress, 0.0, 0.3))
+            outcome = pipeline.verify_step(mask, seq, overrides=overrides, progress=sub_progress(progress, 0.0, 0.3))
             mask = outcome.mask
             progress = sub_progress(progress, 0.3, 1.0)
-        flat = synthesize_flat(reference, mask, method=method, sequence=seq, clean=clean, grow=grow,
-                               feather=feather, pedestal=pedestal, color=seq.color, progress=progress)
+        flat = pipeline.build_flat(seq, reference, mask, params, clean=clean, progress=progress)
     return flat if outcome is None else {"flat": flat, "verify": outcome}
 
 
 def job_verify(path, mask, progress=None):
     """Check every speck of ``mask`` against the video (the pipeline's verify step)."""
-    from ..pipeline import verify_step
-
-    with _open(path) as seq:
-        return verify_step(mask, seq, progress=progress)
+    with pipeline.open_input(path) as seq:
+        return pipeline.verify_step(mask, seq, progress=progress)
 
 
-def job_ai_flat(provider, path, reference, mask, grow, feather, pedestal, progress=None):
+def job_ai_flat(provider, path, reference, mask, grow, feather, pedestal, max_frames=None, progress=None):
     """Ask the AI for a dust-free image (80 % of the progress), then build the ``ai`` flat."""
-    from ..core.flat import synthesize_flat
     from ..progress import sub_progress
 
-    with _open(path) as seq:
-        clean = provider.request_clean(reference, mask, progress=sub_progress(progress, 0.0, 0.8), sequence=seq)
-        flat = synthesize_flat(reference, mask, method="ai", sequence=seq, clean=clean, grow=grow, feather=feather,
-                               pedestal=pedestal, color=seq.color, progress=sub_progress(progress, 0.8, 1.0))
+    clean = pipeline.request_clean(provider, path, reference, mask, grow, progress=sub_progress(progress, 0.0, 0.8))
+    flat = pipeline.build_flat(path, reference, mask, pipeline.FlatParams("ai", grow, feather, pedestal, max_frames),
+                               clean=clean, progress=sub_progress(progress, 0.8, 1.0))
     return clean, flat
 
 
 def job_calibrate(path, flat, output, fmt, pedestal, overwrite, progress=None):
-    from ..core.calibrate import calibrate_sequence
-
-    with _open(path) as seq:
-        return calibrate_sequence(seq, flat, output, fmt=fmt, pedestal=pedestal, overwrite=overwrite,
-                                  progress=progress)
+    return pipeline.calibrate(path, flat, output, fmt=fmt, pedestal=pedestal, overwrite=overwrite, progress=progress)
 
 
 def job_batch(inputs, flat, out_dir, fmt, pedestal, jobs=0, progress=None):
-    from ..io.single import write_image
-    from ..pipeline import batch_calibrate, plan_batch
-
-    out = Path(out_dir)
-    plan_batch(inputs, "", out, fmt, extra_outputs=["flat.fits"])  # the output guard, before any write
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder: {exc.strerror or exc}", out) from None
-    from ..core.calibrate import flat_header
-
-    flat_path = write_image(out / "flat.fits", np.asarray(flat, np.float32), header=flat_header(pedestal))
-    return batch_calibrate(inputs, str(flat_path), str(out), fmt=fmt, jobs=jobs, pedestal=pedestal, progress=progress)
+    return pipeline.batch_with_flat(inputs, flat, out_dir, fmt=fmt, pedestal=pedestal, jobs=jobs, progress=progress)
 
 
 class _LogHandler(logging.Handler):
@@ -511,14 +476,12 @@ class MainWindow(QtWidgets.QMainWindow):
     def open_demo(self, interactive: bool = True) -> bool:
         """Open the built-in demo (generated on first use: in a worker when interactive, so the
         window stays responsive)."""
-        from ..core import demo as demo_mod
-
         if not interactive:
-            return self.open_path(demo_mod.ensure_demo(), interactive=False)
+            return self.open_path(pipeline.ensure_demo(), interactive=False)
         if self._busy():
             return False
         self.statusBar().showMessage("Preparing the demo sequence…")
-        w = Worker(lambda: demo_mod.ensure_demo(), pass_progress=False, name="demo")
+        w = Worker(lambda: pipeline.ensure_demo(), pass_progress=False, name="demo")
         self._start(w, None, "Preparing the demo", lambda path: self.open_path(path))
         return True
 
@@ -532,7 +495,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.worker.cancel()
             self.worker.wait(30)
         try:
-            seq = _open(path)
+            seq = pipeline.open_input(path)
             if seq.n_frames < 1:
                 raise InputError("sequence has no frames", path)
             first = np.asarray(seq.frame(0))
@@ -903,7 +866,7 @@ class MainWindow(QtWidgets.QMainWindow):
         box and leaves the current mask and session untouched."""
         if not self._need("sequence"):
             return False
-        from ..core.mask import load_mask
+        load_mask = pipeline.load_mask
 
         try:
             mask, warnings = load_mask(path, (self.seq.height, self.seq.width))
@@ -935,9 +898,7 @@ class MainWindow(QtWidgets.QMainWindow):
         elif op == "clear":
             m.clear()
         elif op == "remove_small":
-            from ..core.mask import remove_small
-
-            m.apply(remove_small(m.mask.astype(bool), 4), "Remove small specks")
+            m.remove_small(4)
         self._update_mask_info()
 
     def undo(self) -> None:
@@ -998,10 +959,10 @@ class MainWindow(QtWidgets.QMainWindow):
             if provider is None:
                 return None
             w = Worker(job_ai_flat, provider, str(self.path), self.reference, mask, p["grow"], p["feather"],
-                       p["pedestal"], name="ai flat")
+                       p["pedestal"], p["max_frames"], name="ai flat")
         else:
             w = Worker(job_flat, str(self.path), self.reference, mask, p["flat_method"], self.clean, p["grow"],
-                       p["feather"], p["pedestal"], name="flat", verify=verify,
+                       p["feather"], p["pedestal"], p["max_frames"], name="flat", verify=verify,
                        overrides=dict(self.speck_table.overrides))
 
         def ok(flat):
@@ -1053,7 +1014,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def export_flat_to(self, path, target: str) -> bool:
         if not self._need("flat"):
             return False
-        from ..core.export import export_flat
+        export_flat = pipeline.export_flat
 
         try:
             out = export_flat(self.flat, target, path, lights=self.seq)  # row order for the open video
@@ -1068,7 +1029,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def save_mask_to(self, path) -> bool:
         if not self._need("mask"):
             return False
-        from ..core.mask import save_mask
+        save_mask = pipeline.save_mask
 
         try:
             save_mask(path, self.mask_model.mask.astype(bool))
@@ -1238,10 +1199,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.flat is None or self.seq is None:
             return None
         if self._calibrator is None:
-            from ..core.calibrate import FrameCalibrator, fit_flat, sample_limits
-
-            self._calibrator = FrameCalibrator(fit_flat(self.flat, self.seq), self.seq.dtype,
-                                               sample_limits(self.seq), self.workflow.params()["pedestal"])
+            self._calibrator = pipeline.preview_calibrator(self.flat, self.seq, self.workflow.params()["pedestal"])
         return self._calibrator.frame(self.current_frame() if frame is None else frame)
 
     def view_image(self, view: Optional[str] = None) -> tuple[Optional[np.ndarray], str, Optional[tuple[float, float]]]:
@@ -1416,13 +1374,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.mask_model is None:
             self.speck_table.set_specks([])
             return
-        from ..core.mask import components
-
         # a flat built for this very mask measures each speck's depth; else the reference estimates it
         flat = self.flat if (self.flat is not None and self.workflow.state("flat") == DONE) else None
         try:
             mask = self.mask_model.mask.astype(bool)
-            specks = components(mask, self.reference, flat)
+            specks = pipeline.measure_specks(mask, self.reference, flat)
         except Exception as exc:  # noqa: BLE001
             log.warning("speck table not updated: %s", one_line(exc))
             return

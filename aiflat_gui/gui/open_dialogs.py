@@ -31,7 +31,7 @@ def choose_folder(parent: Optional[QtWidgets.QWidget], start: str = "") -> Optio
 def offer_series_folder(parent: Optional[QtWidgets.QWidget], path: str) -> str:
     """``path``, or its folder when ``path`` is one frame of a numbered series and the user says
     to open the whole folder."""
-    from ..io.series import numbered_series
+    from ..pipeline import numbered_series
 
     found = numbered_series(path)
     if found is None:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtCore import Signal
 
-from ..errors import AiflatError, Cancelled
+from ..errors import AiflatError, Cancelled, describe
 
 log = logging.getLogger("aiflat.gui")
 
@@ -42,14 +42,7 @@ def thread_pool() -> QtCore.QThreadPool:
     return _POOL
 
 
-def one_line(exc: BaseException) -> str:
-    """The message shown for an exception: AiflatError's own line, else type + first line."""
-    if isinstance(exc, AiflatError):
-        return str(exc)
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"internal error ({type(exc).__name__}: {first})"
+one_line = describe  # the one describe(exception) of aiflat_gui.errors
 
 
 class _Runnable(QtCore.QRunnable):

@@ -19,7 +19,7 @@ from .base import (ArraySequence, AtomicOutput, Sequence, SequenceWriter, atomic
 
 __all__ = ["open_sequence", "open_writer", "Sequence", "SequenceWriter", "ArraySequence", "AtomicOutput",
            "atomic_write_bytes", "check_output_path", "ticks_to_datetime", "FORMAT_OF_EXT",
-           "WRITER_FORMATS", "format_for_path"]
+           "WRITER_FORMATS", "format_for_path", "output_format", "writable_formats"]
 
 #: file extension -> (module, reader class)
 _READERS = {
@@ -93,6 +93,34 @@ def format_for_path(path: str | os.PathLike, default: Optional[str] = None) -> s
     if not ext:
         return "tiff-folder"
     raise InputError(f"cannot tell the output format from '{ext}' (use .ser, .fits, .tif or .avi)", path)
+
+
+#: input Sequence.format -> default writer format
+_INPUT_TO_WRITER = {"ser": "ser", "avi": "avi", "fits": "fits", "folder-fits": "fits", "tiff": "tiff",
+                    "folder-images": "tiff-folder", "png": "tiff", "jpeg": "tiff", "array": "fits"}
+
+
+def output_format(seq, output: str | os.PathLike, fmt: Optional[str] = None) -> str:
+    """``fmt`` if given; else from the output's extension; else the input's own format."""
+    if fmt:
+        if fmt not in WRITER_FORMATS:
+            raise InputError(f"unknown output format '{fmt}' (choose from {', '.join(WRITER_FORMATS)})", output)
+        return fmt
+    ext = Path(output).suffix.lower()
+    if ext in FORMAT_OF_EXT:
+        return FORMAT_OF_EXT[ext]
+    if ext:  # `-o x.png` must not get SER bytes: an extension names the format, or --format does
+        raise InputError(f"'{ext}' is not a video format this program writes; name the output .ser, .fits, "
+                         f".tif or .avi, or give --format", output)
+    return _INPUT_TO_WRITER.get(getattr(seq, "format", ""), "fits")
+
+
+def writable_formats(seq) -> tuple[str, ...]:
+    """The writer formats that can hold ``seq``'s samples (AVI is uint8 only: a 12- or 16-bit
+    sequence is never offered it)."""
+    import numpy as np
+
+    return tuple(f for f in WRITER_FORMATS if f != "avi" or np.dtype(seq.dtype) == np.uint8)
 
 
 def default_extension(fmt: str) -> str:

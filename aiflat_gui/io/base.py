@@ -22,11 +22,11 @@ from typing import Any, Iterator, Optional, Sequence as _Seq
 
 import numpy as np
 
+from ..core import BAYER_PATTERNS
 from ..errors import InputError, ProcessingError
 
 #: Colour layouts. Bayer patterns are raw single-plane CFA data.
-COLORS = ("mono", "RGGB", "GRBG", "GBRG", "BGGR", "RGB", "BGR")
-BAYER_PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")
+COLORS = ("mono",) + BAYER_PATTERNS + ("RGB", "BGR")
 
 #: 1970-01-01T00:00:00Z in SER ticks (100 ns since 0001-01-01).
 TICKS_UNIX_EPOCH = 621355968000000000
