@@ -104,10 +104,9 @@ class Row:
 
 def run_scene(name: str, spec: SimSpec, mask_mode: str, workdir: Path, sensitivity=None):
     """Pipeline on one scene; per-speck rows and per-scene figures."""
-    from aiflat_gui.core.mask import load_mask, save_mask
-    from aiflat_gui.io import ArraySequence, open_sequence
+    from aiflat_gui.io import open_sequence
     from aiflat_gui.io.ser import write_ser
-    from aiflat_gui.pipeline import run_pipeline
+    from aiflat_gui.pipeline import FlatParams, MaskParams, load_mask, run_pipeline, save_mask
 
     sim = simulate(spec)
     frames = sim.frames
@@ -117,10 +116,9 @@ def run_scene(name: str, spec: SimSpec, mask_mode: str, workdir: Path, sensitivi
     mask_path = None
     if mask_mode == "true":
         mask_path = save_mask(workdir / f"true-{name}-{spec.seed}.png", sim.mask)
-    opts = {"sensitivity": sensitivity} if sensitivity is not None else None
+    mask = MaskParams("local", sensitivity) if sensitivity is not None else MaskParams("local")
     t = time.perf_counter()
-    res = run_pipeline(src, out, provider="local", provider_options=opts, mask_path=mask_path,
-                       pedestal=spec.pedestal)
+    res = run_pipeline(src, out, mask=mask, flat=FlatParams(pedestal=spec.pedestal), mask_path=mask_path)
     sec = time.perf_counter() - t
     det, _w = load_mask(res["mask"], frames.shape[1:])
     labels = sim.labels
