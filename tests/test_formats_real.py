@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aiflat_gui.cli import main
-from aiflat_gui.core.mask import save_mask
+from aiflat_gui.io.masks import save_mask
 from aiflat_gui.io import open_sequence
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-data"
