@@ -18,7 +18,8 @@ def _modules(subpackage: str) -> list[str]:
 
 
 def test_core_io_ai_and_cli_do_not_import_qt():
-    mods = _modules("core") + _modules("io") + _modules("ai") + ["aiflat_gui.cli", "aiflat_gui.pipeline", "aiflat_gui.session"]
+    mods = _modules("core") + _modules("io") + _modules("ai") + ["aiflat_gui.cli", "aiflat_gui.pipeline", "aiflat_gui.session",
+                                                              "aiflat_gui.document"]
     code = (
         "import importlib, sys\n"
         f"for m in {mods!r}:\n"

@@ -245,7 +245,7 @@ def test_detection_flat_and_calibration_through_workers(make_window, qtbot, demo
 
 
 def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path, monkeypatch):
-    import aiflat_gui.gui.main_window as mw
+    import aiflat_gui.gui.steps as steps
     from aiflat_gui.pipeline import calibrate_sequence
 
     w = with_truth_mask(make_window, qtbot, demo)
@@ -261,7 +261,7 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
             return calibrate_sequence(seq, flat, output, fmt=fmt, pedestal=pedestal, overwrite=overwrite,
                                       progress=prog, chunk_bytes=seq.frame_nbytes)
 
-    monkeypatch.setattr(mw, "job_calibrate", slow_calibrate)
+    monkeypatch.setattr(steps, "job_calibrate", slow_calibrate)
     out = tmp_path / "cancelled.fits"  # the streaming writer: one report per frame
     wc = w.calibrate_to(out, "fits")
     assert w.job_panel.isVisible()
@@ -281,18 +281,18 @@ def test_cancel_a_calibration_leaves_no_file(make_window, qtbot, demo, tmp_path,
 
 
 def test_ui_stays_responsive_during_a_job(make_window, qtbot, demo, monkeypatch):
-    import aiflat_gui.gui.main_window as mw
+    import aiflat_gui.gui.steps as steps
 
     w = make_window()
     w.open_path(demo)
 
-    def slow_reference(path, method, max_frames, progress=None):
+    def slow_reference(path, params, progress=None):
         for i in range(20):
             time.sleep(0.02)
             progress(i / 20, "")
         return np.zeros((120, 160), np.float32)
 
-    monkeypatch.setattr(mw, "job_reference", slow_reference)
+    monkeypatch.setattr(steps, "job_reference", slow_reference)
     ticks = []
     timer = QtCore.QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
@@ -310,7 +310,7 @@ def test_session_restored_after_closing_the_window(make_window, qtbot, demo):
     w = prepared(make_window, qtbot, demo)
     w.mask_model.dab(20, 20, "paint", 4)  # a hand edit on top of the detection
     w.workflow.grow.setValue(5)
-    w.workflow.set_sensitivity(0.65)
+    w.workflow.set_sensitivity(0.65, emit=True)  # a slider move: re-thresholds, keeps the hand edit
     w.set_view("reference")
     state = w.stretch_panel.state().copy(mode="gamma", black=100.0, white=3000.0)
     w.stretch_panel.set_state(state)

@@ -161,6 +161,16 @@ class MaskModel:
         return self._undo[-1].serial if self._undo else 0
 
     @property
+    def serial(self) -> int:
+        """Serial of the step the mask is at now (0: the initial mask); undo/redo move it."""
+        return self._current_serial()
+
+    @property
+    def last_serial(self) -> int:
+        """Serial of the newest step ever made (undo does not lower it)."""
+        return self._serial
+
+    @property
     def changed_since_save(self) -> bool:
         return self._current_serial() != self._saved_serial
 

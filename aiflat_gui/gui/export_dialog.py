@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
@@ -105,8 +105,14 @@ class ExportDialog(QtWidgets.QDialog):
     exportRequested = Signal(str, dict)
 
     def __init__(self, input_path: str | os.PathLike, out_dir: Optional[str] = None, have_flat: bool = True,
-                 have_mask: bool = True, parent: Optional[QtWidgets.QWidget] = None, choices: Optional[dict] = None):
+                 have_mask: bool = True, parent: Optional[QtWidgets.QWidget] = None, choices: Optional[dict] = None,
+                 formats: Optional[tuple] = None, flat_problem: Optional[Callable[[], Optional[str]]] = None):
+        """``formats``: the formats the calibrated copy can be written in (only these are offered:
+        no AVI for 12/16-bit data); ``flat_problem()``: why the flat cannot be used (a stale flat),
+        told before anything is asked (the "Replace file?" prompt) or written."""
         super().__init__(parent)
+        self.formats = tuple(formats or WRITER_FORMATS)
+        self.flat_problem = flat_problem or (lambda: None)
         self.setWindowTitle("Export")
         self.input_path = Path(input_path)
         self.settings = getattr(parent, "settings", None) or QtCore.QSettings()
@@ -127,8 +133,9 @@ class ExportDialog(QtWidgets.QDialog):
         w = QtWidgets.QWidget()
         form = QtWidgets.QFormLayout(w)
         self.format = QtWidgets.QComboBox()
-        self.format.addItems(WRITER_FORMATS)
-        self.format.setCurrentText(choices.get("format") or in_fmt)
+        self.format.addItems(self.formats)
+        want = choices.get("format") or in_fmt
+        self.format.setCurrentText(want if want in self.formats else self.formats[0])
         self.cal_path = _PathRow(choices.get("path") or str(folder / f"{stem}_calibrated{FORMAT_EXT[self.format.currentText()]}"))
         self.format.currentTextChanged.connect(self._format_changed)
         form.addRow("Format", self.format)
@@ -211,7 +218,7 @@ class ExportDialog(QtWidgets.QDialog):
         self.batch_dir = _PathRow(str(folder / "calibrated"), directory=True)
         self.batch_format = QtWidgets.QComboBox()
         self.batch_format.addItem("same as input", None)
-        for f in WRITER_FORMATS:
+        for f in self.formats:
             self.batch_format.addItem(f, f)
         form.addRow("Output folder", self.batch_dir)
         form.addRow("Format", self.batch_format)
@@ -262,15 +269,21 @@ class ExportDialog(QtWidgets.QDialog):
         return confirm_overwrite(self, path)
 
     # -- actions ---------------------------------------------------------------------------------
+    def _flat_ok(self) -> bool:
+        problem = self.flat_problem()
+        if problem:
+            self._error(problem)
+        return not problem
+
     def _calibrate(self) -> None:
         path = self.cal_path.text()
-        if self._check_out(path):
+        if self._flat_ok() and self._check_out(path):
             self.exportRequested.emit("calibrate", {"path": path, "fmt": self.format.currentText(), "overwrite": True})
             self.accept()
 
     def _flat(self) -> None:
         path = self.flat_path.text()
-        if self._check_out(path):
+        if self._flat_ok() and self._check_out(path):
             self.exportRequested.emit("flat", {"path": path, "target": self.target_key()})
             self.accept()
 
@@ -327,6 +340,8 @@ class ExportDialog(QtWidgets.QDialog):
             self.add_batch_inputs([d])
 
     def _batch(self) -> None:
+        if not self._flat_ok():
+            return
         inputs = self.batch_inputs()
         out_dir = self.batch_dir.text()
         if not inputs:

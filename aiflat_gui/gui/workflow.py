@@ -15,24 +15,16 @@ from PySide6.QtCore import Signal
 
 from .widgets import guard_wheel
 
-STEPS = ("sequence", "reference", "mask", "flat", "calibrate")
+from .. import pipeline
+from ..document import DONE, HINTS, NOT_DONE, RUNNING, STALE, WorkflowState  # noqa: F401 - the panel shows them
+
 TITLES = {"sequence": "1  Sequence", "reference": "2  Reference", "mask": "3  Mask", "flat": "4  Flat",
           "calibrate": "5  Calibrate"}
-NOT_DONE, RUNNING, DONE, STALE = "not done", "running", "done", "stale"
-STATES = (NOT_DONE, RUNNING, DONE, STALE)
-#: what becomes stale when a step's result changes
-DOWNSTREAM = {"sequence": ("reference", "mask", "flat", "calibrate"), "reference": ("flat", "calibrate"),
-              "mask": ("flat", "calibrate"), "flat": ("calibrate",), "calibrate": ()}
-HINTS = {
-    "sequence": "Open a video (File ▸ Open, drag a file here) or try the demo.",
-    "reference": "Compute the reference frame: the median of the video keeps the dust, smooths the sun.",
-    "mask": "Find the dust: run the offline detector, ask the AI, or import a mask; then fix it with the brush.",
-    "flat": "Build the flat: exactly 1.0 outside the mask, the dust's shadow inside.",
-    "calibrate": "Calibrate: divide every frame by the flat and export the result.",
-}
-PROVIDERS = (("local", "Offline detector"), ("gemini", "Gemini AI"), ("file", "Import a mask file"))
-FLAT_METHODS = (("auto", "Auto"), ("local", "Local fill"), ("multiframe", "Multi-frame"), ("ai", "AI clean image"))
-REFERENCE_METHODS = ("median", "mean", "sigmaclip")
+_LABELS = {"local": "Offline detector", "gemini": "Gemini AI", "file": "Import a mask file"}
+PROVIDERS = tuple((k, _LABELS[k]) for k in pipeline.PROVIDERS)
+_FLAT_LABELS = {"auto": "Auto", "local": "Local fill", "multiframe": "Multi-frame", "ai": "AI clean image"}
+FLAT_METHODS = tuple((k, _FLAT_LABELS[k]) for k in pipeline.FLAT_METHODS)
+REFERENCE_METHODS = pipeline.REFERENCE_METHODS
 #: what each button does (the window adds the shortcut of the menu action it shares)
 BUTTON_TIPS = {
     "open": "Open a video (SER, AVI, FITS, TIFF) or an image",
@@ -49,49 +41,6 @@ BUTTON_TIPS = {
     "batch": "Calibrate more videos of the same night with this flat",
 }
 _COLORS = {NOT_DONE: "#888", RUNNING: "#2a7fd4", DONE: "#2e9d46", STALE: "#d08a1a"}
-
-
-class WorkflowState:
-    """States of the five steps (no Qt)."""
-
-    def __init__(self) -> None:
-        self.states = {s: NOT_DONE for s in STEPS}
-
-    def set(self, step: str, state: str) -> None:
-        if step not in self.states or state not in STATES:
-            raise ValueError(f"unknown step/state {step!r}/{state!r}")
-        self.states[step] = state
-
-    def changed(self, step: str) -> list[str]:
-        """``step`` produced a new result: mark it done and every done later step stale.
-        Returns the steps that turned stale."""
-        self.states[step] = DONE
-        turned = []
-        for s in DOWNSTREAM[step]:
-            if self.states[s] == DONE:
-                self.states[s] = STALE
-                turned.append(s)
-        return turned
-
-    def reset(self) -> None:
-        for s in STEPS:
-            self.states[s] = NOT_DONE
-
-    def next_step(self) -> Optional[str]:
-        for s in STEPS:
-            if self.states[s] != DONE:
-                return s
-        return None
-
-    def hint(self) -> str:
-        step = self.next_step()
-        if step is None:
-            return "All done. Export the flat or the mask, or calibrate more videos (File ▸ Batch)."
-        state = self.states[step]
-        if state == RUNNING:
-            return f"Working on the {step} step…"
-        prefix = "Out of date — redo: " if state == STALE else "Next: "
-        return prefix + HINTS[step]
 
 
 class WorkflowPanel(QtWidgets.QWidget):
@@ -138,7 +87,7 @@ class WorkflowPanel(QtWidgets.QWidget):
         self.max_frames = QtWidgets.QSpinBox()
         self.max_frames.setRange(0, 100000)
         self.max_frames.setSpecialValueText("all")
-        self.max_frames.setValue(128)  # as the CLI: 128 evenly spaced frames, 0 = all
+        self.max_frames.setValue(pipeline.DEFAULT_MAX_FRAMES)  # as the CLI: 128 evenly spaced frames, 0 = all
         form.addRow("Method", self.reference_method)
         form.addRow("Frames", self.max_frames)
         lay.addLayout(form)
@@ -186,7 +135,7 @@ class WorkflowPanel(QtWidgets.QWidget):
             "AI clean image: ratio to Gemini's dust-free image, only inside the mask.")
         self.grow = QtWidgets.QSpinBox()
         self.grow.setRange(0, 50)
-        self.grow.setValue(2)
+        self.grow.setValue(pipeline.FlatParams.grow)
         self.grow.setSuffix(" px")
         self.feather = QtWidgets.QSpinBox()
         self.feather.setRange(0, 50)
