@@ -150,7 +150,7 @@ def calibrate_array(raw: np.ndarray, flat: np.ndarray, pedestal: float = 0.0,
             f = np.repeat(f[..., None], frame_shape[2], axis=2)
         else:
             raise InputError(f"flat of shape {f.shape} does not fit data of shape {raw.shape}")
-    fc = FrameCalibrator(f, raw.dtype, limits, pedestal)
+    fc = FrameCalibrator(f, raw.dtype, None if isinstance(limits, str) else limits, pedestal)
     out = np.array(raw if stack else raw[None], copy=True)
     fc.apply(out)
     return out if stack else out[0]

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -114,7 +114,7 @@ def flat_for_target(flat: np.ndarray, target: str, out: str | os.PathLike,
                          f"(1.0 = untouched, dust < 1)", source)
     ext = p.suffix.lower()
     flip = stored_bottom_up(target, lights)
-    header = {"ROWORDER": "BOTTOM-UP" if flip else "TOP-DOWN", "CREATOR": "aiflat", "AIFLTGT": target}
+    header: dict[str, Any] = {"ROWORDER": "BOTTOM-UP" if flip else "TOP-DOWN", "CREATOR": "aiflat", "AIFLTGT": target}
     if target in ("pixinsight", "pixelmath", "siril"):
         if ext not in _FITS:
             raise InputError(f"the {target} flat is a FITS file: use a .fits name", p)

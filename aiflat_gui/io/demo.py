@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def write_demo(out_dir: str | os.PathLike, frames: int = 40, width: int = 640, h
     _write_cube(paths["clean"], clean16, {"BUNIT": "ADU", "PEDESTAL": demo.offset,
                                           "COMMENT": "dust-free noise-free signal incl. pedestal, rounded"})
     truth = dict(params=demo.params, offset=demo.offset, specks=demo.specks, distractors=demo.distractors,
-                 shifts=demo.shifts.round(4).tolist(), files={k: v.name for k, v in paths.items()})
+                 shifts=np.asarray(demo.shifts).round(4).tolist(), files={k: v.name for k, v in paths.items()})
     atomic_write_bytes(paths["truth"], json.dumps(truth, indent=1).encode())
     return paths
 
@@ -72,7 +73,7 @@ def _write_cube(path: Path, cube: np.ndarray, header: dict) -> None:
 
 
 #: Settings of the demo that ``ensure_demo`` caches (and ``aiflat-gui --demo`` opens).
-DEFAULT_DEMO = dict(frames=40, width=640, height=480, seed=1, offset=0, difficulty="normal")
+DEFAULT_DEMO: dict[str, Any] = dict(frames=40, width=640, height=480, seed=1, offset=0, difficulty="normal")
 
 
 def ensure_demo(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -69,8 +69,9 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, ...]) -> tuple[np.ndarr
     """
     from .single import read_image
 
-    data = read_image(path, expect=tuple(shape[:2]))
-    return mask_from_array(data, tuple(shape[:2]), name=str(path))
+    hw = (int(shape[0]), int(shape[1]))
+    data = read_image(path, expect=hw)
+    return mask_from_array(data, hw, name=str(path))
 
 
 def save_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
