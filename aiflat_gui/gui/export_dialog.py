@@ -305,7 +305,7 @@ class ExportDialog(QtWidgets.QDialog):
             self.batch_list.resizeColumnToContents(c)
 
     def _batch_item(self, path: str) -> QtWidgets.QTreeWidgetItem:
-        from ..io import open_sequence
+        from ..pipeline import open_input as open_sequence
 
         frames = size = note = ""
         try:
