@@ -174,7 +174,7 @@ def test_pss_own_calibration_code_path_on_the_demo_ser(tmp_path):
     whole frame by average_flat / 65535 and truncates, so after that one factor pixels move <= 1 ADU."""
     import cv2
 
-    from aiflat_gui.core.demo import write_demo
+    from aiflat_gui.io.demo import write_demo
     from aiflat_gui.io import open_sequence
 
     paths = write_demo(tmp_path / "d", frames=8, width=160, height=120, seed=1)

@@ -79,7 +79,7 @@ def test_lossy_input_says_how_large_the_raw_output_will_be(tmp_path, monkeypatch
 def test_a_full_size_empty_mask_png_is_not_a_damaged_header(tmp_path):
     """An all-black 1280x960 grey PNG compresses ~430:1 (2.8 kB): within zlib's limit for the samples
     it stores; the size check once counted 4 channels per pixel and refused it."""
-    from aiflat_gui.core.mask import load_mask
+    from aiflat_gui.io.masks import load_mask
 
     p = save_mask(tmp_path / "empty.png", np.zeros((960, 1280), bool))
     assert p.stat().st_size < 5000

@@ -286,7 +286,7 @@ def test_visualize_dust_view_shows_the_dust_that_linear_hides(window, qtbot, dem
     assert lo < 1 < hi
     # the demo's true dust is darker than the black point far more often than clean surface
     truth = demo.parent.parent / "demo_truth_mask.png"
-    from aiflat_gui.core.mask import load_mask
+    from aiflat_gui.io.masks import load_mask
 
     dust, _ = load_mask(truth, img.shape)
     lit = window.reference > 0.3 * np.percentile(window.reference, 99)
@@ -391,7 +391,7 @@ def test_help_menu_has_a_guide_and_the_keyboard_shortcuts(window):
 
 
 def test_export_dialog_explains_each_flat_keeps_the_tab_and_lists_the_batch(window, qtbot, demo, tmp_path):
-    from aiflat_gui.core.demo import write_demo
+    from aiflat_gui.io.demo import write_demo
     from aiflat_gui.gui.export_dialog import EXPORT_TARGETS, ExportDialog
 
     worked(window, qtbot, demo)

@@ -164,7 +164,7 @@ def test_batch_outputs_colliding_inside_the_batch(demo, tmp_path):
 def test_gui_batch_checks_before_writing_its_flat(demo, tmp_path):
     """The GUI's batch writes OUT/flat.fits first: a video named flat.fits in OUT is an input."""
     from aiflat_gui.errors import InputError
-    from aiflat_gui.gui.main_window import job_batch
+    from aiflat_gui.gui.steps import job_batch
 
     (tmp_path / "flat.fits").write_bytes((demo / "flat.fits").read_bytes())
     before = sha(tmp_path / "flat.fits")
