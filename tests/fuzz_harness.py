@@ -149,8 +149,8 @@ def make_case(rnd: random.Random, kind: str) -> tuple[bytes, str]:
 # -- the child: reads one case per stdin line, answers one JSON line ---------------------------------------------
 
 def _run_case(kind: str, path: str) -> None:
-    from aiflat_gui.core.calibrate import load_flat
-    from aiflat_gui.core.mask import load_mask
+    from aiflat_gui.pipeline import load_flat
+    from aiflat_gui.io.masks import load_mask
     from aiflat_gui.io import open_sequence
     from aiflat_gui.io.base import ArraySequence
 
