@@ -53,6 +53,9 @@ def main() -> int:
         if s != state.get("said"):
             print(f"xvfb_session: {time.monotonic() - state['t0']:6.1f} s  {s}", file=sys.stderr)
             state["said"] = s
+            if os.environ.get("AIFLAT_SHOTS"):  # a screenshot of the whole screen at each step
+                subprocess.run(["import", "-window", "root", f"{os.environ['AIFLAT_SHOTS']}/{s.replace(' ', '_')}.png"],
+                               timeout=30, check=False)
         if time.monotonic() - state["t0"] > 240:
             print(f"xvfb_session: stuck at step {s}", file=sys.stderr)
             app.exit(3)
