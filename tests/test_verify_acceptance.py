@@ -157,7 +157,7 @@ def test_real_lunar_video_flat_is_one_except_on_verified_dust():
 @needs_real
 def test_real_single_image_every_speck_unverified_nothing_refused(capsys, tmp_path):
     from aiflat_gui.cli import main
-    from aiflat_gui.core.mask import load_mask
+    from aiflat_gui.io.masks import load_mask
     from aiflat_gui.io import open_sequence
 
     img = REAL / "solar-halpha-median.jpg"
