@@ -76,7 +76,7 @@ def _partials(folders) -> list[Path]:
 def setup(work: Path, frames: int, height: int, width: int) -> dict:
     import numpy as np
 
-    from aiflat_gui.core.demo import write_demo
+    from aiflat_gui.io.demo import write_demo
 
     inp = work / "in"
     inp.mkdir()
