@@ -228,6 +228,19 @@ def row_order_of(header, option: Optional[str] = None) -> tuple[bool, str]:
     return False, "top-down: no ROWORDER card, rows in stored order"
 
 
+
+def _checked_row_order(header, option: Optional[str], path) -> tuple[bool, str]:
+    """:func:`row_order_of` for the file at ``path`` (its errors name that file), after refusing a
+    header whose BZERO or BSCALE is not a finite number."""
+    try:
+        bottom_up, why = row_order_of(header, option)
+    except InputError as err:
+        raise InputError(err.problem, path) from None
+    for key in ("BZERO", "BSCALE"):
+        if not np.isfinite(_float(header, key, 0.0)):
+            raise FormatError(f"{key} is {header.get(key)!r}: not a number; the header is damaged", path)
+    return bottom_up, why
+
 def _bayer_from(header, path) -> tuple[str, list[str]]:
     pat = _text(header, "BAYERPAT").upper().replace(" ", "")
     if not pat:
@@ -392,13 +405,7 @@ class FitsSequence(Sequence):
             n_cube, layout = axes[3], "cube"
         elif naxis > 4:
             raise FormatError(f"{naxis}-D FITS data is not supported", self.path)
-        try:
-            bottom_up, why = row_order_of(hdr0, row_order)
-        except InputError as err:
-            raise InputError(err.problem, self.path) from None
-        for key in ("BZERO", "BSCALE"):
-            if not np.isfinite(_float(hdr0, key, 0.0)):
-                raise FormatError(f"{key} is {hdr0.get(key)!r}: not a number; the header is damaged", self.path)
+        bottom_up, why = _checked_row_order(hdr0, row_order, self.path)
         try:
             self._dec = _Decoder(_int(hdr0, "BITPIX"), _float(hdr0, "BZERO", 0.0), _float(hdr0, "BSCALE", 1.0),
                                  colour, bottom_up)
@@ -605,13 +612,7 @@ class FitsFolderSequence(Sequence):
             self._locs.append(loc)
             dates.append(date_to_ticks(header.get("DATE-OBS")))
         w, h, colour = ref[0], ref[1], ref[2]
-        try:
-            bottom_up, why = row_order_of(hdr0, row_order)
-        except InputError as err:
-            raise InputError(err.problem, self.path) from None
-        for key in ("BZERO", "BSCALE"):
-            if not np.isfinite(_float(hdr0, key, 0.0)):
-                raise FormatError(f"{key} is {hdr0.get(key)!r}: not a number; the header is damaged", self.path)
+        bottom_up, why = _checked_row_order(hdr0, row_order, self.path)
         try:
             self._dec = _Decoder(ref[3], ref[4], ref[5], ref[2], bottom_up)
         except ValueError:
