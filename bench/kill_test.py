@@ -158,17 +158,21 @@ def main(argv=None) -> dict:
         delay = rnd.uniform(0.05, max(0.1, 0.95 * duration[kind]))
         t0 = time.monotonic()
         kids: list = []
+        seen_temp = False
         while (at_temp or time.monotonic() - t0 < delay) and p.poll() is None:
             kids = list({*kids, *_descendants(p.pid)})
             if at_temp and _partials(folders):
-                time.sleep(rnd.uniform(0.0, 0.3))
+                # kill at once: on a fast disk a small output lives under its temporary name for only
+                # a few milliseconds (a random wait of up to 0.3 s here missed it every time in CI)
+                seen_temp = True
                 break
-            time.sleep(0.02)
+            time.sleep(0.005 if at_temp else 0.02)
         if p.poll() is not None:
             fig["finished_first"] += 1
             continue  # finished first: not a kill
-        kids = list({*kids, *_descendants(p.pid)})
-        had_temp = bool(_partials(folders))
+        if not seen_temp:
+            kids = list({*kids, *_descendants(p.pid)})
+        had_temp = seen_temp or bool(_partials(folders))
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         fig["kills"] += 1
