@@ -15,7 +15,7 @@ file of a batch) and *all* the outputs it is about to write. An output is refuse
 
 It also holds :func:`temp_prefix`/:func:`sweep_stale_temps`: hidden temporary outputs carry the
 writer's machine (a hash of its host name), PID and process start time in their name
-(``.NAME.aiflat-HOST-PID-START.XXXX.partial``) so the next run writing to that folder can remove those
+(``.NAME.aiflat-HOST-PID-START.RANDOM.partial``) so the next run writing to that folder can remove those
 of writers that are gone (``kill -9``, power cut), and only those: never another machine's (a cluster
 batch writes to a shared filesystem from many machines, whose PIDs mean nothing here).
 """
