@@ -72,16 +72,22 @@ def _say(args, text: str) -> None:
         print(text)
 
 
-def _open(args, path):
-    from .pipeline import open_input
-
+def _open_options(args, path) -> dict:
+    """Reader options from the command line for ``path``: ``--row-order`` for FITS (a warning, and
+    nothing, for other inputs)."""
     opts = {}
     if getattr(args, "row_order", None):
         if Path(path).is_dir() or Path(path).suffix.lower() in (".fits", ".fit", ".fts"):
             opts["row_order"] = args.row_order
         else:
             print(f"aiflat: warning: {path}: --row-order applies to FITS only; ignored", file=sys.stderr)
-    seq = open_input(path, getattr(args, "byte_order", None), **opts)
+    return opts
+
+
+def _open(args, path):
+    from .pipeline import open_input
+
+    seq = open_input(path, getattr(args, "byte_order", None), **_open_options(args, path))
     for w in seq.warnings:
         print(f"aiflat: warning: {seq.path}: {w}", file=sys.stderr)
     return seq
@@ -333,7 +339,7 @@ def cmd_run(args) -> int:
     result = run_pipeline(args.path, args.output, mask=mask, flat=_flat_params(args),
                           reference=_reference_params(args), mask_path=args.mask, clean_path=args.clean,
                           fmt=args.format, byte_order=args.byte_order, progress=_progress(args, "run"),
-                          verify=_verify_options(args))
+                          verify=_verify_options(args), open_options=_open_options(args, args.path))
     _tell_verify(args, result["verify"])
     for name, p in result.items():
         if isinstance(p, (str, Path)):
@@ -538,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(p)
     _add_provider(p)
     _add_byte_order(p)
+    _add_row_order(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("batch", help="calibrate every video of a session with one flat")

@@ -500,7 +500,8 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Opti
                  flat: Optional[FlatParams] = None, reference: Optional[ReferenceParams] = None,
                  mask_path: Optional[str | os.PathLike] = None, clean_path: Optional[str | os.PathLike] = None,
                  fmt: Optional[str] = None, byte_order: Optional[str] = None,
-                 progress: Optional[ProgressFn] = None, verify: Optional[VerifyOptions] = None) -> dict[str, Any]:
+                 progress: Optional[ProgressFn] = None, verify: Optional[VerifyOptions] = None,
+                 open_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Reference -> mask (``mask_path``, else the provider of ``mask``) -> verify -> flat -> calibrated
     copy -> report, written into ``out_dir`` as ``reference.fits``, ``mask.png``, ``flat.fits``,
     ``calibrated.<ext>`` and ``report.png``, each atomically (a cancel leaves no partial file).
@@ -511,7 +512,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Opti
     ``seconds``, ``provider_report``, ``method``, ``format``, ``warnings``, ``verify``: the
     :class:`VerifyOutcome`). ``verify``: the verify step's options (default: check every speck,
     refuse what the video does not show to be dust; ``mask.png`` is the mask as found, the flat
-    leaves the refused specks out).
+    leaves the refused specks out). ``open_options`` go to the reader (e.g. ``row_order`` for FITS).
     """
     from .core.mask import components, grow as grow_mask
     from .core.report import render_report
@@ -527,7 +528,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Opti
     prepare_output_folder(out)
 
     result: dict[str, Any] = {}
-    with open_input(path, byte_order) as seq:
+    with open_input(path, byte_order, **(open_options or {})) as seq:
         fmt, cal_name = _calibrated_name(seq, fmt, "calibrated")
         from .io.outputs import guard_outputs
 

@@ -545,3 +545,19 @@ def test_multi_hdu_int16_file_keeps_every_hdu_card_and_its_sample_type(tmp_path)
             assert np.array_equal(out[off], d[off])
             dust = np.minimum(np.round(d[~off] / 0.6), 32767)
             assert np.abs(out[~off].astype(int) - dust).max() <= 1
+
+
+def test_run_takes_the_row_order_override(tmp_path, rng):
+    """`aiflat run --row-order` reads a FITS input like every other command does (it had no such
+    option): the reference of a bottom-up reading is the top-down one upside down."""
+    from aiflat_gui.cli import main
+
+    cube = rng.integers(1000, 3000, (6, 64, 80)).astype(np.uint16)
+    fits.PrimaryHDU(cube).writeto(tmp_path / "v.fits")
+    refs = {}
+    for order in ("top-down", "bottom-up"):
+        out = tmp_path / order
+        assert main(["run", str(tmp_path / "v.fits"), "-o", str(out), "--row-order", order, "--quiet"]) == 0
+        refs[order] = fits.getdata(out / "reference.fits").astype(np.float64)
+    assert np.array_equal(refs["bottom-up"], refs["top-down"][::-1])
+    assert not np.array_equal(refs["bottom-up"], refs["top-down"])
