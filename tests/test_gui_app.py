@@ -302,3 +302,45 @@ def test_flush_to_disk_setting_makes_calibration_outputs_durable(qtbot, settings
     dlg.fsync.setChecked(False)
     dlg.accept()
     assert not durable_default()
+
+
+GC_PROBE = r"""
+import gc, sys, threading, weakref
+from PySide6 import QtCore, QtWidgets
+from aiflat_gui.gui.app import make_app
+
+app = make_app()
+main, where = threading.get_ident(), []
+
+class Node:  # a reference cycle, as a closed dialog's slots or a finished worker's closures make
+    pass
+
+def worker():
+    for _ in range(2000):  # a job that makes and drops cyclic garbage, then allocates
+        a, b = Node(), Node()
+        a.b, b.a = b, a
+        weakref.finalize(a, lambda: where.append(threading.get_ident()))
+        del a, b
+    junk = [[] for _ in range(200000)]  # enough allocations to trigger an automatic collection
+    del junk
+
+t = threading.Thread(target=worker)
+t.start()
+t.join()
+print("enabled", gc.isenabled(), "before", len(where))
+QtCore.QTimer.singleShot(2500, app.quit)
+app.exec()
+print("after", len(where), "gui", all(w == main for w in where))
+"""
+
+
+def test_cyclic_garbage_is_freed_in_the_gui_thread_only():
+    """aiflat-gui's start-up (make_app) leaves cyclic garbage collection to a timer of the GUI
+    thread: a cycle dropped by a worker is not freed in the worker (where freeing a cycle that
+    holds Qt objects crashes Qt) but on the GUI thread within a few seconds."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    p = subprocess.run([sys.executable, "-c", GC_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert lines[:4] == ["enabled", "False", "before", "0"], p.stdout  # nothing freed in the worker
+    assert lines[4] == "after" and int(lines[5]) == 2000 and lines[7] == "True", p.stdout

@@ -67,10 +67,10 @@ def test_scripted_session_runs_every_step_and_quits_cleanly(xserver, tmp_path):
         work.mkdir()
         video = work / "demo.ser"  # a fresh copy each time: no session from the run before
         shutil.copyfile(demo, video)
-        p = subprocess.run([sys.executable, str(script), str(work), str(video)], env=env, capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-X", "faulthandler", str(script), str(work), str(video)], env=env, capture_output=True, text=True,
                            timeout=600)
         results.append((p.returncode, p.stderr))
-        assert p.returncode == 0, f"run {k + 1}/{runs}: exit {p.returncode}\n{p.stderr[-3000:]}"
-        assert "QObject" not in p.stderr and "Traceback" not in p.stderr, f"run {k + 1}/{runs}:\n{p.stderr[-3000:]}"
+        assert p.returncode == 0, f"run {k + 1}/{runs}: exit {p.returncode}\n{p.stderr[-8000:]}"
+        assert "QObject" not in p.stderr and "Traceback" not in p.stderr, f"run {k + 1}/{runs}:\n{p.stderr[-8000:]}"
         assert (work / "calibrated.ser").is_file()
     assert len(results) == runs

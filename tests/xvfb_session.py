@@ -23,9 +23,11 @@ from PySide6.QtTest import QTest
 
 def main() -> int:
     work = Path(sys.argv[1])
-    app = QtWidgets.QApplication(sys.argv[:1])
+    from aiflat_gui.gui.app import make_app  # as aiflat-gui starts (message filter, GUI-thread gc)
     from aiflat_gui.gui.export_dialog import ExportDialog
     from aiflat_gui.gui.main_window import MainWindow
+
+    app = make_app(sys.argv[:1])
 
     settings = QtCore.QSettings(str(work / "settings.ini"), QtCore.QSettings.IniFormat)
     w = MainWindow(settings=settings, remember_layout=False)

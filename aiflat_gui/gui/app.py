@@ -54,6 +54,7 @@ def make_app(argv: Optional[list[str]] = None) -> QtWidgets.QApplication:
     QtCore.QCoreApplication.setApplicationVersion(__version__)
     # ties the windows to packaging/linux/io.github.aiflat.AIFlat.desktop (icon on Wayland)
     QtGui.QGuiApplication.setDesktopFileName("io.github.aiflat.AIFlat")
+    gui_thread_gc(app)
     try:
         from ..resources import resource_path
 
@@ -65,6 +66,19 @@ def make_app(argv: Optional[list[str]] = None) -> QtWidgets.QApplication:
     except Exception:  # noqa: BLE001 - an icon is cosmetic
         pass
     return app
+
+
+def gui_thread_gc(app: QtWidgets.QApplication) -> None:
+    """Run Python's cyclic garbage collector only in the GUI thread, on a timer (pyqtgraph's
+    GarbageCollector), once per process. Left automatic, a collection can start in whichever
+    thread happens to allocate -- a worker in the middle of a calibration -- and free a cycle
+    holding Qt objects (a closed dialog, a finished worker) there, which crashes Qt (an Xvfb
+    session died with SIGSEGV right after Export > Calibrate started its worker)."""
+    if getattr(app, "_aiflat_gc", None) is not None:
+        return
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    app._aiflat_gc = GarbageCollector(interval=1.0)  # noqa: SLF001 - lives as long as the app
 
 
 def _parse_size(text: str) -> tuple[int, int]:
