@@ -20,6 +20,7 @@ import numpy as np
 
 from . import pipeline
 from .core.maskedit import MaskModel
+from .core.verify import VERDICTS
 from .core.stretch import StretchState
 from .errors import InputError
 from .session import SessionData, SessionStore
@@ -165,6 +166,8 @@ class Document:
         self.state.set("sequence", DONE)
         self.display = Display()
         self.output_choices: dict = {}
+        #: the user's verdicts that differ from the verifier's, by speck anchor (x, y) (saved in the session)
+        self.overrides: dict[tuple[int, int], str] = {}
         self.calibrated_text = ""
         self.store: Optional[SessionStore] = None
         self._listeners: list[Listener] = []
@@ -457,12 +460,14 @@ class Document:
     def to_session(self, gemini: Optional[dict] = None) -> SessionData:
         p = self.params.as_dict()
         d = self.display
+        overrides = [[int(x), int(y), v] for (x, y), v in sorted(self.overrides.items())]
         return SessionData(provider=p["provider"], sensitivity=p["sensitivity"],
                            reference_method=p["reference_method"], max_frames=p["max_frames"],
                            flat_method=p["flat_method"], grow=p["grow"], feather=p["feather"], pedestal=p["pedestal"],
                            stretch=dataclasses.asdict(d.stretch) if d.stretch is not None else {}, view=d.view,
                            frame_index=d.frame_index, overlay_visible=d.overlay_visible,
-                           overlay_opacity=d.overlay_opacity, output=dict(self.output_choices), gemini=gemini or {})
+                           overlay_opacity=d.overlay_opacity, output=dict(self.output_choices), gemini=gemini or {},
+                           overrides=overrides)
 
     def has_mask(self) -> bool:
         return self.state.states["mask"] in (DONE, STALE) or bool(self.mask.mask.any())
@@ -496,6 +501,8 @@ class Document:
         self.display = Display(view=view, frame_index=frame, overlay_visible=bool(data.overlay_visible),
                                overlay_opacity=float(data.overlay_opacity), stretch=stretch)
         self.output_choices = dict(data.output or {})
+        self.overrides.clear()  # in place: the Specks table shows this very dict
+        self.overrides.update({(x, y): v for x, y, v in data.overrides if v in VERDICTS})
         self._sens_at = {0: self.params.mask.sensitivity}  # the restored mask was made at this value
         self._quiet = True
         try:

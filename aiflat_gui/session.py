@@ -58,6 +58,9 @@ class SessionData:
     input_size: Optional[int] = None
     input_mtime: Optional[float] = None
     has_mask: bool = False
+    #: the user's verdicts that differ from the verifier's: [[x, y, verdict], ...] with (x, y) the
+    #: speck's anchor pixel (see ``core.verify.SpeckCheck.anchor``)
+    overrides: list[list[Any]] = field(default_factory=list)
     version: int = SESSION_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +81,7 @@ class SessionData:
             data.overlay_opacity = float(data.overlay_opacity)
             data.input_size = None if data.input_size is None else int(data.input_size)
             data.input_mtime = None if data.input_mtime is None else float(data.input_mtime)
+            data.overrides = [[int(x), int(y), str(v)] for x, y, v in (data.overrides or [])]
         except (TypeError, ValueError, OverflowError):
             raise InputError("session file holds a malformed value") from None
         return data

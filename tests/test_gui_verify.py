@@ -3,6 +3,9 @@ the flat leaves out, the user's override changing the flat, Delete / N / P in th
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PySide6 import QtCore
@@ -79,8 +82,23 @@ def test_verdicts_overlay_and_override_change_the_flat(window, qtbot):
     assert not w.viewer.refused_item.isVisible()
     wait_job(qtbot, w.run_flat())
     assert np.any(w.flat[feature] != 1.0)
+    # the override is part of the session: reopened, the video keeps it; the flat's job verifies
+    # the specks again and still corrects the feature
+    path = w.doc.path
+    assert w.save_session()
+    saved = json.loads(Path(str(path) + ".aiflat.json").read_text())
+    assert [v for *_xy, v in saved["overrides"]] == ["dust"]
+    assert w.open_path(path)
+    t = w.speck_table
+    assert t.verification is None and list(t.overrides.values()) == ["dust"]
+    wait_job(qtbot, w.run_reference())
+    wait_job(qtbot, w.run_flat())
+    qtbot.waitUntil(lambda: t.rowCount() == 2 and t.verification is not None, timeout=5000)
+    assert _row_near(t, 150, 50)[0] == "dust (you)"
+    assert np.any(w.flat[feature] != 1.0)
     # ... and back to the measured verdict
     t.set_override(_row_near(t, 150, 50)[2], None)
+    assert w.doc.overrides == {}
     wait_job(qtbot, w.run_flat())
     assert np.all(w.flat[feature] == 1.0)
 

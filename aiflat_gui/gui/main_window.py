@@ -298,6 +298,7 @@ class MainWindow(StepsMixin, ViewMixin, ActionsMixin, QtWidgets.QMainWindow):
         self.workflow.mask_info.setText("")
         self.workflow.calibrate_info.setText("")
         self.viewer.set_mask_model(doc.mask)
+        self.speck_table.bind_overrides(doc.overrides)
         dsp = doc.display
         with QtCore.QSignalBlocker(self.frame_slider):
             self.frame_slider.setRange(0, max(0, doc.seq.n_frames - 1))
@@ -328,6 +329,7 @@ class MainWindow(StepsMixin, ViewMixin, ActionsMixin, QtWidgets.QMainWindow):
             self.doc.close()
         self.doc = None
         self.speck_table.set_verification(None)
+        self.speck_table.bind_overrides({})
         self.speck_table.set_specks([])
 
     # ================================================================== the document's news

@@ -155,11 +155,14 @@ class SpeckTable(QtWidgets.QTableWidget):
         that are still there are kept."""
         self.verification = verification
         self.keep_unverified = bool(keep_unverified)
-        if verification is None:
-            self.overrides = {}
-        else:
+        if verification is not None:  # (none yet, e.g. a restored session: the overrides wait for one)
             anchors = {tuple(c.anchor) for c in verification.checks}
-            self.overrides = {a: v for a, v in self.overrides.items() if a in anchors}
+            for a in [a for a in self.overrides if a not in anchors]:
+                del self.overrides[a]  # in place: the dict is the Document's
+
+    def bind_overrides(self, overrides: dict) -> None:
+        """Show and edit ``overrides`` (the open Document's dict, its one owner)."""
+        self.overrides = overrides
 
     def verdict_of(self, check) -> Optional[str]:
         if check is None:

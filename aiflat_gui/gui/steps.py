@@ -329,6 +329,7 @@ class StepsMixin:
         if self.doc is not None:
             self.doc.state.changed("mask")  # the flat's mask changed: the flat is stale
             self._on_doc("state")
+            self._schedule_autosave()  # the overrides are part of the session
         self.refresh_specks()
 
     def _remove_speck(self, x: int, y: int) -> None:
