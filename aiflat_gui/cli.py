@@ -560,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on a Dask cluster: a scheduler address (tcp://HOST:8786), its scheduler file (.json), "
                         "or local:N for N worker processes here (needs pip install 'aiflat-gui[cluster]')")
     p.add_argument("--resume", action="store_true",
-                   help="keep outputs that are already complete (checked against the input's frames and size)")
+                   help="keep outputs that are already complete and were made with this flat from this input "
+                        "(checked against the input's frames and size and the output's receipt)")
     p.add_argument("--report", metavar="STEM",
                    help="write the run report to STEM.json and STEM.csv (default with --cluster: "
                         "OUTPUT/batch_report)")

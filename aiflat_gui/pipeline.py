@@ -34,6 +34,7 @@ from .io import WRITER_FORMATS as OUTPUT_FORMATS
 from .io import default_extension, open_sequence, output_format, writable_formats
 from .io.flats import recorded_pedestal, write_flat
 from .io.masks import load_mask, save_mask
+from .io.outputs import file_signature, receipt_matches, write_receipt
 from .io.single import read_image, write_image
 from .progress import ProgressFn, report, sub_progress
 from .text import plural
@@ -757,6 +758,21 @@ def output_complete(path: Path, seq) -> bool:
     return True
 
 
+def _calibration_key(flat: np.ndarray, src: Path, fmt: Optional[str], pedestal: float) -> str:
+    """What makes a calibrated output what it is: the flat's pixels, the input (its size and mtime),
+    the output format, the pedestal and this program's version. --resume keeps an output only when
+    its receipt holds this key (:func:`~aiflat_gui.io.outputs.receipt_matches`)."""
+    import hashlib
+
+    from . import __version__
+
+    h = hashlib.sha256()
+    a = np.ascontiguousarray(flat)
+    h.update(f"{a.dtype.str}{a.shape}|{file_signature(src)}|{fmt}|{float(pedestal)!r}|{__version__}".encode())
+    h.update(a.data)
+    return h.hexdigest()
+
+
 def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str, fmt: Optional[str],
                    pedestal: float, progress: Optional[ProgressFn], resume: bool = False,
                    flat_name: Optional[str | os.PathLike] = None) -> BatchItem:
@@ -780,12 +796,16 @@ def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str,
                              f"{flat_raw.shape[1]}x{flat_raw.shape[0]}")
                 return item
             f, name = _calibrated_name(seq, fmt, stem)
+            key = _calibration_key(flat_raw, src, f, pedestal)
             if resume and output_complete(out_dir / name, seq):
-                item.output, item.frames, item.status = out_dir / name, seq.n_frames, "kept"
-                item.note = "output already complete (--resume)"
-                return item
+                if receipt_matches(out_dir / name, key):
+                    item.output, item.frames, item.status = out_dir / name, seq.n_frames, "kept"
+                    item.note = "output already complete (--resume)"
+                    return item
+                item.note = "an output was there, made with another flat, input or settings: calibrated again"
             flat_fit = fit_flat(flat_raw, seq, flat_name)
             stats = calibrate_sequence(seq, flat_fit, out_dir / name, fmt=f, pedestal=pedestal, progress=progress)
+            write_receipt(stats.output, key)
         item.output, item.frames, item.clipped, item.status = stats.output, stats.frames, stats.clipped, "ok"
     except Cancelled:
         item.status, item.note = "cancelled", "cancelled; no output written"

@@ -11,11 +11,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
 from aiflat_gui.cli import main
 from aiflat_gui.io.demo import write_demo
+from aiflat_gui.io.outputs import RECEIPTS
 from aiflat_gui.pipeline import batch_calibrate, expand_inputs
 
 distributed = pytest.importorskip("distributed")
@@ -124,7 +126,7 @@ def test_worker_killed_mid_file_is_rescheduled_into_one_complete_output(session,
     assert by_name["v11.ser"].retries == 1 and by_name["v11.ser"].worker != addr
     assert all(it.retries == 0 for n, it in by_name.items() if n != "v11.ser")
     same_outputs(out, session["local"], [f"{p.stem}_calibrated.ser" for p in inputs])
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}_calibrated.ser" for p in inputs)
+    assert sorted(p.name for p in out.iterdir() if p.name != RECEIPTS) == sorted(f"{p.stem}_calibrated.ser" for p in inputs)
     js, cs = summary.write_report(tmp_path / "report")
     row = {Path(r["file"]).name: r for r in json.loads(js.read_text())["items"]}["v11.ser"]
     assert row["retries"] == 1 and row["status"] == "ok"
@@ -179,7 +181,9 @@ def test_resume_after_a_killed_run_finishes_only_what_was_missing(session, clust
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not (len(list(out.glob("*.ser"))) == 2 and len(partials(out)) == 2):
+        # two outputs renamed into place with their receipts, and two complete temporary outputs held
+        while time.monotonic() < deadline and not (len(list(out.glob("*.ser"))) == 2 and len(partials(out)) == 2
+                                                   and len(list(out.glob(".aiflat-receipts/*.json"))) == 2):
             assert proc.poll() is None
             time.sleep(0.1)
         assert len(partials(out)) == 2
@@ -222,6 +226,34 @@ def test_resume_does_not_trust_a_damaged_output(session, tmp_path):
     assert [it.status for it in summary.items] == ["ok", "kept"]
     assert fine.stat().st_mtime_ns == before
     same_outputs(out, session["local"], ["v00_calibrated.ser", "v01_calibrated.ser"])
+
+
+def test_resume_does_not_trust_an_output_made_with_another_flat(session, tmp_path):
+    """--resume keeps an output only when its receipt says this flat (and input, format, pedestal)
+    made it: a complete output of another flat -- or one edited since -- is calibrated again."""
+    from aiflat_gui.io.flats import write_flat
+    from aiflat_gui.io.single import read_image
+
+    out = tmp_path / "out"
+    ins = [session["in"] / "v00.ser", session["in"] / "v01.ser"]
+    other = read_image(session["flat"]).astype(np.float32)
+    other[other < 1.0] = 1.0  # another flat: no correction at all
+    other_flat = write_flat(tmp_path / "other.fits", other)
+    first = batch_calibrate(ins, other_flat, out, jobs=1)
+    assert [it.status for it in first.items] == ["ok", "ok"]
+    # the same flat again: kept
+    again = batch_calibrate(ins, other_flat, out, jobs=1, resume=True)
+    assert [it.status for it in again.items] == ["kept", "kept"]
+    # the session's flat: both complete outputs were made with another flat -> calibrated again
+    summary = batch_calibrate(ins, session["flat"], out, jobs=1, resume=True)
+    assert [it.status for it in summary.items] == ["ok", "ok"], [it.note for it in summary.items]
+    assert "another flat" in summary.items[0].note
+    same_outputs(out, session["local"], ["v00_calibrated.ser", "v01_calibrated.ser"])
+    # an output changed after it was written (same size, new mtime) is not trusted either
+    victim = out / "v00_calibrated.ser"
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    summary = batch_calibrate(ins, session["flat"], out, jobs=1, resume=True)
+    assert [it.status for it in summary.items] == ["ok", "kept"]
 
 
 def test_dask_cli_scheduler_and_workers_on_localhost(session, tmp_path):

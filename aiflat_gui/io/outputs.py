@@ -226,3 +226,56 @@ def sweep_stale_temps_once(folder: str | os.PathLike) -> list[Path]:
     _SWEPT.add(key)
     return sweep_stale_temps(key)
 
+
+
+# -- batch receipts: what --resume may trust ---------------------------------------------------------
+#: folder (inside a batch's output folder) of one small JSON receipt per finished output
+RECEIPTS = ".aiflat-receipts"
+
+
+def file_signature(path: str | os.PathLike) -> Optional[list[int]]:
+    """[size, mtime in ns] of a file; of a folder (a TIFF-folder video): the sum of its files'
+    sizes and the newest mtime. None when it cannot be read."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            sts = [e.stat() for e in os.scandir(p) if e.is_file()]
+            return [sum(s.st_size for s in sts), max((s.st_mtime_ns for s in sts), default=0)]
+        st = p.stat()
+        return [int(st.st_size), int(st.st_mtime_ns)]
+    except OSError:
+        return None
+
+
+def _receipt_path(output: Path) -> Path:
+    return output.parent / RECEIPTS / (output.name + ".json")
+
+
+def write_receipt(output: str | os.PathLike, key: str) -> None:
+    """Record that ``output`` (just written) was made by the calibration ``key`` (a digest of the
+    flat, the input and the settings). Best effort: a receipt that cannot be written only makes a
+    later --resume calibrate that file again."""
+    import json
+
+    from .base import atomic_write_bytes
+
+    output = Path(output)
+    sig = file_signature(output)
+    if sig is None:
+        return
+    with contextlib.suppress(OSError, InputError):
+        _receipt_path(output).parent.mkdir(exist_ok=True)
+        atomic_write_bytes(_receipt_path(output), json.dumps({"key": key, "output": sig}).encode())
+
+
+def receipt_matches(output: str | os.PathLike, key: str) -> bool:
+    """True when ``output`` is, unchanged, what the calibration ``key`` wrote (its receipt names
+    ``key`` and the file still has the size and mtime it had then)."""
+    import json
+
+    output = Path(output)
+    try:
+        rec = json.loads(_receipt_path(output).read_text())
+        return rec.get("key") == key and rec.get("output") == file_signature(output)
+    except (OSError, ValueError, AttributeError):
+        return False
