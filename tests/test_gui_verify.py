@@ -147,3 +147,19 @@ def test_single_image_says_nothing_was_verified(qtbot, tmp_path, monkeypatch, bo
     assert "single image" in w.log_view.toPlainText()
     assert not w.viewer.refused_item.isVisible()
     assert w.flat[feature].mean() < 0.9  # nothing refused
+
+
+def test_speck_table_headers_are_never_clipped(qtbot):
+    """Each column is at least as wide as its header text ("Area px" was cut to "Area p" in the
+    right dock at 1600x1000)."""
+    from aiflat_gui.gui.speck_table import COLUMNS, SpeckTable
+
+    t = SpeckTable()
+    qtbot.addWidget(t)
+    t.resize(300, 400)
+    t.show()
+    t.set_specks([{"label": 1, "area": 12345, "x": 1234.0, "y": 987.0, "w": 9, "h": 9}])
+    hh = t.horizontalHeader()
+    fm = hh.fontMetrics()
+    for c, text in enumerate(COLUMNS):
+        assert hh.sectionSize(c) >= fm.horizontalAdvance(text), (text, hh.sectionSize(c))

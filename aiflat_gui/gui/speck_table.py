@@ -78,9 +78,9 @@ class SpeckTable(QtWidgets.QTableWidget):
         self.verticalHeader().setVisible(False)
         self.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
         self.setSelectionMode(QtWidgets.QAbstractItemView.SingleSelection)
-        self.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
-        self.horizontalHeader().setSectionResizeMode(VERDICT_COL, QtWidgets.QHeaderView.ResizeToContents)
-        self.horizontalHeader().setSectionResizeMode(DEPTH_COL, QtWidgets.QHeaderView.ResizeToContents)
+        # every column as wide as its header and values (no clipped "Area px"; a narrow dock scrolls)
+        self.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
         hv = self.horizontalHeaderItem(VERDICT_COL)
         if hv is not None:
             hv.setToolTip(VERDICT_TIP)
