@@ -75,12 +75,11 @@ def _say(args, text: str) -> None:
 def _open_options(args, path) -> dict:
     """Reader options from the command line for ``path``: ``--row-order`` for FITS (a warning, and
     nothing, for other inputs)."""
-    opts = {}
-    if getattr(args, "row_order", None):
-        if Path(path).is_dir() or Path(path).suffix.lower() in (".fits", ".fit", ".fts"):
-            opts["row_order"] = args.row_order
-        else:
-            print(f"aiflat: warning: {path}: --row-order applies to FITS only; ignored", file=sys.stderr)
+    from .io import fits_options
+
+    opts = fits_options(path, row_order=getattr(args, "row_order", None))
+    if getattr(args, "row_order", None) and not opts:
+        print(f"aiflat: warning: {path}: --row-order applies to FITS only; ignored", file=sys.stderr)
     return opts
 
 
@@ -373,10 +372,12 @@ def cmd_batch(args) -> int:
                 print(f"{chr(10) if sys.stderr.isatty() else ''}aiflat: error: {note}", file=sys.stderr)
 
         summary = cluster_batch(inputs, args.flat, args.output, args.cluster, fmt=args.format, pedestal=args.pedestal,
-                                resume=args.resume, progress=_progress(args, "batch"), on_item=said)
+                                resume=args.resume, progress=_progress(args, "batch"), on_item=said,
+                                row_order=args.row_order)
     else:
         summary = batch_calibrate(inputs, args.flat, args.output, fmt=args.format, jobs=args.jobs,
-                                  pedestal=args.pedestal, progress=_progress(args, "batch"), resume=args.resume)
+                                  pedestal=args.pedestal, progress=_progress(args, "batch"), resume=args.resume,
+                                  row_order=args.row_order)
     print(summary.text())
     if args.cluster or args.report:
         js, cs = summary.write_report(args.report or Path(args.output) / "batch_report")
@@ -565,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="STEM",
                    help="write the run report to STEM.json and STEM.csv (default with --cluster: "
                         "OUTPUT/batch_report)")
+    _add_row_order(p)
     p.set_defaults(func=cmd_batch)
     for subparser in sub.choices.values():  # `aiflat run -q ...` works as well as `aiflat -q run ...`
         subparser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,

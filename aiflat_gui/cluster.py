@@ -73,6 +73,7 @@ class _Job:
     topic: str  # the run's event topic (progress; attempt starts on topic + "-start")
     cancel: str  # name of the run's distributed.Event; set = stop at the next chunk
     hold: dict = field(default_factory=dict)  # tests only: {input name: a file}; see cluster_batch
+    row_order: Optional[str] = None  # FITS inputs' stored row order (--row-order)
 
 
 def _shared(job: _Job) -> _Job:
@@ -113,7 +114,7 @@ def _task(k: int, src: Path, stem: str, job: _Job) -> BatchItem:
 
     try:
         item = _calibrate_one(src, job.flat, job.out_dir, stem, job.fmt, job.pedestal, prog,
-                              resume=job.resume, flat_name=job.flat_name)
+                              resume=job.resume, flat_name=job.flat_name, row_order=job.row_order)
     except Cancelled:
         item = BatchItem(input=src, status="cancelled", note="cancelled; no output written")
     item.worker = worker.address
@@ -194,7 +195,7 @@ def _remove_dead_attempts(out_dir: Path, stem: str, since: float) -> None:
 def cluster_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,
                   cluster: str, fmt: Optional[str] = None, pedestal: float = 0.0, resume: bool = False,
                   progress: Optional[ProgressFn] = None, on_item: Optional[Callable[[BatchItem], None]] = None,
-                  retries: int = 1, _hold: Optional[dict] = None) -> BatchSummary:
+                  retries: int = 1, _hold: Optional[dict] = None, row_order: Optional[str] = None) -> BatchSummary:
     """:func:`~aiflat_gui.pipeline.batch_calibrate` on a Dask cluster (``cluster``: see :func:`connect`).
 
     ``progress(fraction of the input bytes, "F/N files, B/T")``; ``on_item(item)`` is called as each
@@ -216,7 +217,8 @@ def cluster_batch(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathL
     run = uuid.uuid4().hex[:12]
     job = _Job(flat=np.ascontiguousarray(flat), flat_name=str(flat_p), out_dir=out.absolute(), fmt=fmt,
                pedestal=float(pedestal), resume=bool(resume), durable=durable_default(),
-               topic=f"aiflat-batch-{run}", cancel=f"aiflat-cancel-{run}", hold=dict(_hold or {}))
+               topic=f"aiflat-batch-{run}", cancel=f"aiflat-cancel-{run}", hold=dict(_hold or {}),
+               row_order=row_order)
     fractions: dict[int, float] = {}
     starts: dict[tuple, tuple[int, str]] = {}  # (time, k, pid) -> (k, worker) for every attempt
     lock = threading.Lock()

@@ -31,7 +31,7 @@ from .core.reference import DEFAULT_MAX_FRAMES
 from .core.reference import METHODS as REFERENCE_METHODS
 from .errors import AiflatError, Cancelled, InputError, ProcessingError, describe
 from .io import WRITER_FORMATS as OUTPUT_FORMATS
-from .io import default_extension, open_sequence, output_format, writable_formats
+from .io import default_extension, fits_options, open_sequence, output_format, writable_formats
 from .io.flats import recorded_pedestal, write_flat
 from .io.masks import load_mask, save_mask
 from .io.outputs import file_signature, receipt_matches, write_receipt
@@ -775,10 +775,11 @@ def _calibration_key(flat: np.ndarray, src: Path, fmt: Optional[str], pedestal: 
 
 def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str, fmt: Optional[str],
                    pedestal: float, progress: Optional[ProgressFn], resume: bool = False,
-                   flat_name: Optional[str | os.PathLike] = None) -> BatchItem:
+                   flat_name: Optional[str | os.PathLike] = None, row_order: Optional[str] = None) -> BatchItem:
     """Calibrate one input into ``out_dir``. ``flat``: the flat's file, or its pixels already read
     (``flat_name`` then names it in messages). ``resume``: keep an output that is already complete
-    (:func:`output_complete`) and report it as ``kept``."""
+    (:func:`output_complete`) and report it as ``kept``. ``row_order``: for FITS inputs, how their
+    rows are stored ("top-down" | "bottom-up"; other inputs ignore it)."""
     item = BatchItem(input=src)
     t0 = time.perf_counter()
     try:
@@ -789,7 +790,7 @@ def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str,
             flat_raw, flat_name = flat, flat_name
         else:
             flat_raw, flat_name = read_image(flat), flat
-        with open_sequence(src) as seq:
+        with open_sequence(src, **fits_options(src, row_order=row_order)) as seq:
             if flat_raw.shape[:2] != (seq.height, seq.width):
                 item.status = "skipped"
                 item.note = (f"frames are {seq.width}x{seq.height} but the flat is "
@@ -868,7 +869,7 @@ def _init_worker(cancel, fractions, parent: Optional[int] = None) -> None:
 
 
 def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt: Optional[str],
-            pedestal: float, resume: bool = False) -> BatchItem:
+            pedestal: float, resume: bool = False, row_order: Optional[str] = None) -> BatchItem:
     def prog(fraction: float, message: str = "") -> None:
         if _CANCEL is not None and _CANCEL.is_set():
             raise Cancelled()
@@ -878,7 +879,7 @@ def _worker(slot: int, src: Path, flat_path: Path, out_dir: Path, stem: str, fmt
     global _BUSY
     _BUSY = True
     try:
-        return _calibrate_one(src, flat_path, out_dir, stem, fmt, pedestal, prog, resume=resume)
+        return _calibrate_one(src, flat_path, out_dir, stem, fmt, pedestal, prog, resume=resume, row_order=row_order)
     except (Cancelled, KeyboardInterrupt):
         if _PARENT is not None and os.getppid() != _PARENT:
             os._exit(1)  # the parent is gone (its output already removed): nobody to report to
@@ -949,13 +950,15 @@ def batch_with_flat(inputs: Iterable[str | os.PathLike], flat: np.ndarray, out_d
 
 def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.PathLike, out_dir: str | os.PathLike,
                     fmt: Optional[str] = None, jobs: int = 0, pedestal: float = 0.0,
-                    progress: Optional[ProgressFn] = None, resume: bool = False) -> BatchSummary:
+                    progress: Optional[ProgressFn] = None, resume: bool = False,
+                    row_order: Optional[str] = None) -> BatchSummary:
     """Calibrate every input with one flat into ``out_dir`` as ``<name>_calibrated.<ext>``.
 
     ``jobs``: worker processes (0: one per CPU core; 1: in this process). Files whose frame size
     differs from the flat are skipped with a note; a file that fails is reported and the others go
     on. ``progress`` may raise Cancelled: workers stop at their next frame chunk and leave no output.
-    ``resume``: outputs already complete are kept (status ``kept``), not recomputed.
+    ``resume``: outputs already complete are kept (status ``kept``), not recomputed. ``row_order``:
+    how the rows of FITS inputs are stored (``--row-order``; other formats ignore it).
     """
     t0 = time.perf_counter()
     files, stems, flat_p, _flat, out = prepare_batch(inputs, flat_path, out_dir, fmt)
@@ -967,7 +970,7 @@ def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.Pat
     if jobs == 1:
         for k, (src, stem) in enumerate(zip(files, stems)):
             item = _calibrate_one(src, flat_p, out, stem, fmt, pedestal, sub_progress(progress, k / n, (k + 1) / n),
-                                  resume=resume)
+                                  resume=resume, row_order=row_order)
             summary.items.append(item)
         summary.seconds = time.perf_counter() - t0
         report(progress, 1.0, "batch done")
@@ -979,7 +982,7 @@ def batch_calibrate(inputs: Iterable[str | os.PathLike], flat_path: str | os.Pat
     results: dict[int, BatchItem] = {}
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                 initargs=(cancel, fractions, os.getpid())) as pool:
-        futures = {pool.submit(_worker, k, src, flat_p, out, stem, fmt, pedestal, resume): k
+        futures = {pool.submit(_worker, k, src, flat_p, out, stem, fmt, pedestal, resume, row_order): k
                    for k, (src, stem) in enumerate(zip(files, stems))}
         pending = set(futures)
         try:

@@ -561,3 +561,31 @@ def test_run_takes_the_row_order_override(tmp_path, rng):
         refs[order] = fits.getdata(out / "reference.fits").astype(np.float64)
     assert np.array_equal(refs["bottom-up"], refs["top-down"][::-1])
     assert not np.array_equal(refs["bottom-up"], refs["top-down"])
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_batch_takes_the_row_order_override(tmp_path, rng, jobs):
+    """`aiflat batch --row-order` reads its FITS inputs like `aiflat calibrate --row-order` does (batch
+    had no such option): a flat whose dust sits in the top rows of the bottom-up reading corrects
+    the rows stored last; each batch output equals calibrate's; a SER in the same batch ignores it."""
+    from aiflat_gui.cli import main
+    from aiflat_gui.io.ser import write_ser
+
+    cube = rng.integers(1000, 3000, (4, 40, 50)).astype(np.uint16)
+    fits.PrimaryHDU(cube).writeto(tmp_path / "v.fits")
+    write_ser(tmp_path / "w.ser", list(cube), bit_depth=16)
+    flat = np.ones((40, 50), np.float32)
+    flat[2:6, 10:16] = 0.5  # top rows as read bottom-up = the last rows stored
+    fits.PrimaryHDU(flat).writeto(tmp_path / "flat.fits")
+    out = tmp_path / "batch"
+    assert main(["batch", str(tmp_path / "v.fits"), str(tmp_path / "w.ser"), "--flat", str(tmp_path / "flat.fits"),
+                 "-o", str(out), "--row-order", "bottom-up", "--jobs", str(jobs), "-q"]) == 0
+    assert main(["calibrate", str(tmp_path / "v.fits"), "--flat", str(tmp_path / "flat.fits"),
+                 "-o", str(tmp_path / "one.fits"), "--row-order", "bottom-up", "-q"]) == 0
+    got = fits.getdata(out / "v_calibrated.fits")
+    assert np.array_equal(got, fits.getdata(tmp_path / "one.fits"))
+    stored = got.reshape(cube.shape)
+    changed = np.flatnonzero((stored != cube).any(axis=(0, 2)))
+    assert changed.min() >= 40 - 6 and changed.max() <= 40 - 3  # rows 34..37 as stored
+    with open_sequence(out / "w_calibrated.ser") as s:  # the SER ignores the FITS-only option
+        assert np.all(s.frame(0)[2:6, 10:16] != cube[0][2:6, 10:16])

@@ -83,6 +83,18 @@ def open_sequence(path: str | os.PathLike, **options) -> Sequence:
         raise InputError(f"cannot read: {exc.strerror or exc}", p) from None
 
 
+def is_fits_input(path: str | os.PathLike) -> bool:
+    """True for a FITS file or a folder (of FITS frames, or frames the reader will tell about)."""
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() in FITS_EXTS
+
+
+def fits_options(path: str | os.PathLike, row_order: Optional[str] = None) -> dict:
+    """The FITS-only reader options for ``path``: ``row_order`` ("top-down" | "bottom-up") when
+    it is a FITS input, nothing for other formats."""
+    return {"row_order": row_order} if row_order and is_fits_input(path) else {}
+
+
 def format_for_path(path: str | os.PathLike, default: Optional[str] = None) -> str:
     """Writer format implied by an output path's extension (a path without one means a TIFF folder)."""
     ext = Path(path).suffix.lower()
