@@ -8,7 +8,9 @@ grow/feather/pedestal, stretch, view, output choices. It is stored in a sidecar 
 
 Both are written atomically (temporary name, rename), so a crash mid-save leaves the previous
 session. When the input's folder is not writable the sidecar goes to
-``platformdirs.user_data_dir("aiflat")/sessions/<hash of the input path>/``.
+``platformdirs.user_data_dir("aiflat")/sessions/<hash of the input path>/``. The files' bytes (JSON,
+the mask through the one mask codec) are :mod:`aiflat_gui.io.sidecar`'s; this module holds what a
+session means.
 
 A session never contains an API key: :func:`SessionStore.save` drops any key whose name looks like
 a secret, and the test suite checks the written files.
@@ -17,21 +19,18 @@ a secret, and the test suite checks the written files.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from .errors import InputError
-from .io.base import atomic_write_bytes
+from .io.sidecar import JSON_SUFFIX, MASK_SUFFIX, SidecarFiles, fallback_dir, input_signature
+
+__all__ = ["SessionData", "SessionStore", "fallback_dir", "input_signature", "JSON_SUFFIX", "MASK_SUFFIX",
+           "SESSION_VERSION"]
 
 SESSION_VERSION = 1
-JSON_SUFFIX = ".aiflat.json"
-MASK_SUFFIX = ".aiflat-mask.png"
 #: names never written into a session (case-insensitive substrings)
 SECRET_WORDS = ("api_key", "apikey", "secret", "password", "token")
 
@@ -101,82 +100,18 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def input_signature(path: str | os.PathLike) -> tuple[Optional[int], Optional[float]]:
-    """(size in bytes, mtime) of an input file; for a folder, the sum of its files' sizes and the
-    newest mtime. (None, None) when it cannot be read."""
-    p = Path(path)
-    try:
-        if p.is_dir():
-            size, mtime = 0, 0.0
-            for f in p.iterdir():
-                if f.is_file():
-                    st = f.stat()
-                    size += st.st_size
-                    mtime = max(mtime, st.st_mtime)
-            return size, mtime
-        st = p.stat()
-        return st.st_size, st.st_mtime
-    except OSError:
-        return None, None
-
-
-def fallback_dir(input_path: str | os.PathLike) -> Path:
-    """Per-input folder under the user's data directory, for inputs in read-only folders."""
-    import platformdirs
-
-    key = hashlib.sha256(str(Path(input_path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    base = os.environ.get("AIFLAT_DATA_DIR") or platformdirs.user_data_dir("aiflat")
-    return Path(base) / "sessions" / key
-
-
-def _dir_writable(d: Path) -> bool:
-    return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
-
-
-class SessionStore:
-    """Where one input's session lives, and how to load and save it.
-
-    ``SessionStore(input_path)`` picks the sidecar beside the input when that folder is writable,
-    else :func:`fallback_dir`. An existing sidecar beside the input is always preferred for loading.
-    """
-
-    def __init__(self, input_path: str | os.PathLike, location: Optional[str | os.PathLike] = None):
-        self.input_path = Path(input_path)
-        name = self.input_path.name or "input"
-        if location is not None:
-            folder = Path(location)
-        else:
-            beside = self.input_path.resolve().parent
-            folder = beside if _dir_writable(beside) else fallback_dir(self.input_path)
-        self.folder = folder
-        self.json_path = folder / (name + JSON_SUFFIX)
-        self.mask_path = folder / (name + MASK_SUFFIX)
-        self.fallback = location is None and folder != self.input_path.resolve().parent
-        # a read-only folder may still hold a sidecar written earlier (or by a colleague): read it
-        # until a session of our own exists in the fallback folder
-        beside = self.input_path.resolve().parent
-        self._read_json, self._read_mask = self.json_path, self.mask_path
-        if self.fallback and not self.json_path.is_file() and (beside / (name + JSON_SUFFIX)).is_file():
-            self._read_json, self._read_mask = beside / (name + JSON_SUFFIX), beside / (name + MASK_SUFFIX)
-
-    # -- loading ---------------------------------------------------------------------------------
-    def exists(self) -> bool:
-        return self._read_json.is_file()
+class SessionStore(SidecarFiles):
+    """Where one input's session lives, and how to load and save it: the sidecar files are
+    :class:`aiflat_gui.io.sidecar.SidecarFiles` (beside the input when that folder is writable,
+    else :func:`fallback_dir`); this class turns them into a :class:`SessionData` and back."""
 
     def load(self, shape: Optional[tuple[int, int]] = None) -> tuple[Optional[SessionData], Optional[np.ndarray], list[str]]:
         """(data, mask, warnings). (None, None, []) when there is no session. A mask whose size is
         not ``shape`` is dropped with a warning; a damaged session file raises InputError."""
         warnings: list[str] = []
-        json_path = self._read_json
-        if not json_path.is_file():
+        d = self.read_json()
+        if d is None:
             return None, None, warnings
-        try:
-            d = json.loads(json_path.read_text(encoding="utf-8"))
-            if not isinstance(d, dict):
-                raise ValueError("not an object")
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"session file is damaged ({type(exc).__name__}); it will be replaced",
-                             json_path) from None
         data = SessionData.from_dict(d)
         size, mtime = input_signature(self.input_path)
         if data.input_size is not None and (size != data.input_size or
@@ -184,50 +119,24 @@ class SessionStore:
                                              and abs(mtime - data.input_mtime) > 1e-3)):
             warnings.append("the input changed since this session was saved; check the mask")
         mask = None
-        if data.has_mask and self._read_mask.is_file():
-            mask = self._load_mask_file(self._read_mask)
+        if data.has_mask and self.has_mask_file():
+            mask = self.read_mask(shape)
             if shape is not None and mask.shape != tuple(shape):
                 warnings.append(f"saved mask is {mask.shape[1]}x{mask.shape[0]}, the input is "
                                 f"{shape[1]}x{shape[0]}; mask ignored")
                 mask = None
         return data, mask, warnings
 
-    @staticmethod
-    def _load_mask_file(path: Path) -> np.ndarray:
-        from .io.single import read_image
-
-        try:
-            img = read_image(path)  # header checked before decoding
-        except InputError as err:
-            raise InputError(f"session mask is damaged ({err.problem})", path) from None
-        if img.ndim == 3:  # a colour mask (painted red elsewhere): dust in any colour channel, never alpha
-            img = img[..., :3].max(axis=2) if img.shape[2] >= 3 else img[..., 0]
-        return img > 0
-
-    # -- saving ----------------------------------------------------------------------------------
     def save(self, data: SessionData, mask: Optional[np.ndarray] = None) -> None:
         """Write the mask (if given) then the choices, each atomically. Raises ProcessingError on
         a disk problem."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         data = dataclasses.replace(data)
         data.input_size, data.input_mtime = input_signature(self.input_path)
         if mask is not None:
-            self.save_mask(mask)
             data.has_mask = True
-        elif not self.mask_path.is_file():
+        elif not self.mask_written():
             data.has_mask = False
-        text = json.dumps(data.to_dict(), indent=2, sort_keys=True)
-        atomic_write_bytes(self.json_path, text.encode("utf-8"))
-        self._read_json, self._read_mask = self.json_path, self.mask_path
+        self.write(data.to_dict(), None if mask is None else np.asarray(mask) > 0)
 
     def save_mask(self, mask: np.ndarray) -> None:
-        from .io.masks import save_mask
-
-        save_mask(self.mask_path, np.asarray(mask) > 0)
-
-    def delete(self) -> None:
-        for p in (self.json_path, self.mask_path):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
+        self.write_mask(np.asarray(mask) > 0)

@@ -70,7 +70,7 @@ def test_no_session_and_damaged_session(video):
 
 
 def test_read_only_folder_falls_back_to_user_data(tmp_path, monkeypatch, video):
-    import aiflat_gui.session as session
+    import aiflat_gui.io.sidecar as session
 
     monkeypatch.setenv("AIFLAT_DATA_DIR", str(tmp_path / "data"))
     # we may run as root, for whom chmod 555 does not stop writes: simulate the read-only folder
@@ -104,7 +104,7 @@ def test_session_module_is_qt_free():
 
 
 def test_a_sidecar_in_a_read_only_folder_is_still_read(tmp_path, monkeypatch, video):
-    import aiflat_gui.session as session
+    import aiflat_gui.io.sidecar as session
 
     mask = np.zeros((5, 6), bool)
     mask[1, 2] = True
@@ -120,3 +120,41 @@ def test_a_sidecar_in_a_read_only_folder_is_still_read(tmp_path, monkeypatch, vi
     assert store.json_path.parent == fallback_dir(video)
     assert SessionStore(video).load()[0].grow == 9
     assert SessionStore(video, location=video.parent).load()[0].grow == 7  # the original untouched
+
+
+def test_the_session_mask_goes_through_the_one_mask_codec(video, monkeypatch):
+    """The sidecar mask is written and read by aiflat_gui.io.masks (no second decoder): what the
+    codec encodes is what the session stores, a session mask loads back bit for bit, and the
+    sidecar is an ordinary mask file that `aiflat flat --mask` reads the same."""
+    import aiflat_gui.io.masks as masks
+    from aiflat_gui.io.single import read_image
+
+    calls = []
+    real_read, real_save = masks.read_mask, masks.save_mask
+    import aiflat_gui.io.sidecar as sidecar
+
+    monkeypatch.setattr(sidecar, "read_mask", lambda *a, **k: calls.append("read") or real_read(*a, **k))
+    monkeypatch.setattr(sidecar, "save_mask", lambda *a, **k: calls.append("save") or real_save(*a, **k))
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 53)) < 0.2
+    store = SessionStore(video)
+    store.save(SessionData(), mask)
+    assert np.array_equal(read_image(store.mask_path), masks.encode_mask(mask))
+    _, got, warnings = SessionStore(video).load((37, 53))
+    assert calls == ["save", "read"] and warnings == []
+    assert got.dtype == bool and np.array_equal(got, mask)
+    assert np.array_equal(masks.load_mask(store.mask_path, (37, 53))[0], mask)
+    # a colour sidecar painted elsewhere decodes as the codec says: dust in any colour channel
+    assert np.array_equal(masks.decode_mask(np.dstack([masks.encode_mask(mask)] + [np.zeros_like(mask, np.uint8)] * 2)),
+                          mask)
+
+
+@pytest.mark.parametrize("damage", [b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"", b"GIF89a not a png at all"])
+def test_a_damaged_session_mask_is_one_line_naming_the_sidecar(video, damage):
+    store = SessionStore(video)
+    store.save(SessionData(grow=5), np.ones((8, 9), bool))
+    store.mask_path.write_bytes(damage)
+    with pytest.raises(InputError) as ei:
+        SessionStore(video).load((8, 9))
+    msg = str(ei.value)
+    assert "\n" not in msg and "session mask is damaged" in msg and str(store.mask_path) in msg, msg

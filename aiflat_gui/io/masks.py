@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["decode_mask", "encode_mask", "mask_from_array", "load_mask", "save_mask"]
+__all__ = ["decode_mask", "encode_mask", "mask_from_array", "load_mask", "read_mask", "save_mask"]
 
 
 def _threshold(data: np.ndarray) -> np.ndarray:
@@ -34,9 +34,8 @@ def _threshold(data: np.ndarray) -> np.ndarray:
     return m
 
 
-def mask_from_array(data: np.ndarray, shape: tuple[int, int], name: str = "mask") -> tuple[np.ndarray, list[str]]:
-    """Threshold ``data`` (see :func:`load_mask`) and fit it to ``shape`` (H, W)."""
-    warnings: list[str] = []
+def _as_image(data: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) or (H, W, C) from a stored image (FITS may store the channels first)."""
     arr = np.asarray(data)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)
@@ -44,6 +43,13 @@ def mask_from_array(data: np.ndarray, shape: tuple[int, int], name: str = "mask"
         arr = arr[..., 0]
     if arr.ndim not in (2, 3):
         raise InputError(f"a mask must be a 2-D image, not shape {arr.shape}", name)
+    return arr
+
+
+def mask_from_array(data: np.ndarray, shape: tuple[int, int], name: str = "mask") -> tuple[np.ndarray, list[str]]:
+    """Threshold ``data`` (see :func:`load_mask`) and fit it to ``shape`` (H, W)."""
+    warnings: list[str] = []
+    arr = _as_image(data, name)
     H, W = int(shape[0]), int(shape[1])
     h, w = arr.shape[:2]
     if (h, w) == (H, W):
@@ -72,6 +78,17 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, ...]) -> tuple[np.ndarr
     hw = (int(shape[0]), int(shape[1]))
     data = read_image(path, expect=hw)
     return mask_from_array(data, hw, name=str(path))
+
+
+def read_mask(path: str | os.PathLike, expect: tuple[int, ...] | None = None) -> np.ndarray:
+    """A mask file decoded as stored: bool ``(h, w)``, thresholded like :func:`load_mask` but never
+    resampled (a session's own mask must match its input exactly; the caller compares sizes).
+    ``expect`` (H, W): an image claiming far more pixels is refused by its header. Raises
+    :class:`InputError` naming the file."""
+    from .single import read_image
+
+    data = read_image(path, expect=None if expect is None else (int(expect[0]), int(expect[1])))
+    return _threshold(_as_image(data, str(path)))
 
 
 def save_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
