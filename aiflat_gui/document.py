@@ -451,10 +451,25 @@ class Document:
         return "Blink: " + ("before (raw)" if phase == 0 else "after (calibrated)")
 
     def set_display(self, **values: Any) -> None:
+        """Change how the document is shown (view, frame_index, overlay_visible, overlay_opacity,
+        stretch) and notify ``"display"`` when anything changed. The one writer of
+        :attr:`display`: widgets call it and refresh on the notification."""
         if "view" in values and values["view"] not in dict(VIEWS):
             raise ValueError(f"unknown view {values['view']!r}")
-        self.display = dataclasses.replace(self.display, **values)
-        self._emit("display")
+        if values.get("stretch") is not None:
+            values["stretch"] = values["stretch"].copy()  # ours: nobody else holds it
+        new = dataclasses.replace(self.display, **values)
+        if new != self.display:
+            self.display = new
+            self._emit("display")
+
+    @property
+    def stretch(self) -> Optional[StretchState]:
+        """The stretch of the data views (None until the first image was levelled)."""
+        return self.display.stretch
+
+    def set_stretch(self, state: StretchState) -> None:
+        self.set_display(stretch=state)
 
     # -- sessions -------------------------------------------------------------------------------
     def to_session(self, gemini: Optional[dict] = None) -> SessionData:

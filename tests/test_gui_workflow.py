@@ -152,6 +152,72 @@ def test_stretch_changes_levels_but_not_data(make_window, demo):
     assert w.viewer.levels() == pytest.approx(new.levels) and w.viewer.stretch().mode == "asinh"
 
 
+def test_the_documents_display_is_the_one_stretch(make_window, demo, tmp_path):
+    """Document.display owns view, frame, overlay and stretch (issue 12: the stretch lived in the
+    panel, the viewer and the document): the panel writes it, and every change of it -- from the
+    panel, from the document (a restored session), from a frame change -- shows in the panel and
+    the viewer alike. Another file starts from the defaults; its own session restores its own."""
+    from aiflat_gui.core.stretch import StretchState
+    from aiflat_gui.session import SessionData
+
+    w = make_window()
+    assert w.open_path(demo)
+    doc, panel = w.doc, w.stretch_panel
+
+    def agree():
+        assert doc.stretch is not None
+        assert panel.state() == doc.stretch == w.viewer.stretch()
+        assert panel.mode_combo.currentData() == doc.stretch.mode
+        assert panel.black_spin.value() == pytest.approx(doc.stretch.black, abs=1e-4)
+        assert panel.white_spin.value() == pytest.approx(doc.stretch.white, abs=1e-4)
+
+    agree()
+    # the panel's controls write the document; the viewer follows
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("asinh"))
+    assert doc.stretch.mode == "asinh"
+    panel.black_spin.setValue(123.0)
+    assert doc.stretch.black == pytest.approx(123.0) and w.viewer.levels()[0] == pytest.approx(123.0)
+    agree()
+    # a frame change re-levels (apply to all frames is off): one state, not a panel's and a viewer's
+    for i in (5, 9, 2):
+        w.frame_slider.setValue(i)
+        assert doc.display.frame_index == i
+        agree()
+    # the document changes: the panel and the viewer follow
+    doc.set_stretch(StretchState(mode="gamma", black=50.0, white=700.0, gamma=3.0))
+    agree()
+    assert panel.strength_label.text() == "Gamma" and w.viewer.levels() == pytest.approx((50.0, 700.0))
+    data = doc.to_session()
+    data.stretch = {"mode": "log", "black": 10.0, "white": 900.0}
+    data.overlay_visible, data.overlay_opacity, data.view = False, 0.8, "reference"
+    doc.apply_session(data, None)
+    agree()
+    assert panel.mode_combo.currentData() == "log"
+    assert not w.act_overlay.isChecked() and not w.viewer.overlay_item.isVisible()
+    assert w.opacity_slider.value() == 80
+    assert w.view_combo.currentData() == "reference" and w.view == "reference"
+    # the window's toggles write the document
+    w.act_overlay.trigger()
+    assert doc.display.overlay_visible and w.viewer.overlay_item.isVisible()
+    w.act_overlay.trigger()
+    w.set_view("frame")
+    w.save_session()
+
+    # another file: nothing of this one's display comes along (no session of its own: defaults)
+    other = tmp_path / "other" / "other.ser"
+    other.parent.mkdir()
+    other.write_bytes(demo.read_bytes())
+    assert w.open_path(other)
+    assert w.doc is not doc and panel.state() == w.doc.stretch == w.viewer.stretch()
+    assert w.doc.stretch.mode == StretchState().mode == "linear"
+    assert w.doc.display.overlay_visible and w.act_overlay.isChecked() and w.viewer.overlay_item.isVisible()
+    assert panel.mode_combo.currentData() == "linear"
+    # and the first file's session brings its own display back
+    assert w.open_path(demo)
+    assert w.doc.stretch.mode == "log" and panel.mode_combo.currentData() == "log" and w.viewer.stretch().mode == "log"
+    assert not w.doc.display.overlay_visible and not w.act_overlay.isChecked()
+
+
 def test_paint_stroke_with_the_mouse_then_undo_redo(make_window, qtbot, demo):
     w = make_window()
     w.open_path(demo)

@@ -1,18 +1,22 @@
 """Stretch controls: a histogram with draggable black/white points, the stretch mode, its
-strength, percentile auto-levels and "apply to all frames". Display only: it emits
-:class:`~aiflat_gui.core.stretch.StretchState` objects; the viewer renders them.
+strength, percentile auto-levels and "apply to all frames". Display only.
 
-Typical wiring (one render per frame change)::
+The panel holds no stretch of its own: it is a view of a *stretch model*, any object with a
+``stretch`` attribute (a :class:`~aiflat_gui.core.stretch.StretchState` or None) and a
+``set_stretch(state)`` method -- in the app the :class:`~aiflat_gui.document.Document`, whose
+``display.stretch`` is the one owner. Edits go to the model (which notifies; the window then
+calls :meth:`StretchPanel.refresh` and renders); :meth:`StretchPanel.refresh` shows the model's
+state (after an undo, a restored session, another file). Without a model (``bind(None)``) the
+panel keeps a private one, for the panel on its own. ``stretchChanged`` still reports every edit::
 
-    panel.stretchChanged.connect(viewer.set_stretch)
-    state = panel.set_image(frame, color, emit=False)   # per-frame auto levels unless "apply to all"
-    viewer.set_image(frame, color, stretch=state)
+    panel.bind(document)
+    document.on_change(lambda what: what == "display" and (panel.refresh(), viewer.set_stretch(document.stretch)))
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyqtgraph as pg
@@ -34,6 +38,16 @@ _STRENGTH = {
 }
 
 
+class _OwnStretch:
+    """The stretch model of a panel bound to nothing."""
+
+    def __init__(self) -> None:
+        self.stretch: Optional[StretchState] = None
+
+    def set_stretch(self, state: StretchState) -> None:
+        self.stretch = state.copy()
+
+
 class StretchPanel(QtWidgets.QWidget):
     """Histogram (log counts of a subsample) + black/white region + mode + strength + Auto."""
 
@@ -41,12 +55,11 @@ class StretchPanel(QtWidgets.QWidget):
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
-        self._state = StretchState()
+        self._model: Any = _OwnStretch()
         self._sample: Optional[np.ndarray] = None    # small copy of the image's subsample
         self._target_background = 0.25
         self._updating = False
         self._has_image = False
-        self._state_set = False   # set_state() was called: keep it for the first image too
         self._fixed: Optional[tuple[float, float]] = None  # levels of a fixed-levels view (flat, mask…)
         self._saved_sample: Optional[np.ndarray] = None    # the data view's sample meanwhile
 
@@ -132,13 +145,39 @@ class StretchPanel(QtWidgets.QWidget):
         self._sync_widgets()
 
     # ------------------------------------------------------------------ API
+    def bind(self, model: Any) -> None:
+        """Show and edit ``model``'s stretch (see the module's docstring); None: a private one."""
+        self._model = model if model is not None else _OwnStretch()
+        self.refresh()
+
+    @property
+    def _state(self) -> StretchState:
+        """The model's stretch (the default one while it has none)."""
+        st = self._model.stretch
+        return st if st is not None else StretchState()
+
+    def _put(self, state: StretchState) -> None:
+        self._model.set_stretch(state)
+
+    def has_state(self) -> bool:
+        """True when the model holds a stretch (else the first image auto-levels)."""
+        return self._model.stretch is not None
+
     def state(self) -> StretchState:
         return self._state.copy()
 
+    def refresh(self) -> None:
+        """Show the model's stretch in the controls (after it changed elsewhere)."""
+        self._sync_widgets()
+        if self._sample is not None and self._fixed is None:
+            b, w = self._state.levels
+            lo, hi = self.plot.getViewBox().viewRange()[0]
+            if b < lo or w > hi:
+                self._update_histogram()
+
     def set_state(self, state: StretchState, emit: bool = False) -> None:
-        """Show ``state`` in the controls (emits stretchChanged only when ``emit``)."""
-        self._state = state.copy()
-        self._state_set = True
+        """Set the model's stretch to ``state`` and show it (emits stretchChanged only when ``emit``)."""
+        self._put(state.copy())
         self._sync_widgets()
         if emit:
             self.stretchChanged.emit(self.state())
@@ -149,12 +188,14 @@ class StretchPanel(QtWidgets.QWidget):
     def set_apply_to_all(self, on: bool) -> None:
         self.apply_all_check.setChecked(bool(on))
 
-    def set_image(self, array: Optional[np.ndarray], color: str = "mono", emit: bool = True) -> StretchState:
+    def set_image(self, array: Optional[np.ndarray], color: str = "mono", emit: bool = True,
+                  keep: bool = False) -> StretchState:
         """Show the histogram of ``array`` (a subsample, so it is fast on 4K frames).
 
         Unless "apply to all frames" is on, the levels are recomputed for this frame (also for
-        the first image, unless a state was given with :meth:`set_state`) (STF in Auto mode, percentiles otherwise). Returns the state
-        to display this frame with; emits stretchChanged if it changed and ``emit``."""
+        the first image unless the model already holds a stretch) (STF in Auto mode, percentiles
+        otherwise), into the model; ``keep``: show the histogram, keep the model's stretch. Returns the state to display this frame with; emits
+        stretchChanged if it changed and ``emit``."""
         if array is None:
             self._sample = None
             self._has_image = False
@@ -163,11 +204,12 @@ class StretchPanel(QtWidgets.QWidget):
         # all channels (or raw CFA values) together; the stride is odd so CFA colours all count
         shown = self._sample
         self._sample = np.ascontiguousarray(subsample(np.asarray(array)))
-        first = not self._has_image
         self._has_image = True
         old = self._state
-        if (first and not self._state_set) or not self.apply_to_all():
-            self._state = self._auto_state(self._state)
+        if not self.has_state() or not (keep or self.apply_to_all()):
+            new = self._auto_state(old)
+            if new != old or not self.has_state():
+                self._put(new)
         if self._fixed is not None:  # a fixed-levels view is shown: keep its histogram until show_data()
             self._saved_sample, self._sample = self._sample, shown
             return self.state()
@@ -231,7 +273,7 @@ class StretchPanel(QtWidgets.QWidget):
         """Recompute the levels from the current image (the "Auto" button) and emit."""
         if self._fixed is not None:
             return self.state()
-        self._state = self._auto_state(self._state)
+        self._put(self._auto_state(self._state))
         self._sync_widgets()
         self.stretchChanged.emit(self.state())
         return self.state()
@@ -303,22 +345,21 @@ class StretchPanel(QtWidgets.QWidget):
         if self._updating:
             return
         b, w = self.region.getRegion()
-        self._state = self._state.copy(black=float(b), white=float(w))
+        self._put(self._state.copy(black=float(b), white=float(w)))
         self._emit()
 
     def _on_spins(self) -> None:
         if self._updating:
             return
-        self._state = self._state.copy(black=self.black_spin.value(), white=self.white_spin.value())
+        self._put(self._state.copy(black=self.black_spin.value(), white=self.white_spin.value()))
         self._emit()
 
     def _on_mode(self, index: int) -> None:
         if self._updating:
             return
         mode = self.mode_combo.itemData(index)
-        self._state = self._state.copy(mode=mode)
-        if mode == "auto":
-            self._state = self._auto_state(self._state)
+        new = self._state.copy(mode=mode)
+        self._put(self._auto_state(new) if mode == "auto" else new)
         self._emit()
 
     def _on_slider(self, value: int) -> None:
@@ -331,9 +372,9 @@ class StretchPanel(QtWidgets.QWidget):
         v = float(forward(value))
         if field is None:  # auto: target background -> recompute the STF
             self._target_background = v
-            self._state = self._auto_state(self._state)
+            self._put(self._auto_state(self._state))
         else:
-            self._state = self._state.copy(**{field: v})
+            self._put(self._state.copy(**{field: v}))
         self._emit()
 
     def sizeHint(self) -> QtCore.QSize:

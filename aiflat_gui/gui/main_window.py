@@ -184,7 +184,6 @@ class MainWindow(StepsMixin, ViewMixin, ActionsMixin, QtWidgets.QMainWindow):
         self.workflow.sensitivityChanged.connect(self.set_sensitivity)
         self.workflow.paramsChanged.connect(self._on_params_changed)
         self.workflow.providerChanged.connect(lambda *_: self._on_params_changed())
-        self.stretch_panel.stretchChanged.connect(self._on_stretch)
         self.speck_table.speckActivated.connect(self._on_speck_activated)
         self.speck_table.speckRemoveRequested.connect(self._remove_speck)
         self.speck_table.overridesChanged.connect(self._on_overrides)
@@ -299,25 +298,17 @@ class MainWindow(StepsMixin, ViewMixin, ActionsMixin, QtWidgets.QMainWindow):
         self.workflow.calibrate_info.setText("")
         self.viewer.set_mask_model(doc.mask)
         self.speck_table.bind_overrides(doc.overrides)
-        dsp = doc.display
         with QtCore.QSignalBlocker(self.frame_slider):
             self.frame_slider.setRange(0, max(0, doc.seq.n_frames - 1))
-            self.frame_slider.setValue(dsp.frame_index)
-        with QtCore.QSignalBlocker(self.act_overlay):
-            self.act_overlay.setChecked(dsp.overlay_visible)
-        self.viewer.set_overlay_visible(dsp.overlay_visible)
-        with QtCore.QSignalBlocker(self.opacity_slider):
-            self.opacity_slider.setValue(int(round(100 * dsp.overlay_opacity)))
-        self.viewer.set_overlay_opacity(dsp.overlay_opacity)
-        self.stretch_panel.set_image(doc.frame(), doc.seq.color, emit=False)
-        if dsp.stretch is not None:
-            self.stretch_panel.set_state(dsp.stretch)
-        doc.display.stretch = self.stretch_panel.state()
+        # the display is the document's (a new file: the defaults; else its restored session):
+        # the stretch panel edits it, the first image is auto-levelled unless it holds a stretch
+        self.stretch_panel.bind(doc)
+        self.stretch_panel.set_image(doc.frame(), doc.seq.color, emit=False, keep=doc.stretch is not None)
         self._display_kind = ""
+        self._shown = None  # nothing of the previous file's display is assumed shown
         self._update_mask_info()
         self.specks_timer.start()
-        self.set_view(dsp.view)
-        self._update_frame_label()
+        self._sync_display()
         self.workflow.refresh()
         self._update_actions()
 
@@ -328,6 +319,8 @@ class MainWindow(StepsMixin, ViewMixin, ActionsMixin, QtWidgets.QMainWindow):
                 self.save_session()
             self.doc.close()
         self.doc = None
+        self._shown = None
+        self.stretch_panel.bind(None)
         self.speck_table.set_verification(None)
         self.speck_table.bind_overrides({})
         self.speck_table.set_specks([])
@@ -349,6 +342,8 @@ class MainWindow(StepsMixin, ViewMixin, ActionsMixin, QtWidgets.QMainWindow):
         elif what == "sensitivity":
             self.workflow.set_sensitivity(doc.sensitivity)
             self._schedule_autosave()
+        elif what == "display":
+            self._on_display_changed()
         elif what == "calibrated":
             self.workflow.calibrate_info.setText(doc.calibrated_text)
         elif what in ("reference", "flat", "params"):

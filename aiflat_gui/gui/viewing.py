@@ -1,9 +1,16 @@
 """The window's views: which image the viewer shows (the document's view, frame, overlay and
 stretch), playback and blink, tools and brush. Part of the main window (a mixin); the images come
-from :meth:`aiflat_gui.document.Document.view_image`."""
+from :meth:`aiflat_gui.document.Document.view_image`.
+
+The document's ``display`` is the one owner of the view, frame, overlay and stretch: the widgets
+(view menu and combo, frame slider, overlay action and opacity slider, stretch panel) write it
+with :meth:`~aiflat_gui.document.Document.set_display` and are set from it by
+:meth:`ViewMixin._sync_display` on its ``"display"`` notification, which pushes to the viewer
+only what changed since the last sync."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import numpy as np
@@ -16,38 +23,86 @@ from ..document import VIEWS
 class ViewMixin:
     """Viewing for the main window."""
 
+    # -- the document's display: written by the widgets, shown from its notifications ----------
+    @contextlib.contextmanager
+    def _display_batch(self):
+        """Several display changes, then one sync (one render)."""
+        self._display_batching = getattr(self, "_display_batching", 0) + 1
+        try:
+            yield
+        finally:
+            self._display_batching -= 1
+
+    def _on_display_changed(self) -> None:
+        if not getattr(self, "_display_batching", 0):
+            self._sync_display()
+
+    def _sync_display(self, render: bool = True) -> None:
+        """Set the widgets and the viewer from ``doc.display``: only what changed since the last
+        sync (``self._shown``) is pushed; a new view or frame renders (unless ``render`` is False)."""
+        doc = self.doc
+        if doc is None:
+            return
+        dsp, shown = doc.display, getattr(self, "_shown", None)
+
+        def changed(name: str) -> bool:
+            return shown is None or getattr(shown, name) != getattr(dsp, name)
+
+        if changed("overlay_visible"):
+            with QtCore.QSignalBlocker(self.act_overlay):
+                self.act_overlay.setChecked(dsp.overlay_visible)
+            self.viewer.set_overlay_visible(dsp.overlay_visible)
+        if changed("overlay_opacity"):
+            with QtCore.QSignalBlocker(self.opacity_slider):
+                self.opacity_slider.setValue(int(round(100 * dsp.overlay_opacity)))
+            self.viewer.set_overlay_opacity(dsp.overlay_opacity)
+        if changed("frame_index"):
+            if self.frame_slider.value() != dsp.frame_index:
+                with QtCore.QSignalBlocker(self.frame_slider):
+                    self.frame_slider.setValue(dsp.frame_index)
+            self._update_frame_label()
+        if changed("view"):
+            view = dsp.view
+            if view in self.view_actions:
+                self.view_actions[view].setChecked(True)
+            i = self.view_combo.findData(view)
+            if i >= 0 and self.view_combo.currentIndex() != i:
+                with QtCore.QSignalBlocker(self.view_combo):
+                    self.view_combo.setCurrentIndex(i)
+            (self.blink_timer.start if view == "blink" else self.blink_timer.stop)()
+        if changed("stretch"):
+            self.stretch_panel.refresh()
+        self._shown = dsp
+        if render and (changed("view") or changed("frame_index") or self.viewer.image() is None):
+            self.render()
+        elif self._display_kind == "stretch" and dsp.stretch is not None and self.viewer.stretch() != dsp.stretch:
+            self.viewer.set_stretch(dsp.stretch)
+        if shown is not None and shown != dsp:
+            self._schedule_autosave()
+        if changed("view"):
+            self.viewChanged.emit(dsp.view)
+
     def set_view(self, view: str, render: bool = True) -> None:
         if view not in dict(VIEWS):
             raise ValueError(f"unknown view {view!r}")
-        if self.doc is not None:
-            self.doc.display.view = view
-        if view in self.view_actions:
-            self.view_actions[view].setChecked(True)
-        i = self.view_combo.findData(view)
-        if i >= 0 and self.view_combo.currentIndex() != i:
-            with QtCore.QSignalBlocker(self.view_combo):
-                self.view_combo.setCurrentIndex(i)
-        (self.blink_timer.start if view == "blink" else self.blink_timer.stop)()
-        if render:
-            self.render()
-        self._schedule_autosave()
-        self.viewChanged.emit(view)
+        if self.doc is None:
+            return
+        with self._display_batch():
+            self.doc.set_display(view=view)
+        self._sync_display(render=render)
 
     def set_frame(self, i: int) -> None:
         if self.doc is None:
             return
         i = int(max(0, min(self.doc.seq.n_frames - 1, i)))
-        self.doc.display.frame_index = i
-        if self.frame_slider.value() != i:
-            with QtCore.QSignalBlocker(self.frame_slider):
-                self.frame_slider.setValue(i)
-        self._update_frame_label()
-        if self.view in ("frame", "calibrated", "difference", "blink"):
-            # new levels for this frame unless "apply to all frames" is on (the panel decides);
-            # during playback with fixed levels the histogram waits until the pause
-            if not (self.play_timer.isActive() and self.stretch_panel.apply_to_all()):
-                self.stretch_panel.set_image(self.current_frame(), self.seq.color, emit=False)
-            self.render()
+        with self._display_batch():
+            self.doc.set_display(frame_index=i)
+            if self.view in ("frame", "calibrated", "difference", "blink"):
+                # new levels for this frame unless "apply to all frames" is on (the panel decides);
+                # during playback with fixed levels the histogram waits until the pause
+                if not (self.play_timer.isActive() and self.stretch_panel.apply_to_all()):
+                    self.stretch_panel.set_image(self.current_frame(), self.seq.color, emit=False)
+        self._sync_display()
 
     def _update_frame_label(self) -> None:
         if self.doc is None:
@@ -104,7 +159,7 @@ class ViewMixin:
         if levels is None:
             self.stretch_panel.show_data()
             self._display_kind = "stretch"
-            self.viewer.set_image(img, color=color, stretch=self.doc.display.stretch)  # one render
+            self.viewer.set_image(img, color=color, stretch=self.doc.stretch)  # one render
         else:
             self.stretch_panel.show_levels(img, levels, dict(VIEWS)[self.view])  # e.g. the flat in flat units
             if self._display_kind != "fixed":
@@ -124,23 +179,16 @@ class ViewMixin:
         self.viewer.fit()
 
     def set_overlay_visible(self, visible: bool) -> None:
-        self.viewer.set_overlay_visible(bool(visible))
-        if self.doc is not None:
-            self.doc.display.overlay_visible = bool(visible)
-        self._schedule_autosave()
+        if self.doc is None:
+            self.viewer.set_overlay_visible(bool(visible))
+        else:
+            self.doc.set_display(overlay_visible=bool(visible))
 
     def _on_opacity(self, v: int) -> None:
-        self.viewer.set_overlay_opacity(v / 100.0)
-        if self.doc is not None:
-            self.doc.display.overlay_opacity = v / 100.0
-        self._schedule_autosave()
-
-    def _on_stretch(self, state) -> None:
-        if self.doc is not None:
-            self.doc.display.stretch = state
-        if self._display_kind == "stretch":
-            self.viewer.set_stretch(state)
-        self._schedule_autosave()
+        if self.doc is None:
+            self.viewer.set_overlay_opacity(v / 100.0)
+        else:
+            self.doc.set_display(overlay_opacity=v / 100.0)
 
     def set_tool(self, tool: str) -> None:
         self.viewer.set_tool(tool)
