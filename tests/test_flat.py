@@ -75,6 +75,25 @@ def test_multiframe_over_moving_texture_is_closer_than_a_single_frame():
     assert e_multi < 0.5 * e_one and e_multi < 0.01, (e_one, e_multi)
 
 
+def test_multiframe_mono_shortcuts_give_the_general_paths_flat():
+    """Mono data reuse the plane's fill factorisation for the per-tile registration and solve each
+    frame's dust fill once (kept from the first registration pass): the flat is the one the general
+    path (a single-channel image, every fill solved where it is used) gives."""
+    rng = np.random.default_rng(5)
+    true, mask = _dust()
+    cy, cx = np.mgrid[:H + 40, :W + 60].astype(np.float64)
+    tex = cv2.GaussianBlur(rng.standard_normal((H + 40, W + 60)), (0, 0), 1.2)
+    sun = 2000.0 * (1.0 + 0.05 * np.sin(cx / 17.0) * np.cos(cy / 13.0)) * (1 + 0.06 * tex / tex.std())
+    frames = np.stack([(sun[30 - k // 2:30 - k // 2 + H, 2 * k:2 * k + W] * true + rng.normal(0, 3, (H, W)))
+                       .astype(np.float32) for k in range(16)])
+    mono = synthesize_flat(frames[0], mask, method="multiframe", sequence=ArraySequence(frames), grow=1)
+    one = synthesize_flat(frames[0][..., None], mask, method="multiframe", sequence=ArraySequence(frames[..., None]),
+                          grow=1)
+    assert one.shape == (H, W, 1)
+    np.testing.assert_allclose(mono, one[..., 0], rtol=0, atol=1e-6)
+    assert np.abs(mono - true)[mask].mean() < 0.01
+
+
 def test_pedestal_is_removed_before_the_ratio():
     true, mask = _dust()
     p = 400.0

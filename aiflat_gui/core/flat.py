@@ -465,12 +465,13 @@ class _Registrar:
 
 
 def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, frame_idx: np.ndarray, chunk: int,
-                       pool, progress) -> None:
+                       pool, progress, cache: Optional[dict] = None) -> None:
     """Make ``reg`` (and the per-tile ``loc``) register against the mean of the frames aligned by
     a first registration against the temporal median. The median of a drifting sun is smeared
     along the drift, and shifts measured against it shrink (on the demo: 7 % too small along an
     11 px drift, 0.29 px rms error; against the aligned mean 0.11 px), which leaves the self-flat
-    short of the dust's depth."""
+    short of the dust's depth. ``cache``: when given, the dust fill of every frame's luminance (its
+    values at the mask pixels, float64) is kept in it by frame index, for the second pass."""
     filler = loc if loc is not None else _LocalShifts(np.zeros(seq.frame_shape, np.float32), reg.grown, reg.color,
                                                        tiles=False)
     h, w = filler.hw
@@ -479,9 +480,12 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
     ones = np.ones((h, w), np.float32)
     K = len(frame_idx)
 
-    def moved(frame: np.ndarray, shift) -> tuple[np.ndarray, np.ndarray]:
+    def moved(frame: np.ndarray, shift, fi: int) -> tuple[np.ndarray, np.ndarray]:
         lum, _m, scale = _luminance_and_mask(frame, reg.grown, reg.color)
-        img = filler._filled(lum).astype(np.float32)
+        values = None
+        if cache is not None and filler.fill:
+            values = cache[fi] = filler.fill.fill(lum)
+        img = filler._filled(lum, values).astype(np.float32)
         M = np.float32([[1, 0, -float(shift[0]) / scale], [0, 1, -float(shift[1]) / scale]])
         return (cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
                 cv2.warpAffine(ones, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
@@ -490,7 +494,7 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
         ks = frame_idx[k0:k0 + chunk]
         frames = np.stack([np.asarray(seq.frame(int(i)), dtype=np.float32) for i in ks])
         shifts, _ = register_frames(reg, None, frames, pool)
-        items = [(frames[j], shifts[j]) for j in range(len(ks))]
+        items = [(frames[j], shifts[j], int(ks[j])) for j in range(len(ks))]
         for img, cover in (pool.map(lambda it: moved(*it), items) if pool is not None
                            else (moved(*it) for it in items)):
             total += img
@@ -508,11 +512,12 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
 
 
 def register_frames(reg: Optional["_Registrar"], loc: Optional["_LocalShifts"], frames: np.ndarray,
-                    pool=None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+                    pool=None, fill_values: Optional[list] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Global shifts ``(k, 2)`` and per-tile shifts ``(n_tiles, k, 2)`` of ``frames`` (in time order),
     the same numbers as calling ``reg.shift`` and ``loc.shifts`` frame by frame; with a thread
     ``pool`` the independent parts run for several frames at once (OpenCV releases the GIL: ~1.8x
-    on 2 cores)."""
+    on 2 cores). ``fill_values``: per frame, the dust fill of its luminance when already known
+    (see :meth:`_LocalShifts.shifts`)."""
     k = len(frames)
     shifts = np.zeros((k, 2))
     local = np.zeros((loc.n if loc is not None else 0, k, 2))
@@ -526,7 +531,8 @@ def register_frames(reg: Optional["_Registrar"], loc: Optional["_LocalShifts"], 
         for j, prop in enumerate(run(reg.propose, list(frames[b0:b0 + batch])), start=b0):
             shifts[j] = reg.accept(prop)
     if loc is not None:
-        for j, sh in enumerate(run(lambda j: loc.shifts(frames[j], shifts[j]), range(k))):
+        known = fill_values if fill_values is not None else [None] * k
+        for j, sh in enumerate(run(lambda j: loc.shifts(frames[j], shifts[j], known[j]), range(k))):
             local[:, j] = sh
     return shifts, (local if loc is not None else None)
 
@@ -545,11 +551,13 @@ class _LocalShifts:
     MAX_DEV = 3.0  # px: how far a tile's shift may be from the global one (SEARCH, rounding)
     MIN_CORR = 0.5
 
-    def __init__(self, reference: np.ndarray, grown: np.ndarray, color: str, tiles: bool = True):
+    def __init__(self, reference: np.ndarray, grown: np.ndarray, color: str, tiles: bool = True,
+                 fill: Optional[HarmonicFill] = None):
         self.color = color
         self.grown = grown
         lum, m, self.scale = _luminance_and_mask(reference, grown, color)
-        self.fill = HarmonicFill(m) if m.any() and not m.all() else None
+        # ``fill``: the same system already factorised (mono data: the flat's own fill of the plane)
+        self.fill = fill if fill is not None else (HarmonicFill(m) if m.any() and not m.all() else None)
         if not tiles:  # only the dust fill of the luminance (see _sharpen_reference)
             self.hw = lum.shape
             self.n = 0
@@ -574,17 +582,26 @@ class _LocalShifts:
         self.base = base
         self.n = len(self.boxes)
 
-    def _filled(self, lum: np.ndarray) -> np.ndarray:
-        return self.fill.apply(lum) if self.fill else np.asarray(lum, dtype=np.float32)
+    def _filled(self, lum: np.ndarray, values: Optional[np.ndarray] = None) -> np.ndarray:
+        """``lum`` as float32 with the dust filled (``values``: the fill at the mask pixels when
+        already solved)."""
+        if not self.fill:
+            return np.asarray(lum, dtype=np.float32)
+        if values is None:
+            return self.fill.apply(lum)
+        out = np.asarray(lum, dtype=np.float32).copy()
+        out.reshape(-1)[self.fill.idx] = values
+        return out
 
-    def shifts(self, frame: np.ndarray, global_shift) -> np.ndarray:
-        """``(n_tiles, 2)`` (dx, dy) in sensor pixels for one frame."""
+    def shifts(self, frame: np.ndarray, global_shift, values: Optional[np.ndarray] = None) -> np.ndarray:
+        """``(n_tiles, 2)`` (dx, dy) in sensor pixels for one frame (``values``: the dust fill of its
+        luminance, when already solved)."""
         g = np.asarray(global_shift, dtype=np.float64) / self.scale
         out = np.tile(g, (self.n, 1))
         if self.n == 0:
             return out
         lum, _m, _ = _luminance_and_mask(frame, self.grown, self.color)
-        img = self._filled(lum)
+        img = self._filled(lum, values)
         h, w = self.hw
         R = self.SEARCH
         gx, gy = int(round(g[0])), int(round(g[1]))
@@ -630,6 +647,9 @@ PRIOR_WEIGHT = 0.002
 #: Self-flat systems up to this many unknowns are solved directly, larger ones by conjugate
 #: gradients (a direct solve of a large speck's equations fills in almost densely).
 DIRECT_MAX = 600
+#: Pair equations are folded into AtA this many matrix entries at a time (bounded memory; larger
+#: batches mean fewer sums of the partial AtA, which dominate the time).
+FOLD_NNZ = 2_000_000
 CG_RTOL = 1e-7
 CG_MAXITER = 400
 #: Per-tile local shifts (:class:`_LocalShifts`) in the self-flat equations.
@@ -651,7 +671,12 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
     min_sig = {p: _min_signal(ref[sl], pedestal) for p, sl in enumerate(slices)}
     reg = _Registrar(ref.shape, grown, color, reference=ref) if K >= 3 else None
     shifts = np.zeros((K, 2))
-    loc = _LocalShifts(ref, grown, color) if (reg is not None and LOCAL_SHIFTS) else None
+    # mono data: the luminance is the frame and its dust fill the plane's own (one factorisation,
+    # and each frame's fill solved once, in the first registration pass, for all later uses)
+    mono = ref.ndim == 2 and color not in BAYER and len(slices) == 1 and fills[0].n > 0
+    loc = (_LocalShifts(ref, grown, color, fill=fills[0] if mono else None)
+           if (reg is not None and LOCAL_SHIFTS) else None)
+    cache: Optional[dict] = {} if mono else None
     local = np.zeros((loc.n if loc else 0, K, 2))
     # halo: the pixels each frame must keep for the pair equations
     halos = {}
@@ -667,7 +692,7 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
 
     with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
         if reg is not None and SHARPEN_REFERENCE:
-            _sharpen_reference(reg, loc, seq, frame_idx, chunk, pool, sub_progress(progress, 0.0, 0.25))
+            _sharpen_reference(reg, loc, seq, frame_idx, chunk, pool, sub_progress(progress, 0.0, 0.25), cache)
             progress = sub_progress(progress, 0.25, 1.0)
         for k0 in range(0, K, chunk):
             ks = frame_idx[k0:k0 + chunk]
@@ -675,8 +700,11 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
             if frames.shape[1:] != ref.shape:
                 raise InputError(f"frames are {frames.shape[1:]} but the reference is {ref.shape}",
                                  getattr(seq, "path", None))
+            known = None
+            if cache and all(int(i) in cache for i in ks):
+                known = [cache.pop(int(i)) for i in ks]
             if reg is not None:
-                sh, loc_sh = register_frames(reg, loc, frames, pool)
+                sh, loc_sh = register_frames(reg, loc, frames, pool, known)
                 shifts[k0:k0 + len(ks)] = sh
                 if loc_sh is not None:
                     local[:, k0:k0 + len(ks)] = loc_sh
@@ -685,7 +713,7 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
                 if hf.n == 0:
                     continue
                 planes = np.ascontiguousarray(frames[(slice(None),) + sl])
-                est = hf.fill(planes)  # (k, n)
+                est = np.stack(known) if known is not None else hf.fill(planes)  # (k, n)
                 flat2 = planes.reshape(planes.shape[0], -1)
                 obs = flat2[:, hf.idx]
                 ratios[p][k0:k0 + len(ks)] = _ratio(obs, est, pedestal, min_sig[p])
@@ -739,12 +767,16 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     pos[hidx] = np.arange(len(hidx))
     mask2d = num.reshape(h, w) >= 0
     dist = cv2.distanceTransform((~mask2d).astype(np.uint8), cv2.DIST_L2, 5).reshape(-1)
-    logv = np.log(np.maximum(vals.astype(np.float64) - pedestal, min_signal))
-    valid = (vals.astype(np.float64) - pedestal) > min_signal
-    # per halo pixel, once (every pair takes the ones within its reach of the mask)
+    valid = np.empty(vals.shape, dtype=bool)
+    for k in range(K):  # frame by frame: no float64 copy of every frame's halo at once
+        valid[k] = (vals[k].astype(np.float64) - pedestal) > min_signal
+    # per halo pixel, once, in order of distance to the mask: the pixels within a pair's reach of
+    # the mask are then a prefix (a slice, not a boolean selection over the whole halo)
     hdist = dist[hidx]
-    hys, hxs = np.divmod(hidx, w)
-    htid = local[0][hidx] if local is not None else None
+    order = np.argsort(hdist, kind="stable")
+    hdist, hsorted = hdist[order], hidx[order]
+    hys, hxs = np.divmod(hsorted, w)
+    htid = local[0][hsorted] if local is not None else None
     Atb = np.zeros(n)
     batch: list = []  # (rows, cols, data, b) of several pairs, folded into AtA ~2M entries at a time
     batch_nnz = 0
@@ -776,8 +808,8 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
         reach = float(np.hypot(dx, dy)) + 1.5
         if local is not None:
             reach += 2 * _LocalShifts.MAX_DEV
-        near = hdist <= reach
-        cand, ys, xs = hidx[near], hys[near], hxs[near]
+        near = slice(0, int(np.searchsorted(hdist, reach, side="right")))
+        cand, ys, xs = hsorted[near], hys[near], hxs[near]
         if local is not None:
             tid = htid[near]
             has = tid >= 0
@@ -819,10 +851,11 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
             rows.append(np.flatnonzero(u))
             cols.append(num[qs][u])
             data.append(-ws[u])
-        b = logv[k, pc[sel]] - np.log(np.maximum(interp[sel] - pedestal, min_signal))
+        b = (np.log(np.maximum(vals[k, pc[sel]].astype(np.float64) - pedestal, min_signal))
+             - np.log(np.maximum(interp[sel] - pedestal, min_signal)))
         batch.append((np.concatenate(rows), np.concatenate(cols), np.concatenate(data), b))
         batch_nnz += 5 * m
-        if batch_nnz > 2_000_000:
+        if batch_nnz > FOLD_NNZ:
             fold()
     fold()
     if not partial:
