@@ -54,6 +54,7 @@ nearest pixel outside the grown mask (1 for an edge pixel).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import cv2
@@ -688,8 +689,6 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
         halos[p] = (np.flatnonzero(halo), step)
     halo_vals = {p: np.empty((K, len(halos[p][0])), dtype=np.float32) for p in halos}
     chunk = int(max(1, min(16, (128 << 20) // max(1, ref.size * 4))))  # <= 128 MB of float32 frames
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
         if reg is not None and SHARPEN_REFERENCE:
             _sharpen_reference(reg, loc, seq, frame_idx, chunk, pool, sub_progress(progress, 0.0, 0.25), cache)
@@ -783,11 +782,13 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     # partial sums of AtA, merged like a binary counter (each entry is added O(log folds) times,
     # not once per fold as when every batch is added to one growing matrix)
     partial: list = []  # [(level, matrix)]
+    # batches are folded in a second thread (scipy's sparse kernels release the GIL) while the next
+    # batch's equations are built; one thread takes them in order, so the sums are the same
+    folder = ThreadPoolExecutor(max_workers=1)
+    pending = None
 
-    def fold() -> None:
-        nonlocal Atb, batch, batch_nnz
-        if not batch:
-            return
+    def fold_batch(batch: list) -> None:
+        nonlocal Atb
         offs = np.cumsum([0] + [len(b_) for _, _, _, b_ in batch])
         r = np.concatenate([rr + o for (rr, _, _, _), o in zip(batch, offs[:-1])])
         c = np.concatenate([cc for _, cc, _, _ in batch])
@@ -799,65 +800,78 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
             level += 1
         partial.append((level, acc))
         Atb += A.T @ np.concatenate([b_ for _, _, _, b_ in batch])
+
+    def fold() -> None:
+        nonlocal batch, batch_nnz, pending
+        if not batch:
+            return
+        if pending is not None:
+            pending.result()  # one batch folding while the next is built: bounded memory
+        pending = folder.submit(fold_batch, batch)
         batch, batch_nnz = [], 0
 
-    for pi, (k, j) in enumerate(pairs):
-        if pi % 16 == 0:
-            report(progress, 0.9 * pi / len(pairs), f"self-flat equations {pi}/{len(pairs)}")
-        dx, dy = shifts[j] - shifts[k]
-        reach = float(np.hypot(dx, dy)) + 1.5
-        if local is not None:
-            reach += 2 * _LocalShifts.MAX_DEV
-        near = slice(0, int(np.searchsorted(hdist, reach, side="right")))
-        cand, ys, xs = hsorted[near], hys[near], hxs[near]
-        if local is not None:
-            tid = htid[near]
-            has = tid >= 0
-            tsafe = np.where(has, tid, 0)
-            dl = (local[1][:, j] - local[1][:, k])[tsafe]  # per tile first: (n_tiles, 2), then per pixel
-            dx = np.where(has, dl[:, 0], dx)
-            dy = np.where(has, dl[:, 1], dy)
-        qx, qy = xs + dx, ys + dy
-        x0, y0 = np.floor(qx).astype(np.int64), np.floor(qy).astype(np.int64)
-        ok = (x0 >= 0) & (x0 < w - 1) & (y0 >= 0) & (y0 < h - 1)
-        cand, x0, y0, qx, qy = cand[ok], x0[ok], y0[ok], qx[ok], qy[ok]
-        fx, fy = qx - x0, qy - y0
-        nbs = ((y0 * w + x0, (1 - fx) * (1 - fy)), (y0 * w + x0 + 1, fx * (1 - fy)),
-               ((y0 + 1) * w + x0, (1 - fx) * fy), ((y0 + 1) * w + x0 + 1, fx * fy))
-        pc = pos[cand]
-        good = valid[k, pc]
-        involved = num[cand] >= 0
-        interp = np.zeros(len(cand))
-        for q, wq in nbs:
-            pq = pos[q]
-            inside = pq >= 0
-            good &= inside
-            pq = np.where(inside, pq, 0)
-            good &= valid[j, pq]
-            interp += wq * vals[j, pq]
-            involved |= (num[q] >= 0) & (wq > 0)
-        sel = np.flatnonzero(good & involved)
-        if len(sel) == 0:
-            continue
-        m = len(sel)
-        rows, cols, data = [], [], []
-        u = num[cand[sel]] >= 0
-        rows.append(np.flatnonzero(u))
-        cols.append(num[cand[sel]][u])
-        data.append(np.ones(int(u.sum())))
-        for q, wq in nbs:
-            qs, ws = q[sel], wq[sel]
-            u = (num[qs] >= 0) & (ws > 0)
+    try:
+        for pi, (k, j) in enumerate(pairs):
+            if pi % 16 == 0:
+                report(progress, 0.9 * pi / len(pairs), f"self-flat equations {pi}/{len(pairs)}")
+            dx, dy = shifts[j] - shifts[k]
+            reach = float(np.hypot(dx, dy)) + 1.5
+            if local is not None:
+                reach += 2 * _LocalShifts.MAX_DEV
+            near = slice(0, int(np.searchsorted(hdist, reach, side="right")))
+            cand, ys, xs = hsorted[near], hys[near], hxs[near]
+            if local is not None:
+                tid = htid[near]
+                has = tid >= 0
+                tsafe = np.where(has, tid, 0)
+                dl = (local[1][:, j] - local[1][:, k])[tsafe]  # per tile first: (n_tiles, 2), then per pixel
+                dx = np.where(has, dl[:, 0], dx)
+                dy = np.where(has, dl[:, 1], dy)
+            qx, qy = xs + dx, ys + dy
+            x0, y0 = np.floor(qx).astype(np.int64), np.floor(qy).astype(np.int64)
+            ok = (x0 >= 0) & (x0 < w - 1) & (y0 >= 0) & (y0 < h - 1)
+            cand, x0, y0, qx, qy = cand[ok], x0[ok], y0[ok], qx[ok], qy[ok]
+            fx, fy = qx - x0, qy - y0
+            nbs = ((y0 * w + x0, (1 - fx) * (1 - fy)), (y0 * w + x0 + 1, fx * (1 - fy)),
+                   ((y0 + 1) * w + x0, (1 - fx) * fy), ((y0 + 1) * w + x0 + 1, fx * fy))
+            pc = pos[cand]
+            good = valid[k, pc]
+            involved = num[cand] >= 0
+            interp = np.zeros(len(cand))
+            for q, wq in nbs:
+                pq = pos[q]
+                inside = pq >= 0
+                good &= inside
+                pq = np.where(inside, pq, 0)
+                good &= valid[j, pq]
+                interp += wq * vals[j, pq]
+                involved |= (num[q] >= 0) & (wq > 0)
+            sel = np.flatnonzero(good & involved)
+            if len(sel) == 0:
+                continue
+            m = len(sel)
+            rows, cols, data = [], [], []
+            u = num[cand[sel]] >= 0
             rows.append(np.flatnonzero(u))
-            cols.append(num[qs][u])
-            data.append(-ws[u])
-        b = (np.log(np.maximum(vals[k, pc[sel]].astype(np.float64) - pedestal, min_signal))
-             - np.log(np.maximum(interp[sel] - pedestal, min_signal)))
-        batch.append((np.concatenate(rows), np.concatenate(cols), np.concatenate(data), b))
-        batch_nnz += 5 * m
-        if batch_nnz > FOLD_NNZ:
-            fold()
-    fold()
+            cols.append(num[cand[sel]][u])
+            data.append(np.ones(int(u.sum())))
+            for q, wq in nbs:
+                qs, ws = q[sel], wq[sel]
+                u = (num[qs] >= 0) & (ws > 0)
+                rows.append(np.flatnonzero(u))
+                cols.append(num[qs][u])
+                data.append(-ws[u])
+            b = (np.log(np.maximum(vals[k, pc[sel]].astype(np.float64) - pedestal, min_signal))
+                 - np.log(np.maximum(interp[sel] - pedestal, min_signal)))
+            batch.append((np.concatenate(rows), np.concatenate(cols), np.concatenate(data), b))
+            batch_nnz += 5 * m
+            if batch_nnz > FOLD_NNZ:
+                fold()
+        fold()
+        if pending is not None:
+            pending.result()
+    finally:
+        folder.shutdown(wait=True)
     if not partial:
         return None
     AtA = partial.pop()[1]
