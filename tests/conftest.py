@@ -10,7 +10,32 @@ os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
 os.environ.pop("AIFLAT_FSYNC", None)
 
 
+import gc  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gc_in_the_main_thread_only():
+    """As in the app (``gui.app.gui_thread_gc``): no automatic cyclic garbage collection, which can
+    start in whichever thread allocates -- a worker's, or one a test left running -- and free Qt
+    objects of earlier tests there (a worker process of the parallel suite crashed once that way in
+    test_viewer). The per-test fixture below collects in the main thread instead."""
+    was = gc.isenabled()
+    gc.disable()
+    yield
+    if was:
+        gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def _collect_in_the_main_thread():
+    yield
+    # pyqtgraph's GarbageCollector rule: each generation when its count passed its threshold
+    counts, limits = gc.get_count(), gc.get_threshold()
+    if counts[0] > limits[0]:
+        gen = 2 if counts[1] > limits[1] and counts[2] > limits[2] else 1 if counts[1] > limits[1] else 0
+        gc.collect(gen)
 
 
 @pytest.fixture(autouse=True)
