@@ -289,7 +289,9 @@ def test_precision_on_small_normal_demos():
         right, comps = right + n - bad, comps + n
         f, t = specks_found(mask, demo)
         found, total = found + f, total + t
-    assert comps >= 12 and right / comps >= 0.9
+    # (11 components since the reference's own dips are candidates too: the fibre of seed 6 that
+    # came out in two pieces is now one)
+    assert comps >= 11 and right / comps >= 0.9
     assert total >= 6 and found / total >= 0.8
 
 

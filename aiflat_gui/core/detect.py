@@ -104,6 +104,13 @@ MIN_DEPTH = 0.01
 #: compression errors of a few ADU in smooth areas).
 QUANT_ADU_8BIT = 3.0
 HALF_AGREEMENT = 0.5
+#: Sequence mode: the reference's own compact dips (closing fill, as for a single image) are
+#: candidates too; and a candidate whose own pattern moves by more than STATIC_PX rms from slot to
+#: slot (see _own_motion) moves with the target: not dust.
+REF_CANDIDATES = True
+STATIC_PX = 1.1
+MOTION_GROUP = 3
+MOTION_SNR = 3.5
 #: Single image: radius (px) of the grey-level closing that fills specks (see closing_dip), and of
 #: the one that fills opaque clumps, counted where it finds a dip deeper than DEEP_DIP (log units).
 CLOSE_RADIUS = 8
@@ -524,6 +531,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     noise = None
     halves = None
     plain = None
+    slots = None
     stack_n = 0
     if n_frames >= 3:
         # every selected frame is read; frames are averaged in consecutive groups into the slots
@@ -599,6 +607,8 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
         shifts -= np.median(shifts, axis=0)
         med, noise, halves = _separate(stack, shifts, iterations, progress)
+        # (the slots stay, in sensor coordinates: every candidate's own motion is measured on them)
+        slots = stack
         del stack
         frames_used = n_read
     else:
@@ -611,7 +621,11 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     if not stack_n:
         med = closing_dip(yref, floor)
     else:
-        valid &= dref < max_depth
+        # very dark pixels are not judged, except the small dark regions _sky_and_umbrae left to
+        # judge (opaque clumps: their cores are as dark as an umbra) and their soft edges
+        clumps = ((_box(yref) < floor) & ~off).view(np.uint8)
+        clumps = cv2.dilate(clumps, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) > 0
+        valid &= (dref < max_depth) | clumps
     # pixels not judged (sky, limb rim, frame border) neither drag the baseline of their
     # neighbours nor get a value of their own
     wv = valid.astype(np.float32)
@@ -624,6 +638,71 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         nz = noise / max(float(np.median(noise[valid])) if valid.any() else 1.0, 1e-6)
         dip = dip / np.maximum(nz, 1.0)
     dip[~valid] = 0.0
+    score, extent = _filter_scores(dip, valid)
+    if plain is not None:
+        plain[~valid] = float(np.median(plain[valid])) if valid.any() else 0.0
+        pdip = _blur(plain - _lower_envelope(plain, bg_sigma, wv), 1.0)
+        pdip[~valid] = 0.0
+        np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
+    score[~valid] = 0.0
+    if off.any():
+        # no seeds right at the limb margin: the filters' support reaches across it there, and
+        # what is left of the rim's steep profile answers like a fibre along the limb
+        rim = ~_judged(off, limb_margin + RIM_SEEDLESS)
+        score[rim] = np.minimum(score[rim], 0.0)
+    extent = extent.astype(np.float32)
+    extent[~valid] = 0.0
+    cd = None
+    if not stack_n:
+        _hug(score, extent, med)
+    elif REF_CANDIDATES:
+        # the reference's own compact dips (closing fill) are candidates too: opaque clumps and
+        # big shadows stay whole and sharp in the temporal median while the target is smeared,
+        # but the separation recovers only the rim of a shadow much wider than the drift; the
+        # physics below keeps only those that do not move with the target
+        cd = closing_dip(yref, floor)
+        cd[~valid] = 0.0
+        rscore, rext = _filter_scores(cd, valid)
+        _hug(rscore, rext, cd)
+        if off.any():
+            rscore[rim] = np.minimum(rscore[rim], 0.0)
+    judged = None
+    if stack_n:
+        # 8-bit data (often compressed): a darkening of a few ADU cannot be told from quantisation
+        # and compression error, whatever its z-score after averaging many frames
+        low_bits = np.dtype(getattr(sequence, "dtype", np.uint16)).kind in "iu" and \
+            int(getattr(sequence, "bit_depth", 16) or 16) <= 8
+        floor_map = None
+        if low_bits:
+            floor_map = QUANT_ADU_8BIT / np.maximum(_nblur(np.maximum(yref, floor), bg_sigma, on), 1.0)
+        judged = _judge_static(score, extent, valid, med - base, None if halves is None else halves - base,
+                               floor_map, slots=slots, plain=plain)
+        if cd is not None:
+            # the reference's candidates on their own (merged with the separation's, a speck
+            # would vouch for the moving structure beside it, or the other way round)
+            rj = _judge_static(rscore, rext, valid, med - base, None, floor_map, slots=slots, plain=plain,
+                               ref_dip=cd)
+            judged["reference_candidates"] = rj.get("candidates", 0)
+            judged["reference_kept"] = rj.get("kept", 0)
+            np.maximum(score, rscore, out=score)
+            np.maximum(extent, rext, out=extent)
+        del slots
+    sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid,
+                  frames_used=frames_used, darkening=med, shifts=shifts)
+    sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
+                   mode="sequence" if stack_n else "single image",
+                   drift_px=float(np.ptp(shifts, axis=0).max()) if shifts is not None and len(shifts) > 1 else 0.0)
+    if judged is not None:
+        sm.info.update(judged)
+    report(progress, 1.0, "dust: done")
+    return sm
+
+
+def _filter_scores(dip: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score, extent) of a darkening map: the best of the Gaussian matched filters (discs, donuts)
+    and the Hessian ridge filters (fibres), each normalised by its robust noise over ``valid``;
+    extent is the 1 px Gaussian's z-score."""
+    h, w = dip.shape
     score = np.zeros((h, w), np.float32)
     extent = None
     for s in BLOB_SCALES:
@@ -638,56 +717,96 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # -lambda_min is skewed positive on pure noise: centre it, and let it count a bit less
         r -= float(np.median(r[valid])) if valid.any() else 0.0
         np.maximum(score, RIDGE_WEIGHT * r / _robust_sigma(r, valid), out=score)
-    if plain is not None:
-        plain[~valid] = float(np.median(plain[valid])) if valid.any() else 0.0
-        pdip = _blur(plain - _lower_envelope(plain, bg_sigma, wv), 1.0)
-        pdip[~valid] = 0.0
-        np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
-    score[~valid] = 0.0
-    if off.any():
-        # no seeds right at the limb margin: the filters' support reaches across it there, and
-        # what is left of the rim's steep profile answers like a fibre along the limb
-        rim = ~_judged(off, limb_margin + RIM_SEEDLESS)
-        score[rim] = np.minimum(score[rim], 0.0)
-    extent = extent.astype(np.float32)
-    extent[~valid] = 0.0
-    if not stack_n:
-        # outlines hug the dust: a speck grows only where it darkens by at least HUG_FRACTION of
-        # the deepest darkening near it, or by HUG_DEPTH (its faint halo and the shallow fill
-        # around it stay out; the soft edge of a deep clump stays in)
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * GROW_REACH + 1, 2 * GROW_REACH + 1))
-        peak = cv2.dilate(_blur(med, 1.0), k)
-        low = med < np.minimum(HUG_FRACTION * peak, HUG_DEPTH)
-        extent[low] = 0.0
-        score[low] = np.minimum(score[low], extent[low])
-        # the closing residue is one-sided (>= 0), so its MAD understates the spread of texture
-        # (granulation, compression blocks) it holds: z-scores count for less than in a sequence
-        score /= SINGLE_NOISE_FACTOR
-        extent /= SINGLE_NOISE_FACTOR
-    judged = None
-    if stack_n:
-        # 8-bit data (often compressed): a darkening of a few ADU cannot be told from quantisation
-        # and compression error, whatever its z-score after averaging many frames
-        low_bits = np.dtype(getattr(sequence, "dtype", np.uint16)).kind in "iu" and \
-            int(getattr(sequence, "bit_depth", 16) or 16) <= 8
-        floor_map = None
-        if low_bits:
-            floor_map = QUANT_ADU_8BIT / np.maximum(_nblur(np.maximum(yref, floor), bg_sigma, on), 1.0)
-        judged = _judge_static(score, extent, valid, med - base, None if halves is None else halves - base,
-                               floor_map)
-    sm = ScoreMap(score=score.astype(np.float32), extent=extent, valid=valid,
-                  frames_used=frames_used, darkening=med, shifts=shifts)
-    sm.info = dict(frames_used=frames_used, stacked=stack_n, seconds=round(time.perf_counter() - t0, 3),
-                   mode="sequence" if stack_n else "single image",
-                   drift_px=float(np.ptp(shifts, axis=0).max()) if shifts is not None and len(shifts) > 1 else 0.0)
-    if judged is not None:
-        sm.info.update(judged)
-    report(progress, 1.0, "dust: done")
-    return sm
+    return score, extent
+
+
+def _hug(score: np.ndarray, extent: np.ndarray, dip: np.ndarray) -> None:
+    """Single-image scores of a closing dip, in place. Outlines hug the dust: a speck grows only
+    where it darkens by at least HUG_FRACTION of the deepest darkening near it, or by HUG_DEPTH
+    (its faint halo and the shallow fill around it stay out; the soft edge of a deep clump stays
+    in). The closing residue is one-sided (>= 0), so its MAD understates the spread of texture
+    (granulation, compression blocks) it holds: z-scores count 1 / SINGLE_NOISE_FACTOR."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * GROW_REACH + 1, 2 * GROW_REACH + 1))
+    peak = cv2.dilate(_blur(dip, 1.0), k)
+    low = dip < np.minimum(HUG_FRACTION * peak, HUG_DEPTH)
+    extent[low] = 0.0
+    score[low] = np.minimum(score[low], extent[low])
+    score /= SINGLE_NOISE_FACTOR
+    extent /= SINGLE_NOISE_FACTOR
+
+
+def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats: np.ndarray,
+                idx: np.ndarray, reach: int = 3) -> np.ndarray:
+    """For each candidate ``i`` in ``idx`` (a component of ``labels``), how far (px rms) its own
+    darkening pattern moves from slot to slot in sensor coordinates: the candidate's profile in the
+    temporal median (``plain``, high-passed, on the candidate grown by 3 px, zero mean) is
+    cross-correlated with every slot within +-``reach`` px, and the peaks' scatter about their
+    median is returned (NaN where the crop would leave the frame). Dust is a static shadow: its
+    pattern stays put whatever the target does (drift, seeing). A feature of the target moves
+    with it, by the drift and by the local seeing warp, even when the target as a whole did not
+    drift."""
+    k, h, w = slots.shape
+    out = np.full(len(stats), np.nan)
+    snr = np.zeros(len(stats))
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    R = int(reach)
+    for i in idx:
+        x0, y0, bw, bh = (int(v) for v in stats[i, :4])
+        m = 3 + R
+        xa, ya, xb, yb = x0 - m, y0 - m, x0 + bw + m, y0 + bh + m
+        # at the frame's edge the crop is completed by reflection (outside the frame nothing moves)
+        pads = (max(0, -ya), max(0, yb - h), max(0, -xa), max(0, xb - w))
+        xa, ya, xb, yb = max(xa, 0), max(ya, 0), min(xb, w), min(yb, h)
+
+        def cut(a: np.ndarray, kind=cv2.BORDER_REFLECT) -> np.ndarray:
+            c = a[ya:yb, xa:xb]
+            c = c.astype(np.float32) if c.dtype == np.float16 else c
+            return cv2.copyMakeBorder(c, *pads, kind, value=0) if any(pads) else c
+
+        win = cv2.dilate((cut(labels, cv2.BORDER_CONSTANT) == i).view(np.uint8), grow)[R:-R, R:-R]
+        win = win.astype(np.float32)
+        crop = cut(plain)
+        hp = crop - _blur(crop, 6.0)
+        t = hp[R:-R, R:-R]
+        n_w = float(win.sum())
+        if n_w < 4:
+            continue
+        t = (t - float((t * win).sum()) / n_w) * win
+        if float(np.abs(t).sum()) <= 0:
+            continue
+        g = max(1, int(MOTION_GROUP))
+        d = np.empty(((k + g - 1) // g, 2))
+        for jj, j in enumerate(range(0, k, g)):
+            a = cut(slots[j])
+            for j2 in range(j + 1, min(k, j + g)):
+                a = a + cut(slots[j2])
+            hp_last = (a - _blur(a, 6.0)) / (min(k, j + g) - j)
+            c = cv2.matchTemplate(hp_last, t, cv2.TM_CCORR)
+            iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
+            fy = fx = 0.0
+            if 0 < iy < c.shape[0] - 1:
+                den = c[iy - 1, ix] - 2 * c[iy, ix] + c[iy + 1, ix]
+                fy = 0.5 * (c[iy - 1, ix] - c[iy + 1, ix]) / den if den != 0 else 0.0
+            if 0 < ix < c.shape[1] - 1:
+                den = c[iy, ix - 1] - 2 * c[iy, ix] + c[iy, ix + 1]
+                fx = 0.5 * (c[iy, ix - 1] - c[iy, ix + 1]) / den if den != 0 else 0.0
+            d[jj] = (ix + fx - R, iy + fy - R)
+        dev = d - np.median(d, axis=0)
+        out[i] = float(np.sqrt((dev ** 2).sum(axis=1).mean()))
+        # how clearly the pattern stands out of what moves around it (texture, noise): its
+        # energy over the scatter of a group's high-passed crop outside the candidate
+        rest = (win == 0)
+        if rest.sum() >= 16:
+            inner = hp_last[R:-R, R:-R] if hp_last.shape != t.shape else hp_last
+            sd = float(np.std(inner[rest])) * math.sqrt(n_w)
+            snr[i] = float(np.sqrt((t * t).sum())) / max(sd, 1e-9) * math.sqrt(len(d))
+    return out, snr
 
 
 def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust: np.ndarray,
-                  halves: Optional[np.ndarray], floor_map: Optional[np.ndarray] = None) -> dict:
+                  halves: Optional[np.ndarray], floor_map: Optional[np.ndarray] = None,
+                  slots: Optional[np.ndarray] = None, plain: Optional[np.ndarray] = None,
+                  ref_dip: Optional[np.ndarray] = None) -> dict:
     """Sequence mode: judge every candidate (a connected region of the most sensitive mask) by the
     physics of dust, in place: a candidate whose darkening is not that of a static shadow gets a
     score and extent of 0, so no sensitivity marks it. Kept: a mean darkening of at least
@@ -698,10 +817,11 @@ def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust
     sits elsewhere on the sensor in each half). With ``floor_map`` (8-bit data: ``QUANT_ADU_8BIT``
     over the local level) the depth must exceed it too. Returns counts and the judged candidates
     for ``ScoreMap.info``."""
-    probe = ScoreMap(score=score, extent=extent, valid=valid)
     dust = dust.astype(np.float32)
-    m = probe.mask(1.0)
-    n, labels = cv2.connectedComponents(m.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    # candidates: the connected regions of seed pixels at the most sensitive setting (not grown:
+    # grown regions merge neighbours, and a speck would vouch for the structure beside it)
+    m = score >= ScoreMap.thresholds(1.0)[0]
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if n <= 1:
         return dict(candidates=0, rejected_not_static=0, rejected_shallow=0)
     lab = labels.ravel()
@@ -724,6 +844,25 @@ def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust
         b = np.bincount(lab, weights=wgt * halves[1].ravel(), minlength=n) / wsum
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         unstable = (lo < HALF_AGREEMENT * hi) | (lo < 0.5 * MIN_DEPTH)
+    motion = np.full(n, np.nan)
+    refpeak = np.zeros(n)
+    if slots is not None and plain is not None:
+        if ref_dip is not None:
+            np.maximum.at(refpeak, lab, _blur(ref_dip, 1.0).ravel())
+        # (only the candidates deep enough to be kept are worth measuring)
+        worth = np.flatnonzero(np.maximum(peak, refpeak) >= need)
+        motion, snr = _own_motion(slots, plain, labels, stats, worth[worth > 0])
+    if slots is not None and plain is not None:
+        if ref_dip is not None:
+            # the reference's candidates must show themselves static: their own pattern stays put
+            # (their depth is the reference's: the separation recovers only the rim of a shadow
+            # much wider than the drift)
+            still = np.isfinite(motion) & (motion <= STATIC_PX)
+            shallow = np.where(still, refpeak, -np.inf) < need
+        else:
+            # the separation's candidates whose own pattern clearly moves with the target are not
+            # dust (a faint pattern's measured motion is mostly noise: the tests above judge it)
+            unstable |= np.isfinite(motion) & (snr >= MOTION_SNR) & (motion > STATIC_PX)
     bad = shallow | unstable
     bad[0] = False
     drop = bad[labels]
@@ -742,7 +881,7 @@ def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust
         if halves is not None:
             r["halves"] = (round(float(a[i]), 4), round(float(b[i]), 4))
         rec.append(r)
-    return dict(candidates=n - 1, rejected_shallow=int(shallow[1:].sum()),
+    return dict(candidates=n - 1, kept=int((~bad[1:]).sum()), rejected_shallow=int(shallow[1:].sum()),
                 rejected_not_static=int((unstable & ~shallow)[1:].sum()), judged=rec)
 
 
