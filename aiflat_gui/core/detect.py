@@ -110,7 +110,7 @@ HALF_AGREEMENT = 0.5
 REF_CANDIDATES = True
 STATIC_PX = 1.1
 MOTION_GROUP = 3
-MOTION_SNR = 3.5
+MOTION_SNR = 4.5
 #: Single image: radius (px) of the grey-level closing that fills specks (see closing_dip), and of
 #: the one that fills opaque clumps, counted where it finds a dip deeper than DEEP_DIP (log units).
 CLOSE_RADIUS = 8
