@@ -130,3 +130,33 @@ def test_gui_runs_every_step_through_the_pipeline():
     """gui/ never imports a step (reference, detector, flat, calibration, export, report, demo,
     mask files, readers/writers) directly: it calls aiflat_gui.pipeline (through the Document)."""
     assert _gui_step_imports() == []
+
+
+#: calls that touch file bytes (io's job): builtins, pathlib, json, numpy and OpenCV file functions
+_FILE_CALLS = {"open", "read_text", "write_text", "read_bytes", "write_bytes", "unlink", "mkdir", "rmdir",
+               "fromfile", "tofile", "imread", "imwrite", "atomic_write_bytes", "replace", "rename"}
+
+
+def _file_calls(path: Path) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            base = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            # dataclasses.replace(...) copies a dataclass; it is no file call
+            if (name in _FILE_CALLS and base not in ("dataclasses", "cls")) or (base == "json" and name in ("load", "dump")):
+                found.append(f"{path.name}:{node.lineno} {name}")
+    return found
+
+
+def test_the_session_and_the_document_touch_no_file_bytes():
+    """The session's sidecar files (JSON, the mask through the one mask codec) are io.sidecar's: the
+    session and the Document only say what a session means (issue 12)."""
+    pkg = Path(aiflat_gui.__file__).parent
+    assert _file_calls(pkg / "session.py") == []
+    assert _file_calls(pkg / "document.py") == []
+    # not vacuous: the io module that does the work is caught
+    assert any("read_text" in c for c in _file_calls(pkg / "io" / "sidecar.py"))
