@@ -459,19 +459,18 @@ class GeminiProvider:
 
         contents: list[Any] = [types.Part.from_bytes(data=png, mime_type="image/png") for png in tile.pngs]
         contents.append(prompt)
-        image_cfg = {"aspect_ratio": tile.aspect}
-        if not only_1k(self.model):
-            image_cfg["image_size"] = self.effective_size
+        image_size = None if only_1k(self.model) else self.effective_size  # None: the 1K-only models
         config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"],
-                                             image_config=types.ImageConfig(**image_cfg))
+                                             image_config=types.ImageConfig(aspect_ratio=tile.aspect,
+                                                                            image_size=image_size))
         client = self._make_client(key)
         self._client = client
         status = {"message": f"waiting for {self.model}", "attempt": 1}
         attempts = self.retries + 1
         log.debug("gemini request: model=%s aspect=%s size=%s images=%d bytes=%d stream=%s", self.model,
-                  tile.aspect, image_cfg.get("image_size", "-"), len(tile.pngs), sum(map(len, tile.pngs)), self.stream)
+                  tile.aspect, image_size or "-", len(tile.pngs), sum(map(len, tile.pngs)), self.stream)
 
-        async def one_call():
+        async def one_call() -> _Collected:
             if not self.stream:
                 resp = await client.aio.models.generate_content(model=self.model, contents=contents, config=config)
                 return _collect([resp])
@@ -481,7 +480,7 @@ class GeminiProvider:
                 chunks.append(chunk)
             return _collect(chunks)
 
-        async def with_retries():
+        async def with_retries() -> tuple[_Collected, int]:
             last: Optional[BaseException] = None
             try:
                 for attempt in range(1, attempts + 1):
@@ -631,7 +630,8 @@ def _enum_name(v: Any) -> Optional[str]:
 def _collect(responses: list) -> _Collected:
     """Merge one response (or the chunks of a stream) into parts, text and finish/block reasons."""
     c = _Collected()
-    texts, thoughts = [], []
+    texts: list[str] = []
+    thoughts: list[str] = []
     for r in responses:
         fb = getattr(r, "prompt_feedback", None)
         if fb is not None and getattr(fb, "block_reason", None):

@@ -88,12 +88,12 @@ def get_api_key(explicit: Optional[str] = None) -> Optional[str]:
 def set_api_key(key: str) -> bool:
     """Store ``key`` in the OS keyring. False when there is no usable keyring (the GUI then tells
     the user to use the environment variable instead)."""
-    key = _clean(key)
+    clean = _clean(key)
     kr = _keyring()
-    if kr is None or not key:
+    if kr is None or not clean:
         return False
     try:
-        kr.set_password(KEYRING_SERVICE, KEYRING_USER, key)
+        kr.set_password(KEYRING_SERVICE, KEYRING_USER, clean)
         return True
     except Exception as exc:  # noqa: BLE001
         log.debug("keyring store failed: %s", type(exc).__name__)

@@ -515,7 +515,11 @@ class _Renderer:
         reach = float(np.abs(self.shifts).max()) + 4.0 * spec.seeing_px + 4.0 * float(self.blur.max()) + 8
         self.margin = M = int(math.ceil(reach))
         shape = (H + 2 * M, W + 2 * M)
-        self.image = None
+        self.image: Optional[np.ndarray] = None  # (n, h, w) frames of a "image" background
+        self.image_gain = 1.0
+        canvas: Optional[np.ndarray]
+        on: Optional[np.ndarray]
+        self.canvas: Optional[np.ndarray]
         if spec.background == "sun":
             canvas, on = _sun_canvas(rng, shape, spec, (H, W))
         elif spec.background == "moon":
@@ -534,7 +538,7 @@ class _Renderer:
             raise ValueError(f"unknown background {spec.background!r} (choose from {', '.join(BACKGROUNDS)})")
         full = 255.0 if spec.bit_depth == 8 else 65535.0
         self.base = np.mgrid[0:H, 0:W][::-1].astype(np.float32)  # (x, y)
-        if canvas is not None:
+        if canvas is not None and on is not None:
             inner, inner_on = canvas[M:M + H, M:M + W], on[M:M + H, M:M + W]
             med = float(np.median(inner[inner_on])) if inner_on.any() else 1.0
             # the median at `level`, but the brightest features (plage, lit crater walls) below 92 %
@@ -542,6 +546,7 @@ class _Renderer:
             self.canvas = canvas * np.float32(gain)
             self.on = on[M:M + H, M:M + W]
         else:
+            assert self.image is not None
             self.canvas = None
             ref = self.image[0]
             hi = float(np.median(ref[ref > 0.2 * np.percentile(ref, 99.5)])) if (ref > 0).any() else 1.0
@@ -560,7 +565,8 @@ class _Renderer:
             my = my + self.warp_gain * cv2.resize(self.fields[i, 1], (W, H), interpolation=cv2.INTER_CUBIC)
         return mx, my
 
-    def _sample_image(self, i, mx, my) -> np.ndarray:
+    def _sample_image(self, i: int, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+        assert self.image is not None
         img = self.image[i % len(self.image)]
         ih, iw = img.shape
         H, W = self.spec.height, self.spec.width

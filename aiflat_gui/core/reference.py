@@ -14,7 +14,7 @@ The mean needs no blocks: a float64 running sum over whole frames, one pass.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -175,13 +175,15 @@ def _blockwise(seq, idx: np.ndarray, method: str, progress, budget: int) -> np.n
 
     threads = _threads()
     with ThreadPoolExecutor(max_workers=threads + 1) as pool:
-        nxt = pool.submit(gather, 0)
+        nxt: Optional[Future[np.ndarray]] = pool.submit(gather, 0)
         try:
             for b in range(n_blocks):
                 y0, y1 = b * rows, min(H, (b + 1) * rows)
+                assert nxt is not None  # submitted for every block but the last's successor
                 block = nxt.result()
                 nxt = pool.submit(gather, b + 1) if b + 1 < n_blocks else None
                 if method == "median":
+                    assert tbuf is not None
                     out[y0:y1] = _median_pixel_major(block, tbuf, pool if threads > 1 else None, threads)
                 else:
                     out[y0:y1] = sigma_clipped_mean(block)

@@ -231,7 +231,7 @@ def apply_fast(image: np.ndarray, state: StretchState) -> np.ndarray:
     flat = src.reshape(src.shape[0], -1)  # one channel: OpenCV scalars then apply to every value
     # clamp below black first: convertScaleAbs takes |x*alpha + beta| before saturating to 0..255
     if not (src.dtype.kind == "u" and black <= 0):
-        flat = cv2.max(flat, float(black))
+        flat = cv2.max(flat, float(black))  # type: ignore[call-overload]  # OpenCV takes a scalar; its stubs say array
     idx = cv2.convertScaleAbs(flat, alpha=alpha, beta=-black * alpha)
     return cv2.LUT(idx, make_lut(state, np.uint8, 256)).reshape(image.shape)
 
@@ -348,6 +348,7 @@ def visualize_dust(image: np.ndarray, color: str = "mono", sigma: Optional[float
     (each 2x2 window holds every CFA colour, so the mosaic pattern cancels). Reads ``image``, never
     writes it."""
     a = np.asarray(image)
+    lum: np.ndarray
     if a.ndim == 3:
         lum = a.astype(np.float32).mean(axis=2)
     elif a.ndim == 2:

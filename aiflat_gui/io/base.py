@@ -217,6 +217,8 @@ class SequenceWriter(abc.ABC):
 
     format = "unknown"
     is_directory = False
+    #: the open output file of writers that hold one (closed by :meth:`_abort_handles`)
+    _fh: Any = None
 
     def __init__(self, path: str | os.PathLike, template: Sequence, n_frames: Optional[int] = None,
                  overwrite: bool = True):
@@ -226,12 +228,13 @@ class SequenceWriter(abc.ABC):
         self.written = 0
         check_output_path(self.path, template.path, overwrite=overwrite,
                           kind="replace-folder" if self.is_directory else "file")
-        self._atomic = AtomicOutput(self.path, directory=self.is_directory)
-        self.tmp_path = self._atomic.__enter__()
+        atomic = AtomicOutput(self.path, directory=self.is_directory)
+        self._atomic: Optional[AtomicOutput] = atomic
+        self.tmp_path = atomic.__enter__()
         try:
             self._open(self.tmp_path)
         except BaseException as exc:
-            self._atomic.__exit__(type(exc), exc, None)
+            atomic.__exit__(type(exc), exc, None)
             raise
 
     def set_durable(self, on: bool) -> None:
@@ -348,11 +351,12 @@ def fsync_fd(fd: int) -> None:
     drive's cache), fsync elsewhere."""
     try:
         import fcntl
+        full = getattr(fcntl, "F_FULLFSYNC", None)
     except ImportError:  # Windows
-        fcntl = None
-    if fcntl is not None and hasattr(fcntl, "F_FULLFSYNC"):
+        full = None
+    if full is not None:
         with contextlib.suppress(OSError):  # a filesystem without it: the plain fsync below
-            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            fcntl.fcntl(fd, full)
             return
     os.fsync(fd)
 

@@ -18,13 +18,16 @@ import os
 import struct
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from ..errors import FormatError, InputError
 from .base import COLORS, Sequence, SequenceWriter, check_mapped
 from .fits import natural_key
+
+if TYPE_CHECKING:
+    import tifffile
 
 __all__ = ["ImageSequence", "ImageFolderSequence", "TiffWriter", "TiffFolderWriter", "IMAGE_EXTS", "natural_key"]
 
@@ -461,7 +464,7 @@ class ImageFolderSequence(Sequence):
         if not files:
             raise InputError("folder holds no TIFF, PNG or JPEG frames", self.path)
         self._files = files
-        ref = None
+        ref: Optional[tuple[Any, ...]] = None
         ticks: list[Optional[int]] = []
         colors: set[str] = set()
         multipage = 0
@@ -482,6 +485,7 @@ class ImageFolderSequence(Sequence):
             ticks.append(t if isinstance(t, int) else None)
             colors.add(str(desc.get("color") or ""))
             multipage += pages > 1
+        assert ref is not None  # files is not empty
         self.n_frames = len(files)
         self.width, self.height, self.channels = ref[0], ref[1], ref[2]
         self.dtype = np.dtype(ref[3])
@@ -555,7 +559,7 @@ class _TiffPages:
         dt = np.dtype(template.dtype)
         if template.channels not in (1, 3):
             raise InputError(f"TIFF writer cannot store {template.channels}-channel frames", path)
-        self._dtype = dt if dt in (np.uint8, np.uint16, np.float32) else np.dtype(np.float32)
+        self._dtype: np.dtype[Any] = dt if dt in (np.uint8, np.uint16, np.float32) else np.dtype(np.float32)
         self._colour = template.channels == 3
         self._bgr = template.color == "BGR"
         self._ts = timestamps if timestamps is not None else template.timestamps
@@ -588,7 +592,7 @@ class TiffWriter(_TiffPages, SequenceWriter):
     def __init__(self, path: str | os.PathLike, template: Sequence, n_frames: Optional[int] = None,
                  overwrite: bool = True, timestamps: Optional[np.ndarray] = None, **_opts: Any):
         self._setup(template, path, timestamps)
-        self._tw = None
+        self._tw: Optional[tifffile.TiffWriter] = None
         super().__init__(path, template, n_frames=n_frames, overwrite=overwrite)
 
     def _open(self, tmp_path: Path) -> None:
@@ -600,10 +604,12 @@ class TiffWriter(_TiffPages, SequenceWriter):
 
     def _write(self, frame: np.ndarray, index: int) -> None:
         a, kwargs = self._page(frame, index)
+        assert self._tw is not None  # set by _open
         self._tw.write(a, contiguous=False, **kwargs)
 
     def _finish(self) -> None:
         tw, self._tw = self._tw, None
+        assert tw is not None
         tw.close()
 
     def _abort_handles(self) -> None:
@@ -633,4 +639,5 @@ class TiffFolderWriter(_TiffPages, SequenceWriter):
         import tifffile
 
         a, kwargs = self._page(frame, index)
+        assert self._dir is not None  # set by _open
         tifffile.imwrite(self._dir / f"frame_{self.written:0{self._digits}d}.tif", a, **kwargs)

@@ -189,7 +189,7 @@ def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
     removed: list[Path] = []
     host = host_tag()
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     for e in entries:

@@ -36,7 +36,7 @@ import mmap
 import os
 import struct
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 import numpy as np
 
@@ -279,7 +279,7 @@ class SerSequence(Sequence):
         row_px = self.width * self.channels
         rows = max(1, min(self.height, _SAMPLE_PIXELS // (3 * row_px)))
         starts = sorted({min(max(0, self.height * k // 4 - rows // 2), self.height - rows) for k in (1, 2, 3)})
-        out = []
+        out: list[np.ndarray] = []
         for i in idx:
             v = self._view(i, "<u2")
             out.extend(v[y:y + rows] for y in starts)
@@ -434,7 +434,7 @@ class SerWriter(SequenceWriter):
             raise InputError(f"SER cannot store colour layout {template.color!r}", path)
         if (template.channels == 3) != (template.color in ("RGB", "BGR")) or template.channels not in (1, 3):
             raise InputError(f"SER cannot store {template.channels}-channel {template.color} frames", path)
-        self._fh = None
+        self._fh: Optional[BinaryIO] = None
         self._ticks: list[bytes] = []
         self._bit_depth = bit_depth
         self._timestamps = timestamps
@@ -472,8 +472,9 @@ class SerWriter(SequenceWriter):
         return None if ts is None else np.asarray(ts, dtype=np.int64)
 
     def _open(self, tmp_path: Path) -> None:
-        self._fh = open(tmp_path, "wb")
-        self._fh.write(self._header())
+        fh = open(tmp_path, "wb")
+        self._fh = fh
+        fh.write(self._header())
 
     def _write(self, frame: np.ndarray, index: int) -> None:
         frame = np.asarray(frame)
