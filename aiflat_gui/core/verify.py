@@ -171,7 +171,7 @@ def _luminance(frame: np.ndarray, color: Optional[str]) -> np.ndarray:
     a = np.asarray(frame)
     if a.ndim == 3:
         return a.astype(np.float32).mean(axis=2)
-    y = a.astype(np.float32)
+    y: np.ndarray = a.astype(np.float32)
     if color in BAYER:
         y = cv2.blur(y, (2, 2), borderType=cv2.BORDER_REFLECT)
     return y
@@ -213,16 +213,16 @@ class _Registrar:
         ch, cw = min(h, REG_CROP), min(w, REG_CROP)
         self.box = (slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
         self.bin = 2 if min(ch, cw) >= 256 else 1
-        m = _grow(np.ascontiguousarray(mask[self.box]), 3).astype(np.float32)
+        m: np.ndarray = _grow(np.ascontiguousarray(mask[self.box]), 3).astype(np.float32)
         if self.bin > 1:
             m = cv2.resize(m, (cw // self.bin, ch // self.bin), interpolation=cv2.INTER_AREA)
         self.keep = (m == 0).astype(np.float32)
         self.window = cv2.createHanningWindow((self.keep.shape[1], self.keep.shape[0]), cv2.CV_64F)
-        self.base = None
-        self.clip = None
+        self.base: Optional[np.ndarray] = None
+        self.clip: Optional[float] = None
 
     def prep(self, lum: np.ndarray) -> np.ndarray:
-        a = np.ascontiguousarray(lum[self.box], dtype=np.float32)
+        a: np.ndarray = np.ascontiguousarray(lum[self.box], dtype=np.float32)
         if self.bin > 1:
             a = cv2.resize(a, (a.shape[1] // self.bin, a.shape[0] // self.bin), interpolation=cv2.INTER_AREA)
         bg = cv2.GaussianBlur(a, (0, 0), REG_SIGMA / self.bin)
@@ -233,7 +233,8 @@ class _Registrar:
             v = d[self.keep > 0]
             mad = float(np.median(np.abs(v - np.median(v)))) if v.size else 0.0
             self.clip = max(4.0 * 1.4826 * mad, 1e-6)
-        np.clip(d, -self.clip, self.clip, out=d)
+        clip = self.clip
+        np.clip(d, -clip, clip, out=d)
         return d.astype(np.float64)
 
     def shift(self, lum: np.ndarray) -> tuple[float, float]:
@@ -280,7 +281,7 @@ def _bin(a: np.ndarray, b: int) -> np.ndarray:
 
 def _warp(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """``out(x) = img(x + (dx, dy))`` (bilinear; 0 outside)."""
-    M = np.float32([[1, 0, dx], [0, 1, dy]])
+    M = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
     return cv2.warpAffine(img, M, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
@@ -312,7 +313,7 @@ def _local_shifts(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: 
         T = np.where(cover, num / np.maximum(den, 1e-6), fill).astype(np.float32)
         # no gradient from the edges of what the frames cover (the dust's hole, the crop's border)
         have = cv2.erode(cover.astype(np.uint8), np.ones((5, 5), np.uint8), borderValue=0).astype(np.float32)
-        gy, gx = np.gradient(T)
+        gy, gx = (np.asarray(g) for g in np.gradient(T))
         dd = np.zeros((K, 2))
         for k in range(K):  # L_k(x) = T(x - d_k - c_k) ~ T(x - d_k) - grad T . c_k
             P = _warp(T, -out[k, 0], -out[k, 1])
@@ -564,7 +565,7 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
         x, y, w, h = c.bbox
         boxes.append((max(0, y - pad), min(H, y + h + pad), max(0, x - pad), min(W, x + w + pad)))
     crops = [np.empty((K, y1 - y0, x1 - x0), np.float32) for (y0, y1, x0, x1) in boxes]
-    sat = None
+    sat: Optional[float] = None
     for n_done, j in enumerate(order):
         fr = np.asarray(sequence.frame(int(idx[j])))
         if sat is None:
@@ -575,6 +576,7 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
         for ci, (y0, y1, x0, x1) in enumerate(boxes):
             crops[ci][j] = lum[y0:y1, x0:x1]
         report(progress, 0.4 * (n_done + 1) / K, f"reading frame {n_done + 1}/{K}")
+    assert sat is not None  # K >= 1 frames were read
     ver.shifts = shifts
     ver.motion = _motion(shifts)
     if ver.motion < p.min_motion:

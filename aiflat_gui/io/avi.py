@@ -29,12 +29,15 @@ import struct
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from ..errors import FormatError, InputError, ProcessingError
 from .base import Sequence, SequenceWriter, check_mapped
+
+if TYPE_CHECKING:
+    import cv2
 
 __all__ = ["AviSequence", "AviWriter"]
 
@@ -59,7 +62,7 @@ class AviSequence(Sequence):
         self.dtype = np.dtype(np.uint8)
         self.bit_depth = 8
         self._mm: Optional[np.memmap] = None
-        self._cap = None
+        self._cap: Optional[cv2.VideoCapture] = None
         self._lock = threading.Lock()
         size = self.path.stat().st_size
         if size < 12:
@@ -110,11 +113,18 @@ class AviSequence(Sequence):
             raise FormatError("AVI holds no video frames", self.path)
 
     # -- RIFF parsing ------------------------------------------------------------------------------
+    @property
+    def _map(self) -> np.memmap:
+        """The file's bytes (mapped); InputError once closed."""
+        if self._mm is None:
+            raise InputError("file is closed", self.path)
+        return self._mm
+
     def _fourcc(self, off: int) -> bytes:
-        return bytes(self._mm[off:off + 4])
+        return bytes(self._map[off:off + 4])
 
     def _u32(self, off: int) -> int:
-        return struct.unpack_from("<I", self._mm, off)[0]
+        return struct.unpack_from("<I", self._map, off)[0]
 
     def _scan_file(self) -> None:
         pos, end = 0, self._size
@@ -159,7 +169,7 @@ class AviSequence(Sequence):
                             tag = f"{self._video['index']:02d}".encode()
             elif cid == b"avih" and not in_movi:
                 if data + 40 <= end:
-                    us, _, _, flags, total, _, nstreams, _, w, h = struct.unpack_from("<10I", self._mm, data)
+                    us, _, _, flags, total, _, nstreams, _, w, h = struct.unpack_from("<10I", self._map, data)
                     self._avih = {"us_per_frame": us, "total_frames": total, "width": w, "height": h}
             elif in_movi and tag is not None and cid[:2] == tag and cid[2:] in (b"db", b"dc"):
                 if data + csize > end:
@@ -181,7 +191,7 @@ class AviSequence(Sequence):
             csize_in = min(csize, end - data)
             if cid == b"strh" and csize_in >= 48:
                 (stype, handler, _flags, _prio, _lang, _init, scale, rate, _start,
-                 length) = struct.unpack_from("<4s4sIHHIIIII", self._mm, data)
+                 length) = struct.unpack_from("<4s4sIHHIIIII", self._map, data)
                 stream.update(type=stype, handler=handler, scale=scale, rate=rate, length=length)
             elif cid == b"strf":
                 stream["strf"] = (data, csize_in)
@@ -192,7 +202,7 @@ class AviSequence(Sequence):
             if n < 40:
                 raise FormatError("damaged AVI (video format header too short)", self.path)
             (bi_size, width, height, _planes, bits, compression, _sizeimage, _xp, _yp, clr_used,
-             _clr_imp) = struct.unpack_from("<IiiHH4sIiiII", self._mm, data)
+             _clr_imp) = struct.unpack_from("<IiiHH4sIiiII", self._map, data)
             stream.update(bi_size=bi_size, width=width, height=height, bits=bits, compression=compression,
                           clr_used=clr_used, palette_at=data + bi_size, palette_end=data + n)
             self._video = stream
@@ -200,6 +210,7 @@ class AviSequence(Sequence):
     # -- raw (uncompressed) decoding -----------------------------------------------------------------
     def _setup_raw(self) -> bool:
         v = self._video
+        assert v is not None  # the scan found a video stream or raised
         comp, bits = v["compression"], v["bits"]
         w, h = int(v["width"]), abs(int(v["height"]))
         if w <= 0 or h <= 0 or w > 1 << 16 or h > 1 << 16:
@@ -268,7 +279,7 @@ class AviSequence(Sequence):
         n = v["clr_used"] or 256
         n = max(0, min(256, n, (end - start) // 4))
         if n:
-            quads = np.asarray(self._mm[start:start + 4 * n]).reshape(n, 4)
+            quads = np.asarray(self._map[start:start + 4 * n]).reshape(n, 4)
             pal[:n] = quads[:, 2::-1]  # RGBQUAD is B, G, R, reserved
         return pal
 
@@ -285,8 +296,9 @@ class AviSequence(Sequence):
 
     def _view(self, i: int) -> np.ndarray:
         off, _ = self._chunks[i]
-        check_mapped(self._mm, off + self._stride * self.height, self.path)
-        a = self._mm[off: off + self._stride * self.height].reshape(self.height, self._stride)
+        mm = self._map
+        check_mapped(mm, off + self._stride * self.height, self.path)
+        a = mm[off: off + self._stride * self.height].reshape(self.height, self._stride)
         return a[::-1] if self._bottom_up else a
 
     def _convert(self, rows: np.ndarray) -> np.ndarray:
@@ -322,6 +334,7 @@ class AviSequence(Sequence):
         import cv2
 
         v = self._video
+        assert v is not None  # the scan found a video stream or raised
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
@@ -356,9 +369,12 @@ class AviSequence(Sequence):
             if self._cached[0] == i:
                 img = self._cached[1]
             else:
+                cap = self._cap
+                if cap is None:
+                    raise InputError("file is closed", self.path)
                 if i != self._next:
-                    self._cap.set(cv2.CAP_PROP_POS_FRAMES, i)
-                ok, img = self._cap.read()
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+                ok, img = cap.read()
                 if not ok or img is None:
                     self._next = -1
                     raise FormatError(f"cannot decode frame {i}", self.path)

@@ -27,7 +27,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Iterable, Optional, Sequence as _Seq
 
 import numpy as np
 
@@ -68,9 +68,9 @@ def date_to_ticks(value: Any) -> Optional[int]:
     m = _DATE_RE.match(text)
     if not m:
         return None
-    y, mo, d, hh, mi, ss, frac, zone = m.groups()
+    ys, mos, ds, hh, mi, ss, frac, zone = m.groups()
     try:
-        when = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0),
+        when = _dt.datetime(int(ys), int(mos), int(ds), int(hh or 0), int(mi or 0), int(ss or 0),
                             tzinfo=_dt.timezone.utc)
     except ValueError:
         return None
@@ -126,6 +126,7 @@ class _Decoder:
         if bitpix not in codes:
             raise ValueError(f"BITPIX {bitpix}")
         self.raw_dtype = np.dtype(codes[bitpix])
+        self.dtype: np.dtype[Any]
         plain = bzero == 0 and bscale == 1
         if bitpix == 8 and plain:
             self.kind, self.dtype, self.bit_depth = "u8", np.dtype(np.uint8), 8
@@ -170,6 +171,7 @@ def _sample_warnings(dec: "_Decoder", raw, n_frames: int, frame_bytes: int) -> l
     negative sample is found (every frame of a file up to NEGATIVE_SCAN_BYTES, else 16 spread
     evenly), other scaled or 64-bit types read as float32."""
     if dec.kind == "i16" and n_frames:
+        frames: Iterable[int]
         if n_frames * frame_bytes <= NEGATIVE_SCAN_BYTES:
             frames = range(n_frames)
         else:
@@ -255,7 +257,7 @@ def _header_cards(raw: bytes) -> list[tuple[str, Any, str]]:
     parse are skipped."""
     from astropy.io import fits
 
-    cards = []
+    cards: list[tuple[str, Any, str]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -524,8 +526,10 @@ class FitsSequence(Sequence):
         if getattr(self, "_mm", None) is None:
             raise InputError("file is closed", self.path)
         off = self._offsets[i]
-        check_mapped(self._mm, off + self._fbytes, self.path)
-        return self._mm[off: off + self._fbytes].view(self._dec.raw_dtype).reshape(self._raw_shape)
+        mm = self._mm
+        assert mm is not None  # checked above
+        check_mapped(mm, off + self._fbytes, self.path)
+        return mm[off: off + self._fbytes].view(self._dec.raw_dtype).reshape(self._raw_shape)
 
     def _read_frame(self, i: int) -> np.ndarray:
         return self._dec.finish(self._dec.orient(self._raw(i)))
@@ -584,7 +588,7 @@ class FitsFolderSequence(Sequence):
         self._files = files
         self._locs: list[int] = []
         dates: list[Optional[int]] = []
-        ref = None
+        ref: Optional[tuple[int, int, bool, int, float, float]] = None
         for f in files:
             header, raw = _read_primary_header(f)
             loc = len(raw)
@@ -611,6 +615,7 @@ class FitsFolderSequence(Sequence):
                 raise InputError(f"{problem}; all frames in a folder must match", f)
             self._locs.append(loc)
             dates.append(date_to_ticks(header.get("DATE-OBS")))
+        assert ref is not None  # files is not empty
         w, h, colour = ref[0], ref[1], ref[2]
         bottom_up, why = _checked_row_order(hdr0, row_order, self.path)
         try:
@@ -688,8 +693,8 @@ def _history_cards(text: str) -> list[bytes]:
     return [_card_image("HISTORY", line) for line in textwrap.wrap(text, 70)]
 
 
-def edit_header(raw: bytes, set_cards: list[tuple[str, Any, str]] = (), drop: tuple = (),
-                history: list[str] = ()) -> bytes:
+def edit_header(raw: bytes, set_cards: _Seq[tuple[str, Any, str]] = (), drop: tuple = (),
+                history: _Seq[str] = ()) -> bytes:
     """A raw FITS header (2880-byte blocks) with every card kept byte for byte except: the keywords in
     ``drop`` and in ``set_cards`` removed, ``set_cards`` then added, and HISTORY lines appended after
     the existing ones (before END)."""
@@ -729,6 +734,7 @@ class FitsWriter(SequenceWriter):
                  overwrite: bool = True, layout: Optional[str] = None, timestamps: Optional[np.ndarray] = None,
                  **_opts: Any):
         dt = np.dtype(template.dtype)
+        self._dtype: np.dtype[Any]
         if dt == np.uint8:
             self._bitpix, self._dtype = 8, np.dtype(np.uint8)
         elif dt == np.uint16:
@@ -746,12 +752,12 @@ class FitsWriter(SequenceWriter):
             raise InputError(f"unknown FITS layout '{layout}' (use cube or hdus)", path)
         self._ts = timestamps if timestamps is not None else template.timestamps
         self._fh = None
-        self._src = None
+        self._src: Optional[BinaryIO] = None
         meta = template.metadata or {}
         self._bottom_up = template.format in ("fits", "folder-fits") and meta.get("roworder") == "BOTTOM-UP"
         want = template.n_frames if n_frames is None else int(n_frames)
         mirror = getattr(template, "mirror", None)
-        self._mirror = mirror if (mirror and not forced and want == template.n_frames
+        self._mirror: Optional[dict[str, Any]] = mirror if (mirror and not forced and want == template.n_frames
                                   and np.dtype(template.dtype) == self._dtype) else None
         # a single 2-D image stays 2-D
         self._plane = (not forced and want == 1 and template.n_frames == 1
@@ -856,6 +862,7 @@ class FitsWriter(SequenceWriter):
     # -- mirror: a copy of a FITS file that keeps every HDU and card ------------------------------
     def _mirror_open(self) -> None:
         m = self._mirror
+        assert m is not None
         try:
             self._src = open(self.template.path, "rb")
         except OSError as exc:
@@ -866,10 +873,12 @@ class FitsWriter(SequenceWriter):
         self._advance()
 
     def _copy_src(self, start: int, stop: int) -> None:
-        self._src.seek(start)
+        src = self._src
+        assert src is not None  # opened by _mirror_open
+        src.seek(start)
         left = stop - start
         while left > 0:
-            buf = self._src.read(min(left, 16 << 20))
+            buf = src.read(min(left, 16 << 20))
             if not buf:
                 break
             self._fh.write(buf)
@@ -877,7 +886,8 @@ class FitsWriter(SequenceWriter):
 
     def _advance(self) -> None:
         """Copy HDUs verbatim up to the next one holding frames and write that one's header."""
-        m = self._mirror
+        m, src = self._mirror, self._src
+        assert m is not None and src is not None  # a mirror, opened by _mirror_open
         hdus = m["hdus"]
         while self._remaining == 0 and self._hdu_next < len(hdus):
             k = self._hdu_next
@@ -888,8 +898,8 @@ class FitsWriter(SequenceWriter):
                 n = h["nbytes"]
                 self._copy_src(hpos, h["datloc"] + n + (-n % BLOCK))
                 continue
-            self._src.seek(hpos)
-            raw = self._src.read(hlen)
+            src.seek(hpos)
+            raw = src.read(hlen)
             order = "BOTTOM-UP" if m["bottom_up"] else "TOP-DOWN"
             sets = [] if m["roworder_card"] == order else [
                 ("ROWORDER", order, "stored row order, as read from the input")]
@@ -954,8 +964,9 @@ class FitsWriter(SequenceWriter):
                 raise ProcessingError(f"{self.written} of the input's {self.n_frames} frames were written",
                                       self.path)
             self._advance()
-            self._src.close()
-            self._src = None
+            src, self._src = self._src, None
+            if src is not None:
+                src.close()
             fh.close()
             self._fh = None
             return
