@@ -44,9 +44,3 @@ def _restore_fsync_choice(monkeypatch):
     monkeypatch.delenv("AIFLAT_FSYNC", raising=False)
     yield
 
-
-def pytest_collection_modifyitems(config, items):
-    """The slow tests (the bundle build, minutes of mostly waiting on pip and PyInstaller) go first:
-    run in parallel (pytest-xdist), one worker builds while the others take the rest of the suite,
-    instead of the build starting last and the whole run waiting for it."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
