@@ -167,15 +167,21 @@ def temp_prefix(target: str | os.PathLike) -> str:
 _TEMP_RE = re.compile(r"^\..+\.aiflat-([0-9a-f]{8})-(\d+)-(\d+)\.[^.]+\.partial$")
 
 
-def _writer_alive(pid: int, start: int) -> bool:
-    if pid == os.getpid():
-        return start in (0, _SELF_START or 0) or _proc_start(pid) in (None, start)
+def _pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        pass  # exists, belongs to someone else
+    except OSError:  # PermissionError: it exists and belongs to another user
+        return True
+    return True
+
+
+def _writer_alive(pid: int, start: int) -> bool:
+    if pid == os.getpid():
+        return start in (0, _SELF_START or 0) or _proc_start(pid) in (None, start)
+    if not _pid_exists(pid):
+        return False
     now = _proc_start(pid)
     if now is None:
         return not os.path.isdir("/proc/self")  # no /proc (macOS): trust kill(0)
