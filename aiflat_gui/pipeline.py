@@ -758,9 +758,10 @@ def output_complete(path: Path, seq) -> bool:
     return True
 
 
-def _calibration_key(flat: np.ndarray, src: Path, fmt: Optional[str], pedestal: float) -> str:
-    """What makes a calibrated output what it is: the flat's pixels, the input (its size and mtime),
-    the output format, the pedestal and this program's version. --resume keeps an output only when
+def _calibration_key(flat: np.ndarray, src: Path, fmt: Optional[str], pedestal: float, read: dict) -> str:
+    """What makes a calibrated output what it is: the flat's pixels, the input (its size and mtime)
+    and how it was read (``read``: reader options, e.g. a FITS row order), the output format, the
+    pedestal and this program's version. --resume keeps an output only when
     its receipt holds this key (:func:`~aiflat_gui.io.outputs.receipt_matches`)."""
     import hashlib
 
@@ -768,7 +769,8 @@ def _calibration_key(flat: np.ndarray, src: Path, fmt: Optional[str], pedestal: 
 
     h = hashlib.sha256()
     a = np.ascontiguousarray(flat)
-    h.update(f"{a.dtype.str}{a.shape}|{file_signature(src)}|{fmt}|{float(pedestal)!r}|{__version__}".encode())
+    h.update(f"{a.dtype.str}{a.shape}|{file_signature(src)}|{sorted(read.items())}|{fmt}|{float(pedestal)!r}|"
+             f"{__version__}".encode())
     h.update(a.data)
     return h.hexdigest()
 
@@ -790,14 +792,15 @@ def _calibrate_one(src: Path, flat: Path | np.ndarray, out_dir: Path, stem: str,
             flat_raw, flat_name = flat, flat_name
         else:
             flat_raw, flat_name = read_image(flat), flat
-        with open_sequence(src, **fits_options(src, row_order=row_order)) as seq:
+        read = fits_options(src, row_order=row_order)
+        with open_sequence(src, **read) as seq:
             if flat_raw.shape[:2] != (seq.height, seq.width):
                 item.status = "skipped"
                 item.note = (f"frames are {seq.width}x{seq.height} but the flat is "
                              f"{flat_raw.shape[1]}x{flat_raw.shape[0]}")
                 return item
             f, name = _calibrated_name(seq, fmt, stem)
-            key = _calibration_key(flat_raw, src, f, pedestal)
+            key = _calibration_key(flat_raw, src, f, pedestal, read)
             if resume and output_complete(out_dir / name, seq):
                 if receipt_matches(out_dir / name, key):
                     item.output, item.frames, item.status = out_dir / name, seq.n_frames, "kept"

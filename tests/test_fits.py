@@ -589,3 +589,14 @@ def test_batch_takes_the_row_order_override(tmp_path, rng, jobs):
     assert changed.min() >= 40 - 6 and changed.max() <= 40 - 3  # rows 34..37 as stored
     with open_sequence(out / "w_calibrated.ser") as s:  # the SER ignores the FITS-only option
         assert np.all(s.frame(0)[2:6, 10:16] != cube[0][2:6, 10:16])
+    # --resume with the other row order: the FITS output was read another way, so it is redone
+    report = tmp_path / "report"
+    assert main(["batch", str(tmp_path / "v.fits"), str(tmp_path / "w.ser"), "--flat", str(tmp_path / "flat.fits"),
+                 "-o", str(out), "--row-order", "top-down", "--resume", "--jobs", str(jobs), "-q",
+                 "--report", str(report)]) == 0
+    import json
+
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in json.loads(report.with_suffix(".json").read_text())["items"]}
+    assert rows["v.fits"]["status"] == "ok" and "calibrated again" in rows["v.fits"]["note"]
+    assert np.array_equal(fits.getdata(out / "v_calibrated.fits").reshape(cube.shape)[:, 2:6, 10:16] != cube[:, 2:6, 10:16],
+                          np.ones((4, 4, 6), bool))  # now the top rows as stored are corrected
