@@ -623,7 +623,10 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     else:
         # very dark pixels are not judged, except the small dark regions _sky_and_umbrae left to
         # judge (opaque clumps: their cores are as dark as an umbra) and their soft edges
-        clumps = ((_box(yref) < floor) & ~off).view(np.uint8)
+        # (and compact regions darker than max_depth that are not below it: a clump 55-70 %
+        # deep is darker than max_depth without reaching the sky floor)
+        deep = ((_box(yref) < floor) | (dref >= max_depth)) & ~off
+        clumps = (deep & ~_large_only(deep)).view(np.uint8)
         clumps = cv2.dilate(clumps, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) > 0
         valid &= (dref < max_depth) | clumps
     # pixels not judged (sky, limb rim, frame border) neither drag the baseline of their

@@ -104,6 +104,8 @@ class VerifyParams:
     max_ring: px of context around a speck at most (the target's motion sets it).
     local_shifts: refine the target's shift per frame on each speck's crop (seeing bends the image
         locally by a pixel or more; a global shift leaves the target's edges in the residuals).
+    hug_sigmas: a pixel of a speck judged dust is part of its shadow when its own static darkening
+        (3x3 mean) is this many jackknife uncertainties deep (see :attr:`Verification.shadow`).
     """
 
     max_frames: int = 48
@@ -118,6 +120,7 @@ class VerifyParams:
     blocks: int = 4
     max_ring: int = 32
     local_shifts: bool = True
+    hug_sigmas: float = 3.0
 
 
 @dataclass
@@ -160,6 +163,9 @@ class Verification:
     motion: float = 0.0
     note: str = ""
     shifts: Optional[np.ndarray] = None
+    #: bool (H, W): the pixels of the specks judged dust where the video shows the static shadow
+    #: itself (:func:`_shadow_pixels`); None when nothing was measured
+    shadow: Optional[np.ndarray] = None
 
     def count(self, verdict: str) -> int:
         return sum(1 for c in self.checks if c.verdict == verdict)
@@ -494,6 +500,41 @@ def _solve_crop(logs: np.ndarray, wts: np.ndarray, gmask: np.ndarray, shifts: np
 
 # -- the verifier ----------------------------------------------------------------------------------
 
+def _fill_holes(m: np.ndarray) -> np.ndarray:
+    """``m`` with every hole (background not connected to the border) filled."""
+    h, w = m.shape
+    pad = np.zeros((h + 2, w + 2), np.uint8)
+    pad[1:-1, 1:-1] = m
+    flood = pad.copy()
+    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)
+    return m | (flood[1:-1, 1:-1] == 0)
+
+
+def _shadow_pixels(g: np.ndarray, jk: list, gmask: np.ndarray, own: np.ndarray, p: VerifyParams,
+                   step_depth: float, k: int = 3) -> Optional[np.ndarray]:
+    """The pixels of ``own`` where the static shadow ``g`` (log flat) itself is significant: its
+    ``k`` x ``k`` mean (over unknowns; 1 on binned crops) is darker than ``hug_sigmas`` jackknife uncertainties of that mean
+    (the block replicates ``jk``, smoothed the same way; their variance over 5x5), than
+    ``min_depth`` and than ``step_depth``; holes filled (a donut's brighter middle, a wide
+    shadow's interior the motion resolves less well). None without replicates."""
+    if len(jk) < 2:
+        return None
+    wm = gmask.astype(np.float64)
+    den = np.maximum(cv2.blur(wm, (k, k)), 1e-9)
+
+    def sm(a):
+        return cv2.blur(a * wm, (k, k)) / den
+
+    gs = sm(g)
+    reps = np.stack([sm(b) for b in jk])
+    n = len(reps)
+    var = (n - 1) / n * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0)
+    sig = np.sqrt(np.maximum(cv2.blur(var, (5, 5)), p.sigma_floor ** 2))
+    dark = -gs
+    sel = own & (dark > p.hug_sigmas * sig) & (dark > p.min_depth) & (1.0 - np.exp(gs) > step_depth)
+    return _fill_holes(sel) if sel.any() else sel
+
+
 def _verdict(depth: float, err: float, p: VerifyParams, step_depth: float = 0.0) -> tuple[str, str]:
     """``step_depth``: the darkening ``min_steps`` ADU make at the speck's level (integer data)."""
     if not (np.isfinite(depth) and np.isfinite(err)):
@@ -653,6 +694,18 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
                 c.verdict, c.reason = DUST, f"its darker half: {rc}"
             elif vc == UNVERIFIED and c.verdict == NOT_DUST:
                 c.verdict, c.reason = UNVERIFIED, f"its darker half: {rc}"
+        if c.verdict == DUST:
+            sh_ = _shadow_pixels(g, jk, gmask, own, p, step_depth)
+            if sh_ is not None and sh_.any():
+                if b > 1:
+                    sh_ = np.repeat(np.repeat(sh_, b, axis=0), b, axis=1)
+                # grown by 1 px (the shadow's edge), at full resolution, within the speck
+                full = np.zeros(lab[cy0:cy1, cx0:cx1].shape, bool)
+                full[:sh_.shape[0], :sh_.shape[1]] = sh_
+                full = _grow(full, b) & (lab[cy0:cy1, cx0:cx1] == c.label)
+                if ver.shadow is None:
+                    ver.shadow = np.zeros((H, W), bool)
+                ver.shadow[cy0:cy1, cx0:cx1] |= full
         report(progress, 0.4 + 0.6 * (ci + 1) / len(checks), f"speck {ci + 1}/{len(checks)}")
     report(progress, 1.0, "verified")
     return ver
@@ -695,6 +748,7 @@ def apply_verdicts(mask: np.ndarray, verification: Optional[Verification], overr
     n, lab, _stats, _c = _labels(m)
     refuse = np.zeros(n, bool)
     keep = np.zeros(n, bool)
+    whole = np.zeros(n, bool)
     hits = []
     for c in verification.checks:
         ax, ay = c.anchor
@@ -706,11 +760,24 @@ def apply_verdicts(mask: np.ndarray, verification: Optional[Verification], overr
             hits.append((k, c))
         else:
             keep[k] = True
+            # what the user vouched for, or what the video could not outline, stays whole
+            if effective_verdict(c, overrides) != DUST or (overrides and tuple(c.anchor) in overrides):
+                whole[k] = True
     refuse &= ~keep
     refused = [c for k, c in hits if refuse[k]]
-    if not refuse.any():
-        return m.copy(), []
-    return m & ~refuse[lab], refused
+    out = m & ~refuse[lab]
+    sh = verification.shadow
+    if sh is not None and sh.shape == m.shape:
+        # a speck judged dust keeps only the pixels where the video shows its shadow (a mask drawn
+        # wider than the dust changes nothing around it); one with no such pixel stays whole
+        hug = keep & ~whole
+        has = np.zeros(n, bool)
+        has[np.unique(lab[sh & m])] = True
+        trim = hug & has
+        trim[0] = False
+        if trim.any():
+            out &= ~trim[lab] | sh
+    return out, refused
 
 
 def with_overrides(verification: Verification, overrides: Optional[dict]) -> Verification:
