@@ -437,12 +437,14 @@ class VerifyOptions:
 class VerifyOutcome:
     """``mask``: what the flat is built from (the user's mask minus the refused specks; the user's
     mask itself is untouched); ``refused``: the checks of the specks left out; ``verification``:
-    every check (None when the step was skipped)."""
+    every check (None when the step was skipped); ``trimmed``: pixels of specks judged dust left
+    out because the video shows no shadow there (the mask drawn wider than the dust)."""
 
     mask: np.ndarray
     refused: list = field(default_factory=list)
     verification: Any = None
     skipped: bool = False
+    trimmed: int = 0
 
     def summary(self) -> str:
         """One line: what was checked and what came out."""
@@ -456,8 +458,11 @@ class VerifyOutcome:
         n = len(v.checks)
         if v.note:
             return f"{n} specks unverified, none refused"
-        return (f"{n} specks checked on {v.frames} frames (target moved {v.motion:.1f} px): {v.count(DUST)} dust, "
-                f"{len(self.refused)} refused")
+        out = (f"{n} specks checked on {v.frames} frames (target moved {v.motion:.1f} px): {v.count(DUST)} dust, "
+               f"{len(self.refused)} refused")
+        if self.trimmed:
+            out += f"; {self.trimmed} px around the dust's measured shadows left out"
+        return out
 
     def refusals(self) -> list[str]:
         """What the user must be told: why nothing could be verified, or each refused speck and why
@@ -494,7 +499,8 @@ def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = N
         return VerifyOutcome(mask=m.copy(), skipped=True)
     ver = verify_mask(m, sequence, VerifyParams(max_frames=opts.max_frames), progress=progress)
     kept, refused = verified_mask(m, ver, overrides, keep_unverified=opts.keep_unverified)
-    return VerifyOutcome(mask=kept, refused=refused, verification=ver)
+    trimmed = int((m & ~kept).sum()) - sum(int(c.area) for c in refused)
+    return VerifyOutcome(mask=kept, refused=refused, verification=ver, trimmed=max(0, trimmed))
 
 
 def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Optional[MaskParams] = None,

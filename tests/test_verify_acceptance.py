@@ -228,6 +228,8 @@ def test_a_careless_stroke_changes_only_the_dust_under_it():
     assert int((changed & beyond).sum()) <= int((grow(kept, GROW) & beyond).sum())
     assert int((changed & beyond).sum()) < 0.15 * int((wide & beyond).sum())
     assert removed >= 0.95, removed
+    assert outcome.trimmed == int((wide & ~kept).sum()) - sum(c.area for c in outcome.refused) > 0
+    assert f"{outcome.trimmed} px around the dust's measured shadows left out" in outcome.summary()
     # the user vouches for one speck: it is kept as drawn
     c = next(c for c in ver.checks if c.verdict == DUST)
     whole, _ = apply_verdicts(wide, ver, {tuple(c.anchor): DUST})

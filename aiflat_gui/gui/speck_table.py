@@ -199,11 +199,11 @@ class SpeckTable(QtWidgets.QTableWidget):
         return verified_mask(mask, self.verification, self.overrides, keep_unverified=self.keep_unverified)
 
     def refused_mask(self, mask: np.ndarray) -> Optional[np.ndarray]:
-        """The specks of ``mask`` the flat leaves out (None when none)."""
-        kept, refused = self.flat_mask(mask)
-        if not refused:
-            return None
-        return np.asarray(mask, dtype=bool) & ~kept
+        """The pixels of ``mask`` the flat leaves out (None when none): refused specks, and the part
+        of a speck judged dust where the video shows no shadow (see ``Verification.shadow``)."""
+        kept, _refused = self.flat_mask(mask)
+        out = np.asarray(mask, dtype=bool) & ~kept
+        return out if out.any() else None
 
     def set_override(self, row: int, verdict: Optional[str]) -> None:
         """The user's verdict for the speck in ``row`` (None: back to the measured one)."""
