@@ -731,7 +731,8 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
         prior = _finish(med).astype(np.float64)
         hidx, step = halos[p]
         plane_shape = ref[sl].shape
-        tiles = (loc.plane_tiles(plane_shape), local / step) if loc is not None and loc.n else None
+        tiles = ((loc.plane_tiles(plane_shape), local / step, loc.TILE, loc.grid) if loc is not None and loc.n
+                 else None)
         solved = _self_flat(hf, plane_shape, hidx, halo_vals[p], shifts / step, prior, pedestal, min_sig[p],
                             local=tiles, progress=sub_progress(progress, 0.7 + 0.3 * p / len(slices), 0.7 + 0.3 * (p + 1) / len(slices)))
         info["kll"][p] = solved is not None
@@ -740,10 +741,56 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
     return info
 
 
+def _shift_cells(h: int, w: int, local) -> tuple[list, np.ndarray]:
+    """Rectangles ``(y0, y1, x0, x1)`` tiling the plane, inside each of which every row of the
+    self-flat equations uses one shift per pair, and each one's tile (-1: the global shift).
+    ``local``: as in :func:`_self_flat`."""
+    if local is None:
+        return [(0, h, 0, w)], np.array([-1])
+    tile_map, _sh, T, grid = local
+    ye = [min(c * T, h) for c in range(grid[0])] + [h]
+    xe = [min(c * T, w) for c in range(grid[1])] + [w]
+    tm = np.asarray(tile_map).reshape(h, w)
+    rects, tiles = [], []
+    for y0, y1 in zip(ye[:-1], ye[1:]):
+        for x0, x1 in zip(xe[:-1], xe[1:]):
+            if y1 <= y0 or x1 <= x0:
+                continue
+            t = int(tm[y0, x0])
+            if not np.all(tm[y0:y1, x0:x1] == t):
+                raise ProcessingError("internal error: the seeing tiles are not rectangles")
+            rects.append((y0, y1, x0, x1))
+            tiles.append(t)
+    return rects, np.array(tiles, dtype=np.int64)
+
+
+def _bilinear(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer offsets ``(..., 4, 2)`` (dx, dy) and weights ``(..., 4)`` of bilinear interpolation at
+    shift ``d`` ``(..., 2)``, corners in the order (0,0), (1,0), (0,1), (1,1)."""
+    o = np.floor(d).astype(np.int64)
+    f = d - o
+    fx, fy = f[..., 0], f[..., 1]
+    wts = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+    q = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
+    return o[..., None, :] + q, wts
+
+
 def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min_signal, progress=None, local=None):
     """Solve the self-flat equations for ``g = log flat`` at the mask pixels ``hf.idx``; None when
     the frames did not move enough to say anything. ``local``: (tile index of every plane pixel,
-    -1 = none; per-tile shifts ``(n_tiles, K, 2)``) used instead of the global shifts there."""
+    -1 = none; per-tile shifts ``(n_tiles, K, 2)``; the tile size; the tile grid) used instead of
+    the global shifts there.
+
+    The equations are those of one row per frame pair and pixel ``x`` that involves an unknown:
+    ``g(x) - sum_q w_q g(x + o + q) = log raw_k(x) - log interp raw_j(x + d)``, kept when every
+    pixel it reads is in the frame, in the halo and above the signal floor in its frame. Their
+    normal matrix is summed by pixel offset, never row by row: inside a rectangle of constant shift
+    (a seeing tile) every pair's rows are the same stencil moved, so ``A^T A`` is the count of
+    pairs on the diagonal, per tile and offset one weight ``-sum w_q`` for the (x, x + o + q)
+    entries, and the (x + o + q, x + o + q') products summed over shifted rectangles (2-D
+    cumulative sums); the few rows that are dropped (frame edge, halo, dark pixels) are then taken
+    out again explicitly. Same equations, same solution as summing every row (up to rounding),
+    without forming the rows' giant sparse products."""
     K = vals.shape[0]
     h, w = shape
     n = hf.n
@@ -760,136 +807,258 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     if len(pairs) > MAX_PAIRS:
         rng = np.random.default_rng(0)
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_PAIRS, replace=False))]
+    P = len(pairs)
+    pk = np.array([p[0] for p in pairs])
+    pj = np.array([p[1] for p in pairs])
     num = np.full(h * w, -1, dtype=np.int64)
     num[hf.idx] = np.arange(n)
     pos = np.full(h * w, -1, dtype=np.int64)
     pos[hidx] = np.arange(len(hidx))
     mask2d = num.reshape(h, w) >= 0
-    dist = cv2.distanceTransform((~mask2d).astype(np.uint8), cv2.DIST_L2, 5).reshape(-1)
+    dist = cv2.distanceTransform((~mask2d).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).reshape(-1)
     valid = np.empty(vals.shape, dtype=bool)
     for k in range(K):  # frame by frame: no float64 copy of every frame's halo at once
         valid[k] = (vals[k].astype(np.float64) - pedestal) > min_signal
-    # per halo pixel, once, in order of distance to the mask: the pixels within a pair's reach of
-    # the mask are then a prefix (a slice, not a boolean selection over the whole halo)
     hdist = dist[hidx]
     order = np.argsort(hdist, kind="stable")
     hdist, hsorted = hdist[order], hidx[order]
     hys, hxs = np.divmod(hsorted, w)
     htid = local[0][hsorted] if local is not None else None
-    Atb = np.zeros(n)
-    batch: list = []  # (rows, cols, data, b) of several pairs, folded into AtA ~2M entries at a time
-    batch_nnz = 0
-    # partial sums of AtA, merged like a binary counter (each entry is added O(log folds) times,
-    # not once per fold as when every batch is added to one growing matrix)
-    partial: list = []  # [(level, matrix)]
-    # batches are folded in a second thread (scipy's sparse kernels release the GIL) while the next
-    # batch's equations are built; one thread takes them in order, so the sums are the same
-    folder = ThreadPoolExecutor(max_workers=1)
-    pending = None
+    # the halo's radius: a row reading an unknown lies in the halo unless its shift is about this long
+    r_halo = float(np.min(np.where(pos.reshape(h, w) < 0, dist.reshape(h, w), np.inf))) if (pos < 0).any() else np.inf
 
-    def fold_batch(batch: list) -> None:
-        nonlocal Atb
-        offs = np.cumsum([0] + [len(b_) for _, _, _, b_ in batch])
-        r = np.concatenate([rr + o for (rr, _, _, _), o in zip(batch, offs[:-1])])
-        c = np.concatenate([cc for _, cc, _, _ in batch])
-        v = np.concatenate([dd for _, _, dd, _ in batch])
-        A = sp.csr_matrix((v, (r, c)), shape=(int(offs[-1]), n))
-        level, acc = 0, (A.T @ A).tocsr()
-        while partial and partial[-1][0] == level:
-            acc = acc + partial.pop()[1]
-            level += 1
-        partial.append((level, acc))
-        Atb += A.T @ np.concatenate([b_ for _, _, _, b_ in batch])
+    # -- per rectangle of constant shift: every pair's offsets and weights
+    rects, rtile = _shift_cells(h, w, local)
+    dg = shifts[pj] - shifts[pk]  # (P, 2)
+    dl = (local[1][:, pj] - local[1][:, pk]) if local is not None else None  # (n_tiles, P, 2)
+    cd = np.stack([dl[t] if t >= 0 else dg for t in rtile])  # (cells, P, 2)
+    offs, wts = _bilinear(cd)  # (cells, P, 4, 2), (cells, P, 4)
+    report(progress, 0.05, "self-flat: the normal equations by offset")
 
-    def fold() -> None:
-        nonlocal batch, batch_nnz, pending
-        if not batch:
-            return
-        if pending is not None:
-            pending.result()  # one batch folding while the next is built: bounded memory
-        pending = folder.submit(fold_batch, batch)
-        batch, batch_nnz = [], 0
-
-    try:
-        for pi, (k, j) in enumerate(pairs):
-            if pi % 16 == 0:
-                report(progress, 0.9 * pi / len(pairs), f"self-flat equations {pi}/{len(pairs)}")
-            dx, dy = shifts[j] - shifts[k]
-            reach = float(np.hypot(dx, dy)) + 1.5
-            if local is not None:
-                reach += 2 * _LocalShifts.MAX_DEV
-            near = slice(0, int(np.searchsorted(hdist, reach, side="right")))
-            cand, ys, xs = hsorted[near], hys[near], hxs[near]
-            if local is not None:
-                tid = htid[near]
-                has = tid >= 0
-                tsafe = np.where(has, tid, 0)
-                dl = (local[1][:, j] - local[1][:, k])[tsafe]  # per tile first: (n_tiles, 2), then per pixel
-                dx = np.where(has, dl[:, 0], dx)
-                dy = np.where(has, dl[:, 1], dy)
-            qx, qy = xs + dx, ys + dy
-            x0, y0 = np.floor(qx).astype(np.int64), np.floor(qy).astype(np.int64)
-            ok = (x0 >= 0) & (x0 < w - 1) & (y0 >= 0) & (y0 < h - 1)
-            cand, x0, y0, qx, qy = cand[ok], x0[ok], y0[ok], qx[ok], qy[ok]
-            fx, fy = qx - x0, qy - y0
-            nbs = ((y0 * w + x0, (1 - fx) * (1 - fy)), (y0 * w + x0 + 1, fx * (1 - fy)),
-                   ((y0 + 1) * w + x0, (1 - fx) * fy), ((y0 + 1) * w + x0 + 1, fx * fy))
-            pc = pos[cand]
-            good = valid[k, pc]
-            involved = num[cand] >= 0
-            interp = np.zeros(len(cand))
-            for q, wq in nbs:
-                pq = pos[q]
-                inside = pq >= 0
-                good &= inside
-                pq = np.where(inside, pq, 0)
-                good &= valid[j, pq]
-                interp += wq * vals[j, pq]
-                involved |= (num[q] >= 0) & (wq > 0)
-            sel = np.flatnonzero(good & involved)
-            if len(sel) == 0:
+    # diagonal: every pair has a row at every unknown
+    diag = np.full(n, float(P))
+    # x -> x + o + q: one weight per rectangle and offset; entries (a, a + s) for unknowns a, a + s
+    ys_u, xs_u = np.divmod(hf.idx, w)
+    ye = sorted({r[0] for r in rects})
+    xe = sorted({r[2] for r in rects})
+    cy = np.searchsorted(ye, ys_u, side="right") - 1
+    cx = np.searchsorted(xe, xs_u, side="right") - 1
+    cell_grid = np.full((len(ye), len(xe)), -1, dtype=np.int64)
+    for c, r in enumerate(rects):
+        cell_grid[ye.index(r[0]), xe.index(r[2])] = c
+    cid = cell_grid[cy, cx]
+    order_u = np.argsort(cid, kind="stable")  # unknowns grouped by rectangle: C's rows, in that order
+    inv_u = np.empty(n, np.int64)
+    inv_u[order_u] = np.arange(n)
+    bounds = np.searchsorted(cid[order_u], np.arange(len(rects) + 1))
+    indptr = [np.zeros(1, np.int64)]
+    indices, data = [], []
+    nnz = 0
+    for c in range(len(rects)):
+        us = order_u[bounds[c]:bounds[c + 1]]
+        if len(us) == 0:
+            continue
+        o = offs[c].reshape(-1, 2)
+        key = (o[:, 1] + 2 * h) * (4 * w + 1) + (o[:, 0] + 2 * w)
+        ukey, inv = np.unique(key, return_inverse=True)
+        kap = np.bincount(inv, weights=wts[c].reshape(-1))
+        sy, sx = ukey // (4 * w + 1) - 2 * h, ukey % (4 * w + 1) - 2 * w
+        ay, ax = ys_u[us], xs_u[us]
+        by = ay[:, None] + sy[None, :]
+        bx = ax[:, None] + sx[None, :]
+        inside = (by >= 0) & (by < h) & (bx >= 0) & (bx < w)
+        b = np.where(inside, by * w + bx, 0)
+        col = np.where(inside, num[b], -1)
+        keep = col >= 0
+        cnt = keep.sum(axis=1)
+        indptr.append(nnz + np.cumsum(cnt))
+        nnz += int(cnt.sum())
+        indices.append(inv_u[col[keep]].astype(np.int32))
+        data.append(np.broadcast_to(-kap[None, :], keep.shape)[keep])
+        del by, bx, inside, b, col, keep
+    # C: rows in the grouped order; its entries (a, a + s) and their transposes are the cross terms
+    C = sp.csr_matrix((np.concatenate(data) if data else np.zeros(0), np.concatenate(indices) if indices else
+                       np.zeros(0, np.int32), np.concatenate(indptr).astype(np.int32 if nnz < 2 ** 31 else np.int64)),
+                      shape=(n, n))
+    del data, indices
+    report(progress, 0.2, "self-flat: corner products")
+    # (x + o + q, x + o + q'): for every rectangle, pair and corner pair, the rectangle moved by
+    # o + q gets w_q w_q' at offset q' - q; summed by 2-D cumulative sums of corner marks
+    qo = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
+    rr = np.array(rects, dtype=np.int64)  # (cells, 4): y0, y1, x0, x1
+    near = [(a_q, b_q, tuple(qo[b_q] - qo[a_q])) for a_q in range(4) for b_q in range(4)]
+    rows_s, cols_s, vals_s = [], [], []
+    for dxy in sorted({t[2] for t in near}):
+        acc = np.zeros((h + 1) * (w + 1))
+        for a_q, b_q, s in near:
+            if s != dxy:
                 continue
-            m = len(sel)
-            rows, cols, data = [], [], []
-            u = num[cand[sel]] >= 0
-            rows.append(np.flatnonzero(u))
-            cols.append(num[cand[sel]][u])
-            data.append(np.ones(int(u.sum())))
-            for q, wq in nbs:
-                qs, ws = q[sel], wq[sel]
-                u = (num[qs] >= 0) & (ws > 0)
-                rows.append(np.flatnonzero(u))
-                cols.append(num[qs][u])
-                data.append(-ws[u])
+            ox = offs[:, :, a_q, 0]  # (cells, P)
+            oy = offs[:, :, a_q, 1]
+            v = (wts[:, :, a_q] * wts[:, :, b_q]).reshape(-1)
+            y0 = np.clip(rr[:, 0:1] + oy, 0, h).reshape(-1)
+            y1 = np.clip(rr[:, 1:2] + oy, 0, h).reshape(-1)
+            x0 = np.clip(rr[:, 2:3] + ox, 0, w).reshape(-1)
+            x1 = np.clip(rr[:, 3:4] + ox, 0, w).reshape(-1)
+            ok = (y1 > y0) & (x1 > x0) & (v != 0)
+            y0, y1, x0, x1, v = y0[ok], y1[ok], x0[ok], x1[ok], v[ok]
+            W1 = w + 1
+            acc += np.bincount(np.concatenate([y0 * W1 + x0, y0 * W1 + x1, y1 * W1 + x0, y1 * W1 + x1]),
+                               weights=np.concatenate([v, -v, -v, v]), minlength=(h + 1) * W1)
+        img = np.cumsum(np.cumsum(acc.reshape(h + 1, w + 1), axis=0), axis=1)[:h, :w].reshape(-1)
+        del acc
+        dx_, dy_ = dxy
+        by, bx = ys_u + dy_, xs_u + dx_
+        inside = (by >= 0) & (by < h) & (bx >= 0) & (bx < w)
+        col = np.where(inside, num[np.where(inside, by * w + bx, 0)], -1)
+        keep = col >= 0
+        rows_s.append(np.flatnonzero(keep))
+        cols_s.append(col[keep])
+        vals_s.append(img[hf.idx[keep]])
+        del img
+    # -- the rows: right-hand side, and the rows the sums above counted that are not equations.
+    # Pixels are numbered in the plane padded by ``mg`` on every side, so that a row's corners need
+    # no bounds checks; -1 (unknown number, halo position) outside the frame.
+    mg = int(np.ceil(np.abs(cd).max())) + 2
+    Wp = w + 2 * mg
+    pad = np.full((h + 2 * mg, Wp), -1, dtype=np.int64)
+    pad[mg:mg + h, mg:mg + w] = num.reshape(h, w)
+    num_p = pad.reshape(-1)
+    pad = np.full((h + 2 * mg, Wp), -1, dtype=np.int64)
+    pad[mg:mg + h, mg:mg + w] = pos.reshape(h, w)
+    pos_p = pad.reshape(-1)
+    del pad
+    m4 = (num_p >= 0).reshape(h + 2 * mg, Wp)
+    any4 = m4.copy()  # any of the four corners (x0, y0) .. (x0 + 1, y0 + 1) is an unknown
+    any4[:, :-1] |= m4[:, 1:]
+    any4[:-1, :] |= m4[1:, :]
+    any4[:-1, :-1] |= m4[1:, 1:]
+    any4 = any4.reshape(-1)
+    del m4
+    hp = (hys + mg) * Wp + (hxs + mg)  # the halo pixels (distance order), padded numbering
+    hown = num[hsorted]
+    hpc = order  # their positions in the halo arrays
+    # a halo position of -1 (outside the halo or the frame) reads the appended column: not valid
+    validp = np.concatenate([valid, np.zeros((K, 1), bool)], axis=1)
+    valsp = np.concatenate([vals, np.zeros((K, 1), vals.dtype)], axis=1)
+    corner = np.array([0, 1, Wp, Wp + 1])
+    if local is not None:
+        tix = np.where(htid >= 0, htid, dl.shape[0])  # the global shift as one more "tile"
+    Atb = np.zeros(n)
+    ex_rows, ex_cols, ex_vals = [], [], []
+    n_ex = 0
+    for pi, (k, j) in enumerate(pairs):
+        if pi % 16 == 0:
+            report(progress, 0.3 + 0.5 * pi / P, f"self-flat equations {pi}/{P}")
+        dx, dy = dg[pi]
+        reach = float(np.hypot(dx, dy)) + 1.5
+        if local is not None:
+            reach += 2 * _LocalShifts.MAX_DEV
+        nr = slice(0, int(np.searchsorted(hdist, reach, side="right")))
+        if local is not None:
+            t_ = tix[nr]
+            dx = np.append(dl[:, pi, 0], dg[pi, 0])[t_]
+            dy = np.append(dl[:, pi, 1], dg[pi, 1])[t_]
+        ox, oy = np.floor(dx), np.floor(dy)
+        base = hp[nr] + (oy * Wp + ox).astype(np.int64)
+        own = hown[nr]
+        r1 = np.flatnonzero((own >= 0) | any4[base])  # rows that may involve an unknown
+        base, own = base[r1], own[r1]
+        if local is not None:
+            dx, dy, ox, oy = dx[r1], dy[r1], ox[r1], oy[r1]
+        fx, fy = dx - ox, dy - oy
+        wmat = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+        if wmat.shape[0] != len(r1):
+            wmat = np.broadcast_to(wmat, (len(r1), 4))
+        cb = base[:, None] + corner
+        cnum = num_p[cb]
+        cpos = pos_p[cb]
+        pc = hpc[nr][r1]
+        involved = (own >= 0) | ((cnum >= 0) & (wmat > 0)).any(axis=1)
+        good = validp[k][pc] & validp[j][cpos].all(axis=1)
+        sel = np.flatnonzero(good & involved)
+        if len(sel):
+            interp = (wmat[sel] * valsp[j][cpos[sel]]).sum(axis=1)
             b = (np.log(np.maximum(vals[k, pc[sel]].astype(np.float64) - pedestal, min_signal))
-                 - np.log(np.maximum(interp[sel] - pedestal, min_signal)))
-            batch.append((np.concatenate(rows), np.concatenate(cols), np.concatenate(data), b))
-            batch_nnz += 5 * m
-            if batch_nnz > FOLD_NNZ:
-                fold()
-        fold()
-        if pending is not None:
-            pending.result()
-    finally:
-        folder.shutdown(wait=True)
-    if not partial:
+                 - np.log(np.maximum(interp - pedestal, min_signal)))
+            u = own[sel] >= 0
+            cs = cnum[sel]
+            ws = wmat[sel]
+            cu = (cs >= 0) & (ws > 0)
+            Atb += np.bincount(np.concatenate([own[sel][u], cs[cu]]),
+                               weights=np.concatenate([b[u], -(ws * b[:, None])[cu]]), minlength=n)
+        bad = np.flatnonzero(involved & ~good)
+        if len(bad):
+            u = own[bad] >= 0
+            cs = cnum[bad]
+            ws = wmat[bad]
+            cu = (cs >= 0)
+            ex_rows.append(np.concatenate([n_ex + np.flatnonzero(u), n_ex + np.nonzero(cu)[0]]))
+            ex_cols.append(np.concatenate([own[bad][u], cs[cu]]))
+            ex_vals.append(np.concatenate([np.ones(int(u.sum())), -ws[cu]]))
+            n_ex += len(bad)
+        # rows outside the halo (far shifts): counted above, not equations
+        for c in np.flatnonzero(np.hypot(cd[:, pi, 0], cd[:, pi, 1]) + 1.5 > r_halo):
+            e = _far_rows(rects[c], offs[c, pi], wts[c, pi], num, pos, ys_u, xs_u, h, w)
+            if e is not None:
+                ex_rows.append(n_ex + e[0])
+                ex_cols.append(e[1])
+                ex_vals.append(e[2])
+                n_ex += e[3]
+    report(progress, 0.8, "self-flat solve")
+    # the normal matrix in the grouped order: C + C^T + (diagonal + corner products - dropped rows)
+    S2 = sp.csr_matrix((np.concatenate(vals_s), (inv_u[np.concatenate(rows_s)], inv_u[np.concatenate(cols_s)])),
+                       shape=(n, n))
+    S2 = S2 + sp.diags(diag)
+    if n_ex:
+        E = sp.csr_matrix((np.concatenate(ex_vals), (np.concatenate(ex_rows), inv_u[np.concatenate(ex_cols)])),
+                          shape=(n_ex, n))
+        S2 = S2 - (E.T @ E)
+    S2 = S2.tocsr()
+    Ct = C.T  # a transposed view: its products need no copy
+    dvec = S2.diagonal() + 2 * C.diagonal()
+    if not np.any(dvec > 0):
         return None
-    AtA = partial.pop()[1]
-    while partial:
-        AtA = AtA + partial.pop()[1]
-    diag = AtA.diagonal()
-    if not np.any(diag > 0):
-        return None
-    mu = PRIOR_WEIGHT * float(np.median(diag[diag > 0]))
-    g0 = np.log(np.clip(prior, FLOOR, 1.0))
-    M = (AtA + sp.identity(n, format="csr") * mu).tocsr()
-    rhs = Atb + mu * g0
+    mu = PRIOR_WEIGHT * float(np.median(dvec[dvec > 0]))
+    g0 = np.log(np.clip(prior, FLOOR, 1.0))[order_u]
+    rhs = (Atb + mu * np.log(np.clip(prior, FLOOR, 1.0)))[order_u]
+    S2 = (S2 + sp.identity(n, format="csr") * mu).tocsr()
     if n <= DIRECT_MAX:
-        g = spla.spsolve(M.tocsc(), rhs)
+        g = spla.spsolve((C + Ct + S2).tocsc(), rhs)
     else:  # conjugate gradients from the prior, Jacobi-preconditioned: no fill-in
-        pre = sp.diags(1.0 / M.diagonal())
-        g, _info = spla.cg(M, rhs, x0=g0, M=pre, rtol=CG_RTOL, maxiter=CG_MAXITER)
-    return np.exp(g)
+        op = spla.LinearOperator((n, n), matvec=lambda v: C @ v + Ct @ v + S2 @ v, dtype=np.float64)
+        pre = sp.diags(1.0 / (dvec + mu))
+        g, _info = spla.cg(op, rhs, x0=g0, M=pre, rtol=CG_RTOL, maxiter=CG_MAXITER)
+    out = np.empty(n)
+    out[order_u] = g
+    return np.exp(out)
+
+
+def _far_rows(rect, offs, wts, num, pos, ys_u, xs_u, h, w):
+    """Rows of one rectangle and pair that read an unknown but lie outside the halo (not
+    equations): ``(row numbers, unknown numbers, coefficients, count)`` or None."""
+    y0, y1, x0, x1 = rect
+    xs_all = []
+    for (ox, oy) in offs:
+        ry, rx = ys_u - oy, xs_u - ox
+        inr = (ry >= y0) & (ry < y1) & (rx >= x0) & (rx < x1)
+        xs_all.append(ry[inr] * w + rx[inr])
+    rows = np.unique(np.concatenate(xs_all))
+    rows = rows[pos[rows] < 0]
+    if len(rows) == 0:
+        return None
+    ry, rx = np.divmod(rows, w)
+    r_, c_, v_ = [], [], []
+    own = num[rows]
+    u = own >= 0
+    r_.append(np.flatnonzero(u)); c_.append(own[u]); v_.append(np.ones(int(u.sum())))
+    for (ox, oy), wq in zip(offs, wts):
+        cy, cx = ry + oy, rx + ox
+        cin = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+        cn = np.where(cin, num[np.where(cin, cy * w + cx, 0)], -1)
+        u = cn >= 0
+        r_.append(np.flatnonzero(u)); c_.append(cn[u]); v_.append(np.full(int(u.sum()), -wq))
+    return np.concatenate(r_), np.concatenate(c_), np.concatenate(v_), len(rows)
 
 
 def _feather(flat: np.ndarray, grown: np.ndarray, feather: int) -> np.ndarray:
