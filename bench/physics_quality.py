@@ -13,8 +13,11 @@ flat alone). Then, against the generator's truth:
              "worst" is the worst single speck (farthest from 100 %).
   changed    pixels that are NOT dust (true flat exactly 1.0) whose value changed in some frame;
              "far" only those more than 3 px from any dust.
-Specks whose pixels are mostly off the target (sky beyond the limb, the moon's night side: nothing
-to see them against) are left out of recall and removal and counted as "off".
+Specks with nothing to see them against are left out of recall and removal and counted as "off":
+those whose pixels are mostly off the target (sky beyond the limb, the moon's night side), and
+those that darken the dust-free frame by less than ``MIN_VISIBLE_ADU`` (2 quantisation steps of
+the data) on average over their core: on a black crater shadow of an 8-bit lunar frame even an
+opaque clump removes under 1 ADU; no eye and no method sees that.
 
 Tables per class: kind, size band, depth band, seeing, frame count, background; the tuning seeds
 and the held-out seeds (never to be tuned on) in separate tables.
@@ -44,6 +47,8 @@ from aiflat_gui.core.dustsim import (HELDOUT_SEEDS, TUNING_SEEDS, SimSpec, depth
                                      simulate, size_band)
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real-data"
+#: A speck darkening the dust-free frame by less than this (ADU, mean over its core) is not seen.
+MIN_VISIBLE_ADU = 2.0
 
 #: name -> (background label, SimSpec changes). Seeing in px rms of the local warp.
 SCENES = {
@@ -143,11 +148,13 @@ def run_scene(name: str, spec: SimSpec, mask_mode: str, workdir: Path, sensitivi
     n_true = int(hit[1:].sum())
     rows = []
     dmap = 1.0 - sim.flat
+    clean0 = sim.clean(0).astype(np.float64) - spec.pedestal
     for s in sim.specks:
         sel = labels == s.label
         core = sel & (dmap >= 0.5 * s.depth)
         cov = float(det[core].mean()) if core.any() else 0.0
-        rows.append(dict(kind=s.kind, size=s.size, depth=s.depth, on_target=s.on_target >= 0.5,
+        seen = bool(core.any()) and float((clean0[core] * dmap[core]).mean()) >= MIN_VISIBLE_ADU
+        rows.append(dict(kind=s.kind, size=s.size, depth=s.depth, on_target=s.on_target >= 0.5 and seen,
                          found=bool(det[core].any()), coverage=cov, dark=float(dark[s.label]),
                          left=float(left[s.label])))
     scene = dict(n_det=n_det, n_true=n_true, changed=int((changed & notdust).sum()),
