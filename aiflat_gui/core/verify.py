@@ -72,6 +72,10 @@ MAX_PAIRS = 80
 #: Specks whose grown mask on their crop holds more than this many px are measured on 2x2 binned
 #: crops, 4x more on 4x4 (the cost of the solve grows ~ area^1.5; the mean depth needs no detail).
 BIN_AREA = 900
+#: ... and at most motion / MOTION_BINS px on a side (frame pairs shifted by less than
+#: MIN_PAIR_SHIFT bins are left out: coarser bins would leave too few pairs, and the prior would
+#: pull a wide speck's shadow to 0).
+MOTION_BINS = 2.5
 #: Gauss-Newton steps of the per-crop shift refinement (the first on smoothed crops).
 LOCAL_STEPS = 3
 #: Weight of the smoothness prior (relative to the median data weight of an unknown).
@@ -652,6 +656,8 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
             continue
         ng = int(gmask.sum())
         b = 1 if ng <= BIN_AREA else 2 if ng <= 4 * BIN_AREA else 4
+        # ... but the motion must still span a few bins: the shadow is seen through it
+        b = max(1, min(b, int(ver.motion // MOTION_BINS)))
         sh = shifts_c
         if b > 1:  # a wide speck: its mean depth does not need every pixel (cost grows ~ area^1.5)
             crop, valid, own, gmask = _bin(crop, b), _bin(valid.astype(np.float64), b) == 1.0, \
