@@ -46,7 +46,7 @@ def window(qtbot, tmp_path, monkeypatch, boxes):  # noqa: F811
 def _rows(table):
     out = {}
     for r in range(table.rowCount()):
-        x, y = float(table.item(r, 4).text()), float(table.item(r, 5).text())
+        x, y = (float(v) for v in table.item(r, 4).text().split(","))
         out[(round(x), round(y))] = (table.item(r, 3).text(), table.item(r, 2).text(), r)
     return out
 
@@ -163,3 +163,40 @@ def test_speck_table_headers_are_never_clipped(qtbot):
     fm = hh.fontMetrics()
     for c, text in enumerate(COLUMNS):
         assert hh.sectionSize(c) >= fm.horizontalAdvance(text), (text, hh.sectionSize(c))
+
+
+def test_speck_table_fits_the_right_dock_without_scrolling_sideways(qtbot, tmp_path, monkeypatch):
+    """In a 1600x1000 window with its default dock sizes, the widest rows a user meets (a 5-digit
+    area, a measured depth with its uncertainty, an overridden verdict, a 4-digit centre, more
+    rows than fit) fit the Specks dock: nothing to scroll sideways to (the centre's "y" was
+    off-screen)."""
+    from aiflat_gui.core.verify import NOT_DUST, SpeckCheck, Verification
+    from aiflat_gui.gui.main_window import MainWindow
+
+    monkeypatch.setenv("AIFLAT_DATA_DIR", str(tmp_path / "userdata"))
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.IniFormat)
+    w = MainWindow(settings=settings, auto_reference=False)
+    qtbot.addWidget(w)
+    w.resize(1600, 1000)
+    w.show()
+    from aiflat_gui.gui.polish import arrange_docks
+    arrange_docks(w, wide=True)  # a 1600 px screen's layout (the offscreen screen is smaller)
+    qtbot.wait(100)
+    w.default_dock_sizes()
+    qtbot.wait(100)
+    t = w.speck_table
+    mask = np.zeros((1200, 1920), bool)
+    checks, specks = [], []
+    for k in range(40):
+        y0, x0 = 20 + 28 * k, 1200 + (k % 5) * 130
+        mask[y0:y0 + 20, x0:x0 + 110] = True
+        checks.append(SpeckCheck(label=k + 1, anchor=(x0, y0), area=2200, centroid=(x0 + 54.5, y0 + 9.5),
+                                 bbox=(x0, y0, 110, 20), verdict=NOT_DUST, depth=0.123, depth_err=0.045,
+                                 reason="no static shadow"))
+        specks.append({"label": k + 1, "area": 22000 + k, "centroid": (x0 + 54.5, y0 + 9.5)})
+    t.set_verification(Verification(shape=mask.shape, checks=checks))
+    t.overrides[checks[0].anchor] = "dust"
+    t.set_specks(specks, mask)
+    assert t.item(0, 3).text() == "dust (you)" and t.item(0, 4).text() == "1254, 30"
+    qtbot.waitUntil(lambda: t.verticalScrollBar().isVisible(), timeout=2000)
+    qtbot.waitUntil(lambda: t.horizontalScrollBar().maximum() == 0, timeout=2000)

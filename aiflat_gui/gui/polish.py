@@ -256,13 +256,14 @@ def arrange_docks(window, wide: Optional[bool] = None) -> None:
 
 def default_dock_sizes(window) -> None:
     """Workflow as wide as its content needs (at most 24 % of the window), the right column (wide
-    layout) at most 21 %, the Stretch dock about 40 % of the height."""
+    layout) 380 px at most 24 % (the Specks table's widest rows fit it), the Stretch dock about
+    40 % of the height."""
     w, h = max(window.width(), 1), max(window.height(), 1)
     need = window.workflow.minimumSizeHint().width() + window.workflow_scroll.verticalScrollBar().sizeHint().width() + 6
     left = int(min(need, 0.24 * w))
     if getattr(window, "_wide_layout", True) and window.dockWidgetArea(window.stretch_dock) != \
             window.dockWidgetArea(window.workflow_dock):
-        right = int(min(330, 0.21 * w))
+        right = int(min(380, 0.24 * w))
         window.resizeDocks([window.workflow_dock, window.stretch_dock], [left, right], Qt.Orientation.Horizontal)
         window.resizeDocks([window.stretch_dock], [int(0.40 * h)], Qt.Orientation.Vertical)
     else:

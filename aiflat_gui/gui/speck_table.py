@@ -17,7 +17,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Signal
 
-COLUMNS = ("#", "Area px", "Depth %", "Verdict", "x", "y")
+COLUMNS = ("#", "Area", "Depth %", "Verdict", "x, y")
 DEPTH_COL, VERDICT_COL = 2, 3
 DEPTH_TIPS = {
     "flat": "Mean darkening of the speck in the flat: what calibration removes.",
@@ -78,9 +78,16 @@ class SpeckTable(QtWidgets.QTableWidget):
         self.verticalHeader().setVisible(False)
         self.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
         self.setSelectionMode(QtWidgets.QAbstractItemView.SingleSelection)
-        # every column as wide as its header and values (no clipped "Area px"; a narrow dock scrolls)
+        # every column as wide as its header and values (nothing clipped); the centre is one
+        # "x, y" column so that the whole row fits the right dock without scrolling sideways
         self.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
+        ha = self.horizontalHeaderItem(1)
+        if ha is not None:
+            ha.setToolTip("Area of the speck in pixels")
+        hc = self.horizontalHeaderItem(4)
+        if hc is not None:
+            hc.setToolTip("Centre of the speck (x, y) in pixels; click a row to go there")
         hv = self.horizontalHeaderItem(VERDICT_COL)
         if hv is not None:
             hv.setToolTip(VERDICT_TIP)
@@ -116,7 +123,7 @@ class SpeckTable(QtWidgets.QTableWidget):
             items = [_Item(label, str(label)), _Item(float(_get(s, "area", 0)), f"{int(_get(s, 'area', 0))}"),
                      _Item(depth if depth == depth else -1.0, dtext),
                      _Item({DUST: 0, UNVERIFIED: 1, NOT_DUST: 2}.get(verdict, 3), vtext),
-                     _Item(cx, f"{cx:.0f}"), _Item(cy, f"{cy:.0f}")]
+                     _Item(round(cy) * 1e6 + cx, f"{cx:.0f}, {cy:.0f}")]
             items[0].setData(QtCore.Qt.UserRole, row)
             if verdict is not None:
                 items[VERDICT_COL].setForeground(VERDICT_COLOURS[verdict])
