@@ -848,6 +848,7 @@ def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         unstable = (lo < HALF_AGREEMENT * hi) | (lo < 0.5 * MIN_DEPTH)
     motion = np.full(n, np.nan)
+    snr = np.zeros(n)
     refpeak = np.zeros(n)
     if slots is not None and plain is not None:
         if ref_dip is not None:
@@ -871,6 +872,18 @@ def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust
     drop = bad[labels]
     score[drop] = 0.0
     extent[drop] = 0.0
+    if ref_dip is not None and slots is not None and plain is not None:
+        # a reference candidate whose own pattern clearly stays put while the target moves is a
+        # static shadow by the physics, however busy the texture that sets its z-score: it is
+        # found at the default sensitivity (its strongest pixel seeds it)
+        sure = ~bad & np.isfinite(motion) & (snr >= MOTION_SNR) & (motion <= STATIC_PX)
+        sure[0] = False
+        for i in np.flatnonzero(sure):
+            x0, y0, bw, bh = (int(v) for v in stats[i, :4])
+            sub = score[y0:y0 + bh, x0:x0 + bw]
+            inside = labels[y0:y0 + bh, x0:x0 + bw] == i
+            j = int(np.argmax(np.where(inside, sub, -np.inf)))
+            sub.flat[j] = max(float(sub.flat[j]), SEED_Z)
     # the candidates deep enough to be judged by the halves, for the record (deepest first)
     ys, xs = np.divmod(np.arange(lab.size, dtype=np.float64), labels.shape[1])
     cx = np.bincount(lab, weights=xs, minlength=n) / cnt
