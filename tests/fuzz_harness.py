@@ -275,17 +275,15 @@ class Runner:
 
 
 def cli_refusal(data: bytes, ext: str, folder: Path, timeout: float = 30.0) -> tuple[int, list[str]]:
-    """``aiflat info`` on a case, under the same limits: (exit code, non-empty stderr lines)."""
-    import resource
+    """``aiflat info`` on a case, under the same limits: (exit code, non-empty stderr lines). The
+    command runs in a process of its own, forked from one that imported the libraries once
+    (tests/cli_forkserver.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import cli_forkserver
 
     p = folder / f"cli{ext}"
     p.write_bytes(data)
-
-    def pre():
-        resource.setrlimit(resource.RLIMIT_AS, (LIMIT_AS, LIMIT_AS))
-
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     env.pop("AIFLAT_DEBUG", None)
-    r = subprocess.run([sys.executable, "-m", "aiflat_gui.cli", "info", str(p)], capture_output=True, text=True,
-                       timeout=timeout, preexec_fn=pre, env=env)
-    return r.returncode, [ln for ln in r.stderr.splitlines() if ln.strip()]
+    r = cli_forkserver.run(["info", str(p)], timeout=timeout, mem=LIMIT_AS, env=env)
+    return r.returncode, [ln for ln in r.stderr.decode(errors="replace").splitlines() if ln.strip()]

@@ -1,7 +1,9 @@
 """Issue 13, "what was seen": every case an attacker (or an unlucky user) found on e7600f1, as a test.
 
-The CLI runs in a subprocess (a segfault, SIGBUS or hang of the old code fails the test instead of
-killing pytest), under an address-space limit where a case used to blow memory up. Each case checks
+The CLI runs in a process of its own (a segfault, SIGBUS or hang of the old code fails the test instead
+of killing pytest), under an address-space limit where a case used to blow memory up; it is forked
+from a server that imported the libraries once (tests/cli_forkserver.py), except where a test signals
+the process or looks at its children (a fresh interpreter there). Each case checks
 the promise: one-line error naming the file, exit 2, inputs byte-identical, no partial file left.
 """
 
@@ -11,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -25,24 +26,21 @@ from aiflat_gui.io.demo import write_demo
 from aiflat_gui.io.ser import write_ser
 from aiflat_gui.io.single import write_image
 
+sys.path.insert(0, os.path.dirname(__file__))
+import cli_forkserver  # noqa: E402
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="special files, /proc and signals as on Linux")
 
 GB = 1 << 30
 
 
-def _limit(nbytes):
-    def pre():
-        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
-    return pre
-
-
 def aiflat(*argv, cwd=None, timeout=120, mem=None, env=None):
-    """Run ``aiflat ARGV`` in a fresh interpreter; (exit code, stdout, stderr)."""
+    """Run ``aiflat ARGV`` in a process of its own (forked from one that imported the libraries
+    once, tests/cli_forkserver.py); (exit code, stdout, stderr)."""
     e = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **(env or {}))
     e.pop("AIFLAT_DEBUG", None)
-    args = [sys.executable, "-m", "aiflat_gui.cli", "-q", *[a if isinstance(a, bytes) else str(a) for a in argv]]
-    r = subprocess.run(args, cwd=cwd, capture_output=True, timeout=timeout, env=e,
-                       preexec_fn=_limit(mem) if mem else None)
+    r = cli_forkserver.run(["-q", *[a if isinstance(a, bytes) else str(a) for a in argv]], cwd=cwd,
+                           timeout=timeout, env=e, mem=mem)
     return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
 
