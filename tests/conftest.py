@@ -44,3 +44,22 @@ def _restore_fsync_choice(monkeypatch):
     monkeypatch.delenv("AIFLAT_FSYNC", raising=False)
     yield
 
+
+
+MYPY_TEST = "test_types.py::test_mypy_finds_nothing"
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselected what will not run
+def pytest_collection_modifyitems(config, items):
+    """mypy (tests/test_types.py) starts now, in the background, when its test will run: it checks
+    the sources on the machine's other core while the suite runs, and its test waits for the answer."""
+    if any(item.nodeid.endswith(MYPY_TEST) for item in items):
+        from test_types import start_mypy
+
+        config._aiflat_mypy = start_mypy()
+
+
+def pytest_unconfigure(config):
+    run = getattr(config, "_aiflat_mypy", None)
+    if run is not None:
+        run.stop()
