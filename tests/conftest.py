@@ -11,6 +11,7 @@ os.environ.pop("AIFLAT_FSYNC", None)
 
 
 import gc  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -44,6 +45,33 @@ def _restore_fsync_choice(monkeypatch):
     monkeypatch.delenv("AIFLAT_FSYNC", raising=False)
     yield
 
+
+
+#: real material (tests skip what is absent): <repo root>/../shared/real-data
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-data"
+
+
+@pytest.fixture(scope="session")
+def moon_scan():
+    """The real lunar video (moon-45frames.avi) as several acceptance tests start from it, computed
+    once: its median reference, and the offline detector run on it as the user runs it
+    (``LocalProvider().find_mask(reference, video)``: its mask, and the score map it computed with
+    ``compute_scores(reference, video)``). ~20 s of CPU each time."""
+    from types import SimpleNamespace
+
+    from aiflat_gui.ai.local import LocalProvider
+    from aiflat_gui.core.reference import compute_reference
+    from aiflat_gui.io import open_sequence
+
+    path = REAL / "moon-45frames.avi"
+    if not path.exists():
+        pytest.skip("no ../shared/real-data/moon-45frames.avi")
+    provider = LocalProvider()
+    with open_sequence(path) as seq:
+        ref = compute_reference(seq, "median")
+        found = provider.find_mask(ref, seq)
+    ref.flags.writeable = False  # shared: a test that changed it in place would fail, not mislead the next
+    return SimpleNamespace(path=path, reference=ref, local=found, scores=provider.scores)
 
 
 MYPY_TEST = "test_types.py::test_mypy_finds_nothing"

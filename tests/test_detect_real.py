@@ -98,18 +98,13 @@ MOON = REAL / "moon-45frames.avi"
 
 
 @pytest.mark.skipif(not MOON.exists(), reason="no ../shared/real-data/moon-45frames.avi")
-def test_lunar_video_craters_and_rims_are_not_dust():
+def test_lunar_video_craters_and_rims_are_not_dust(moon_scan):
     # a real lunar capture (DIVX colour, 45 frames, the Moon drifts ~20 px, real seeing) with
     # little or no visible dust: the earlier detector reported 287 "specks" on crater rims,
     # ridges and the limb. Every candidate is now judged by physics: deep enough to be seen
     # in 8-bit compressed data, and static in sensor coordinates (the same darkening in both
     # halves of the frames split along the drift).
-    from aiflat_gui.core.reference import compute_reference
-    from aiflat_gui.io import open_sequence
-
-    seq = open_sequence(MOON)
-    ref = compute_reference(seq, "median")
-    sm = compute_scores(ref, seq)
+    sm = moon_scan.scores  # compute_scores(median reference, video), shared (tests/conftest.py)
     assert sm.info["mode"] == "sequence" and sm.info["drift_px"] > 5
     for s in (0.5, 1.0):
         n = cv2.connectedComponents(sm.mask(s).view(np.uint8), connectivity=8)[0] - 1

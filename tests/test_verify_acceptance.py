@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -31,9 +32,30 @@ GROW = 2
 SPEC = dict(seeing_px=0.5)  # seeing the flat itself handles (issue 10 item 4 is the flat's own work)
 
 
+@functools.lru_cache(maxsize=None)
 def _sim(seed):
+    """The physics-made video of a tuning seed, rendered once for the tests that start from it
+    (read-only: a test that changed it in place would fail, not mislead the next)."""
     sim = simulate(SimSpec(seed=seed, **SPEC))
-    return sim, sim.frames
+    frames = sim.frames
+    frames.flags.writeable = False
+    return sim, frames
+
+
+@functools.lru_cache(maxsize=None)
+def _clean(seed):
+    """Its dust-free, noise-free frames (``sim.clean(i)`` for every frame), read-only."""
+    sim, _ = _sim(seed)
+    clean = np.stack([sim.clean(i) for i in range(sim.n_frames)])
+    clean.flags.writeable = False
+    return clean
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_the_videos():
+    yield
+    _sim.cache_clear()
+    _clean.cache_clear()
 
 
 def _extra_discs(true, n, seed, avoid=None):
@@ -59,7 +81,7 @@ def _extra_discs(true, n, seed, avoid=None):
 def _umbra(sim, true):
     """The sunspot's umbra as Gemini would outline it: a disc at the darkest point of the dust-free
     target (median over the video), away from the dust."""
-    med = np.median(np.stack([sim.clean(i) for i in range(0, sim.n_frames, 4)]), axis=0)
+    med = np.median(_clean(sim.spec.seed)[::4], axis=0)
     blurred = cv2.GaussianBlur(med, (0, 0), 3.0)
     far = cv2.distanceTransform((~true).view(np.uint8), cv2.DIST_L2, 5)
     H, W = true.shape
@@ -80,7 +102,7 @@ def _run(sim, frames, mask):
     full = 255.0 if frames.dtype == np.uint8 else 65535.0
     cal = calibrate_array(frames, flat, limits=(0.0, full))
     true = sim.mask
-    clean = np.stack([sim.clean(i) for i in range(sim.n_frames)])
+    clean = _clean(sim.spec.seed)
     before = (clean[:, true] - frames[:, true].astype(np.float64)).mean()
     after = (clean[:, true] - cal[:, true].astype(np.float64)).mean()
     changed = (cal != frames).any(axis=0)
@@ -126,13 +148,13 @@ needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real-data n
 
 
 @needs_real
-def test_real_lunar_video_flat_is_one_except_on_verified_dust():
-    from aiflat_gui.ai.local import LocalProvider
+def test_real_lunar_video_flat_is_one_except_on_verified_dust(moon_scan):
     from aiflat_gui.io import open_sequence
 
-    with open_sequence(REAL / "moon-45frames.avi") as seq:
-        ref = compute_reference(seq)
-        mask = np.asarray(LocalProvider().find_mask(ref, seq).mask, bool)
+    # the reference and LocalProvider().find_mask(reference, video), shared (tests/conftest.py)
+    ref = moon_scan.reference
+    mask = np.asarray(moon_scan.local.mask, bool)
+    with open_sequence(moon_scan.path) as seq:
         outcome = verify_step(mask, seq)
         flat = synthesize_flat(ref, outcome.mask, method="auto", sequence=seq, grow=GROW, color=seq.color)
     ver = outcome.verification
@@ -179,13 +201,13 @@ def test_real_single_image_every_speck_unverified_nothing_refused(capsys, tmp_pa
 
 
 @needs_real
-def test_real_lunar_video_a_mask_on_crater_shadows_is_refused():
+def test_real_lunar_video_a_mask_on_crater_shadows_is_refused(moon_scan):
     """A careless mask on the lunar video (the 15 largest dark crater shadows of the reference, as
     an over-eager AI might draw them): none is shown to be dust, so the flat is 1.0 everywhere."""
     from aiflat_gui.io import open_sequence
 
-    with open_sequence(REAL / "moon-45frames.avi") as seq:
-        ref = compute_reference(seq)
+    ref = moon_scan.reference  # compute_reference(video), shared (tests/conftest.py)
+    with open_sequence(moon_scan.path) as seq:
         lum = (ref.mean(axis=2) if ref.ndim == 3 else ref).astype(np.float32)
         dark = lum / np.maximum(cv2.GaussianBlur(lum, (0, 0), 8), 1) < 0.85
         dark &= lum > 0.1 * np.percentile(lum, 99)
