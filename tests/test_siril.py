@@ -26,11 +26,12 @@ def run_siril(folder, *commands) -> str:
     script = folder / "script.ssf"
     script.write_text("\n".join(["requires 1.0.0", f"cd {folder}", *commands]) + "\n")
     # siril-cli 1.0.6 now and then hangs (asleep on a futex, ~0.1 s of CPU, a partial pp_* file),
-    # seen 3 times in 8 by hand on a loaded machine: a run that has not finished in 90 s is killed,
-    # its partial outputs removed, and the same script run again (at most three tries).
+    # seen 3 times in 8 by hand on a loaded machine: a run that has not finished in 20 s (these
+    # scripts take under 0.5 s, on a loaded machine too) is killed, its partial outputs removed,
+    # and the same script run again (at most three tries).
     for attempt in range(3):
         try:
-            r = subprocess.run([SIRIL, "-s", str(script)], capture_output=True, text=True, timeout=90,
+            r = subprocess.run([SIRIL, "-s", str(script)], capture_output=True, text=True, timeout=20,
                                cwd=folder)
             break
         except subprocess.TimeoutExpired:
