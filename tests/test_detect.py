@@ -1,5 +1,7 @@
 """The offline dust detector and the local/file mask providers, on demo data the tests create."""
 
+import functools
+
 import cv2
 import numpy as np
 import pytest
@@ -39,11 +41,31 @@ def reference(demo):
     return np.median(demo.frames, axis=0).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=None)
+def sized_demo(seed):
+    """``generate_demo(seed=seed, **SIZE)``, made once for the tests that start from it (frames read-only)."""
+    demo = generate_demo(seed=seed, **SIZE)
+    demo.frames.flags.writeable = False
+    return demo
+
+
+@functools.lru_cache(maxsize=None)
+def sized_scores(seed):
+    """``compute_scores`` of that demo (its median reference and frames), computed once."""
+    demo = sized_demo(seed)
+    return compute_scores(reference(demo), ArraySequence(demo.frames))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_the_demos():
+    yield
+    sized_demo.cache_clear()
+    sized_scores.cache_clear()
+
+
 @pytest.fixture(scope="module", params=[2, 5])
 def case(request):
-    demo = generate_demo(seed=request.param, **SIZE)
-    sm = compute_scores(reference(demo), ArraySequence(demo.frames))
-    return demo, sm
+    return sized_demo(request.param), sized_scores(request.param)
 
 
 def test_sequence_finds_every_speck_darker_than_5_percent(case):
@@ -123,7 +145,7 @@ def test_memory_budget_and_max_frames_bound_the_frames_used():
     assert compute_scores(reference(demo), seq, max_frames=7).frames_used == 7
     # 1 MB holds the working stacks of only a few 200x150 frames: all 20 frames are read, averaged
     # in groups into the few slots that fit, and the dust is still found
-    demo = generate_demo(seed=5, **SIZE)
+    demo = sized_demo(5)
     small = compute_scores(reference(demo), ArraySequence(demo.frames), memory_mb=2.0)
     assert small.frames_used == 24 and 3 <= small.info["stacked"] <= 6
     found, total = specks_found(small.mask(0.5), demo)
@@ -134,8 +156,8 @@ def test_memory_budget_and_max_frames_bound_the_frames_used():
 
 
 def test_colour_and_bayer_sequences():
-    demo = generate_demo(seed=5, **SIZE)
-    mono = compute_scores(reference(demo), ArraySequence(demo.frames)).mask(0.5)
+    demo = sized_demo(5)
+    mono = sized_scores(5).mask(0.5)  # compute_scores(reference(demo), ArraySequence(demo.frames))
     gains = np.array([1.0, 0.8, 0.6], np.float32)
     rgb = (demo.frames[..., None].astype(np.float32) * gains).astype(np.uint16)
     ref_rgb = np.median(rgb, axis=0).astype(np.float32)
@@ -167,7 +189,7 @@ def test_bad_inputs_are_input_errors():
 
 
 def test_local_provider_through_get_provider():
-    demo = generate_demo(seed=2, **SIZE)
+    demo = sized_demo(2)
     provider = get_provider("local", sensitivity=0.5, max_frames=20)
     assert provider.name == "local"
     res = provider.find_mask(reference(demo), ArraySequence(demo.frames))
