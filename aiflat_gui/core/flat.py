@@ -662,6 +662,8 @@ LOCAL_SHIFTS = True
 SHARPEN_REFERENCE = True
 #: Threads registering frames at once (OpenCV releases the GIL; the result does not depend on it).
 REGISTER_THREADS = 2
+#: Threads building the self-flat's right-hand side (numpy releases the GIL; same result for any).
+SELF_FLAT_THREADS = 2
 
 
 def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, color="mono", grown=None) -> dict:
@@ -854,6 +856,15 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     inv_u = np.empty(n, np.int64)
     inv_u[order_u] = np.arange(n)
     bounds = np.searchsorted(cid[order_u], np.arange(len(rects) + 1))
+    # the unknowns' numbers in the plane padded by the longest offset: no bounds checks below
+    mc = int(np.abs(offs).max()) + 1
+    Wc = w + 2 * mc
+    pad = np.full((h + 2 * mc, Wc), -1, dtype=np.int64)
+    pad[mc:mc + h, mc:mc + w] = inv_u[np.maximum(num, 0)].reshape(h, w)
+    pad[mc:mc + h, mc:mc + w][~mask2d] = -1
+    num_c = pad.reshape(-1)
+    del pad
+    apad = (ys_u + mc) * Wc + (xs_u + mc)
     indptr = [np.zeros(1, np.int64)]
     indices, data = [], []
     nnz = 0
@@ -862,23 +873,16 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
         if len(us) == 0:
             continue
         o = offs[c].reshape(-1, 2)
-        key = (o[:, 1] + 2 * h) * (4 * w + 1) + (o[:, 0] + 2 * w)
-        ukey, inv = np.unique(key, return_inverse=True)
+        ukey, inv = np.unique(o[:, 1] * Wc + o[:, 0], return_inverse=True)
         kap = np.bincount(inv, weights=wts[c].reshape(-1))
-        sy, sx = ukey // (4 * w + 1) - 2 * h, ukey % (4 * w + 1) - 2 * w
-        ay, ax = ys_u[us], xs_u[us]
-        by = ay[:, None] + sy[None, :]
-        bx = ax[:, None] + sx[None, :]
-        inside = (by >= 0) & (by < h) & (bx >= 0) & (bx < w)
-        b = np.where(inside, by * w + bx, 0)
-        col = np.where(inside, num[b], -1)
+        col = num_c[apad[us][:, None] + ukey[None, :]]  # (unknowns of the rectangle, offsets)
         keep = col >= 0
         cnt = keep.sum(axis=1)
         indptr.append(nnz + np.cumsum(cnt))
         nnz += int(cnt.sum())
-        indices.append(inv_u[col[keep]].astype(np.int32))
+        indices.append(col[keep].astype(np.int32))
         data.append(np.broadcast_to(-kap[None, :], keep.shape)[keep])
-        del by, bx, inside, b, col, keep
+        del col, keep
     # C: rows in the grouped order; its entries (a, a + s) and their transposes are the cross terms
     C = sp.csr_matrix((np.concatenate(data) if data else np.zeros(0), np.concatenate(indices) if indices else
                        np.zeros(0, np.int32), np.concatenate(indptr).astype(np.int32 if nnz < 2 ** 31 else np.int64)),
@@ -947,67 +951,94 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     corner = np.array([0, 1, Wp, Wp + 1])
     if local is not None:
         tix = np.where(htid >= 0, htid, dl.shape[0])  # the global shift as one more "tile"
+    def pair_terms(p0: int, p1: int) -> tuple:
+        """Pairs p0 <= p < p1: their part of A^T b and their dropped rows (numbered from 0)."""
+        part = np.zeros(n)
+        ex_r: list = []
+        ex_c: list = []
+        ex_v: list = []
+        cnt = 0
+        for pi in range(p0, p1):
+            k, j = pairs[pi]
+            dx, dy = dg[pi]
+            reach = float(np.hypot(dx, dy)) + 1.5
+            if local is not None:
+                reach += 2 * _LocalShifts.MAX_DEV
+            nr = slice(0, int(np.searchsorted(hdist, reach, side="right")))
+            if local is not None:
+                t_ = tix[nr]
+                dx = np.append(dl[:, pi, 0], dg[pi, 0])[t_]
+                dy = np.append(dl[:, pi, 1], dg[pi, 1])[t_]
+            ox, oy = np.floor(dx), np.floor(dy)
+            base = hp[nr] + (oy * Wp + ox).astype(np.int64)
+            own = hown[nr]
+            r1 = np.flatnonzero((own >= 0) | any4[base])  # rows that may involve an unknown
+            base, own = base[r1], own[r1]
+            if local is not None:
+                dx, dy, ox, oy = dx[r1], dy[r1], ox[r1], oy[r1]
+            fx, fy = dx - ox, dy - oy
+            wmat = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+            if wmat.shape[0] != len(r1):
+                wmat = np.broadcast_to(wmat, (len(r1), 4))
+            cb = base[:, None] + corner
+            cnum = num_p[cb]
+            cpos = pos_p[cb]
+            pc = hpc[nr][r1]
+            involved = (own >= 0) | ((cnum >= 0) & (wmat > 0)).any(axis=1)
+            good = validp[k][pc] & validp[j][cpos].all(axis=1)
+            sel = np.flatnonzero(good & involved)
+            if len(sel):
+                interp = (wmat[sel] * valsp[j][cpos[sel]]).sum(axis=1)
+                b = (np.log(np.maximum(vals[k, pc[sel]].astype(np.float64) - pedestal, min_signal))
+                     - np.log(np.maximum(interp - pedestal, min_signal)))
+                u = own[sel] >= 0
+                cs = cnum[sel]
+                ws = wmat[sel]
+                cu = (cs >= 0) & (ws > 0)
+                part += np.bincount(np.concatenate([own[sel][u], cs[cu]]),
+                                    weights=np.concatenate([b[u], -(ws * b[:, None])[cu]]), minlength=n)
+            bad = np.flatnonzero(involved & ~good)
+            if len(bad):
+                u = own[bad] >= 0
+                cs = cnum[bad]
+                ws = wmat[bad]
+                cu = (cs >= 0)
+                ex_r.append(np.concatenate([cnt + np.flatnonzero(u), cnt + np.nonzero(cu)[0]]))
+                ex_c.append(np.concatenate([own[bad][u], cs[cu]]))
+                ex_v.append(np.concatenate([np.ones(int(u.sum())), -ws[cu]]))
+                cnt += len(bad)
+            # rows outside the halo (far shifts): counted above, not equations
+            for c in np.flatnonzero(np.hypot(cd[:, pi, 0], cd[:, pi, 1]) + 1.5 > r_halo):
+                e = _far_rows(rects[c], offs[c, pi], wts[c, pi], num, pos, ys_u, xs_u, h, w)
+                if e is not None:
+                    ex_r.append(cnt + e[0])
+                    ex_c.append(e[1])
+                    ex_v.append(e[2])
+                    cnt += e[3]
+        return part, ex_r, ex_c, ex_v, cnt
+
+    # pairs 16 at a time, two chunks at once (numpy releases the GIL), summed in pair order: the
+    # same numbers whatever the threads do
     Atb = np.zeros(n)
     ex_rows, ex_cols, ex_vals = [], [], []
     n_ex = 0
-    for pi, (k, j) in enumerate(pairs):
-        if pi % 16 == 0:
-            report(progress, 0.3 + 0.5 * pi / P, f"self-flat equations {pi}/{P}")
-        dx, dy = dg[pi]
-        reach = float(np.hypot(dx, dy)) + 1.5
-        if local is not None:
-            reach += 2 * _LocalShifts.MAX_DEV
-        nr = slice(0, int(np.searchsorted(hdist, reach, side="right")))
-        if local is not None:
-            t_ = tix[nr]
-            dx = np.append(dl[:, pi, 0], dg[pi, 0])[t_]
-            dy = np.append(dl[:, pi, 1], dg[pi, 1])[t_]
-        ox, oy = np.floor(dx), np.floor(dy)
-        base = hp[nr] + (oy * Wp + ox).astype(np.int64)
-        own = hown[nr]
-        r1 = np.flatnonzero((own >= 0) | any4[base])  # rows that may involve an unknown
-        base, own = base[r1], own[r1]
-        if local is not None:
-            dx, dy, ox, oy = dx[r1], dy[r1], ox[r1], oy[r1]
-        fx, fy = dx - ox, dy - oy
-        wmat = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
-        if wmat.shape[0] != len(r1):
-            wmat = np.broadcast_to(wmat, (len(r1), 4))
-        cb = base[:, None] + corner
-        cnum = num_p[cb]
-        cpos = pos_p[cb]
-        pc = hpc[nr][r1]
-        involved = (own >= 0) | ((cnum >= 0) & (wmat > 0)).any(axis=1)
-        good = validp[k][pc] & validp[j][cpos].all(axis=1)
-        sel = np.flatnonzero(good & involved)
-        if len(sel):
-            interp = (wmat[sel] * valsp[j][cpos[sel]]).sum(axis=1)
-            b = (np.log(np.maximum(vals[k, pc[sel]].astype(np.float64) - pedestal, min_signal))
-                 - np.log(np.maximum(interp - pedestal, min_signal)))
-            u = own[sel] >= 0
-            cs = cnum[sel]
-            ws = wmat[sel]
-            cu = (cs >= 0) & (ws > 0)
-            Atb += np.bincount(np.concatenate([own[sel][u], cs[cu]]),
-                               weights=np.concatenate([b[u], -(ws * b[:, None])[cu]]), minlength=n)
-        bad = np.flatnonzero(involved & ~good)
-        if len(bad):
-            u = own[bad] >= 0
-            cs = cnum[bad]
-            ws = wmat[bad]
-            cu = (cs >= 0)
-            ex_rows.append(np.concatenate([n_ex + np.flatnonzero(u), n_ex + np.nonzero(cu)[0]]))
-            ex_cols.append(np.concatenate([own[bad][u], cs[cu]]))
-            ex_vals.append(np.concatenate([np.ones(int(u.sum())), -ws[cu]]))
-            n_ex += len(bad)
-        # rows outside the halo (far shifts): counted above, not equations
-        for c in np.flatnonzero(np.hypot(cd[:, pi, 0], cd[:, pi, 1]) + 1.5 > r_halo):
-            e = _far_rows(rects[c], offs[c, pi], wts[c, pi], num, pos, ys_u, xs_u, h, w)
-            if e is not None:
-                ex_rows.append(n_ex + e[0])
-                ex_cols.append(e[1])
-                ex_vals.append(e[2])
-                n_ex += e[3]
+    chunks = [(p0, min(P, p0 + 16)) for p0 in range(0, P, 16)]
+    with ThreadPoolExecutor(max_workers=SELF_FLAT_THREADS) as pool:
+        running = [pool.submit(pair_terms, *c) for c in chunks[:SELF_FLAT_THREADS]]
+        try:
+            for ci in range(len(chunks)):
+                part, r_, c_, v_, cnt = running.pop(0).result()
+                if ci + SELF_FLAT_THREADS < len(chunks):
+                    running.append(pool.submit(pair_terms, *chunks[ci + SELF_FLAT_THREADS]))
+                Atb += part
+                ex_rows += [r + n_ex for r in r_]
+                ex_cols += c_
+                ex_vals += v_
+                n_ex += cnt
+                report(progress, 0.3 + 0.5 * chunks[ci][1] / P, f"self-flat equations {chunks[ci][1]}/{P}")
+        finally:
+            for f in running:
+                f.cancel()
     report(progress, 0.8, "self-flat solve")
     # the normal matrix in the grouped order: C + C^T + (diagonal + corner products - dropped rows)
     S2 = sp.csr_matrix((np.concatenate(vals_s), (inv_u[np.concatenate(rows_s)], inv_u[np.concatenate(cols_s)])),
