@@ -110,6 +110,9 @@ class VerifyParams:
         locally by a pixel or more; a global shift leaves the target's edges in the residuals).
     hug_sigmas: a pixel of a speck judged dust is part of its shadow when its own static darkening
         (3x3 mean) is this many jackknife uncertainties deep (see :attr:`Verification.shadow`).
+    pattern_snr, static_px: a speck too wide for the motion to measure is dust when its outline's
+        pattern stays within ``static_px`` px rms on the sensor (found at an SNR of at least
+        ``pattern_snr``) while the target moved at least twice as much (see :func:`_pattern_motion`).
     """
 
     max_frames: int = 48
@@ -125,6 +128,8 @@ class VerifyParams:
     max_ring: int = 32
     local_shifts: bool = True
     hug_sigmas: float = 3.0
+    pattern_snr: float = 4.0
+    static_px: float = 1.1
 
 
 @dataclass
@@ -263,6 +268,59 @@ def _motion(shifts: np.ndarray) -> float:
         return 0.0
     d = shifts[:, None, :] - shifts[None, :, :]
     return float(np.sqrt((d ** 2).sum(axis=2)).max())
+
+
+def _pattern_motion(stack: np.ndarray, own: np.ndarray, reach: int, group: int = 3) -> tuple[float, float]:
+    """How far the speck's own pattern moves from frame to frame, in sensor coordinates: the
+    high-passed median of ``stack`` (K, h, w: the frames' crops as recorded, in time order) over
+    the speck's outline grown by 3 px, found by cross-correlation (within +-``reach`` px) in the
+    mean of every ``group`` consecutive frames; returns the rms scatter (px) of where it is found
+    and how clearly it stands out of the texture around it (an SNR). A static shadow's outline
+    stays put whatever the target does; a feature of the target moves with it."""
+    k, h, w = stack.shape
+    win = cv2.dilate(own.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))).astype(np.float32)
+    ys, xs = np.nonzero(win)
+    if len(ys) < 4 or k < 2 * group:
+        return math.nan, 0.0
+    ya, yb = max(0, ys.min() - reach), min(h, ys.max() + 1 + reach)
+    xa, xb = max(0, xs.min() - reach), min(w, xs.max() + 1 + reach)
+    ty0, ty1, tx0, tx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    if ty0 - ya < 1 or xb - tx1 < 1 or yb - ty1 < 1 or tx0 - xa < 1:
+        return math.nan, 0.0
+    sub = stack[:, ya:yb, xa:xb].astype(np.float32)
+
+    def hp(a: np.ndarray) -> np.ndarray:
+        return a - cv2.GaussianBlur(a, (0, 0), 6.0)
+
+    med = hp(np.median(sub, axis=0))
+    wn = win[ya:yb, xa:xb][ty0 - ya:ty1 - ya, tx0 - xa:tx1 - xa]
+    t = med[ty0 - ya:ty1 - ya, tx0 - xa:tx1 - xa]
+    n_w = float(wn.sum())
+    t = (t - float((t * wn).sum()) / n_w) * wn
+    if not float(np.abs(t).sum()) > 0:
+        return math.nan, 0.0
+    found, noise = [], []
+    for j in range(0, k - group + 1, group):
+        a = hp(sub[j:j + group].mean(axis=0))
+        c = cv2.matchTemplate(a, t, cv2.TM_CCORR)
+        iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
+        fy = fx = 0.0
+        if 0 < iy < c.shape[0] - 1:
+            den = c[iy - 1, ix] - 2 * c[iy, ix] + c[iy + 1, ix]
+            fy = 0.5 * (c[iy - 1, ix] - c[iy + 1, ix]) / den if den != 0 else 0.0
+        if 0 < ix < c.shape[1] - 1:
+            den = c[iy, ix - 1] - 2 * c[iy, ix] + c[iy, ix + 1]
+            fx = 0.5 * (c[iy, ix - 1] - c[iy, ix + 1]) / den if den != 0 else 0.0
+        found.append((ix + fx, iy + fy))
+        rest = a[ty0 - ya:ty1 - ya, tx0 - xa:tx1 - xa][wn == 0]
+        if rest.size >= 16:
+            noise.append(float(np.std(rest)))
+    d = np.array(found)
+    dev = d - np.median(d, axis=0)
+    rms = float(np.sqrt((dev ** 2).sum(axis=1).mean()))
+    sd = (float(np.median(noise)) if noise else float(np.std(med))) * math.sqrt(n_w)
+    snr = float(np.sqrt((t * t).sum())) / max(sd, 1e-12) * math.sqrt(len(d))
+    return rms, snr
 
 
 # -- the per-speck solve ---------------------------------------------------------------------------
@@ -700,6 +758,23 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
                 c.verdict, c.reason = DUST, f"its darker half: {rc}"
             elif vc == UNVERIFIED and c.verdict == NOT_DUST:
                 c.verdict, c.reason = UNVERIFIED, f"its darker half: {rc}"
+        if c.verdict == UNVERIFIED and err > p.max_sigma and len(shifts) >= 6:
+            # a speck much wider than the motion: the joint solve cannot resolve its middle, but
+            # its outline is sharp: a shadow's stays put on the sensor while the target moves
+            # under it, a feature's moves with the target (frames in time order)
+            tord = np.argsort(idx, kind="stable")
+            reach = int(math.ceil(ver.motion)) + 2
+            own_full = lab[y0:y1, x0:x1] == c.label
+            pm, psnr = _pattern_motion(crops[ci][tord], own_full, reach)
+            # (the target's motion here: the crop's own shifts, seeing included, when refined)
+            loc = np.asarray(sh, dtype=np.float64) * b
+            tm = max(float(np.sqrt(((v - np.median(v, axis=0)) ** 2).sum(axis=1).mean()))
+                     for v in (shifts, loc))
+            if np.isfinite(pm) and psnr >= p.pattern_snr and pm <= p.static_px and tm >= 2.0 * max(pm, 0.5):
+                c.verdict = DUST
+                c.reason = (f"its outline stays put on the sensor ({pm:.1f} px rms) while the target moved "
+                            f"{tm:.1f} px rms under it: a static shadow too wide for the motion to measure its "
+                            f"depth ({100 * depth:.1f} ± {100 * err:.1f} %)")
         if c.verdict == DUST:
             sh_ = _shadow_pixels(g, jk, gmask, own, p, step_depth)
             if sh_ is not None and sh_.any():
