@@ -58,6 +58,7 @@ import numpy as np
 from ..errors import InputError
 from . import BAYER_PATTERNS
 from ..progress import ProgressFn, report
+from .peaks import subpixel_peak
 
 #: z-score of the seed threshold at sensitivity 0.5, 0 and 1 (geometric in between): below ~4.5
 #: noise and granulation residue flood the mask, so the slider's top end stops there.
@@ -784,16 +785,8 @@ def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats:
             for j2 in range(j + 1, min(k, j + g)):
                 a = a + cut(slots[j2])
             hp_last = (a - _blur(a, 6.0)) / (min(k, j + g) - j)
-            c = cv2.matchTemplate(hp_last, t, cv2.TM_CCORR)
-            iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
-            fy = fx = 0.0
-            if 0 < iy < c.shape[0] - 1:
-                den = c[iy - 1, ix] - 2 * c[iy, ix] + c[iy + 1, ix]
-                fy = 0.5 * (c[iy - 1, ix] - c[iy + 1, ix]) / den if den != 0 else 0.0
-            if 0 < ix < c.shape[1] - 1:
-                den = c[iy, ix - 1] - 2 * c[iy, ix] + c[iy, ix + 1]
-                fx = 0.5 * (c[iy, ix - 1] - c[iy, ix + 1]) / den if den != 0 else 0.0
-            d[jj] = (ix + fx - R, iy + fy - R)
+            px, py = subpixel_peak(cv2.matchTemplate(hp_last, t, cv2.TM_CCORR))
+            d[jj] = (px - R, py - R)
         dev = d - np.median(d, axis=0)
         out[i] = float(np.sqrt((dev ** 2).sum(axis=1).mean()))
         # how clearly the pattern stands out of what moves around it (texture, noise): its

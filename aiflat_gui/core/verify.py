@@ -51,6 +51,7 @@ import scipy.sparse.linalg as spla
 
 from ..errors import InputError
 from ..progress import ProgressFn, report
+from .peaks import subpixel_peak
 
 __all__ = ["VerifyParams", "SpeckCheck", "Verification", "verify_mask", "apply_verdicts", "effective_verdict",
            "refuses", "with_overrides", "DUST", "NOT_DUST", "UNVERIFIED", "VERDICTS"]
@@ -282,9 +283,9 @@ def _pattern_motion(stack: np.ndarray, own: np.ndarray, reach: int, group: int =
     ys, xs = np.nonzero(win)
     if len(ys) < 4 or k < 2 * group:
         return math.nan, 0.0
-    ya, yb = max(0, ys.min() - reach), min(h, ys.max() + 1 + reach)
-    xa, xb = max(0, xs.min() - reach), min(w, xs.max() + 1 + reach)
-    ty0, ty1, tx0, tx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    ty0, ty1, tx0, tx1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    ya, yb = max(0, ty0 - reach), min(h, ty1 + reach)
+    xa, xb = max(0, tx0 - reach), min(w, tx1 + reach)
     if ty0 - ya < 1 or xb - tx1 < 1 or yb - ty1 < 1 or tx0 - xa < 1:
         return math.nan, 0.0
     sub = stack[:, ya:yb, xa:xb].astype(np.float32)
@@ -302,16 +303,7 @@ def _pattern_motion(stack: np.ndarray, own: np.ndarray, reach: int, group: int =
     found, noise = [], []
     for j in range(0, k - group + 1, group):
         a = hp(sub[j:j + group].mean(axis=0))
-        c = cv2.matchTemplate(a, t, cv2.TM_CCORR)
-        iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
-        fy = fx = 0.0
-        if 0 < iy < c.shape[0] - 1:
-            den = c[iy - 1, ix] - 2 * c[iy, ix] + c[iy + 1, ix]
-            fy = 0.5 * (c[iy - 1, ix] - c[iy + 1, ix]) / den if den != 0 else 0.0
-        if 0 < ix < c.shape[1] - 1:
-            den = c[iy, ix - 1] - 2 * c[iy, ix] + c[iy, ix + 1]
-            fx = 0.5 * (c[iy, ix - 1] - c[iy, ix + 1]) / den if den != 0 else 0.0
-        found.append((ix + fx, iy + fy))
+        found.append(subpixel_peak(cv2.matchTemplate(a, t, cv2.TM_CCORR)))
         rest = a[ty0 - ya:ty1 - ya, tx0 - xa:tx1 - xa][wn == 0]
         if rest.size >= 16:
             noise.append(float(np.std(rest)))
