@@ -565,19 +565,19 @@ def _fill_holes(m: np.ndarray) -> np.ndarray:
 
 
 def _shadow_pixels(g: np.ndarray, jk: list, gmask: np.ndarray, own: np.ndarray, p: VerifyParams,
-                   step_depth: float, k: int = 3) -> Optional[np.ndarray]:
+                   step_depth: float) -> Optional[np.ndarray]:
     """The pixels of ``own`` where the static shadow ``g`` (log flat) itself is significant: its
-    ``k`` x ``k`` mean (over unknowns; 1 on binned crops) is darker than ``hug_sigmas`` jackknife uncertainties of that mean
+    3x3 mean (over unknowns) is darker than ``hug_sigmas`` jackknife uncertainties of that mean
     (the block replicates ``jk``, smoothed the same way; their variance over 5x5), than
     ``min_depth`` and than ``step_depth``; holes filled (a donut's brighter middle, a wide
     shadow's interior the motion resolves less well). None without replicates."""
     if len(jk) < 2:
         return None
     wm = gmask.astype(np.float64)
-    den = np.maximum(cv2.blur(wm, (k, k)), 1e-9)
+    den = np.maximum(cv2.blur(wm, (3, 3)), 1e-9)
 
     def sm(a):
-        return cv2.blur(a * wm, (k, k)) / den
+        return cv2.blur(a * wm, (3, 3)) / den
 
     gs = sm(g)
     reps = np.stack([sm(b) for b in jk])
@@ -772,7 +772,7 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
             if sh_ is not None and sh_.any():
                 if b > 1:
                     sh_ = np.repeat(np.repeat(sh_, b, axis=0), b, axis=1)
-                # grown by 1 px (the shadow's edge), at full resolution, within the speck
+                # grown by the bin size (the shadow's edge), at full resolution, within the speck
                 full = np.zeros(lab[cy0:cy1, cx0:cx1].shape, bool)
                 full[:sh_.shape[0], :sh_.shape[1]] = sh_
                 full = _grow(full, b) & (lab[cy0:cy1, cx0:cx1] == c.label)
