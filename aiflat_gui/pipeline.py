@@ -485,6 +485,12 @@ def verified_mask(mask: np.ndarray, verification, overrides: Optional[dict] = No
     return apply_verdicts(mask, verification, overrides, keep_unverified=keep_unverified)
 
 
+def trimmed_pixels(mask: np.ndarray, kept: np.ndarray, refused: list) -> int:
+    """Pixels of ``mask`` the flat leaves out although their speck was kept (:func:`verified_mask`):
+    the part of a speck judged dust where the video shows no shadow."""
+    return max(0, int((np.asarray(mask, dtype=bool) & ~kept).sum()) - sum(int(c.area) for c in refused))
+
+
 def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = None,
                 overrides: Optional[dict] = None, progress: Optional[ProgressFn] = None) -> VerifyOutcome:
     """Check every speck of ``mask`` against ``sequence`` (:func:`aiflat_gui.core.verify.verify_mask`)
@@ -499,8 +505,7 @@ def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = N
         return VerifyOutcome(mask=m.copy(), skipped=True)
     ver = verify_mask(m, sequence, VerifyParams(max_frames=opts.max_frames), progress=progress)
     kept, refused = verified_mask(m, ver, overrides, keep_unverified=opts.keep_unverified)
-    trimmed = int((m & ~kept).sum()) - sum(int(c.area) for c in refused)
-    return VerifyOutcome(mask=kept, refused=refused, verification=ver, trimmed=max(0, trimmed))
+    return VerifyOutcome(mask=kept, refused=refused, verification=ver, trimmed=trimmed_pixels(m, kept, refused))
 
 
 def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Optional[MaskParams] = None,

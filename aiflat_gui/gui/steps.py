@@ -352,8 +352,8 @@ class StepsMixin:
             if refused:
                 self.log(f"flat: {plural(len(refused), 'speck')} left out (flat exactly 1.0 there); right-click one "
                          f"in the Specks table to override")
-            trimmed = int((drawn & ~mask).sum()) - sum(int(c.area) for c in refused)
-            if trimmed > 0:
+            trimmed = pipeline.trimmed_pixels(drawn, mask, refused)
+            if trimmed:
                 self.log(f"flat: {trimmed} px of specks judged dust show no shadow in the video and are left out "
                          f"(outlined in the overlay); set a speck to \"dust\" to keep it as drawn")
         if params.method == "ai" and not doc.fresh_clean():
