@@ -58,6 +58,7 @@ import numpy as np
 from ..errors import InputError
 from . import BAYER_PATTERNS
 from ..progress import ProgressFn, report
+from .median16 import median_f16, to_f16
 from .peaks import subpixel_peak
 
 #: z-score of the seed threshold at sensitivity 0.5, 0 and 1 (geometric in between): below ~4.5
@@ -588,7 +589,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
             # floored at the off-disc threshold: its noise (huge in log units) and the limb's full
             # step would otherwise ring through the interpolation of the sun/sensor separation.
             ly = np.log(np.maximum(y, max(floor, 1.0)))
-            stack[n_i] = _blur(float(np.median(ly[sample])) - ly, PRESMOOTH)
+            to_f16(_blur(float(np.median(ly[sample])) - ly, PRESMOOTH), stack[n_i])
         stack_n = k
         # not judged: within limb_margin of where any frame was off the disc (the limb in every
         # position it took, plus its steep limb-darkened rim and seeing), and the outermost
@@ -600,10 +601,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         valid[-b:] = False
         valid[:, :b] = False
         valid[:, -b:] = False
-        plain = np.empty((h, w), np.float32)
-        rows = max(8, int(2 ** 23 // max(1, k * w * 4)))
-        for y0 in range(0, h, rows):
-            plain[y0:y0 + rows] = _median0(stack[:, y0:y0 + rows].astype(np.float32))
+        plain = median_f16(stack)
         # (the plain temporal median also shows the whole of each speck, interior included, and
         # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
         shifts -= np.median(shifts, axis=0)
@@ -916,12 +914,6 @@ def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], borde
     return cv2.warpAffine(a, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
 
-def _median0(arr: np.ndarray) -> np.ndarray:
-    """Median along axis 0 (upper median for an even count), without NaNs."""
-    k = arr.shape[0]
-    return np.partition(arr, k // 2, axis=0)[k // 2]
-
-
 #: Stand-in for "no data" in the sun-aligned stack (float16 holds it; real values are ~0.01).
 _FAR = 1000.0
 
@@ -940,7 +932,6 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
     along the drift's main axis ((2, H, W), None without drift or with fewer than 4 slots)."""
     k, h, w = stack.shape
     dust = np.zeros((h, w), np.float32)
-    rows = max(8, int(2 ** 23 // max(1, k * w * 4)))
     reach = float(np.abs(shifts).max())
     moving = reach >= 0.5
     pad = int(math.ceil(reach)) + 2
@@ -955,11 +946,11 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
             aligned = np.empty((k, ch, cw), np.float16)
             for i in range(k):
                 tx, ty = pad - float(shifts[i, 0]), pad - float(shifts[i, 1])
-                a = _translate(stack[i].astype(np.float32) - dust, tx, ty, (cw, ch), border=0.0)
+                a = _translate(cv2.subtract(stack[i], dust, dtype=cv2.CV_32F), tx, ty, (cw, ch), border=0.0)
                 # outside this frame's field (and its interpolation support) there is no data:
                 # fill alternately far above and far below, so that the median of a pixel's
-                # values is (to half a rank) the median of its real ones, and a plain partition
-                # does the job of a slow NaN-aware median
+                # values is (to half a rank) the median of its real ones, and a plain median
+                # does the job of a slow NaN-aware one
                 fill = _FAR if i % 2 == 0 else -_FAR
                 x0, x1 = int(math.ceil(tx + 1)), int(math.floor(tx + w - 2)) + 1
                 y0, y1 = int(math.ceil(ty + 1)), int(math.floor(ty + h - 2)) + 1
@@ -967,19 +958,15 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
                 a[max(y1, 0):] = fill
                 a[:, :max(x0, 0)] = fill
                 a[:, max(x1, 0):] = fill
-                aligned[i] = a
-            sun = np.empty((ch, cw), np.float32)
-            crow = max(8, rows * h // ch)
-            for y0 in range(0, ch, crow):
-                sun[y0:y0 + crow] = _median0(aligned[:, y0:y0 + crow].astype(np.float32))
+                to_f16(a, aligned[i])
+            sun = median_f16(aligned)
             del aligned
             sun[np.abs(sun) > _FAR / 2] = 0.0  # points no frame saw
             resid = np.empty((k, h, w), np.float16)
             for i in range(k):
-                resid[i] = stack[i] - _translate(sun, float(shifts[i, 0]) - pad, float(shifts[i, 1]) - pad, (w, h))
-        for y0 in range(0, h, rows):
-            blk = resid[:, y0:y0 + rows]
-            dust[y0:y0 + rows] = _median0(blk if blk.dtype == np.float32 else blk.astype(np.float32))
+                back = _translate(sun, float(shifts[i, 0]) - pad, float(shifts[i, 1]) - pad, (w, h))
+                to_f16(cv2.subtract(stack[i], back, dtype=cv2.CV_32F), resid[i])
+        dust = median_f16(resid)
     scatter = np.zeros((h, w), np.float32)
     # the two halves of the slots along the drift's main axis, each on its own: dust is static in
     # sensor coordinates and darkens the same pixels by the same factor in both; what is left of
@@ -991,10 +978,14 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
         order = np.argsort(c @ vt[0], kind="stable")
         parts = (np.sort(order[:k // 2]), np.sort(order[k - k // 2:]))
         halves = np.zeros((2, h, w), np.float32)
-    for y0 in range(0, h, rows):
-        blk = resid[:, y0:y0 + rows].astype(np.float32)
-        scatter[y0:y0 + rows] = np.abs(blk - dust[y0:y0 + rows]).mean(axis=0)
-        if halves is not None:
-            for j, part in enumerate(parts):
-                halves[j, y0:y0 + rows] = _median0(blk[part])
+    # (the mean absolute residual summed slot after slot in float32, as numpy's mean along the
+    # first axis does)
+    for i in range(k):
+        r = cv2.subtract(resid[i], dust, dtype=cv2.CV_32F)
+        np.abs(r, out=r)
+        scatter += r
+    scatter /= np.float32(k)
+    if halves is not None:
+        for j, part in enumerate(parts):
+            halves[j] = median_f16(resid, part)
     return dust, scatter, halves
