@@ -440,6 +440,7 @@ class _Registrar:
         self.base = np.asarray(base, dtype=np.float64)
         self.coarse_base = None
         self._b32 = None
+        self._lk = None
         self.last = (0.0, 0.0)
 
     def _coarse_base(self) -> np.ndarray:
@@ -448,6 +449,88 @@ class _Registrar:
         return self.coarse_base
 
     def _refine(self, img: np.ndarray, dx: float, dy: float) -> Optional[tuple[float, float]]:
+        """The sub-pixel shift from (dx, dy): :meth:`_refine_lk` (ECC's objective, ~10x cheaper),
+        and OpenCV's ECC where that cannot run (a shift near the crop's margin) or does not
+        converge; None when both fail or wander more than :attr:`MAX_REFINE` away."""
+        lk = self._refine_lk(img, dx, dy)
+        if lk is not None:
+            return lk
+        return self._refine_ecc(img, dx, dy)
+
+    #: Gauss-Newton iterations of :meth:`_refine_lk` at most, and the step (px) that counts as
+    #: converged.
+    LK_ITERATIONS = 30
+    LK_TOL = 1e-3
+
+    def _lk_base(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The base smoothed as ECC smooths it, zero-mean, and its x and y gradients (central
+        differences), float32."""
+        lk = getattr(self, "_lk", None)
+        if lk is None:
+            b = self._base32()
+            t = cv2.GaussianBlur(b - np.float32(b.mean()), (5, 5), 0, borderType=cv2.BORDER_REPLICATE)
+            gx = np.zeros_like(t)
+            gy = np.zeros_like(t)
+            gx[:, 1:-1] = 0.5 * (t[:, 2:] - t[:, :-2])
+            gy[1:-1] = 0.5 * (t[2:] - t[:-2])
+            lk = self._lk = (t, gx, gy)
+        return lk
+
+    def _refine_lk(self, img: np.ndarray, dx: float, dy: float) -> Optional[tuple[float, float]]:
+        """Gauss-Newton for the translation ``p`` with a gain and an offset: ``T(x) = a I(x + p) + c``
+        in least squares over the part of the crop that the frame covers for any ``p`` within
+        :attr:`MAX_REFINE` of the start, both images smoothed as ECC does (Gaussian 5x5). Its
+        minimum is the maximum of ECC's correlation coefficient (``T`` is fixed, so the residual
+        is ``|T - mean T|^2 (1 - rho^2)``); ~10x cheaper than OpenCV's ECC. The step uses the
+        base's gradient (``a grad I(x + p) = grad T`` at the solution; the base is a mean of many
+        frames, so its gradient is far less noisy than a frame's, and Gauss-Newton converges in a
+        few steps instead of creeping). ``I`` is sampled with exact bilinear weights (no
+        fixed-point coordinates). None when the fit degenerates or does not converge."""
+        t2, gx2, gy2 = self._lk_base()
+        im = np.asarray(img, dtype=np.float32)
+        im = cv2.GaussianBlur(im - np.float32(im.mean()), (5, 5), 0, borderType=cv2.BORDER_REPLICATE)
+        h, w = im.shape
+        r = int(np.ceil(self.MAX_REFINE)) + 2
+        xa, xb = max(1, int(np.ceil(-dx)) + r), min(w - 1, w - int(np.ceil(dx)) - r)
+        ya, yb = max(1, int(np.ceil(-dy)) + r), min(h - 1, h - int(np.ceil(dy)) - r)
+        ih, iw = yb - ya, xb - xa
+        if ih < 32 or iw < 32:
+            return None
+        G = np.empty((4, ih * iw), np.float32)
+        G[0].reshape(ih, iw)[...] = gx2[ya:yb, xa:xb]
+        G[1].reshape(ih, iw)[...] = gy2[ya:yb, xa:xb]
+        G[3] = 1.0
+        tv = np.ascontiguousarray(t2[ya:yb, xa:xb]).ravel()
+        gt = (G[[0, 1, 3]] @ tv).astype(np.float64)
+        GG = np.zeros((4, 4))
+        GG[np.ix_([0, 1, 3], [0, 1, 3])] = G[[0, 1, 3]] @ G[[0, 1, 3]].T  # the rows that stay
+        px, py = float(dx), float(dy)
+        for _ in range(self.LK_ITERATIONS):
+            ox, oy = int(np.floor(px)), int(np.floor(py))
+            fx, fy = np.float32(px - ox), np.float32(py - oy)
+            y0, x0 = ya + oy, xa + ox
+            if y0 < 0 or x0 < 0 or y0 + ih + 1 > h or x0 + iw + 1 > w:
+                return None
+            s = im[y0:y0 + ih + 1, x0:x0 + iw + 1]
+            row = s[:, :-1] * (1 - fx) + s[:, 1:] * fx
+            G[2].reshape(ih, iw)[...] = row[:-1] * (1 - fy) + row[1:] * fy  # I at x + p
+            rhs = np.array([gt[0], gt[1], float(G[2] @ tv), gt[2]])
+            GG[2] = GG[:, 2] = G @ G[2]
+            try:
+                v = np.linalg.solve(GG, rhs)
+            except np.linalg.LinAlgError:
+                return None
+            if not (np.isfinite(v).all() and v[2] > 0):
+                return None
+            sx, sy = v[0], v[1]
+            px, py = px + sx, py + sy
+            if np.hypot(px - dx, py - dy) > self.MAX_REFINE:
+                return None
+            if np.hypot(sx, sy) < self.LK_TOL:
+                return px, py
+        return None
+
+    def _refine_ecc(self, img: np.ndarray, dx: float, dy: float) -> Optional[tuple[float, float]]:
         """ECC from (dx, dy); None when it fails or wanders more than :attr:`MAX_REFINE` away."""
         warp = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
         crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
