@@ -351,3 +351,24 @@ def test_an_opaque_clump_darker_than_max_depth_is_judged():
     assert abs(disc.size - 10) < 1.5 and disc.depth > 0.1
     core = (sim.labels == disc.label) & (dmap >= 0.5 * disc.depth)
     assert m[core].mean() >= 0.5
+
+
+def test_off_disc_marks_match_the_full_frame_box():
+    """detect._mark_off boxes only the rows near a pixel below the floor: the same pixels as
+    ``_box(y) < floor`` on the whole frame (sky at the top and bottom edges, an umbra inside,
+    rows of low pixels close together and apart, non-integer values)."""
+    from aiflat_gui.core.detect import _box, _mark_off
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((240, 200)) * 900 + 300).astype(np.float32) + np.float32(0.37)
+    y[:7] = 50.0
+    y[-3:, 40:90] = 60.0
+    y[100:103, 20:30] = 10.0
+    y[110, 150] = 5.0
+    y[118:120, 5] = 5.0
+    floor = 290.0
+    for frame in (y, y[10:230], np.full((50, 60), 400.0, np.float32)):
+        off = np.zeros(frame.shape, bool)
+        _mark_off(frame, floor, off)
+        assert np.array_equal(off, _box(frame) < floor)
+        assert frame is not y or off.any()

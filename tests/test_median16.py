@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aiflat_gui.core.median16 import median_f16, to_f16, to_f32
+from aiflat_gui.core.median16 import median_1d, median_f16, to_f16, to_f32
 
 
 def _partition_median(a):
@@ -50,3 +50,13 @@ def test_float16_copies_are_numpys_bit_for_bit():
     out = np.empty((3,) + x.shape, np.float16)
     to_f16(x, out[1])
     assert np.array_equal(out[1].view(np.uint16), x.astype(np.float16).view(np.uint16))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 1000, 1001, 870_001])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_1d_is_numpys(n, dtype):
+    rng = np.random.default_rng(n)
+    v = (rng.standard_normal(n) * 0.1 + 7.0).astype(dtype)
+    v[: n // 3] = np.round(v[: n // 3], 1)  # ties
+    assert median_1d(v) == float(np.median(v))
+    assert isinstance(median_1d(v), float)
