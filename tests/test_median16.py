@@ -60,3 +60,14 @@ def test_median_1d_is_numpys(n, dtype):
     v[: n // 3] = np.round(v[: n // 3], 1)  # ties
     assert median_1d(v) == float(np.median(v))
     assert isinstance(median_1d(v), float)
+
+
+def test_median_in_threads_is_the_same():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    a = (rng.standard_normal((13, 301, 257)) * 0.05).astype(np.float16)  # not a multiple of BLOCK
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for threads in (1, 2, 3):
+            assert np.array_equal(median_f16(a, pool=pool, threads=threads), _partition_median(a))
+        assert np.array_equal(median_f16(a, [0, 4, 7, 12], pool=pool, threads=2), _partition_median(a[[0, 4, 7, 12]]))

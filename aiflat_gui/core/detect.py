@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -952,8 +953,46 @@ def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], borde
 _FAR = 1000.0
 
 
+def _to_sun_frame(stack: np.ndarray, dust: np.ndarray, i: int, shift: np.ndarray, pad: int,
+                  out: np.ndarray) -> None:
+    """``out`` (float16, the padded sun canvas) = slot ``i`` less ``dust``, moved by ``-shift``."""
+    h, w = dust.shape
+    ch, cw = out.shape
+    tx, ty = pad - float(shift[0]), pad - float(shift[1])
+    a = _translate(cv2.subtract(stack[i], dust, dtype=cv2.CV_32F), tx, ty, (cw, ch), border=0.0)
+    # outside this frame's field (and its interpolation support) there is no data: fill
+    # alternately far above and far below, so that the median of a pixel's values is (to half a
+    # rank) the median of its real ones, and a plain median does the job of a slow NaN-aware one
+    fill = _FAR if i % 2 == 0 else -_FAR
+    x0, x1 = int(math.ceil(tx + 1)), int(math.floor(tx + w - 2)) + 1
+    y0, y1 = int(math.ceil(ty + 1)), int(math.floor(ty + h - 2)) + 1
+    a[:max(y0, 0)] = fill
+    a[max(y1, 0):] = fill
+    a[:, :max(x0, 0)] = fill
+    a[:, max(x1, 0):] = fill
+    to_f16(a, out)
+
+
+def _to_sensor_frame(slot: np.ndarray, sun: np.ndarray, shift: np.ndarray, pad: int, out: np.ndarray) -> None:
+    """``out`` (float16) = ``slot`` less the padded ``sun`` moved by ``shift`` onto the sensor."""
+    h, w = slot.shape
+    back = _translate(sun, float(shift[0]) - pad, float(shift[1]) - pad, (w, h))
+    to_f16(cv2.subtract(slot, back, dtype=cv2.CV_32F), out)
+
+
+#: Threads of the sun/sensor separation: slots are warped, and pixels' medians taken, this many at
+#: once (OpenCV and numpy release the GIL; the result does not depend on it).
+SEPARATE_THREADS = 2
+
+
 def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
               progress: Optional[ProgressFn]) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    with ThreadPoolExecutor(max_workers=SEPARATE_THREADS) as pool:
+        return _separate_in(stack, shifts, iterations, progress, pool)
+
+
+def _separate_in(stack: np.ndarray, shifts: np.ndarray, iterations: int, progress: Optional[ProgressFn],
+                 pool: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Split the darkening stack into what is fixed to the sensor (dust) and what moves with the
     sun, by alternating robust estimates (a KLL-style self-flat on the measured drift):
 
@@ -978,29 +1017,15 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
             report(progress, base, f"dust: separating sun and sensor ({it + 1}/{n_it})")
             resid = None  # free the previous residuals before the aligned stack exists
             aligned = np.empty((k, ch, cw), np.float16)
-            for i in range(k):
-                tx, ty = pad - float(shifts[i, 0]), pad - float(shifts[i, 1])
-                a = _translate(cv2.subtract(stack[i], dust, dtype=cv2.CV_32F), tx, ty, (cw, ch), border=0.0)
-                # outside this frame's field (and its interpolation support) there is no data:
-                # fill alternately far above and far below, so that the median of a pixel's
-                # values is (to half a rank) the median of its real ones, and a plain median
-                # does the job of a slow NaN-aware one
-                fill = _FAR if i % 2 == 0 else -_FAR
-                x0, x1 = int(math.ceil(tx + 1)), int(math.floor(tx + w - 2)) + 1
-                y0, y1 = int(math.ceil(ty + 1)), int(math.floor(ty + h - 2)) + 1
-                a[:max(y0, 0)] = fill
-                a[max(y1, 0):] = fill
-                a[:, :max(x0, 0)] = fill
-                a[:, max(x1, 0):] = fill
-                to_f16(a, aligned[i])
-            sun = median_f16(aligned)
+            for _ in pool.map(lambda i: _to_sun_frame(stack, dust, i, shifts[i], pad, aligned[i]), range(k)):
+                pass
+            sun = median_f16(aligned, pool=pool, threads=SEPARATE_THREADS)
             del aligned
             sun[np.abs(sun) > _FAR / 2] = 0.0  # points no frame saw
             resid = np.empty((k, h, w), np.float16)
-            for i in range(k):
-                back = _translate(sun, float(shifts[i, 0]) - pad, float(shifts[i, 1]) - pad, (w, h))
-                to_f16(cv2.subtract(stack[i], back, dtype=cv2.CV_32F), resid[i])
-        dust = median_f16(resid)
+            for _ in pool.map(lambda i: _to_sensor_frame(stack[i], sun, shifts[i], pad, resid[i]), range(k)):
+                pass
+        dust = median_f16(resid, pool=pool, threads=SEPARATE_THREADS)
     scatter = np.zeros((h, w), np.float32)
     # the two halves of the slots along the drift's main axis, each on its own: dust is static in
     # sensor coordinates and darkens the same pixels by the same factor in both; what is left of
@@ -1021,5 +1046,5 @@ def _separate(stack: np.ndarray, shifts: np.ndarray, iterations: int,
     scatter /= np.float32(k)
     if halves is not None:
         for j, part in enumerate(parts):
-            halves[j] = median_f16(resid, part)
+            halves[j] = median_f16(resid, part, pool=pool, threads=SEPARATE_THREADS)
     return dust, scatter, halves
