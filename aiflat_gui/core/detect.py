@@ -133,6 +133,19 @@ WIDE_DIP = 0.03
 WIDE_PEAK = 0.08
 WIDE_AREA = 1200
 WIDE_ELONGATION = 2.0
+#: round shadows in the reference (discs, donuts: the aperture's image, 30-90 px across; the closing
+#: fills hold the smaller ones): radii (px) of the disc-against-ring contrast, the smallest contrast
+#: (log units) and z-score kept, and the share of the mean contrast each of ROUND_SECTORS sectors
+#: must show (a lane along a filament or plage edge is dark in the ring along it, a round shadow
+#: is darker all round)
+ROUND_RADII = (15, 20, 27, 36, 45)
+ROUND_DIP = 0.03
+ROUND_Z = 3.0
+ROUND_SECTORS = 8
+ROUND_SECTOR_SHARE = 0.35
+#: ... and, on average over the sectors, the share the inside's median must lie below the ring's
+#: 30th percentile (see :func:`round_dip`)
+ROUND_LOW_SHARE = 0.7
 
 
 def luminance(image: np.ndarray, color: Optional[str] = None) -> np.ndarray:
@@ -274,6 +287,94 @@ def closing_dip(y: np.ndarray, floor: float) -> np.ndarray:
         deep |= ok[labels]
     dip[deep] = np.maximum(dip[deep], big[deep])
     return dip
+
+
+def _disc_kernel(r: float, r0: float = 0.0) -> np.ndarray:
+    """A normalised annulus kernel ``r0 <= |x| <= r`` (a disc when ``r0`` is 0)."""
+    k = int(math.ceil(r))
+    yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
+    d = np.hypot(xx, yy)
+    a = ((d <= r) & (d >= r0)).astype(np.float32)
+    return a / max(float(a.sum()), 1.0)
+
+
+def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
+    """Darkening (log units, >= 0) of the round dark regions of ``y``: dust's aperture shadows
+    (discs and donuts) wider than the closing fills of :func:`closing_dip` reach, whose middle a
+    person sees at once but whose faint, wide profile no local filter holds. At each radius of
+    ``ROUND_RADII`` (on a grid coarsened 2-9 times) the mean log level in a ring 1.25-1.7 r around
+    each point is compared with the mean inside radius r (normalised convolutions over ``valid``
+    pixels only); a local maximum of that contrast, deeper than ``ROUND_DIP`` and ``ROUND_Z``
+    robust sigmas, is a round shadow when each of ``ROUND_SECTORS`` sectors around it is darker
+    inside than in its ring by at least ``ROUND_SECTOR_SHARE`` of the mean (an elongated lane is
+    not darker along itself) and the inside's median lies below the ring's darker part (30th
+    percentile) by ``ROUND_LOW_SHARE`` of it on average (a dark patch framed by bright plage does
+    not). Its pixels within 1.25 r (a shadow up to that size peaks at r) get their own darkening
+    below the ring's median level. Zero elsewhere."""
+    h, w = y.shape
+    lg = np.log(np.maximum(y, max(floor, 1e-6))).astype(np.float32)
+    lg1 = _blur(lg, 1.0)
+    vf = valid.astype(np.float32)
+    out = np.zeros((h, w), np.float32)
+    for r in ROUND_RADII:
+        f = max(2, r // 5)
+        rr = r / f
+        ls, vs = _down(lg * vf, f), _down(vf, f)
+        kin, kring = _disc_kernel(rr), _disc_kernel(1.7 * rr, 1.25 * rr)
+        win = cv2.filter2D(vs, -1, kin, borderType=cv2.BORDER_CONSTANT)
+        wring = cv2.filter2D(vs, -1, kring, borderType=cv2.BORDER_CONSTANT)
+        inner = cv2.filter2D(ls, -1, kin, borderType=cv2.BORDER_CONSTANT) / np.maximum(win, 1e-3)
+        ring = cv2.filter2D(ls, -1, kring, borderType=cv2.BORDER_CONSTANT) / np.maximum(wring, 1e-3)
+        c = ring - inner
+        ok = (win > 0.9) & (wring > 0.6)
+        if not ok.any():
+            continue
+        c[~ok] = 0.0
+        thr = max(ROUND_DIP, ROUND_Z * _robust_sigma(c, ok))
+        peak = (c >= thr) & (c >= cv2.dilate(c, np.ones((5, 5), np.uint8)))
+        ys, xs = np.nonzero(peak)
+        if ys.size == 0:
+            continue
+        # the template of offsets around a centre: sector and part (0 inside, 1 ring, 2 painted)
+        R = int(math.ceil(1.7 * r)) + 1
+        oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
+        d = np.hypot(ox, oy)
+        sect = ((np.arctan2(oy, ox) + math.pi) * (ROUND_SECTORS / (2 * math.pi))).astype(np.int64) % ROUND_SECTORS
+        part = np.where(d <= r, 0, np.where((d >= 1.25 * r) & (d <= 1.7 * r), 1, -1))
+        use = part >= 0
+        oy, ox, code = oy[use], ox[use], (sect * 2 + part)[use]
+        paint = d[use] <= 1.25 * r
+        order = np.argsort(-c[ys, xs], kind="stable")[:200]
+        for py, px in zip(ys[order], xs[order]):
+            cy, cx = int(round((py + 0.5) * f - 0.5)), int(round((px + 0.5) * f - 0.5))
+            yy, xx = oy + cy, ox + cx
+            inb = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            yy, xx, cd_, pt = yy[inb], xx[inb], code[inb], paint[inb]
+            v = valid[yy, xx]
+            vals = lg1[yy, xx]
+            n_ = np.bincount(cd_[v], minlength=2 * ROUND_SECTORS).reshape(ROUND_SECTORS, 2)
+            s_ = np.bincount(cd_[v], weights=vals[v], minlength=2 * ROUND_SECTORS).reshape(ROUND_SECTORS, 2)
+            enough = (n_ >= 3).all(axis=1)
+            if enough.sum() < ROUND_SECTORS - 2:
+                continue
+            mean = s_[enough] / n_[enough]
+            cs = mean[:, 1] - mean[:, 0]
+            cm = float(cs.mean())
+            if cm <= 0 or float(cs.min()) < ROUND_SECTOR_SHARE * cm:
+                continue
+            # ... and darker than the ring's darker part, not only its mean: a dark patch of the
+            # target framed by bright plage is as dark as the rest of the ring away from the plage
+            low = [float(np.percentile(vals[v & (cd_ == 2 * k_ + 1)], 30) - np.median(vals[v & (cd_ == 2 * k_)]))
+                   for k_ in np.flatnonzero((n_ >= 3).all(axis=1))]
+            if float(np.mean(low)) < ROUND_LOW_SHARE * cm:
+                continue
+            level = float(np.median(vals[v & (cd_ % 2 == 1)]))
+            sel = v & pt
+            dd = level - vals[sel]
+            keep = dd > 0.2 * cm
+            py_, px_ = yy[sel][keep], xx[sel][keep]
+            out[py_, px_] = np.maximum(out[py_, px_], dd[keep])
+    return out
 
 
 def _fill(lg: np.ndarray, r: int, f: int = 1) -> np.ndarray:
@@ -682,7 +783,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         # big shadows stay whole and sharp in the temporal median while the target is smeared,
         # but the separation recovers only the rim of a shadow much wider than the drift; the
         # physics below keeps only those that do not move with the target
-        cd = closing_dip(yref, floor)
+        cd = np.maximum(closing_dip(yref, floor), round_dip(yref, floor, valid))
         cd[~valid] = 0.0
         rscore, rext = _filter_scores(cd, valid)
         _hug(rscore, rext, cd)
