@@ -75,6 +75,7 @@ def moon_scan():
 
 
 MYPY_TEST = "test_types.py::test_mypy_finds_nothing"
+BUNDLE_TEST = "test_packaging.py::test_bundle_builds_from_a_clean_checkout_and_runs"
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselected what will not run
@@ -85,9 +86,17 @@ def pytest_collection_modifyitems(config, items):
         from test_types import start_mypy
 
         config._aiflat_mypy = start_mypy()
+    # the bundle's build likewise (tests/test_packaging.py): it starts now and its test runs last
+    bundle = [item for item in items if item.nodeid.endswith(BUNDLE_TEST)]
+    if bundle:
+        from test_packaging import start_bundle_build
+
+        items[:] = [item for item in items if item not in bundle] + bundle
+        config._aiflat_bundle = start_bundle_build()
 
 
 def pytest_unconfigure(config):
-    run = getattr(config, "_aiflat_mypy", None)
-    if run is not None:
-        run.stop()
+    for name in ("_aiflat_mypy", "_aiflat_bundle"):
+        run = getattr(config, name, None)
+        if run is not None:
+            run.stop()
