@@ -268,7 +268,7 @@ def closing_dip(y: np.ndarray, floor: float) -> np.ndarray:
     # (what the small fill already explains is taken out, so a speck does not lift a faint patch
     # beside it; candidates touching the frame's edge have no surroundings there and are left out)
     sb = _blur(big - dip, 2.0)
-    cand = sb > max(WIDE_DIP, 4.0 * _robust_sigma(sb, np.ones(sb.shape, bool)))
+    cand = sb > max(WIDE_DIP, 4.0 * _robust_sigma(sb, np.arange(sb.size)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=8)
     if n > 1:
         ok = np.zeros(n, bool)
@@ -484,13 +484,16 @@ def _lower_envelope(a: np.ndarray, sigma: float, weight: Optional[np.ndarray] = 
 
 
 def _robust_sigma(a: np.ndarray, valid: np.ndarray) -> float:
-    v = a[valid]
-    if v.size > 200_000:
-        v = v[:: v.size // 200_000 + 1]
-    if v.size == 0:
+    """1.4826 MAD of ``a`` over ``valid`` (a mask, or the flat indices of one: see
+    :func:`_filter_scores`), on at most ~200,000 evenly spaced of its pixels."""
+    idx = valid if valid.dtype.kind in "iu" else np.flatnonzero(valid)
+    if idx.size > 200_000:
+        idx = idx[:: idx.size // 200_000 + 1]
+    if idx.size == 0:
         return 1.0
-    med = np.median(v)
-    mad = np.median(np.abs(v - med))
+    v = a.ravel()[idx]
+    med = median_1d(v)
+    mad = median_1d(np.abs(v - med))
     return float(max(1.4826 * mad, 1e-6))
 
 
@@ -753,17 +756,17 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     # neighbours nor get a value of their own
     wv = valid.astype(np.float32)
     med = _remove_limb_profile(med, off, valid, limb_margin + 3 * bg_sigma)
-    med[~valid] = float(np.median(med[valid])) if valid.any() else 0.0
+    med[~valid] = float(median_1d(med[valid])) if valid.any() else 0.0
     base = _lower_envelope(med, bg_sigma, wv) if stack_n else 0.0
     dip = med - base
     if noise is not None:
         # per-pixel temporal scatter of the residuals: edges that wobble with seeing count less
-        nz = noise / max(float(np.median(noise[valid])) if valid.any() else 1.0, 1e-6)
+        nz = noise / max(float(median_1d(noise[valid])) if valid.any() else 1.0, 1e-6)
         dip = dip / np.maximum(nz, 1.0)
     dip[~valid] = 0.0
     score, extent = _filter_scores(dip, valid)
     if plain is not None:
-        plain[~valid] = float(np.median(plain[valid])) if valid.any() else 0.0
+        plain[~valid] = float(median_1d(plain[valid])) if valid.any() else 0.0
         pdip = _blur(plain - _lower_envelope(plain, bg_sigma, wv), 1.0)
         pdip[~valid] = 0.0
         np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
@@ -828,9 +831,10 @@ def _filter_scores(dip: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.n
     h, w = dip.shape
     score = np.zeros((h, w), np.float32)
     extent = None
+    at = np.flatnonzero(valid)  # (the judged pixels found once for the 6 noise estimates)
     for s in BLOB_SCALES:
         ds = _blur(dip, s) if s > 0 else dip
-        z = ds / _robust_sigma(ds, valid)
+        z = ds / _robust_sigma(ds, at)
         np.maximum(score, z, out=score)
         if s == 1.0:
             extent = z
@@ -838,8 +842,8 @@ def _filter_scores(dip: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.n
         r = _ridge(dip, s)
         r[~valid] = 0.0
         # -lambda_min is skewed positive on pure noise: centre it, and let it count a bit less
-        r -= float(np.median(r[valid])) if valid.any() else 0.0
-        np.maximum(score, RIDGE_WEIGHT * r / _robust_sigma(r, valid), out=score)
+        r -= float(median_1d(r.ravel()[at])) if at.size else 0.0
+        np.maximum(score, RIDGE_WEIGHT * r / _robust_sigma(r, at), out=score)
     return score, extent
 
 
@@ -899,10 +903,15 @@ def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats:
             continue
         g = max(1, int(MOTION_GROUP))
         d = np.empty(((k + g - 1) // g, 2))
+        # (every slot's crop in one cast; a group's sum is reflected at the frame's edge once:
+        # the same values as summing the reflected crops)
+        block = slots[:, ya:yb, xa:xb].astype(np.float32)
         for jj, j in enumerate(range(0, k, g)):
-            a = cut(slots[j])
+            a = block[j]
             for j2 in range(j + 1, min(k, j + g)):
-                a = a + cut(slots[j2])
+                a = a + block[j2]
+            if any(pads):
+                a = cv2.copyMakeBorder(a, *pads, cv2.BORDER_REFLECT)
             hp_last = (a - _blur(a, 6.0)) / (min(k, j + g) - j)
             px, py = subpixel_peak(cv2.matchTemplate(hp_last, t, cv2.TM_CCORR))
             d[jj] = (px - R, py - R)
