@@ -693,27 +693,40 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
 
         meter = _DriftMeter(read(groups[k // 2][0]), crop, bg_sigma)
         shifts = np.zeros((k, 2), np.float32)
-        done = 0
-        for n_i, group in enumerate(groups):
-            acc = None
-            for fi in group:
-                report(progress, 0.02 + 0.5 * done / n_read, f"dust: frame {done + 1}/{n_read}")
-                y = read(fi)
-                # the limb moves with the sun: whatever is off the disc in ANY frame read is
-                # remembered (each frame, not the group average, which would blur the limb)
-                _mark_off(y, floor, off)
-                if acc is None:
-                    acc = y  # (a fresh array from read(): summed in place)
-                else:
-                    acc += y
-                done += 1
-            y = acc / len(group) if len(group) > 1 else acc
+        lfloor = max(floor, 1.0)
+
+        def to_slot(n_i: int, y: np.ndarray) -> None:
             shifts[n_i] = meter(y)
             # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves. The sky is
             # floored at the off-disc threshold: its noise (huge in log units) and the limb's full
             # step would otherwise ring through the interpolation of the sun/sensor separation.
-            ly = np.log(np.maximum(y, max(floor, 1.0)))
+            ly = np.log(np.maximum(y, lfloor))
             to_f16(_blur(median_1d(ly.ravel()[sample_idx]) - ly, PRESMOOTH), stack[n_i])
+
+        done = 0
+        # each slot is finished (drift, log, median, smoothing) in a second thread while the next
+        # group of frames is read (one slot in flight: one frame's memory more)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for n_i, group in enumerate(groups):
+                acc = None
+                for fi in group:
+                    report(progress, 0.02 + 0.5 * done / n_read, f"dust: frame {done + 1}/{n_read}")
+                    y = read(fi)
+                    # the limb moves with the sun: whatever is off the disc in ANY frame read is
+                    # remembered (each frame, not the group average, which would blur the limb)
+                    _mark_off(y, floor, off)
+                    if acc is None:
+                        acc = y  # (a fresh array from read(): summed in place)
+                    else:
+                        acc += y
+                    done += 1
+                y = acc / len(group) if len(group) > 1 else acc
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(to_slot, n_i, y)
+            if pending is not None:
+                pending.result()
         stack_n = k
         # not judged: within limb_margin of where any frame was off the disc (the limb in every
         # position it took, plus its steep limb-darkened rim and seeing), and the outermost
