@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aiflat_gui.core.median16 import median_1d, median_f16, to_f16, to_f32
+from aiflat_gui.core.median16 import median_1d, median_f16, sub_to_f16, to_f16, to_f32
 
 
 def _partition_median(a):
@@ -71,3 +71,17 @@ def test_median_in_threads_is_the_same():
         for threads in (1, 2, 3):
             assert np.array_equal(median_f16(a, pool=pool, threads=threads), _partition_median(a))
         assert np.array_equal(median_f16(a, [0, 4, 7, 12], pool=pool, threads=2), _partition_median(a[[0, 4, 7, 12]]))
+
+
+def test_subtraction_into_float16_is_numpys_bit_for_bit():
+    rng = np.random.default_rng(2)
+    a = (rng.standard_normal((300, 400)) * 0.02).astype(np.float16)
+    b = (rng.standard_normal((300, 400)) * 0.02).astype(np.float32)
+    every = np.arange(65536, dtype=np.uint16).view(np.float16)
+    h = np.sort(every[np.isfinite(every) & (every >= 0)].astype(np.float64))
+    ties = ((h[:-1] + h[1:]) / 2).astype(np.float32)[:400 * 50]  # a - b halfway between two float16
+    a[:50] = 0.0
+    b[:50] = -ties[:20000].reshape(50, 400)
+    out = np.empty((2, 300, 400), np.float16)
+    sub_to_f16(a, b, out[1])
+    assert np.array_equal(out[1].view(np.uint16), (a.astype(np.float32) - b).astype(np.float16).view(np.uint16))

@@ -59,7 +59,7 @@ import numpy as np
 from ..errors import InputError
 from . import BAYER_PATTERNS
 from ..progress import ProgressFn, report
-from .median16 import median_1d, median_f16, to_f16
+from .median16 import median_1d, median_f16, sub_to_f16, to_f16
 from .peaks import subpixel_peak
 
 #: z-score of the seed threshold at sensitivity 0.5, 0 and 1 (geometric in between): below ~4.5
@@ -1100,7 +1100,7 @@ def _to_sensor_frame(slot: np.ndarray, sun: np.ndarray, shift: np.ndarray, pad: 
     """``out`` (float16) = ``slot`` less the padded ``sun`` moved by ``shift`` onto the sensor."""
     h, w = slot.shape
     back = _translate(sun, float(shift[0]) - pad, float(shift[1]) - pad, (w, h))
-    to_f16(cv2.subtract(slot, back, dtype=cv2.CV_32F), out)
+    sub_to_f16(slot, back, out)
 
 
 #: Threads of the sun/sensor separation: slots are warped, and pixels' medians taken, this many at
