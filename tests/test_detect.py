@@ -380,7 +380,7 @@ def test_big_faint_donuts_in_poor_seeing_are_found_whole():
     than any closing fill and than the drift, the first was missed and the second marked on a
     quarter of its core (main at 37aa657: 0 % and 26 %); the round-shadow finder of the reference
     (a disc darker than its ring in every direction), judged static by its own motion, finds both
-    (88 % and 77 %: where the second crosses a bright plage patch, its shadowed plage is still
+    (94 % and 84 %: where the second crosses a bright plage patch, its shadowed plage is still
     brighter than the sun around it)."""
     from aiflat_gui.core.dustsim import SimSpec, simulate
 
@@ -393,7 +393,7 @@ def test_big_faint_donuts_in_poor_seeing_are_found_whole():
     assert sorted(round(s.size) for s in donuts) == [59, 65]
     for s in donuts:
         core = (sim.labels == s.label) & (dmap >= 0.5 * s.depth)
-        assert m[core].mean() >= 0.75, (s.x, s.y, s.size, s.depth)
+        assert m[core].mean() >= 0.8, (s.x, s.y, s.size, s.depth)
     # and the sun around them stays out: mask pixels more than 3 px from any dust (the scene's
     # few false candidates, which the verifier judges next) stay as few as before
     near = cv2.dilate(sim.mask.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0

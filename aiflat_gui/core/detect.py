@@ -335,15 +335,18 @@ def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
         ys, xs = np.nonzero(peak)
         if ys.size == 0:
             continue
-        # the template of offsets around a centre: sector and part (0 inside, 1 ring, 2 painted)
+        # the template of offsets around a centre: code 2 * sector + part (part 0 inside, 1 the
+        # ring; the pixels between them, painted but not compared, get the extra code 2 * SECTORS)
         R = int(math.ceil(1.7 * r)) + 1
         oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
         d = np.hypot(ox, oy)
         sect = ((np.arctan2(oy, ox) + math.pi) * (ROUND_SECTORS / (2 * math.pi))).astype(np.int64) % ROUND_SECTORS
         part = np.where(d <= r, 0, np.where((d >= 1.25 * r) & (d <= 1.7 * r), 1, -1))
-        use = part >= 0
-        oy, ox, code = oy[use], ox[use], (sect * 2 + part)[use]
+        use = (part >= 0) | (d <= 1.25 * r)
+        oy, ox = oy[use], ox[use]
+        code = np.where(part >= 0, sect * 2 + part, 2 * ROUND_SECTORS)[use]
         paint = d[use] <= 1.25 * r
+        nb = 2 * ROUND_SECTORS + 1
         order = np.argsort(-c[ys, xs], kind="stable")[:200]
         for py, px in zip(ys[order], xs[order]):
             cy, cx = int(round((py + 0.5) * f - 0.5)), int(round((px + 0.5) * f - 0.5))
@@ -352,8 +355,8 @@ def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
             yy, xx, cd_, pt = yy[inb], xx[inb], code[inb], paint[inb]
             v = valid[yy, xx]
             vals = lg1[yy, xx]
-            n_ = np.bincount(cd_[v], minlength=2 * ROUND_SECTORS).reshape(ROUND_SECTORS, 2)
-            s_ = np.bincount(cd_[v], weights=vals[v], minlength=2 * ROUND_SECTORS).reshape(ROUND_SECTORS, 2)
+            n_ = np.bincount(cd_[v], minlength=nb)[:-1].reshape(ROUND_SECTORS, 2)
+            s_ = np.bincount(cd_[v], weights=vals[v], minlength=nb)[:-1].reshape(ROUND_SECTORS, 2)
             enough = (n_ >= 3).all(axis=1)
             if enough.sum() < ROUND_SECTORS - 2:
                 continue
@@ -365,7 +368,7 @@ def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
             # ... and darker than the ring's darker part, not only its mean: a dark patch of the
             # target framed by bright plage is as dark as the rest of the ring away from the plage
             low = [float(np.percentile(vals[v & (cd_ == 2 * k_ + 1)], 30) - np.median(vals[v & (cd_ == 2 * k_)]))
-                   for k_ in np.flatnonzero((n_ >= 3).all(axis=1))]
+                   for k_ in np.flatnonzero(enough)]
             if float(np.mean(low)) < ROUND_LOW_SHARE * cm:
                 continue
             level = float(np.median(vals[v & (cd_ % 2 == 1)]))
