@@ -380,7 +380,7 @@ def test_big_faint_donuts_in_poor_seeing_are_found_whole():
     than any closing fill and than the drift, the first was missed and the second marked on a
     quarter of its core (main at 37aa657: 0 % and 26 %); the round-shadow finder of the reference
     (a disc darker than its ring in every direction), judged static by its own motion, finds both
-    (94 % and 84 %: where the second crosses a bright plage patch, its shadowed plage is still
+    (93 % and 83 %: where the second crosses a bright plage patch, its shadowed plage is still
     brighter than the sun around it)."""
     from aiflat_gui.core.dustsim import SimSpec, simulate
 

@@ -310,7 +310,8 @@ def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
     not darker along itself) and the inside's median lies below the ring's darker part (30th
     percentile) by ``ROUND_LOW_SHARE`` of it on average (a dark patch framed by bright plage does
     not). Its pixels within 1.25 r (a shadow up to that size peaks at r) get their own darkening
-    below the ring's median level. Zero elsewhere."""
+    below the ring's median level where it exceeds 0.2 of the contrast (0.5 beyond r). Zero
+    elsewhere."""
     h, w = y.shape
     lg = np.log(np.maximum(y, max(floor, 1e-6))).astype(np.float32)
     lg1 = _blur(lg, 1.0)
@@ -346,13 +347,15 @@ def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
         oy, ox = oy[use], ox[use]
         code = np.where(part >= 0, sect * 2 + part, 2 * ROUND_SECTORS)[use]
         paint = d[use] <= 1.25 * r
+        # (beyond r, where a shadow of radius r has already ended, a pixel must be clearly dark)
+        share = np.where(d[use] <= r, 0.2, 0.5)
         nb = 2 * ROUND_SECTORS + 1
         order = np.argsort(-c[ys, xs], kind="stable")[:200]
         for py, px in zip(ys[order], xs[order]):
             cy, cx = int(round((py + 0.5) * f - 0.5)), int(round((px + 0.5) * f - 0.5))
             yy, xx = oy + cy, ox + cx
             inb = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            yy, xx, cd_, pt = yy[inb], xx[inb], code[inb], paint[inb]
+            yy, xx, cd_, pt, sh_ = yy[inb], xx[inb], code[inb], paint[inb], share[inb]
             v = valid[yy, xx]
             vals = lg1[yy, xx]
             n_ = np.bincount(cd_[v], minlength=nb)[:-1].reshape(ROUND_SECTORS, 2)
@@ -374,7 +377,7 @@ def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
             level = float(np.median(vals[v & (cd_ % 2 == 1)]))
             sel = v & pt
             dd = level - vals[sel]
-            keep = dd > 0.2 * cm
+            keep = dd > sh_[sel] * cm
             py_, px_ = yy[sel][keep], xx[sel][keep]
             out[py_, px_] = np.maximum(out[py_, px_], dd[keep])
     return out
