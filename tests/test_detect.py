@@ -398,3 +398,20 @@ def test_big_faint_donuts_in_poor_seeing_are_found_whole():
     # few false candidates, which the verifier judges next) stay as few as before
     near = cv2.dilate(sim.mask.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
     assert int((m & ~near).sum()) <= 450
+
+
+def test_translate_is_opencvs_cubic_warp():
+    """detect._translate (a separable 4-tap filter) moves an image as OpenCV's bicubic
+    warpAffine does, borders included, to float32 rounding."""
+    from aiflat_gui.core.detect import _translate
+
+    rng = np.random.default_rng(4)
+    a = cv2.GaussianBlur((rng.standard_normal((90, 120)) * 0.02).astype(np.float32), (0, 0), 1.0)
+    for dx, dy, size, border in [(3.3, 2.7, (126, 96), 0.0), (-1.2, 0.4, (120, 90), None), (2.0, 3.0, (126, 96), 0.0),
+                                 (0.0, 0.0, (120, 90), None), (-3.6, -2.1, (120, 90), None), (200.0, 0.0, (120, 90), 0.0)]:
+        m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+        mode = cv2.BORDER_REPLICATE if border is None else cv2.BORDER_CONSTANT
+        want = cv2.warpAffine(a, m, size, flags=cv2.INTER_CUBIC, borderMode=mode, borderValue=border or 0.0)
+        got = _translate(a, dx, dy, size, border)
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert np.abs(got - want).max() <= 1e-6, (dx, dy, border)

@@ -1068,14 +1068,41 @@ def _ridge(a: np.ndarray, sigma: float) -> np.ndarray:
     return (-lam_min * (sigma * sigma)).astype(np.float32)
 
 
+def _cubic_taps(f: float) -> np.ndarray:
+    """OpenCV's bicubic weights (A = -0.75) of the samples at -1, 0, 1 and 2 px from the one just
+    before a point ``f`` (0 <= f < 1) px past it."""
+    A = -0.75
+    c0 = ((A * (f + 1) - 5 * A) * (f + 1) + 8 * A) * (f + 1) - 4 * A
+    c1 = ((A + 2) * f - (A + 3)) * f * f + 1
+    c2 = ((A + 2) * (1 - f) - (A + 3)) * (1 - f) * (1 - f) + 1
+    return np.array([c0, c1, c2, 1.0 - c0 - c1 - c2], np.float32)
+
+
 def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], border=None) -> np.ndarray:
     """``out(x, y) = a(x - dx, y - dy)`` on an output of ``size`` (w, h), cubic interpolation;
-    outside ``a`` the value is ``border`` or the replicated edge when ``border`` is None."""
-    m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
-    # (a NaN border value is not safe: OpenCV's cubic path spreads it far beyond the edge)
-    if border is None:
-        return cv2.warpAffine(a, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(a, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    outside ``a`` the value is ``border`` or the replicated edge when ``border`` is None. A
+    translation moves every pixel by the same fraction, so the bicubic weights are the same
+    everywhere and the interpolation is a separable 4-tap filter (2x faster than OpenCV's
+    warpAffine, whose float coordinates also make the fraction wobble by ~1e-4 px along a row)."""
+    w, h = size
+    H, W = a.shape
+    sx, sy = -float(dx), -float(dy)  # where out(0, 0) comes from
+    ix, iy = math.floor(sx), math.floor(sy)
+    r0, c0 = iy - 1, ix - 1  # the 4x4 support of out(0, 0) starts here
+    r1, c1 = r0 + h + 3, c0 + w + 3
+    if r0 >= H or c0 >= W or r1 <= 0 or c1 <= 0:  # (nothing of ``a`` in the output)
+        m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
+        mode = cv2.BORDER_REPLICATE if border is None else cv2.BORDER_CONSTANT
+        return cv2.warpAffine(a, m, size, flags=cv2.INTER_CUBIC, borderMode=mode,
+                              borderValue=0.0 if border is None else border)
+    src = a[max(r0, 0):min(r1, H), max(c0, 0):min(c1, W)]
+    pads = (max(0, -r0), max(0, r1 - H), max(0, -c0), max(0, c1 - W))
+    if any(pads):
+        # (a NaN border value is not safe: OpenCV's cubic path spreads it far beyond the edge)
+        src = (cv2.copyMakeBorder(src, *pads, cv2.BORDER_REPLICATE) if border is None else
+               cv2.copyMakeBorder(src, *pads, cv2.BORDER_CONSTANT, value=border))
+    out = cv2.sepFilter2D(src, cv2.CV_32F, _cubic_taps(sx - ix), _cubic_taps(sy - iy), anchor=(1, 1))
+    return out[1:1 + h, 1:1 + w]
 
 
 #: Stand-in for "no data" in the sun-aligned stack (float16 holds it; real values are ~0.01).
