@@ -316,11 +316,12 @@ def round_dip(y: np.ndarray, floor: float, valid: np.ndarray) -> np.ndarray:
     lg = np.log(np.maximum(y, max(floor, 1e-6))).astype(np.float32)
     lg1 = _blur(lg, 1.0)
     vf = valid.astype(np.float32)
+    lgv = lg * vf
     out = np.zeros((h, w), np.float32)
     for r in ROUND_RADII:
         f = max(2, r // 5)
         rr = r / f
-        ls, vs = _down(lg * vf, f), _down(vf, f)
+        ls, vs = _down(lgv, f), _down(vf, f)
         kin, kring = _disc_kernel(rr), _disc_kernel(1.7 * rr, 1.25 * rr)
         win = cv2.filter2D(vs, -1, kin, borderType=cv2.BORDER_CONSTANT)
         wring = cv2.filter2D(vs, -1, kring, borderType=cv2.BORDER_CONSTANT)
