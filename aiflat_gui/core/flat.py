@@ -354,8 +354,9 @@ class _Registrar:
     """Sub-pixel global shift of each frame against the dust-filled reference frame (luminance,
     central crop of at most :attr:`CROP` px): a phase correlation (Hanning window) for the coarse
     shift -- replaced by the previous frame's shift when it jumps more than :attr:`MAX_COARSE` from
-    it (a wrong peak) -- refined by ECC image alignment (translation; OpenCV findTransformECC), kept
-    when it moves the coarse shift by at most :attr:`MAX_REFINE`. On the demo (normal difficulty)
+    it (a wrong peak) -- refined by a Gauss-Newton fit of ECC's own objective (:meth:`_refine_lk`;
+    OpenCV's findTransformECC when that fails), kept when it moves the coarse shift by at most
+    :attr:`MAX_REFINE`. On the demo (normal difficulty)
     ECC made every seed's dust removal land within 95-105 % where phase correlation alone left
     86-108 %. Without a reference the first frame is the base. The crop is 512 px: on the
     1920x1200 bench video a 1024-px crop cost 2.5x the time (ECC dominates) for no better a flat
