@@ -8,6 +8,9 @@ flat alone). Then, against the generator's truth:
   recall     a speck is found when a detected component overlaps its core (pixels darkened by at
              least half its depth); "cov" is the mean share of the cores covered.
   precision  detected components (8-connected) that overlap real dust / all detected components.
+  used       the same two figures ("use>5%", "uprec") for the mask the flat is built from: the
+             detector's mask minus the specks the verifier refused (a refused speck is shown to the
+             user as "not dust" and changes no pixel; a refused real speck stays dark).
   removed    share of the dust's darkening removed in the calibrated video, over every frame and
              every pixel of the specks (darkening-weighted; 100 % = perfect, >100 % over-corrected);
              "worst" is the worst single speck (farthest from 100 %).
@@ -102,6 +105,7 @@ class Row:
     depth: float
     on_target: bool
     found: bool
+    used: bool  # found in the verified mask (what the flat is built from)
     coverage: float
     dark: float  # darkening summed over frames and pixels (ADU)
     left: float  # what is left of it after calibration (ADU)
@@ -126,6 +130,7 @@ def run_scene(name: str, spec: SimSpec, mask_mode: str, workdir: Path, sensitivi
     res = run_pipeline(src, out, mask=mask, flat=FlatParams(pedestal=spec.pedestal), mask_path=mask_path)
     sec = time.perf_counter() - t
     det, _w = load_mask(res["mask"], frames.shape[1:])
+    use = res["verify"].mask.astype(bool)
     labels = sim.labels
     nl = len(sim.specks) + 1
     dark = np.zeros(nl)
@@ -146,6 +151,9 @@ def run_scene(name: str, spec: SimSpec, mask_mode: str, workdir: Path, sensitivi
     hit[np.unique(comp[det & sim.mask])] = True
     n_det = n_comp - 1
     n_true = int(hit[1:].sum())
+    n_ucomp, ucomp = cv2.connectedComponents(use.view(np.uint8), connectivity=8)
+    uhit = np.zeros(n_ucomp, bool)
+    uhit[np.unique(ucomp[use & sim.mask])] = True
     rows = []
     dmap = 1.0 - sim.flat
     clean0 = sim.clean(0).astype(np.float64) - spec.pedestal
@@ -155,9 +163,10 @@ def run_scene(name: str, spec: SimSpec, mask_mode: str, workdir: Path, sensitivi
         cov = float(det[core].mean()) if core.any() else 0.0
         seen = bool(core.any()) and float((clean0[core] * dmap[core]).mean()) >= MIN_VISIBLE_ADU
         rows.append(dict(kind=s.kind, size=s.size, depth=s.depth, on_target=s.on_target >= 0.5 and seen,
-                         found=bool(det[core].any()), coverage=cov, dark=float(dark[s.label]),
-                         left=float(left[s.label])))
-    scene = dict(n_det=n_det, n_true=n_true, changed=int((changed & notdust).sum()),
+                         found=bool(det[core].any()), used=bool(use[core].any()), coverage=cov,
+                         dark=float(dark[s.label]), left=float(left[s.label])))
+    scene = dict(n_det=n_det, n_true=n_true, n_used=n_ucomp - 1, n_used_true=int(uhit[1:].sum()),
+                 changed=int((changed & notdust).sum()),
                  far=int((changed & ~near).sum()), seconds=sec, specks=len(sim.specks))
     return rows, scene
 
@@ -173,7 +182,7 @@ def table(title: str, rows: list[Row], scenes: dict, key, with_scene: bool) -> N
     print(f"\n  by {title}")
     hdr = f"    {title:12s} {'n':>4s} {'off':>4s} {'recall':>7s} {'rec>5%':>7s} {'cov':>5s} {'removed':>8s} {'worst':>7s}"
     if with_scene:
-        hdr += f" {'prec':>6s} {'det':>5s} {'changed':>8s} {'far':>6s}"
+        hdr += f" {'prec':>6s} {'det':>5s} {'use>5%':>7s} {'uprec':>6s} {'used':>5s} {'changed':>8s} {'far':>6s}"
     print(hdr)
     for k in sorted(groups, key=str):
         g = groups[k]
@@ -190,7 +199,9 @@ def table(title: str, rows: list[Row], scenes: dict, key, with_scene: bool) -> N
         if with_scene:
             sc = [scenes[s] for s in {(r.scene, r.seed, r.frames) for r in g}]
             nd, nt = sum(s["n_det"] for s in sc), sum(s["n_true"] for s in sc)
-            line += (f" {_pct(nt, nd)}% {nd:5d} {sum(s['changed'] for s in sc):8d} "
+            nu, nut = sum(s["n_used"] for s in sc), sum(s["n_used_true"] for s in sc)
+            line += (f" {_pct(nt, nd)}% {nd:5d} {_pct(sum(r.used for r in strong), len(strong))}% "
+                     f"{_pct(nut, nu)}% {nu:5d} {sum(s['changed'] for s in sc):8d} "
                      f"{sum(s['far'] for s in sc):6d}")
         print(line)
 
@@ -213,7 +224,7 @@ def main() -> int:
     t0 = time.perf_counter()
     print(f"physics_quality: {args.size}, frames {args.frames}, mask {args.mask}, scenes {' '.join(args.scenes)}")
     print(f"{'set':8s} {'scene':12s} {'seed':>5s} {'frames':>6s} {'specks':>6s} {'det':>4s} {'hit':>4s} "
-          f"{'changed':>7s} {'far':>5s} {'removed':>8s} {'sec':>5s}")
+          f"{'used':>4s} {'uhit':>4s} {'changed':>7s} {'far':>5s} {'removed':>8s} {'sec':>5s}")
     backgrounds = {}
     with tempfile.TemporaryDirectory(prefix="physq-") as tmp:
         for name in args.scenes:
@@ -240,7 +251,8 @@ def main() -> int:
                         ds = sum(x["dark"] for x in on)
                         rem = _pct(ds - sum(x["left"] for x in on), ds)
                         print(f"{set_name:8s} {name:12s} {seed:5d} {nf:6d} {len(r):6d} {sc['n_det']:4d} "
-                              f"{sc['n_true']:4d} {sc['changed']:7d} {sc['far']:5d} {rem:>7s}% {sc['seconds']:5.1f}",
+                              f"{sc['n_true']:4d} {sc['n_used']:4d} {sc['n_used_true']:4d} {sc['changed']:7d} "
+                              f"{sc['far']:5d} {rem:>7s}% {sc['seconds']:5.1f}",
                               flush=True)
                         if args.verbose:
                             for x in r:
