@@ -275,6 +275,14 @@ class Document:
     def has_scores(self) -> bool:
         return getattr(self.local_provider, "scores", None) is not None
 
+    def searched_mask(self) -> Optional[np.ndarray]:
+        """What the offline detector's search found at the current sensitivity, or None when the
+        mask did not come from it: the verifier asks stronger evidence of those specks (one drawn or
+        proposed by the AI is a single hypothesis; the detector's are the best of hundreds)."""
+        if not self.has_scores():
+            return None
+        return np.asarray(self.local_provider.scores.mask(self.sensitivity), bool)
+
     def set_scores(self, provider: Any) -> None:
         """The offline detector run again only for its scores (the mask stays as it is)."""
         self.local_provider = provider

@@ -492,10 +492,12 @@ def trimmed_pixels(mask: np.ndarray, kept: np.ndarray, refused: list) -> int:
 
 
 def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = None,
-                overrides: Optional[dict] = None, progress: Optional[ProgressFn] = None) -> VerifyOutcome:
+                overrides: Optional[dict] = None, progress: Optional[ProgressFn] = None,
+                searched: Optional[np.ndarray] = None) -> VerifyOutcome:
     """Check every speck of ``mask`` against ``sequence`` (:func:`aiflat_gui.core.verify.verify_mask`)
     and return the mask the flat should be built from. ``overrides``: the user's verdicts by speck
-    anchor (x, y)."""
+    anchor (x, y); ``searched``: what the offline detector found (its specks need stronger evidence:
+    ``VerifyParams.search_sigmas``)."""
     from .core.verify import VerifyParams, verify_mask
 
     opts = options or VerifyOptions()
@@ -503,7 +505,7 @@ def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = N
     if not opts.enabled:
         report(progress, 1.0, "verification skipped")
         return VerifyOutcome(mask=m.copy(), skipped=True)
-    ver = verify_mask(m, sequence, VerifyParams(max_frames=opts.max_frames), progress=progress)
+    ver = verify_mask(m, sequence, VerifyParams(max_frames=opts.max_frames), progress=progress, searched=searched)
     kept, refused = verified_mask(m, ver, overrides, keep_unverified=opts.keep_unverified)
     return VerifyOutcome(mask=kept, refused=refused, verification=ver, trimmed=trimmed_pixels(m, kept, refused))
 
@@ -556,6 +558,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Opti
         # 2. mask
         clean = read_image(clean_path) if clean_path else None
         provider_report: dict = {}
+        searched = None  # what the offline detector's search found (see verify_step)
         if mask_path:
             m, w = load_mask(mask_path, (seq.height, seq.width))
             warnings += w
@@ -569,6 +572,8 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Opti
             prov = make_provider(mp_, with_clean=provider_clean)
             _, res = find_mask(seq, ref, provider=prov, progress=sub_progress(progress, 0.3, 0.45))
             m = res.mask
+            if mp_.provider == "local":
+                searched = m
             provider_report = dict(res.report or {})
             if clean is None and res.clean is not None:
                 clean = res.clean
@@ -576,7 +581,7 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Opti
             raise ProcessingError(f"provider '{mp_.provider}' returned no dust-free image for the ai flat method", path)
         result["mask"] = save_mask(out / "mask.png", m)
         # 3. verify: the flat is built only from the specks the video does not refuse
-        checked = verify_step(m, seq, verify, progress=sub_progress(progress, 0.45, 0.5))
+        checked = verify_step(m, seq, verify, progress=sub_progress(progress, 0.45, 0.5), searched=searched)
         result["verify"] = checked
         m = checked.mask
         # 4. flat

@@ -172,3 +172,30 @@ def test_quit_during_a_job_asks_then_cancels_and_waits(make_window, qtbot, demo,
     monkeypatch.setattr(QtWidgets.QMessageBox, "question", lambda *a, **k: QtWidgets.QMessageBox.Yes)
     assert w.close()
     assert not job.running and job.state == "cancelled"
+
+
+def test_the_detectors_specks_are_verified_as_searched(make_window, qtbot, demo, monkeypatch):
+    """The verifier asks more of the specks the offline detector found by searching than of a drawn
+    or AI-proposed mask (core.verify's search_sigmas): the window hands it what the detector found."""
+    from aiflat_gui import pipeline
+
+    w = prepared(make_window, qtbot, demo)
+    doc = w.doc
+    found = doc.searched_mask()
+    assert found is not None and np.array_equal(found, doc.local_provider.scores.mask(doc.sensitivity))
+    seen = []
+    real = pipeline.verify_step
+
+    def spy(mask, seq, *a, searched=None, **k):
+        seen.append(searched)
+        return real(mask, seq, *a, searched=searched, **k)
+
+    monkeypatch.setattr(pipeline, "verify_step", spy)
+    wv = wait_job(qtbot, w.run_verify())
+    assert wv.state == "succeeded", wv.error
+    assert seen and np.array_equal(seen[-1], found)
+    doc.set_mask(doc.mask.as_bool(), "Imported mask")  # a mask from elsewhere: one hypothesis per speck
+    assert doc.searched_mask() is None
+    wv = wait_job(qtbot, w.run_verify())
+    assert wv.state == "succeeded", wv.error
+    assert seen[-1] is None

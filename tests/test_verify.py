@@ -65,6 +65,27 @@ def test_static_shadow_is_dust_and_moving_feature_is_not():
     assert np.array_equal(mask, dust | feature)  # the user's mask is untouched
 
 
+def test_a_speck_the_detector_searched_for_needs_stronger_evidence():
+    """A faint static shadow measured at ~3.9 sigma: one hypothesis (drawn by a person, proposed by
+    the AI) is dust at 3 sigma; the best of the detector's hundreds of candidates needs 4.5."""
+    frames, dust, _ = _scene(dust_depth=0.01)
+    drawn = verify_mask(dust, ArraySequence(frames)).checks[0]
+    assert drawn.verdict == DUST and 3.0 <= drawn.depth / drawn.depth_err < 4.5, drawn
+    found = verify_mask(dust, ArraySequence(frames), searched=dust).checks[0]
+    assert (found.depth, found.depth_err) == (drawn.depth, drawn.depth_err)
+    assert found.verdict == UNVERIFIED and "detector's search" in found.reason and "4.5 sigma" in found.reason
+    kept, refused = apply_verdicts(dust, verify_mask(dust, ArraySequence(frames), searched=dust))
+    assert not kept.any() and len(refused) == 1
+    # a speck is "searched" when most of its pixels are in the detector's mask
+    half = dust & (np.arange(W)[None, :] < 60)
+    assert verify_mask(dust, ArraySequence(frames), searched=half).checks[0].verdict == DUST
+    # a clear shadow passes either way
+    frames2, dust2, _ = _scene(dust_depth=0.03)
+    assert verify_mask(dust2, ArraySequence(frames2), searched=dust2).checks[0].verdict == DUST
+    with pytest.raises(Exception, match="detector's mask"):
+        verify_mask(dust, ArraySequence(frames), searched=dust[:10])
+
+
 def test_user_override_keeps_a_refused_speck_and_refuses_a_dust_speck():
     frames, dust, feature = _scene()
     mask = dust | feature

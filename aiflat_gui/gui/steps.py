@@ -41,23 +41,24 @@ def job_gemini(provider, reference, progress=None):
 
 
 def job_flat(path, reference, mask, params: pipeline.FlatParams, clean=None, progress=None, verify=False,
-             overrides=None):
+             overrides=None, searched=None):
     """The flat; with ``verify`` every speck is first checked against the video and the refused ones
     are left out: then ``{"flat": flat, "verify": VerifyOutcome}``."""
     with pipeline.open_input(path) as seq:
         outcome = None
         if verify:
-            outcome = pipeline.verify_step(mask, seq, overrides=overrides, progress=sub_progress(progress, 0.0, 0.3))
+            outcome = pipeline.verify_step(mask, seq, overrides=overrides, progress=sub_progress(progress, 0.0, 0.3),
+                                           searched=searched)
             mask = outcome.mask
             progress = sub_progress(progress, 0.3, 1.0)
         flat = pipeline.build_flat(seq, reference, mask, params, clean=clean, progress=progress)
     return flat if outcome is None else {"flat": flat, "verify": outcome}
 
 
-def job_verify(path, mask, progress=None):
+def job_verify(path, mask, progress=None, searched=None):
     """Check every speck of ``mask`` against the video (the pipeline's verify step)."""
     with pipeline.open_input(path) as seq:
-        return pipeline.verify_step(mask, seq, progress=progress)
+        return pipeline.verify_step(mask, seq, progress=progress, searched=searched)
 
 
 def job_ai_flat(provider, path, reference, mask, params: pipeline.FlatParams, progress=None):
@@ -314,7 +315,8 @@ class StepsMixin:
             if then is not None:
                 then()
 
-        return self._start(Worker(job_verify, str(self.doc.path), mask, name="verify"), None,
+        return self._start(Worker(job_verify, str(self.doc.path), mask, name="verify",
+                                  searched=self.doc.searched_mask()), None,
                            "Checking the specks against the video", ok)
 
     def _verified(self, outcome) -> None:
@@ -363,7 +365,7 @@ class StepsMixin:
             w = Worker(job_ai_flat, provider, str(doc.path), doc.reference, mask, params, name="ai flat")
         else:
             w = Worker(job_flat, str(doc.path), doc.reference, mask, params, doc.clean, name="flat", verify=verify,
-                       overrides=dict(self.speck_table.overrides))
+                       overrides=dict(self.speck_table.overrides), searched=doc.searched_mask() if verify else None)
 
         def ok(flat):
             clean = None
