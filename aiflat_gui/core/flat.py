@@ -129,7 +129,12 @@ class HarmonicFill:
 
     def fill(self, image: np.ndarray) -> np.ndarray:
         """Filled values at the mask pixels (``self.idx`` order). ``image``: 2-D plane, or a stack
-        ``(K, H, W)`` of planes -> ``(K, n)``."""
+        ``(K, H, W)`` or a list of planes -> ``(K, n)`` (one solve for all: ~3x cheaper per plane)."""
+        if isinstance(image, (list, tuple)):  # planes apart: only their boundary pixels are gathered
+            if self.n == 0:
+                return np.zeros((len(image), 0))
+            f = np.stack([np.asarray(im).reshape(-1)[self.bidx] for im in image], axis=1).astype(np.float64)
+            return self._lu.solve(np.asarray(self.B @ f)).T
         img = np.asarray(image)
         if self.n == 0:
             return np.zeros((0,) if img.ndim == 2 else (img.shape[0], 0))
@@ -576,11 +581,8 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
         x = np.arange(size) + s
         return np.clip(np.minimum(x + 1.0, size - x), 0.0, 1.0)
 
-    def moved(frame: np.ndarray, shift, fi: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def moved(frame: np.ndarray, shift, values) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         lum, _m, scale = _luminance_and_mask(frame, reg.grown, reg.color)
-        values = None
-        if cache is not None and filler.fill:
-            values = cache[fi] = filler.fill.fill(lum)
         img = filler._filled(lum, values).astype(np.float32)
         M = np.float32([[1, 0, -float(shift[0]) / scale], [0, 1, -float(shift[1]) / scale]])
         return (cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
@@ -590,7 +592,13 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
         ks = frame_idx[k0:k0 + chunk]
         frames = _read_frames(seq, ks, shape)
         shifts, _ = register_frames(reg, None, frames, pool)
-        items = [(frames[j], shifts[j], int(ks[j])) for j in range(len(ks))]
+        values = [None] * len(ks)
+        if filler.fill:  # the chunk's dust fills in one solve (several right-hand sides: ~3x cheaper)
+            filled = filler.fill.fill([_luminance_and_mask(f, reg.grown, reg.color)[0] for f in frames])
+            values = list(filled)
+            if cache is not None:
+                cache.update((int(i), v) for i, v in zip(ks, values))
+        items = [(frames[j], shifts[j], values[j]) for j in range(len(ks))]
         for img, (cx, cy) in (pool.map(lambda it: moved(*it), items) if pool is not None
                               else (moved(*it) for it in items)):
             total += img
@@ -1068,6 +1076,12 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     corner = np.array([0, 1, Wp, Wp + 1])
     if local is not None:
         tix = np.where(htid >= 0, htid, dl.shape[0])  # the global shift as one more "tile"
+        # the halo grouped by tile, by distance inside each: a pair's rows in tile t are those within
+        # |shift of t| + 1.5 of the mask (no farther row's corners reach an unknown)
+        by_tile = np.argsort(tix, kind="stable")
+        tstep = 2.0 * (float(hdist[-1]) + 2.0) if len(hdist) else 1.0  # keys of tile t: t * tstep + distance
+        tkey = tix[by_tile] * tstep + hdist[by_tile]
+        tstart = np.searchsorted(tix[by_tile], np.arange(dl.shape[0] + 1))
     def pair_terms(p0: int, p1: int) -> tuple:
         """Pairs p0 <= p < p1: their part of A^T b and their dropped rows (numbered from 0)."""
         part = np.zeros(n + 1)
@@ -1078,10 +1092,8 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
         for pi in range(p0, p1):
             k, j = pairs[pi]
             dx, dy = dg[pi]
-            reach = float(np.hypot(dx, dy)) + 1.5
-            if local is not None:
-                reach += 2 * _LocalShifts.MAX_DEV
-            nr = slice(0, int(np.searchsorted(hdist, reach, side="right")))
+            if local is None:
+                nr = slice(0, int(np.searchsorted(hdist, float(np.hypot(dx, dy)) + 1.5, side="right")))
             # per tile: the shift's whole part (as an offset) and its weights (float32 like the logs:
             # the rows' right sides then carry ~1e-6 of rounding, far below any dust's depth)
             if local is not None:
@@ -1091,6 +1103,10 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
                 tfx, tfy = tdx - tox, tdy - toy
                 tw = np.stack([(1 - tfx) * (1 - tfy), tfx * (1 - tfy), (1 - tfx) * tfy, tfx * tfy],
                               axis=-1).astype(np.float32)
+                tend = np.searchsorted(tkey, np.arange(len(tdx)) * tstep + np.minimum(np.hypot(tdx, tdy) + 1.5, 0.5 * tstep), side="right")
+                tlen = np.maximum(tend - tstart, 0)
+                tot = int(tlen.sum())
+                nr = by_tile[np.arange(tot) + np.repeat(tstart - (np.cumsum(tlen) - tlen), tlen)]
                 t_ = tix[nr]
                 base = hp[nr] + (toy * Wp + tox).astype(np.int64)[t_]
             else:
