@@ -372,6 +372,14 @@ def test_off_disc_marks_match_the_full_frame_box():
         _mark_off(frame, floor, off)
         assert np.array_equal(off, _box(frame) < floor)
         assert frame is not y or off.any()
+    # integer frames as read (uint8, uint16; compared as they are, not as a float32 copy), also
+    # with an integer floor, a floor just above an integer and one beyond the type's range
+    yi = np.round(y).astype(np.uint16)
+    for frame, fl in ((yi, 290.0), (yi, 50.0), (yi, 60.0000001), (yi, 5.0), (yi, 0.0), (yi, 1e6),
+                      (np.clip(yi // 4, 0, 255).astype(np.uint8), 72.5), (yi[::2], 290.0)):
+        off = np.zeros(frame.shape, bool)
+        _mark_off(frame, fl, off)
+        assert np.array_equal(off, _box(frame.astype(np.float32)) < fl), (frame.dtype, fl)
 
 
 def test_big_faint_donuts_in_poor_seeing_are_found_whole():

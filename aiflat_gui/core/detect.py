@@ -170,8 +170,19 @@ def _box(y: np.ndarray) -> np.ndarray:
 def _mark_off(y: np.ndarray, floor: float, off: np.ndarray) -> None:
     """``off |= _box(y) < floor``, the box computed only on the rows within 2 px of a pixel below
     ``floor`` (a 5x5 mean below it needs one; the sky or an umbra covers a few rows of most
-    frames): the same pixels, set in place."""
-    low = np.flatnonzero((y < floor).any(axis=1))
+    frames): the same pixels, set in place. ``y`` is float32 or an integer frame as read (e.g. a
+    memory-mapped uint16 view: compared as is, only the boxed rows are cast to float32)."""
+    integer = y.dtype.kind in "ui"
+    if integer:
+        # an integer sample is below float32(floor), as its float32 value compares, exactly when
+        # it is below that value's ceiling
+        t = math.ceil(float(np.float32(floor)))
+        info = np.iinfo(y.dtype)
+        if t <= info.min:
+            return
+        low = np.flatnonzero((y < t).any(axis=1)) if t <= info.max else np.arange(y.shape[0])
+    else:
+        low = np.flatnonzero((y < floor).any(axis=1))
     if low.size == 0:
         return
     h = y.shape[0]
@@ -179,7 +190,8 @@ def _mark_off(y: np.ndarray, floor: float, off: np.ndarray) -> None:
     for a, b in zip(low[np.concatenate(([True], gap))], low[np.concatenate((gap, [True]))]):
         r0, r1 = max(0, int(a) - 2), min(h, int(b) + 3)  # rows whose 5x5 box holds a low row
         c0, c1 = max(0, r0 - 2), min(h, r1 + 2)  # and the rows those boxes read
-        off[r0:r1] |= _box(y[c0:c1])[r0 - c0:r1 - c0] < floor
+        rows = y[c0:c1].astype(np.float32) if integer else y[c0:c1]
+        off[r0:r1] |= _box(rows)[r0 - c0:r1 - c0] < floor
 
 
 def _sunspots(y: np.ndarray, off: np.ndarray, sigma: float) -> np.ndarray:
@@ -689,8 +701,15 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
             sample[:] = True
         sample_idx = np.flatnonzero(sample)  # (indexing by position: ~15x faster than by a mask)
 
-        def read(fi: int) -> np.ndarray:
-            y = luminance(sequence.frame(int(fi)), color)
+        def read(fi: int, raw_ok: bool = False) -> np.ndarray:
+            a = sequence.frame(int(fi))
+            if raw_ok and isinstance(a, np.ndarray) and a.ndim == 2 and a.dtype in (np.uint8, np.uint16) \
+                    and color not in BAYER_PATTERNS:
+                # a mono integer frame as read (its luminance is its float32 copy): summed and
+                # tested for the sky without that copy
+                y = a
+            else:
+                y = luminance(a, color)
             if y.shape != (h, w):
                 raise InputError(f"frame {fi} is {y.shape[1]}x{y.shape[0]} but the reference is {w}x{h}",
                                  getattr(sequence, "path", None))
@@ -719,14 +738,17 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
                 acc = None
                 for fi in group:
                     report(progress, 0.02 + 0.5 * done / n_read, f"dust: frame {done + 1}/{n_read}")
-                    y = read(fi)
+                    y = read(fi, raw_ok=True)
                     # the limb moves with the sun: whatever is off the disc in ANY frame read is
                     # remembered (each frame, not the group average, which would blur the limb)
                     _mark_off(y, floor, off)
                     if acc is None:
-                        acc = y  # (a fresh array from read(): summed in place)
-                    else:
+                        # (a fresh float32 array from read() is summed in place)
+                        acc = y.astype(np.float32) if y.dtype != np.float32 else y
+                    elif y.dtype == np.float32:
                         acc += y
+                    else:
+                        cv2.accumulate(y, acc)  # (acc += y in float32, as numpy adds)
                     done += 1
                 y = acc / len(group) if len(group) > 1 else acc
                 if pending is not None:
