@@ -1019,8 +1019,10 @@ def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust
     if slots is not None and plain is not None:
         if ref_dip is not None:
             refpeak = np.maximum(_label_max(lab, _blur(ref_dip, 1.0).ravel()[fg], n, 0.0), 0.0)
-        # (only the candidates deep enough to be kept are worth measuring)
-        worth = np.flatnonzero(np.maximum(peak, refpeak) >= need)
+        # (only the candidates whose verdict the measure can change are worth measuring: the
+        # reference's candidates deep enough there; the separation's deep enough and not already
+        # refused by the halves)
+        worth = np.flatnonzero(refpeak >= need if ref_dip is not None else (peak >= need) & ~unstable)
         motion, snr = _own_motion(slots, plain, labels, stats, worth[worth > 0])
     if slots is not None and plain is not None:
         if ref_dip is not None:
