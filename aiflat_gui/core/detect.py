@@ -647,6 +647,17 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     ``max_depth`` the darkening above which pixels are not judged, and ``limb_margin`` how far
     (px) from where any frame was off the disc (sky beyond the limb) pixels are not judged;
     ``max_slots`` caps the stack slots (None: as many as fit in ``memory_mb``)."""
+    # (one side thread: the reference's own candidates are scored while the sun and the sensor are
+    # separated, and judged while the separation's are; the results do not depend on it)
+    with ThreadPoolExecutor(max_workers=1) as side:
+        return _compute_scores(reference, sequence, max_frames, progress, color=color, memory_mb=memory_mb,
+                               bg_sigma=bg_sigma, max_depth=max_depth, iterations=iterations,
+                               limb_margin=limb_margin, max_slots=max_slots, side=side)
+
+
+def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progress: Optional[ProgressFn], *,
+                    color: Optional[str], memory_mb: float, bg_sigma: float, max_depth: float, iterations: int,
+                    limb_margin: float, max_slots: Optional[int], side: ThreadPoolExecutor) -> ScoreMap:
     t0 = time.perf_counter()
     ref = np.asarray(reference)
     if ref.ndim not in (2, 3) or ref.shape[0] < 8 or ref.shape[1] < 8:
@@ -767,6 +778,23 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         valid[-b:] = False
         valid[:, :b] = False
         valid[:, -b:] = False
+        # very dark pixels are not judged, except the small dark regions _sky_and_umbrae left to
+        # judge (opaque clumps: their cores are as dark as an umbra) and their soft edges
+        # (and compact regions darker than max_depth that are not below it: a clump 55-70 %
+        # deep is darker than max_depth without reaching the sky floor); dref: the reference's
+        # local darkening against an edge-aware background (the sky does not pull it)
+        on = (~off).astype(np.float32)
+        dref = darkening(np.maximum(yref, floor), bg_sigma, on)
+        deep = ((_box(yref) < floor) | (dref >= max_depth)) & ~off
+        clumps = (deep & ~_large_only(deep)).view(np.uint8)
+        clumps = cv2.dilate(clumps, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) > 0
+        valid &= (dref < max_depth) | clumps
+        # no seeds right at the limb margin: the filters' support reaches across it there, and
+        # what is left of the rim's steep profile answers like a fibre along the limb
+        rim = ~_judged(off, limb_margin + RIM_SEEDLESS) if off.any() else None
+        if REF_CANDIDATES:
+            # (valid and the reference are final: scored in the side thread meanwhile)
+            ref_job = side.submit(_reference_candidates, yref, floor, valid, rim)
         plain = median_f16(stack)
         # (the plain temporal median also shows the whole of each speck, interior included, and
         # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
@@ -780,20 +808,9 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         frames_used = 1 if n_frames <= 1 else n_frames
     report(progress, 0.9, "dust: scoring")
 
-    # the reference's local darkening against an edge-aware background (the sky does not pull it)
-    on = (~off).astype(np.float32)
-    dref = darkening(np.maximum(yref, floor), bg_sigma, on)
     if not stack_n:
         med = closing_dip(yref, floor)
-    else:
-        # very dark pixels are not judged, except the small dark regions _sky_and_umbrae left to
-        # judge (opaque clumps: their cores are as dark as an umbra) and their soft edges
-        # (and compact regions darker than max_depth that are not below it: a clump 55-70 %
-        # deep is darker than max_depth without reaching the sky floor)
-        deep = ((_box(yref) < floor) | (dref >= max_depth)) & ~off
-        clumps = (deep & ~_large_only(deep)).view(np.uint8)
-        clumps = cv2.dilate(clumps, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) > 0
-        valid &= (dref < max_depth) | clumps
+        rim = ~_judged(off, limb_margin + RIM_SEEDLESS) if off.any() else None
     # pixels not judged (sky, limb rim, frame border) neither drag the baseline of their
     # neighbours nor get a value of their own
     wv = valid.astype(np.float32)
@@ -813,10 +830,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         pdip[~valid] = 0.0
         np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
     score[~valid] = 0.0
-    if off.any():
-        # no seeds right at the limb margin: the filters' support reaches across it there, and
-        # what is left of the rim's steep profile answers like a fibre along the limb
-        rim = ~_judged(off, limb_margin + RIM_SEEDLESS)
+    if rim is not None:
         score[rim] = np.minimum(score[rim], 0.0)
     extent = extent.astype(np.float32)
     extent[~valid] = 0.0
@@ -824,16 +838,7 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
     if not stack_n:
         _hug(score, extent, med)
     elif REF_CANDIDATES:
-        # the reference's own compact dips (closing fill) are candidates too: opaque clumps and
-        # big shadows stay whole and sharp in the temporal median while the target is smeared,
-        # but the separation recovers only the rim of a shadow much wider than the drift; the
-        # physics below keeps only those that do not move with the target
-        cd = np.maximum(closing_dip(yref, floor), round_dip(yref, floor, valid))
-        cd[~valid] = 0.0
-        rscore, rext = _filter_scores(cd, valid)
-        _hug(rscore, rext, cd)
-        if off.any():
-            rscore[rim] = np.minimum(rscore[rim], 0.0)
+        cd, rscore, rext = ref_job.result()
     judged = None
     if stack_n:
         # 8-bit data (often compressed): a darkening of a few ADU cannot be told from quantisation
@@ -843,13 +848,17 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         floor_map = None
         if low_bits:
             floor_map = QUANT_ADU_8BIT / np.maximum(_nblur(np.maximum(yref, floor), bg_sigma, on), 1.0)
-        judged = _judge_static(score, extent, valid, med - base, None if halves is None else halves - base,
-                               floor_map, slots=slots, plain=plain)
+        dust = med - base
         if cd is not None:
             # the reference's candidates on their own (merged with the separation's, a speck
-            # would vouch for the moving structure beside it, or the other way round)
-            rj = _judge_static(rscore, rext, valid, med - base, None, floor_map, slots=slots, plain=plain,
-                               ref_dip=cd)
+            # would vouch for the moving structure beside it, or the other way round), judged in
+            # the side thread meanwhile
+            ref_judged = side.submit(_judge_static, rscore, rext, valid, dust, None, floor_map, slots=slots,
+                                     plain=plain, ref_dip=cd)
+        judged = _judge_static(score, extent, valid, dust, None if halves is None else halves - base,
+                               floor_map, slots=slots, plain=plain)
+        if cd is not None:
+            rj = ref_judged.result()
             judged["reference_candidates"] = rj.get("candidates", 0)
             judged["reference_kept"] = rj.get("kept", 0)
             np.maximum(score, rscore, out=score)
@@ -864,6 +873,22 @@ def compute_scores(reference: np.ndarray, sequence: Any = None, max_frames: int 
         sm.info.update(judged)
     report(progress, 1.0, "dust: done")
     return sm
+
+
+def _reference_candidates(yref: np.ndarray, floor: float, valid: np.ndarray,
+                          rim: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sequence mode: (dip, score, extent) of the reference's own compact dips (closing fills and
+    round shadows), scored like a single image. Opaque clumps and big shadows stay whole and sharp
+    in the temporal median while the target is smeared, but the separation recovers only the rim
+    of a shadow much wider than the drift; :func:`_judge_static` keeps only those that do not
+    move with the target. No seeds in ``rim`` (see compute_scores)."""
+    cd = np.maximum(closing_dip(yref, floor), round_dip(yref, floor, valid))
+    cd[~valid] = 0.0
+    rscore, rext = _filter_scores(cd, valid)
+    _hug(rscore, rext, cd)
+    if rim is not None:
+        rscore[rim] = np.minimum(rscore[rim], 0.0)
+    return cd, rscore, rext
 
 
 def _filter_scores(dip: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1103,9 +1128,11 @@ def _cubic_taps(f: float) -> np.ndarray:
     return np.array([c0, c1, c2, 1.0 - c0 - c1 - c2], np.float32)
 
 
-def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], border=None) -> np.ndarray:
+def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], border=None,
+               minus: Optional[np.ndarray] = None) -> np.ndarray:
     """``out(x, y) = a(x - dx, y - dy)`` on an output of ``size`` (w, h), cubic interpolation;
-    outside ``a`` the value is ``border`` or the replicated edge when ``border`` is None. A
+    outside ``a`` the value is ``border`` or the replicated edge when ``border`` is None. With
+    ``minus`` (float32, the shape of ``a``), ``a - minus`` (in float32) is moved instead. A
     translation moves every pixel by the same fraction, so the bicubic weights are the same
     everywhere and the interpolation is a separable 4-tap filter (2x faster than OpenCV's
     warpAffine, whose float coordinates also make the fraction wobble by ~1e-4 px along a row)."""
@@ -1115,6 +1142,20 @@ def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], borde
     ix, iy = math.floor(sx), math.floor(sy)
     r0, c0 = iy - 1, ix - 1  # the 4x4 support of out(0, 0) starts here
     r1, c1 = r0 + h + 3, c0 + w + 3
+    kx, ky = _cubic_taps(sx - ix), _cubic_taps(sy - iy)
+    if minus is not None:
+        if border is not None and r0 <= 0 and c0 <= 0 and r1 >= H and c1 >= W:
+            # the whole of ``a`` inside a constant border: the difference is written straight into
+            # the bordered source (the same array copyMakeBorder would make, one pass less)
+            src = np.empty((r1 - r0, c1 - c0), np.float32)
+            t, lf = -r0, -c0
+            src[:t] = border
+            src[t + H:] = border
+            src[t:t + H, :lf] = border
+            src[t:t + H, lf + W:] = border
+            cv2.subtract(a, minus, dst=src[t:t + H, lf:lf + W], dtype=cv2.CV_32F)
+            return cv2.sepFilter2D(src, cv2.CV_32F, kx, ky, anchor=(1, 1))[1:1 + h, 1:1 + w]
+        a = cv2.subtract(a, minus, dtype=cv2.CV_32F)
     if r0 >= H or c0 >= W or r1 <= 0 or c1 <= 0:  # (nothing of ``a`` in the output)
         m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
         mode = cv2.BORDER_REPLICATE if border is None else cv2.BORDER_CONSTANT
@@ -1126,7 +1167,7 @@ def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], borde
         # (a NaN border value is not safe: OpenCV's cubic path spreads it far beyond the edge)
         src = (cv2.copyMakeBorder(src, *pads, cv2.BORDER_REPLICATE) if border is None else
                cv2.copyMakeBorder(src, *pads, cv2.BORDER_CONSTANT, value=border))
-    out = cv2.sepFilter2D(src, cv2.CV_32F, _cubic_taps(sx - ix), _cubic_taps(sy - iy), anchor=(1, 1))
+    out = cv2.sepFilter2D(src, cv2.CV_32F, kx, ky, anchor=(1, 1))
     return out[1:1 + h, 1:1 + w]
 
 
@@ -1140,7 +1181,7 @@ def _to_sun_frame(stack: np.ndarray, dust: np.ndarray, i: int, shift: np.ndarray
     h, w = dust.shape
     ch, cw = out.shape
     tx, ty = pad - float(shift[0]), pad - float(shift[1])
-    a = _translate(cv2.subtract(stack[i], dust, dtype=cv2.CV_32F), tx, ty, (cw, ch), border=0.0)
+    a = _translate(stack[i], tx, ty, (cw, ch), border=0.0, minus=dust)
     # outside this frame's field (and its interpolation support) there is no data: fill
     # alternately far above and far below, so that the median of a pixel's values is (to half a
     # rank) the median of its real ones, and a plain median does the job of a slow NaN-aware one
