@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -683,6 +684,7 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
     noise = None
     halves = None
     plain = None
+    ref_cands = None
     slots = None
     stack_n = 0
     if n_frames >= 3:
@@ -741,10 +743,10 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
             to_f16(_blur(median_1d(ly.ravel()[sample_idx]) - ly, PRESMOOTH), stack[n_i])
 
         done = 0
-        # each slot is finished (drift, log, median, smoothing) in a second thread while the next
-        # group of frames is read (one slot in flight: one frame's memory more)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
+        # each slot is finished (drift, log, median, smoothing) in one of two threads while the
+        # next group of frames is read (two slots in flight: two frames' memory more)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pending: deque = deque()
             for n_i, group in enumerate(groups):
                 acc = None
                 for fi in group:
@@ -762,39 +764,46 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
                         cv2.accumulate(y, acc)  # (acc += y in float32, as numpy adds)
                     done += 1
                 y = acc / len(group) if len(group) > 1 else acc
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(to_slot, n_i, y)
-            if pending is not None:
-                pending.result()
+                if len(pending) >= 2:
+                    pending.popleft().result()
+                pending.append(pool.submit(to_slot, n_i, y))
+            while pending:
+                pending.popleft().result()
         stack_n = k
-        # not judged: within limb_margin of where any frame was off the disc (the limb in every
-        # position it took, plus its steep limb-darkened rim and seeing), and the outermost
-        # pixels, which lack interpolation support in the sun frame
-        off = _sky_and_umbrae(yref, off, bg_sigma)
-        valid = _judged(off, limb_margin)
-        b = EDGE
-        valid[:b] = False
-        valid[-b:] = False
-        valid[:, :b] = False
-        valid[:, -b:] = False
-        # very dark pixels are not judged, except the small dark regions _sky_and_umbrae left to
-        # judge (opaque clumps: their cores are as dark as an umbra) and their soft edges
-        # (and compact regions darker than max_depth that are not below it: a clump 55-70 %
-        # deep is darker than max_depth without reaching the sky floor); dref: the reference's
-        # local darkening against an edge-aware background (the sky does not pull it)
-        on = (~off).astype(np.float32)
-        dref = darkening(np.maximum(yref, floor), bg_sigma, on)
-        deep = ((_box(yref) < floor) | (dref >= max_depth)) & ~off
-        clumps = (deep & ~_large_only(deep)).view(np.uint8)
-        clumps = cv2.dilate(clumps, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) > 0
-        valid &= (dref < max_depth) | clumps
-        # no seeds right at the limb margin: the filters' support reaches across it there, and
-        # what is left of the rim's steep profile answers like a fibre along the limb
-        rim = ~_judged(off, limb_margin + RIM_SEEDLESS) if off.any() else None
-        if REF_CANDIDATES:
-            # (valid and the reference are final: scored in the side thread meanwhile)
-            ref_job = side.submit(_reference_candidates, yref, floor, valid, rim)
+
+        def judged_and_reference() -> tuple:
+            # not judged: within limb_margin of where any frame was off the disc (the limb in
+            # every position it took, plus its steep limb-darkened rim and seeing), and the
+            # outermost pixels, which lack interpolation support in the sun frame
+            off_ = _sky_and_umbrae(yref, off, bg_sigma)
+            valid_ = _judged(off_, limb_margin)
+            b = EDGE
+            valid_[:b] = False
+            valid_[-b:] = False
+            valid_[:, :b] = False
+            valid_[:, -b:] = False
+            # very dark pixels are not judged, except the small dark regions _sky_and_umbrae left
+            # to judge (opaque clumps: their cores are as dark as an umbra) and their soft edges
+            # (and compact regions darker than max_depth that are not below it: a clump 55-70 %
+            # deep is darker than max_depth without reaching the sky floor); dref: the
+            # reference's local darkening against an edge-aware background (the sky does not
+            # pull it)
+            on_ = (~off_).astype(np.float32)
+            dref = darkening(np.maximum(yref, floor), bg_sigma, on_)
+            deep = ((_box(yref) < floor) | (dref >= max_depth)) & ~off_
+            clumps = (deep & ~_large_only(deep)).view(np.uint8)
+            clumps = cv2.dilate(clumps, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))) > 0
+            valid_ &= (dref < max_depth) | clumps
+            # no seeds right at the limb margin: the filters' support reaches across it there,
+            # and what is left of the rim's steep profile answers like a fibre along the limb
+            rim_ = ~_judged(off_, limb_margin + RIM_SEEDLESS) if off_.any() else None
+            ref_ = _reference_candidates(yref, floor, valid_, rim_) if REF_CANDIDATES else None
+            return off_, valid_, on_, rim_, ref_
+
+        # (the judged pixels and the reference's own candidates need only the reference and where
+        # the frames were off the disc: found in the side thread while the sun and sensor are
+        # separated)
+        prep = side.submit(judged_and_reference)
         plain = median_f16(stack)
         # (the plain temporal median also shows the whole of each speck, interior included, and
         # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
@@ -803,6 +812,7 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
         # (the slots stay, in sensor coordinates: every candidate's own motion is measured on them)
         slots = stack
         del stack
+        off, valid, on, rim, ref_cands = prep.result()
         frames_used = n_read
     else:
         frames_used = 1 if n_frames <= 1 else n_frames
@@ -837,8 +847,8 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
     cd = None
     if not stack_n:
         _hug(score, extent, med)
-    elif REF_CANDIDATES:
-        cd, rscore, rext = ref_job.result()
+    elif ref_cands is not None:
+        cd, rscore, rext = ref_cands
     judged = None
     if stack_n:
         # 8-bit data (often compressed): a darkening of a few ADU cannot be told from quantisation
