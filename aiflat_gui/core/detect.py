@@ -771,7 +771,7 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
                 pending.popleft().result()
         stack_n = k
 
-        def judged_and_reference() -> tuple:
+        def judged_and_reference(stack: np.ndarray) -> tuple:
             # not judged: within limb_margin of where any frame was off the disc (the limb in
             # every position it took, plus its steep limb-darkened rim and seeing), and the
             # outermost pixels, which lack interpolation support in the sun frame
@@ -798,21 +798,25 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
             # and what is left of the rim's steep profile answers like a fibre along the limb
             rim_ = ~_judged(off_, limb_margin + RIM_SEEDLESS) if off_.any() else None
             ref_ = _reference_candidates(yref, floor, valid_, rim_) if REF_CANDIDATES else None
-            return off_, valid_, on_, rim_, ref_
+            # the plain temporal median also shows the whole of each speck, interior included,
+            # and whatever of the sun stayed put: it only lets a detected speck grow to its full
+            # extent (its z-score, against its own baseline, is a floor of the extent)
+            plain_ = median_f16(stack)
+            plain_[~valid_] = float(median_1d(plain_[valid_])) if valid_.any() else 0.0
+            pdip = _blur(plain_ - _lower_envelope(plain_, bg_sigma, valid_.astype(np.float32)), 1.0)
+            pdip[~valid_] = 0.0
+            return off_, valid_, on_, rim_, ref_, plain_, pdip / _robust_sigma(pdip, valid_)
 
-        # (the judged pixels and the reference's own candidates need only the reference and where
-        # the frames were off the disc: found in the side thread while the sun and sensor are
-        # separated)
-        prep = side.submit(judged_and_reference)
-        plain = median_f16(stack)
-        # (the plain temporal median also shows the whole of each speck, interior included, and
-        # whatever of the sun stayed put: it only lets a detected speck grow to its full extent)
+        # (the judged pixels, the reference's own candidates and the plain median need only the
+        # reference, the slots and where the frames were off the disc: found in the side thread
+        # while the sun and sensor are separated)
+        prep = side.submit(judged_and_reference, stack)
         shifts -= np.median(shifts, axis=0)
         med, noise, halves = _separate(stack, shifts, iterations, progress)
         # (the slots stay, in sensor coordinates: every candidate's own motion is measured on them)
         slots = stack
         del stack
-        off, valid, on, rim, ref_cands = prep.result()
+        off, valid, on, rim, ref_cands, plain, plain_z = prep.result()
         frames_used = n_read
     else:
         frames_used = 1 if n_frames <= 1 else n_frames
@@ -835,10 +839,7 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
     dip[~valid] = 0.0
     score, extent = _filter_scores(dip, valid)
     if plain is not None:
-        plain[~valid] = float(median_1d(plain[valid])) if valid.any() else 0.0
-        pdip = _blur(plain - _lower_envelope(plain, bg_sigma, wv), 1.0)
-        pdip[~valid] = 0.0
-        np.maximum(extent, pdip / _robust_sigma(pdip, valid), out=extent)
+        np.maximum(extent, plain_z, out=extent)
     score[~valid] = 0.0
     if rim is not None:
         score[rim] = np.minimum(score[rim], 0.0)
