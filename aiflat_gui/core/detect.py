@@ -675,11 +675,15 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
     # too, which does no harm: they are never judged)
     level = float(np.percentile(_box(yref)[:: 4, :: 4], 90))
     floor = SKY_FRACTION * max(level, 1e-6)
-    off = _sky_and_umbrae(yref, _box(yref) < floor, bg_sigma)
-    off |= _sunspots(yref, off, 2.0 * bg_sigma)
-    valid = _judged(off, limb_margin)
+
+    def first_judged() -> tuple[np.ndarray, np.ndarray]:
+        off_ = _sky_and_umbrae(yref, _box(yref) < floor, bg_sigma)
+        off_ |= _sunspots(yref, off_, 2.0 * bg_sigma)
+        return off_, _judged(off_, limb_margin)
 
     n_frames = int(getattr(sequence, "n_frames", 0) or 0) if sequence is not None else 0
+    if n_frames < 3:
+        off, valid = first_judged()
     shifts = None
     noise = None
     halves = None
@@ -707,12 +711,20 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
         cy, cx = h // 2, w // 2
         ph, pw = min(h, 512), min(w, 512)
         crop = (slice(cy - ph // 2, cy - ph // 2 + ph), slice(cx - pw // 2, cx - pw // 2 + pw))
-        sample = valid.copy()
-        sample[::3] = False
-        sample[:, ::3] = False
-        if not sample.any():
-            sample[:] = True
-        sample_idx = np.flatnonzero(sample)  # (indexing by position: ~15x faster than by a mask)
+
+        def first_sample() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            off_, valid_ = first_judged()
+            sample = valid_.copy()
+            sample[::3] = False
+            sample[:, ::3] = False
+            if not sample.any():
+                sample[:] = True
+            # (indexing by position: ~15x faster than by a mask)
+            return off_, valid_, np.flatnonzero(sample)
+
+        # (the reference's sky, umbrae and sunspots are found in the side thread while the first
+        # frames are read: the pixels sampled for each slot's level are judged ones)
+        first = side.submit(first_sample)
 
         def read(fi: int, raw_ok: bool = False) -> np.ndarray:
             a = sequence.frame(int(fi))
@@ -740,9 +752,11 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
             # floored at the off-disc threshold: its noise (huge in log units) and the limb's full
             # step would otherwise ring through the interpolation of the sun/sensor separation.
             ly = np.log(np.maximum(y, lfloor))
-            to_f16(_blur(median_1d(ly.ravel()[sample_idx]) - ly, PRESMOOTH), stack[n_i])
+            to_f16(_blur(median_1d(ly.ravel()[first.result()[2]]) - ly, PRESMOOTH), stack[n_i])
 
         done = 0
+        # (where each frame is off the disc, joined with the reference's below)
+        off_frames = np.zeros((h, w), bool)
         # each slot is finished (drift, log, median, smoothing) in one of two threads while the
         # next group of frames is read (two slots in flight: two frames' memory more)
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -754,7 +768,7 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
                     y = read(fi, raw_ok=True)
                     # the limb moves with the sun: whatever is off the disc in ANY frame read is
                     # remembered (each frame, not the group average, which would blur the limb)
-                    _mark_off(y, floor, off)
+                    _mark_off(y, floor, off_frames)
                     if acc is None:
                         # (a fresh float32 array from read() is summed in place)
                         acc = y.astype(np.float32) if y.dtype != np.float32 else y
@@ -770,6 +784,8 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
             while pending:
                 pending.popleft().result()
         stack_n = k
+        off = first.result()[0] | off_frames
+        del off_frames
 
         def judged_and_reference(stack: np.ndarray) -> tuple:
             # not judged: within limb_margin of where any frame was off the disc (the limb in
@@ -837,7 +853,7 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
         nz = noise / max(float(median_1d(noise[valid])) if valid.any() else 1.0, 1e-6)
         dip = dip / np.maximum(nz, 1.0)
     dip[~valid] = 0.0
-    score, extent = _filter_scores(dip, valid)
+    score, extent = _filter_scores(dip, valid, pool=side)
     if plain is not None:
         np.maximum(extent, plain_z, out=extent)
     score[~valid] = 0.0
@@ -902,26 +918,38 @@ def _reference_candidates(yref: np.ndarray, floor: float, valid: np.ndarray,
     return cd, rscore, rext
 
 
-def _filter_scores(dip: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _filter_scores(dip: np.ndarray, valid: np.ndarray,
+                   pool: Optional[ThreadPoolExecutor] = None) -> tuple[np.ndarray, np.ndarray]:
     """(score, extent) of a darkening map: the best of the Gaussian matched filters (discs, donuts)
     and the Hessian ridge filters (fibres), each normalised by its robust noise over ``valid``;
-    extent is the 1 px Gaussian's z-score."""
+    extent is the 1 px Gaussian's z-score. With ``pool`` the ridge filters run in its thread
+    meanwhile (a maximum: the same values)."""
     h, w = dip.shape
+    at = np.flatnonzero(valid)  # (the judged pixels found once for the 6 noise estimates)
+
+    def ridges() -> Optional[np.ndarray]:
+        best = None
+        for s in RIDGE_SCALES:
+            r = _ridge(dip, s)
+            r[~valid] = 0.0
+            # -lambda_min is skewed positive on pure noise: centre it, and let it count a bit less
+            r -= float(median_1d(r.ravel()[at])) if at.size else 0.0
+            z = RIDGE_WEIGHT * r / _robust_sigma(r, at)
+            best = z if best is None else np.maximum(best, z, out=best)
+        return best
+
+    job = pool.submit(ridges) if pool is not None else None
     score = np.zeros((h, w), np.float32)
     extent = None
-    at = np.flatnonzero(valid)  # (the judged pixels found once for the 6 noise estimates)
     for s in BLOB_SCALES:
         ds = _blur(dip, s) if s > 0 else dip
         z = ds / _robust_sigma(ds, at)
         np.maximum(score, z, out=score)
         if s == 1.0:
             extent = z
-    for s in RIDGE_SCALES:
-        r = _ridge(dip, s)
-        r[~valid] = 0.0
-        # -lambda_min is skewed positive on pure noise: centre it, and let it count a bit less
-        r -= float(median_1d(r.ravel()[at])) if at.size else 0.0
-        np.maximum(score, RIDGE_WEIGHT * r / _robust_sigma(r, at), out=score)
+    rz = job.result() if job is not None else ridges()
+    if rz is not None:
+        np.maximum(score, rz, out=score)
     return score, extent
 
 
@@ -1271,11 +1299,17 @@ def _separate_in(stack: np.ndarray, shifts: np.ndarray, iterations: int, progres
         parts = (np.sort(order[:k // 2]), np.sort(order[k - k // 2:]))
         halves = np.zeros((2, h, w), np.float32)
     # (the mean absolute residual summed slot after slot in float32, as numpy's mean along the
-    # first axis does)
-    for i in range(k):
-        r = cv2.subtract(resid[i], dust, dtype=cv2.CV_32F)
-        np.abs(r, out=r)
-        scatter += r
+    # first axis does; bands of rows in the threads at once)
+    def band(rows: slice) -> None:
+        sc, du = scatter[rows], dust[rows]
+        for i in range(k):
+            r = cv2.subtract(resid[i][rows], du, dtype=cv2.CV_32F)
+            np.abs(r, out=r)
+            sc += r
+
+    n_b = max(1, min(SEPARATE_THREADS, h))
+    for _ in pool.map(band, [slice(h * j // n_b, h * (j + 1) // n_b) for j in range(n_b)]):
+        pass
     scatter /= np.float32(k)
     if halves is not None:
         for j, part in enumerate(parts):
