@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aiflat_gui.core.demo import generate_demo
-from aiflat_gui.core.flat import FLOOR, HarmonicFill, match_histogram, synthesize_flat
+from aiflat_gui.core.flat import FLOOR, NEGLIGIBLE, HarmonicFill, match_histogram, synthesize_flat
 from aiflat_gui.core.mask import grow
 from aiflat_gui.core.reference import compute_reference
 from aiflat_gui.errors import InputError
@@ -43,6 +43,22 @@ def test_exactly_one_outside_the_grown_mask_for_every_method():
             out = ~grow(mask, g)
             assert np.all(f[out] == 1.0), (method, g)
             assert f.min() >= FLOOR and f.max() <= 1.0
+
+
+def test_a_mask_drawn_on_clean_signal_leaves_it_untouched():
+    """A mask pixel without dust measures a flat within noise of 1.0; below NEGLIGIBLE (0.5 %) the
+    flat is exactly 1.0 there, so those pixels are not changed at all, while real dust is."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:120, 0:160]
+    ref = (20000.0 + 30.0 * xx + 20.0 * yy) * (1.0 + 0.001 * rng.standard_normal((120, 160)))
+    clean = np.hypot(xx - 40, yy - 60) <= 12
+    dusty = np.hypot(xx - 115, yy - 60) <= 10
+    ref = np.where(dusty, 0.9 * ref, ref).astype(np.float32)
+    flat = synthesize_flat(ref, clean | dusty, "local", grow=2)
+    assert np.all(flat[clean] == 1.0)
+    assert not np.any((flat > 1.0 - NEGLIGIBLE) & (flat < 1.0))
+    core = np.hypot(xx - 115, yy - 60) <= 7
+    assert abs(float(np.median(flat[core])) - 0.9) < 0.01
 
 
 @pytest.mark.parametrize("method", ["local", "multiframe", "ai"])

@@ -3,7 +3,9 @@
 ``calibrated = raw / flat``. Inside the grown mask the flat is the ratio of the observed signal to
 an estimate of what that pixel would show without dust, both with the camera pedestal removed,
 clipped to ``[FLOOR, 1]`` (:data:`FLOOR` = 0.05: no real dust shadow on a sensor window passes less
-than 5 % of the light, and dividing by less would only amplify noise 20-fold). Where the dust-free
+than 5 % of the light, and dividing by less would only amplify noise 20-fold), and set to exactly 1.0
+above ``1 - NEGLIGIBLE`` (0.5 %: a darkening no eye sees, within the estimate's noise on a mask
+pixel without dust, which then stays untouched). Where the dust-free
 estimate has no measurable signal (below :data:`MIN_SIGNAL` of the plane's 99.9th percentile, e.g.
 dark sky off the limb) the attenuation cannot be measured and the flat stays 1.0.
 
@@ -72,6 +74,9 @@ METHODS = ("auto", "local", "multiframe", "ai")
 AUTO_MIN_FRAMES = 8
 BAYER = BAYER_PATTERNS
 FLOOR = 0.05
+#: Inside the mask, a flat above 1 - NEGLIGIBLE is set to exactly 1.0 (a darkening under 0.5 % is
+#: not corrected; the verifier's ``min_depth`` is the same 0.5 %: a shadow too faint to matter).
+NEGLIGIBLE = 0.005
 MIN_SIGNAL = 0.01
 DEFAULT_MULTIFRAME_FRAMES = 64
 
@@ -323,6 +328,10 @@ def synthesize_flat(reference: np.ndarray, mask: np.ndarray, method: str = "loca
 
     if feather and feather > 0:
         flat = _feather(flat, grown, feather)
+    # a darkening under NEGLIGIBLE is not corrected: no eye sees it, and a mask pixel without dust
+    # (a mask drawn wide, the grow ring) measures a flat within noise of 1.0 that would otherwise
+    # change it; those pixels stay untouched, bit for bit
+    flat[flat > np.float32(1.0 - NEGLIGIBLE)] = 1.0
 
     outside = ~grown
     check = flat[outside] if flat.ndim == 2 else flat[outside, :]

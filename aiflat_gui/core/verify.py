@@ -114,8 +114,9 @@ class VerifyParams:
     max_ring: px of context around a speck at most (the target's motion sets it).
     local_shifts: refine the target's shift per frame on each speck's crop (seeing bends the image
         locally by a pixel or more; a global shift leaves the target's edges in the residuals).
-    hug_sigmas: a pixel of a speck judged dust is part of its shadow when its own static darkening
-        (3x3 mean) is this many jackknife uncertainties deep (see :attr:`Verification.shadow`).
+    hug_sigmas, hug_seed_sigmas: a pixel of a speck judged dust is part of its shadow when its own
+        static darkening (3x3 mean) is ``hug_sigmas`` jackknife uncertainties deep and connected to
+        pixels ``hug_seed_sigmas`` deep (see :attr:`Verification.shadow`).
     search_sigmas: ``dust_sigmas`` for the specks the offline detector found by its own search (see
         the module docstring); measured on the physics scenes' tuning seeds (bench/physics_quality.py),
         4.5 refuses the false specks the detector accepted at 3.7-4.0 uncertainties and no real one.
@@ -138,6 +139,7 @@ class VerifyParams:
     max_ring: int = 32
     local_shifts: bool = True
     hug_sigmas: float = 3.0
+    hug_seed_sigmas: float = 5.0
     pattern_snr: float = 4.0
     static_px: float = 1.1
 
@@ -578,7 +580,8 @@ def _shadow_pixels(g: np.ndarray, jk: list, gmask: np.ndarray, own: np.ndarray, 
     """The pixels of ``own`` where the static shadow ``g`` (log flat) itself is significant: its
     3x3 mean (over unknowns) is darker than ``hug_sigmas`` jackknife uncertainties of that mean
     (the block replicates ``jk``, smoothed the same way; their variance over 5x5), than
-    ``min_depth`` and than ``step_depth``; holes filled (a donut's brighter middle, a wide
+    ``min_depth`` and than ``step_depth``, in connected parts darker than ``hug_seed_sigmas``
+    somewhere; holes filled (a donut's brighter middle, a wide
     shadow's interior the motion resolves less well). None without replicates."""
     if len(jk) < 2:
         return None
@@ -595,6 +598,15 @@ def _shadow_pixels(g: np.ndarray, jk: list, gmask: np.ndarray, own: np.ndarray, 
     sig = np.sqrt(np.maximum(cv2.blur(var, (5, 5)), p.sigma_floor ** 2))
     dark = -gs
     sel = own & (dark > p.hug_sigmas * sig) & (dark > p.min_depth) & (1.0 - np.exp(gs) > step_depth)
+    if sel.any():
+        # hysteresis (as Canny's edges): only the parts that reach hug_seed_sigmas somewhere; tested
+        # pixel by pixel over a wide mask, a few islands pass hug_sigmas by chance (the jackknife's
+        # few blocks make its uncertainty itself uncertain)
+        n, lab = cv2.connectedComponents(sel.view(np.uint8), connectivity=8)
+        strong = np.zeros(n, bool)
+        strong[np.unique(lab[sel & (dark > p.hug_seed_sigmas * sig)])] = True
+        strong[0] = False
+        sel = strong[lab]
     return _fill_holes(sel) if sel.any() else sel
 
 
