@@ -181,7 +181,7 @@ def _mark_off(y: np.ndarray, floor: float, off: np.ndarray) -> None:
         info = np.iinfo(y.dtype)
         if t <= info.min:
             return
-        low = np.flatnonzero((y < t).any(axis=1)) if t <= info.max else np.arange(y.shape[0])
+        low = np.flatnonzero(y.min(axis=1) < t) if t <= info.max else np.arange(y.shape[0])
     else:
         low = np.flatnonzero((y < floor).any(axis=1))
     if low.size == 0:
@@ -1152,9 +1152,20 @@ def _ridge(a: np.ndarray, sigma: float) -> np.ndarray:
     dxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
     dyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3, borderType=cv2.BORDER_REFLECT)
     dxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, borderType=cv2.BORDER_REFLECT)
-    half = 0.5 * (dxx + dyy)
-    lam_min = half - np.sqrt(0.25 * (dxx - dyy) ** 2 + dxy * dxy)
-    return (-lam_min * (sigma * sigma)).astype(np.float32)
+    # -(0.5 (dxx + dyy) - sqrt(0.25 (dxx - dyy)^2 + dxy^2)) sigma^2, in place (the same float32
+    # operations in the same order, without the full-frame temporaries)
+    t = np.subtract(dxx, dyy)
+    np.square(t, out=t)
+    t *= 0.25
+    np.square(dxy, out=dxy)
+    t += dxy
+    np.sqrt(t, out=t)
+    lam_min = np.add(dxx, dyy, out=dxx)
+    lam_min *= 0.5
+    lam_min -= t
+    np.negative(lam_min, out=lam_min)
+    lam_min *= sigma * sigma
+    return lam_min
 
 
 def _cubic_taps(f: float) -> np.ndarray:
