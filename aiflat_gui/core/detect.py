@@ -876,16 +876,14 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
         if low_bits:
             floor_map = QUANT_ADU_8BIT / np.maximum(_nblur(np.maximum(yref, floor), bg_sigma, on), 1.0)
         dust = med - base
+        # (each judge measures half its candidates' own motion in the side thread)
+        judged = _judge_static(score, extent, valid, dust, None if halves is None else halves - base,
+                               floor_map, slots=slots, plain=plain, pool=side)
         if cd is not None:
             # the reference's candidates on their own (merged with the separation's, a speck
-            # would vouch for the moving structure beside it, or the other way round), judged in
-            # the side thread meanwhile
-            ref_judged = side.submit(_judge_static, rscore, rext, valid, dust, None, floor_map, slots=slots,
-                                     plain=plain, ref_dip=cd)
-        judged = _judge_static(score, extent, valid, dust, None if halves is None else halves - base,
-                               floor_map, slots=slots, plain=plain)
-        if cd is not None:
-            rj = ref_judged.result()
+            # would vouch for the moving structure beside it, or the other way round)
+            rj = _judge_static(rscore, rext, valid, dust, None, floor_map, slots=slots, plain=plain, ref_dip=cd,
+                               pool=side)
             judged["reference_candidates"] = rj.get("candidates", 0)
             judged["reference_kept"] = rj.get("kept", 0)
             np.maximum(score, rscore, out=score)
@@ -969,7 +967,8 @@ def _hug(score: np.ndarray, extent: np.ndarray, dip: np.ndarray) -> None:
 
 
 def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats: np.ndarray,
-                idx: np.ndarray, reach: int = 3) -> np.ndarray:
+                idx: np.ndarray, reach: int = 3,
+                pool: Optional[ThreadPoolExecutor] = None) -> tuple[np.ndarray, np.ndarray]:
     """For each candidate ``i`` in ``idx`` (a component of ``labels``), how far (px rms) its own
     darkening pattern moves from slot to slot in sensor coordinates: the candidate's profile in the
     temporal median (``plain``, high-passed, on the candidate grown by 3 px, zero mean) is
@@ -977,13 +976,14 @@ def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats:
     median is returned (NaN where the crop would leave the frame). Dust is a static shadow: its
     pattern stays put whatever the target does (drift, seeing). A feature of the target moves
     with it, by the drift and by the local seeing warp, even when the target as a whole did not
-    drift."""
+    drift. With ``pool``, half the candidates are measured in its thread meanwhile."""
     k, h, w = slots.shape
     out = np.full(len(stats), np.nan)
     snr = np.zeros(len(stats))
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
     R = int(reach)
-    for i in idx:
+
+    def one(i: int) -> None:
         x0, y0, bw, bh = (int(v) for v in stats[i, :4])
         m = 3 + R
         xa, ya, xb, yb = x0 - m, y0 - m, x0 + bw + m, y0 + bh + m
@@ -1003,10 +1003,10 @@ def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats:
         t = hp[R:-R, R:-R]
         n_w = float(win.sum())
         if n_w < 4:
-            continue
+            return
         t = (t - float((t * win).sum()) / n_w) * win
         if float(np.abs(t).sum()) <= 0:
-            continue
+            return
         g = max(1, int(MOTION_GROUP))
         d = np.empty(((k + g - 1) // g, 2))
         # (every slot's crop in one cast; a group's sum is reflected at the frame's edge once:
@@ -1030,13 +1030,24 @@ def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats:
             inner = hp_last[R:-R, R:-R] if hp_last.shape != t.shape else hp_last
             sd = float(np.std(inner[rest])) * math.sqrt(n_w)
             snr[i] = float(np.sqrt((t * t).sum())) / max(sd, 1e-9) * math.sqrt(len(d))
+
+    def run(part: np.ndarray) -> None:
+        for i in part:
+            one(int(i))
+
+    if pool is not None and len(idx) > 1:
+        job = pool.submit(run, idx[1::2])
+        run(idx[0::2])
+        job.result()
+    else:
+        run(idx)
     return out, snr
 
 
 def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust: np.ndarray,
                   halves: Optional[np.ndarray], floor_map: Optional[np.ndarray] = None,
                   slots: Optional[np.ndarray] = None, plain: Optional[np.ndarray] = None,
-                  ref_dip: Optional[np.ndarray] = None) -> dict:
+                  ref_dip: Optional[np.ndarray] = None, pool: Optional[ThreadPoolExecutor] = None) -> dict:
     """Sequence mode: judge every candidate (a connected region of the most sensitive mask) by the
     physics of dust, in place: a candidate whose darkening is not that of a static shadow gets a
     score and extent of 0, so no sensitivity marks it. Kept: a mean darkening of at least
@@ -1087,7 +1098,7 @@ def _judge_static(score: np.ndarray, extent: np.ndarray, valid: np.ndarray, dust
         # reference's candidates deep enough there; the separation's deep enough and not already
         # refused by the halves)
         worth = np.flatnonzero(refpeak >= need if ref_dip is not None else (peak >= need) & ~unstable)
-        motion, snr = _own_motion(slots, plain, labels, stats, worth[worth > 0])
+        motion, snr = _own_motion(slots, plain, labels, stats, worth[worth > 0], pool=pool)
     if slots is not None and plain is not None:
         if ref_dip is not None:
             # the reference's candidates must show themselves static: their own pattern stays put
