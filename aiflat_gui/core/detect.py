@@ -751,8 +751,10 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
             # log intensity, exposure-normalised: dust adds a fixed dip, the sun moves. The sky is
             # floored at the off-disc threshold: its noise (huge in log units) and the limb's full
             # step would otherwise ring through the interpolation of the sun/sensor separation.
-            ly = np.log(np.maximum(y, lfloor))
-            to_f16(_blur(median_1d(ly.ravel()[first.result()[2]]) - ly, PRESMOOTH), stack[n_i])
+            # (in place: y is this slot's own array, not used after the drift)
+            ly = np.log(np.maximum(y, lfloor, out=y), out=y)
+            lev = median_1d(ly.ravel()[first.result()[2]])
+            to_f16(_blur(np.subtract(lev, ly, out=ly), PRESMOOTH), stack[n_i])
 
         done = 0
         # (where each frame is off the disc, joined with the reference's below)
@@ -777,7 +779,9 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
                     else:
                         cv2.accumulate(y, acc)  # (acc += y in float32, as numpy adds)
                     done += 1
-                y = acc / len(group) if len(group) > 1 else acc
+                if len(group) > 1:
+                    acc /= len(group)
+                y = acc
                 if len(pending) >= 2:
                     pending.popleft().result()
                 pending.append(pool.submit(to_slot, n_i, y))
