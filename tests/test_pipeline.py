@@ -43,6 +43,27 @@ def test_run_pipeline_with_a_mask(demo, tmp_path):
     assert seen[-1] == 1.0
 
 
+def test_run_pipeline_verifies_the_detectors_specks_as_searched(demo, tmp_path, monkeypatch):
+    """The offline detector's mask reaches the verifier as "searched" (core.verify's search_sigmas:
+    its specks need stronger evidence); a mask file is one hypothesis per speck."""
+    import aiflat_gui.pipeline as pl
+
+    seen = []
+    real = pl.verify_step
+
+    def spy(mask, seq, *a, searched=None, **k):
+        seen.append((np.asarray(mask, bool).copy(), searched))
+        return real(mask, seq, *a, searched=searched, **k)
+
+    monkeypatch.setattr(pl, "verify_step", spy)
+    res = run_pipeline(demo["sequence"], tmp_path / "det")
+    mask, searched = seen[-1]
+    assert searched is not None and np.array_equal(searched, mask)
+    assert np.array_equal(mask, read_image(res["mask"]) > 0)
+    run_pipeline(demo["sequence"], tmp_path / "file", mask_path=demo["mask"])
+    assert seen[-1][1] is None
+
+
 def test_run_pipeline_other_format_and_ai_clean(demo, tmp_path):
     # the truth's clean signal from the generator itself (clean.fits is written with its axes swapped)
     clean = generate_demo(frames=8, width=128, height=96, seed=4, difficulty="easy").clean
