@@ -964,15 +964,15 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     pos[hidx] = np.arange(len(hidx))
     mask2d = num.reshape(h, w) >= 0
     dist = cv2.distanceTransform((~mask2d).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).reshape(-1)
-    # per frame: which halo pixels are above the signal floor, and their log signal (float32,
-    # what the rows interpolate); the appended column is what a halo position of -1 (outside the
-    # halo or the frame) reads: not valid
-    validp = np.zeros((K, vals.shape[1] + 1), dtype=bool)
-    valsp = np.zeros((K, vals.shape[1] + 1), dtype=np.float32)
+    # per frame: the log signal of the halo pixels (float32, what the rows interpolate), NaN where
+    # it is not above the signal floor: a row reading such a pixel comes out NaN, whatever its
+    # weights, and is no equation; the appended column is what a halo position of -1 (outside the
+    # halo or the frame) reads: NaN
+    valsp = np.full((K, vals.shape[1] + 1), np.nan, dtype=np.float32)
     for k in range(K):  # frame by frame: no float64 copy of every frame's halo at once
         v = vals[k].astype(np.float64) - pedestal
-        validp[k, :-1] = v > min_signal
-        valsp[k, :-1] = np.log(np.maximum(v, min_signal))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            valsp[k, :-1] = np.where(v > min_signal, np.log(np.maximum(v, min_signal)), np.nan)
         del v
     del vals  # the caller hands its only reference over: the raw halo values go now
     hdist = dist[hidx]
@@ -1104,8 +1104,10 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
     del m4
     hp = (hys + mg) * Wp + (hxs + mg)  # the halo pixels (distance order), padded numbering
     hown = np.where(num[hsorted] >= 0, num[hsorted], n)  # n: not an unknown
-    num_pn = np.where(num_p >= 0, num_p, n).astype(np.int32)  # int32: half the bytes to gather
-    pos_p = pos_p.astype(np.int32)
+    # a padded pixel's unknown number (n: none) and halo position (-1: none) in one word: one gather
+    # per corner instead of two
+    packed = (pos_p.astype(np.int64) << 32) | np.where(num_p >= 0, num_p, n)
+    del num_p, pos_p
     hpc = order  # their positions in the halo arrays
     corner = np.array([0, 1, Wp, Wp + 1])
     if local is not None:
@@ -1162,16 +1164,17 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
                 fx, fy = dx - ox, dy - oy
                 wmat = np.broadcast_to(np.array([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy],
                                                 np.float32), (len(r1), 4))
-            cb = base[:, None] + corner
-            cnum = num_pn[cb]  # n: no unknown
-            cpos = pos_p[cb]
-            # a row's four corners as one 32-bit word: any / all without numpy's slow short-axis
-            # reductions
+            cw = packed[base[:, None] + corner]
+            cnum = cw & 0xFFFFFFFF  # n: no unknown
+            cpos = cw >> 32
+            del cw
+            # a row's four corners as one 32-bit word: "any" without numpy's slow short-axis reductions
             involved = (own < n) | (((cnum < n) & (wmat > 0)).view(np.uint32).ravel() != 0)
-            good = validp[k][pc] & (validp[j][cpos].view(np.uint32).ravel() == 0x01010101)
             # log raw_k(x) - interp log raw_j(x + d) (the rows' left side interpolates g = log flat
-            # the same way), 0 on the rows that are not equations; unknown n collects the rest
+            # the same way): NaN where a pixel it reads is not valid; 0 on the rows that are not
+            # equations; unknown n collects the rest
             b = valsp[k][pc] - np.einsum("ij,ij->i", wmat, valsp[j][cpos])
+            good = ~np.isnan(b)
             b[~(good & involved)] = 0.0
             part += np.bincount(own, weights=b, minlength=n + 1)
             part -= np.bincount(cnum.ravel(), weights=(wmat * b[:, None]).ravel(), minlength=n + 1)
