@@ -778,12 +778,16 @@ class _LocalShifts:
 #: not used (the halo of pixels kept per frame extends that far around the mask).
 MIN_PAIR_SHIFT = 0.7
 MAX_PAIR_SHIFT = 24.0
-#: Pairs used at most (:func:`_balanced_pairs` picks them; each costs ~45 ms of CPU at 1920x1200
-#: with ~135 k dust pixels). The flat's error is set by the frames far more than by the pairs: on
-#: the bench video (64 frames) 150 pairs instead of 300 left the error on the dust at 0.00558
-#: instead of 0.00548 (100 pairs 0.0061, 32 frames with 300 pairs 0.0066), bench/flat_seeing.py
-#: and bench/flat_methods.py were unchanged within a point, and the self-flat took 40 % less time.
-MAX_PAIRS = 150
+#: Pairs used at most (:func:`_balanced_pairs` picks them): :data:`MAX_PAIRS`, fewer when pairs
+#: times unknowns would pass :data:`PAIR_BUDGET` (a pair costs ~0.3 us of CPU per unknown; ~45 ms
+#: at 1920x1200 with ~135 k dust pixels), never fewer than :data:`MIN_PAIRS`. The flat's error is
+#: set by the frames far more than by the pairs: on the bench video (64 frames) 150 pairs instead
+#: of 300 left the error on the dust at 0.00558 instead of 0.00548 (100 pairs 0.0061; 32 frames
+#: with 300 pairs 0.0066) for 40 % less self-flat time; on small demos 150 pairs cost up to ~5 %
+#: of error, where 300 pairs are cheap anyway.
+MAX_PAIRS = 300
+MIN_PAIRS = 150
+PAIR_BUDGET = 20_000_000
 #: Weight of the per-frame-fill prior relative to the data term (per unknown, relative to the
 #: median data weight): the prior only decides where the frames' motion says nothing.
 PRIOR_WEIGHT = 0.002
@@ -964,8 +968,9 @@ def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min
                     pairs.append((k, j))
     if len(pairs) < 8:
         return None
-    if len(pairs) > MAX_PAIRS:
-        pairs = _balanced_pairs(pairs, K, MAX_PAIRS)
+    cap = int(np.clip(PAIR_BUDGET // max(n, 1), MIN_PAIRS, MAX_PAIRS))
+    if len(pairs) > cap:
+        pairs = _balanced_pairs(pairs, K, cap)
     P = len(pairs)
     pk = np.array([p[0] for p in pairs])
     pj = np.array([p[1] for p in pairs])
