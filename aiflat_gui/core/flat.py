@@ -28,10 +28,13 @@ Methods (the dust-free estimate):
     the problem well posed even for drifts smaller than the specks (classical KLL needs large,
     deliberate offsets). A weak pull toward the prior (:data:`PRIOR_WEIGHT`) decides where the
     motion says nothing; with too little motion (fewer than 8 frame pairs moved by 0.7 px) the prior
-    is the result. On the demo it cuts the flat error 2-4x against ``local`` when the sun drifts
+    is the result. Frame pairs: up to :data:`MAX_PAIRS` (300), fewer for large masks
+    (:data:`PAIR_BUDGET`; 150 at 1920x1200 with ~135 k dust pixels), chosen so that every frame is
+    in about as many. On the demo it cuts the flat error 2-4x against ``local`` when the sun drifts
     a few pixels; with ~1-2 px of drift under strong seeing it is no better than ``local``.
     Registration (:class:`_Registrar`): phase correlation refined by ECC alignment, first against
-    the temporal median, then against the mean of the frames aligned by that first pass (the
+    the temporal median, then against the mean of the frames aligned by that first pass (at most
+    :data:`SHARPEN_FRAMES` = 32 of them, evenly spaced; the
     median of a drifting sun is smeared along the drift and shifts measured against it come out
     short: the `aiflat demo` default went from 94.8 % to 98.7 % removed); the precision of the
     shifts is what limits this method (with the demo's true
