@@ -104,6 +104,7 @@ def _task(k: int, src: Path, stem: str, job: _Job) -> BatchItem:
         hold = job.hold.get(src.name)
         if hold and fraction >= 1.0 and not state["held"]:  # the output is complete, not yet renamed
             state["held"] = True
+            open(f"{hold}.waiting", "w").close()  # (tells the test which outputs are held)
             end = time.monotonic() + 120.0
             while os.path.exists(hold) and time.monotonic() < end:
                 time.sleep(0.05)

@@ -163,30 +163,46 @@ KILLED_RUN = textwrap.dedent("""
     import sys
     from aiflat_gui.cluster import cluster_batch
     if __name__ == "__main__":
-        inputs, flat, out, hold = sys.argv[1].split(","), sys.argv[2], sys.argv[3], sys.argv[4]
-        cluster_batch(inputs, flat, out, "local:2", _hold={n: hold for n in sys.argv[5].split(",")})
+        inputs, flat, out = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
+        cluster_batch(inputs, flat, out, "local:2", _hold=dict(kv.split("=", 1) for kv in sys.argv[4].split(",")))
 """)
 
 
 def test_resume_after_a_killed_run_finishes_only_what_was_missing(session, cluster, tmp_path):
     inputs = sorted(session["in"].glob("v1*.ser")) + [session["in"] / "v20.ser"]  # 6 files
-    held = [p.name for p in inputs[2:]]
-    hold = tmp_path / "hold"
-    hold.touch()
+    # every output is held once complete (before its rename) until the test lets it go; the two
+    # that get there first are let go (whichever they are: the scheduler's order is not fixed), the
+    # next two stay held, complete under their temporary names, when the run is killed
+    holds = {p.name: tmp_path / f"hold-{p.name}" for p in inputs}
+    for h in holds.values():
+        h.touch()
+
+    def waiting():
+        return {n for n, h in holds.items() if Path(f"{h}.waiting").exists()}
+
     out = tmp_path / "out"
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN)
     proc = subprocess.Popen([sys.executable, str(script), ",".join(map(str, inputs)), str(session["flat"]), str(out),
-                             str(hold), ",".join(held)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             ",".join(f"{n}={h}" for n, h in holds.items())], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    released: set = set()
     try:
         deadline = time.monotonic() + 150
-        # two outputs renamed into place with their receipts, and two complete temporary outputs held
-        while time.monotonic() < deadline and not (len(list(out.glob("*.ser"))) == 2 and len(partials(out)) == 2
+        while time.monotonic() < deadline and len(waiting()) < 2:
+            assert proc.poll() is None
+            time.sleep(0.1)
+        released = set(sorted(waiting())[:2])
+        assert len(released) == 2
+        for n in released:
+            holds[n].unlink()
+        # the two outputs renamed into place with their receipts, and two more complete ones held
+        while time.monotonic() < deadline and not (len(list(out.glob("*.ser"))) == 2
+                                                   and len(waiting() - released) == 2
                                                    and len(list(out.glob(".aiflat-receipts/*.json"))) == 2):
             assert proc.poll() is None
             time.sleep(0.1)
-        assert len(partials(out)) == 2
+        assert len(waiting() - released) == 2 and len(partials(out)) == 2
     finally:
         tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         for pid in tree:
@@ -195,16 +211,17 @@ def test_resume_after_a_killed_run_finishes_only_what_was_missing(session, clust
             except ProcessLookupError:
                 pass
         proc.wait(30)
-        hold.unlink()
+        for h in holds.values():
+            h.unlink(missing_ok=True)
     first = {p.name: p.stat() for p in out.glob("*.ser")}
-    assert sorted(first) == [f"{p.stem}_calibrated.ser" for p in inputs[:2]]
+    assert sorted(first) == sorted(f"{Path(n).stem}_calibrated.ser" for n in released)
     stale = partials(out)
     stem = tmp_path / "resumed"
     rc = main(["-q", "batch", *map(str, inputs), "--flat", str(session["flat"]), "-o", str(out), "--resume",
                "--cluster", cluster.scheduler_address, "--report", str(stem)])
     assert rc == 0
     rows = {Path(r["file"]).name: r for r in json.loads(stem.with_suffix(".json").read_text())["items"]}
-    assert [rows[p.name]["status"] for p in inputs] == ["kept"] * 2 + ["ok"] * 4
+    assert [rows[p.name]["status"] for p in inputs] == ["kept" if p.name in released else "ok" for p in inputs]
     for name, st in first.items():  # the complete outputs were not rewritten
         now = (out / name).stat()
         assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
