@@ -274,7 +274,7 @@ def _verified(args, seq):
     def check(mask):
         outcome = verify_step(mask, seq, _verify_options(args), progress=_progress(args, "verify"))
         _tell_verify(args, outcome)
-        return outcome.mask
+        return outcome
 
     return check
 
@@ -291,9 +291,10 @@ def cmd_flat(args) -> int:
         if args.method == "ai" and not args.clean:
             raise InputError("--method ai needs --clean CLEAN (the AI's dust-free image)")
         clean = read_image(args.clean) if args.clean else None
-        mask = _verified(args, seq)(mask)
+        outcome = _verified(args, seq)(mask)
         ref = _reference_for(args, seq)
-        flat = build_flat(seq, ref, mask, _flat_params(args), clean=clean, progress=_progress(args, "flat"))
+        flat = build_flat(seq, ref, outcome.mask, _flat_params(args), clean=clean, progress=_progress(args, "flat"),
+                          measured=outcome.measured)
     write_flat(args.output, flat, args.pedestal)
     _say(args, f"flat       {args.output}")
     return 0

@@ -172,15 +172,26 @@ def request_clean(provider, source, reference: np.ndarray, mask: np.ndarray, gro
 
 
 def build_flat(source, reference: np.ndarray, mask: np.ndarray, params: Optional[FlatParams] = None,
-               clean: Optional[np.ndarray] = None, progress: Optional[ProgressFn] = None) -> np.ndarray:
-    """The flat: exactly 1.0 outside the mask grown by ``params.grow``."""
+               clean: Optional[np.ndarray] = None, progress: Optional[ProgressFn] = None,
+               measured: Optional[np.ndarray] = None) -> np.ndarray:
+    """The flat: exactly 1.0 outside the mask grown by ``params.grow``. ``measured``: the pixels of
+    ``mask`` whose outline the video measured (:attr:`VerifyOutcome.measured`): the flat is
+    solved on the grown mask as always, but is exactly 1.0 around them (the margin is for
+    outlines someone drew, not for measured shadows)."""
     from .core.flat import synthesize_flat
+    from .core.mask import grow as grow_mask
 
     p = params or FlatParams()
     with _opened(source) as seq:
-        return synthesize_flat(reference, mask, method=p.method, sequence=seq, clean=clean, grow=p.grow,
+        flat = synthesize_flat(reference, mask, method=p.method, sequence=seq, clean=clean, grow=p.grow,
                                feather=p.feather, pedestal=p.pedestal, color=seq.color, progress=progress,
                                max_frames=p.frames())
+    if measured is not None and p.grow > 0:
+        exact = np.asarray(measured, dtype=bool) & np.asarray(mask, dtype=bool)
+        if exact.any():
+            support = exact | grow_mask(np.asarray(mask, dtype=bool) & ~exact, p.grow)
+            flat[~support] = 1.0
+    return flat
 
 
 def preview_calibrator(flat: np.ndarray, seq, pedestal: float = FlatParams.pedestal) -> FrameCalibrator:
@@ -234,10 +245,10 @@ EMPTY_MASK_NOTE = ("mask is empty (no dust marked); the flat is 1.0 everywhere, 
 def flat_from_mask_file(seq, mask_path: str | os.PathLike, params: Optional[FlatParams] = None,
                         reference: Optional[ReferenceParams] = None, progress: Optional[ProgressFn] = None,
                         warn: Optional[Callable[[str], None]] = None,
-                        mask_filter: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
+                        mask_filter: Optional[Callable[[np.ndarray], "VerifyOutcome"]] = None) -> np.ndarray:
     """Reference of ``seq`` + the mask file -> a flat fitted to ``seq``. ``warn`` gets each warning
     about the mask (e.g. that it was resampled to the frame size). ``mask_filter`` (the verify
-    step) maps the loaded mask to the one the flat is built from. An empty mask (or none left after
+    step) maps the loaded mask to a :class:`VerifyOutcome` (the mask the flat is built from). An empty mask (or none left after
     verification) gives a flat of exactly 1.0 without a reference."""
     mask, warnings = load_mask(mask_path, (seq.height, seq.width))
     for w in warnings:
@@ -249,15 +260,17 @@ def flat_from_mask_file(seq, mask_path: str | os.PathLike, params: Optional[Flat
             warn(EMPTY_MASK_NOTE)
         report(progress, 1.0, "empty mask: flat is 1.0")
         return fit_flat(ones, seq)
+    measured = None
     if mask_filter is not None:
-        mask = mask_filter(mask)
+        outcome = mask_filter(mask)
+        mask, measured = outcome.mask, outcome.measured
         if not np.asarray(mask).any():
             if warn is not None:
                 warn("no speck of the mask is left after verification; " + EMPTY_MASK_NOTE.split("; ", 1)[1])
             report(progress, 1.0, "empty mask: flat is 1.0")
             return fit_flat(ones, seq)
     ref = compute_reference(seq, reference, progress=sub_progress(progress, 0.0, 0.6))
-    flat = build_flat(seq, ref, mask, params, progress=sub_progress(progress, 0.6, 1.0))
+    flat = build_flat(seq, ref, mask, params, progress=sub_progress(progress, 0.6, 1.0), measured=measured)
     return fit_flat(flat, seq)
 
 
@@ -438,13 +451,17 @@ class VerifyOutcome:
     """``mask``: what the flat is built from (the user's mask minus the refused specks; the user's
     mask itself is untouched); ``refused``: the checks of the specks left out; ``verification``:
     every check (None when the step was skipped); ``trimmed``: pixels of specks judged dust left
-    out because the video shows no shadow there (the mask drawn wider than the dust)."""
+    out because the video shows no shadow there (the mask drawn wider than the dust); ``mask`` may also
+    hold a measured shadow's faint rim up to 2 px outside the user's mask (``measured``)."""
 
     mask: np.ndarray
     refused: list = field(default_factory=list)
     verification: Any = None
     skipped: bool = False
     trimmed: int = 0
+    #: the pixels of ``mask`` outlined by their measured shadow (:func:`verified_mask`); pass it to
+    #: :func:`build_flat`, which then adds no margin around them
+    measured: Optional[np.ndarray] = None
 
     def summary(self) -> str:
         """One line: what was checked and what came out."""
@@ -476,13 +493,14 @@ class VerifyOutcome:
 
 
 def verified_mask(mask: np.ndarray, verification, overrides: Optional[dict] = None,
-                  keep_unverified: bool = False) -> tuple[np.ndarray, list]:
+                  keep_unverified: bool = False) -> tuple[np.ndarray, list, np.ndarray]:
     """The mask a flat is built from after a verification (and the user's overrides: {speck
-    anchor (x, y): "dust" | "not dust"}), and the refused checks. The GUI keeps the verification
-    while the user edits; specks added since are kept."""
-    from .core.verify import apply_verdicts
+    anchor (x, y): "dust" | "not dust"}), the refused checks, and the pixels of that mask outlined
+    by their measured shadow (for :func:`build_flat`'s ``measured``). The GUI keeps the
+    verification while the user edits; specks added since are kept."""
+    from .core.verify import verdicts_with_outlines
 
-    return apply_verdicts(mask, verification, overrides, keep_unverified=keep_unverified)
+    return verdicts_with_outlines(mask, verification, overrides, keep_unverified=keep_unverified)
 
 
 def trimmed_pixels(mask: np.ndarray, kept: np.ndarray, refused: list) -> int:
@@ -506,8 +524,9 @@ def verify_step(mask: np.ndarray, sequence, options: Optional[VerifyOptions] = N
         report(progress, 1.0, "verification skipped")
         return VerifyOutcome(mask=m.copy(), skipped=True)
     ver = verify_mask(m, sequence, VerifyParams(max_frames=opts.max_frames), progress=progress, searched=searched)
-    kept, refused = verified_mask(m, ver, overrides, keep_unverified=opts.keep_unverified)
-    return VerifyOutcome(mask=kept, refused=refused, verification=ver, trimmed=trimmed_pixels(m, kept, refused))
+    kept, refused, measured = verified_mask(m, ver, overrides, keep_unverified=opts.keep_unverified)
+    return VerifyOutcome(mask=kept, refused=refused, verification=ver, trimmed=trimmed_pixels(m, kept, refused),
+                         measured=measured)
 
 
 def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Optional[MaskParams] = None,
@@ -585,7 +604,8 @@ def run_pipeline(path: str | os.PathLike, out_dir: str | os.PathLike, mask: Opti
         result["verify"] = checked
         m = checked.mask
         # 4. flat
-        f = build_flat(seq, ref, m, fp, clean=clean, progress=sub_progress(progress, 0.5, 0.55))
+        f = build_flat(seq, ref, m, fp, clean=clean, progress=sub_progress(progress, 0.5, 0.55),
+                       measured=checked.measured)
         result["flat"] = write_flat(out / "flat.fits", f, fp.pedestal)
         # 5. calibrated copy
         stats = calibrate_sequence(seq, f, out / cal_name, fmt=fmt, pedestal=fp.pedestal,

@@ -25,7 +25,7 @@ from aiflat_gui.core.mask import grow
 from aiflat_gui.core.reference import compute_reference
 from aiflat_gui.core.verify import DUST, NOT_DUST, UNVERIFIED
 from aiflat_gui.io import ArraySequence
-from aiflat_gui.pipeline import verify_step
+from aiflat_gui.pipeline import FlatParams, build_flat, verify_step
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-data"
 GROW = 2
@@ -98,7 +98,7 @@ def _run(sim, frames, mask):
     seq = ArraySequence(frames)
     outcome = verify_step(mask, seq)
     ref = compute_reference(seq)
-    flat = synthesize_flat(ref, outcome.mask, method="auto", sequence=seq, grow=GROW)
+    flat = build_flat(seq, ref, outcome.mask, FlatParams(grow=GROW), measured=outcome.measured)
     full = 255.0 if frames.dtype == np.uint8 else 65535.0
     cal = calibrate_array(frames, flat, limits=(0.0, full))
     true = sim.mask
@@ -223,11 +223,30 @@ def test_real_lunar_video_a_mask_on_crater_shadows_is_refused(moon_scan):
     assert np.all(flat == 1.0)
 
 
+def test_a_measured_shadow_gets_no_margin():
+    """The true mask: of each speck judged dust the flat gets exactly the pixels where the video
+    shows its shadow, and no margin around them (a 2 px margin used to change ~450 clean pixels by
+    a fraction of a percent); a mask drawn 1 px too tight gains back the rim the video measures."""
+    sim, frames = _sim(TUNING_SEEDS[0])
+    true = sim.mask
+    clean = sim.flat == 1.0
+    outcome, removed, changed = _run(sim, frames, true)
+    assert outcome.measured is not None and outcome.measured.any()
+    assert int((changed & ~grow(true, 1)).sum()) == 0
+    assert int((changed & clean).sum()) <= 10, int((changed & clean).sum())
+    assert removed >= 0.95, removed
+    tight = true & ~grow(~true, 1)
+    outcome, removed, changed = _run(sim, frames, tight)
+    assert int((outcome.mask & ~tight).sum()) > 100  # the rim, measured
+    assert int((changed & ~grow(true, 1)).sum()) == 0
+    assert removed >= 0.94, removed
+
+
 def test_a_careless_stroke_changes_only_the_dust_under_it():
     """Every speck outlined 8 px too wide (a quick brush stroke, a generous AI outline): the
     verifier keeps, of each speck judged dust, only the pixels where the video shows its static
-    shadow, so the flat leaves the ring of clean sun around it alone (the flat's own 2 px margin
-    stays); a "dust" override keeps what the user drew whole."""
+    shadow, so the flat leaves the ring of clean sun around it alone (and adds no margin to a
+    measured shadow); a "dust" override keeps what the user drew whole."""
     from aiflat_gui.core.verify import apply_verdicts
 
     sim, frames = _sim(TUNING_SEEDS[0])

@@ -40,7 +40,10 @@ so its pixels keep a flat of exactly 1.0, unless the user overrides the verdict;
 ``unverified`` one when the video could verify (it moved), unless the caller keeps unverified
 specks: the flat then only corrects what the video shows to be dust. With a single image or
 frames that never moved nothing can be verified and nothing is refused. The user's mask itself is
-never changed.
+never changed. Of a speck judged dust (not overridden), the flat gets exactly the pixels where the
+video shows its shadow (:attr:`Verification.shadow`: inside the speck, and its faint rim up to
+:data:`G_GROW` px outside it) and no margin around them (:func:`verdicts_with_outlines`): a mask
+drawn wider than the dust, or a rim the flat's margin would add, changes no clean pixel.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ from ..errors import InputError
 from ..progress import ProgressFn, report
 from .peaks import subpixel_peak
 
-__all__ = ["VerifyParams", "SpeckCheck", "Verification", "verify_mask", "apply_verdicts", "effective_verdict",
-           "refuses", "with_overrides", "DUST", "NOT_DUST", "UNVERIFIED", "VERDICTS"]
+__all__ = ["VerifyParams", "SpeckCheck", "Verification", "verify_mask", "apply_verdicts", "verdicts_with_outlines",
+           "effective_verdict", "refuses", "with_overrides", "DUST", "NOT_DUST", "UNVERIFIED", "VERDICTS"]
 
 DUST = "dust"
 NOT_DUST = "not dust"
@@ -114,9 +117,13 @@ class VerifyParams:
     max_ring: px of context around a speck at most (the target's motion sets it).
     local_shifts: refine the target's shift per frame on each speck's crop (seeing bends the image
         locally by a pixel or more; a global shift leaves the target's edges in the residuals).
-    hug_sigmas, hug_seed_sigmas: a pixel of a speck judged dust is part of its shadow when its own
-        static darkening (3x3 mean) is ``hug_sigmas`` jackknife uncertainties deep and connected to
-        pixels ``hug_seed_sigmas`` deep (see :attr:`Verification.shadow`).
+    hug_sigmas, hug_seed_sigmas, edge_sigmas: a pixel of a speck judged dust, or within
+        :data:`G_GROW` px of it, is part of its shadow when its static darkening (3x3 mean) is
+        ``hug_sigmas`` jackknife uncertainties of that mean deep, its own darkening at least
+        ``edge_sigmas`` of them (about one uncertainty of a single pixel: the 3x3 mean spreads a
+        deep shadow's edge one pixel outward), and it is connected to pixels ``hug_seed_sigmas``
+        deep (see :attr:`Verification.shadow`); outside the speck also ``rim_fraction`` of the
+        speck's measured depth deep.
     search_sigmas: ``dust_sigmas`` for the specks the offline detector found by its own search (see
         the module docstring); measured on the physics scenes' tuning seeds (bench/physics_quality.py),
         4.5 refuses the false specks the detector accepted at 3.7-4.0 uncertainties and no real one.
@@ -140,6 +147,8 @@ class VerifyParams:
     local_shifts: bool = True
     hug_sigmas: float = 3.0
     hug_seed_sigmas: float = 5.0
+    edge_sigmas: float = 3.0
+    rim_fraction: float = 0.25
     pattern_snr: float = 4.0
     static_px: float = 1.1
 
@@ -184,8 +193,9 @@ class Verification:
     motion: float = 0.0
     note: str = ""
     shifts: Optional[np.ndarray] = None
-    #: bool (H, W): the pixels of the specks judged dust where the video shows the static shadow
-    #: itself (:func:`_shadow_pixels`); None when nothing was measured
+    #: bool (H, W): the pixels of the specks judged dust, and of the :data:`G_GROW` px around
+    #: them, where the video shows the static shadow itself (:func:`_shadow_pixels`); None when
+    #: nothing was measured
     shadow: Optional[np.ndarray] = None
 
     def count(self, verdict: str) -> int:
@@ -576,13 +586,15 @@ def _fill_holes(m: np.ndarray) -> np.ndarray:
 
 
 def _shadow_pixels(g: np.ndarray, jk: list, gmask: np.ndarray, own: np.ndarray, p: VerifyParams,
-                   step_depth: float) -> Optional[np.ndarray]:
-    """The pixels of ``own`` where the static shadow ``g`` (log flat) itself is significant: its
-    3x3 mean (over unknowns) is darker than ``hug_sigmas`` jackknife uncertainties of that mean
-    (the block replicates ``jk``, smoothed the same way; their variance over 5x5), than
-    ``min_depth`` and than ``step_depth``, in connected parts darker than ``hug_seed_sigmas``
-    somewhere; holes filled (a donut's brighter middle, a wide
-    shadow's interior the motion resolves less well). None without replicates."""
+                   step_depth: float, depth: float) -> Optional[np.ndarray]:
+    """The pixels of ``own`` grown by :data:`G_GROW` px (within the unknowns ``gmask``: a faint
+    rim the mask missed) where the static shadow ``g`` (log flat) itself is significant: its 3x3
+    mean (over unknowns) is darker than ``hug_sigmas`` jackknife uncertainties of that mean (the
+    block replicates ``jk``, smoothed the same way; their variance over 5x5), than ``min_depth``
+    and than ``step_depth``, the pixel's own ``g`` darker than ``edge_sigmas`` of them (outside
+    ``own`` also darker than ``rim_fraction`` of the speck's ``depth``), in
+    connected parts darker than ``hug_seed_sigmas`` somewhere; holes filled (a donut's brighter
+    middle, a wide shadow's interior the motion resolves less well). None without replicates."""
     if len(jk) < 2:
         return None
     wm = gmask.astype(np.float64)
@@ -597,7 +609,11 @@ def _shadow_pixels(g: np.ndarray, jk: list, gmask: np.ndarray, own: np.ndarray, 
     var = (n - 1) / n * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0)
     sig = np.sqrt(np.maximum(cv2.blur(var, (5, 5)), p.sigma_floor ** 2))
     dark = -gs
-    sel = own & (dark > p.hug_sigmas * sig) & (dark > p.min_depth) & (1.0 - np.exp(gs) > step_depth)
+    # a rim pixel outside the speck also needs rim_fraction of the speck's depth: just outside a
+    # sharp edge the model's interpolation leaves up to ~15 % of the edge's contrast, significant
+    # on a bright target
+    near = own | (_grow(np.ascontiguousarray(own), G_GROW) & gmask & (-g > p.rim_fraction * max(depth, 0.0)))
+    sel = near & (-g > p.edge_sigmas * sig) & (dark > p.hug_sigmas * sig) & (dark > p.min_depth) & (1.0 - np.exp(gs) > step_depth)
     if sel.any():
         # hysteresis (as Canny's edges): only the parts that reach hug_seed_sigmas somewhere; tested
         # pixel by pixel over a wide mask, a few islands pass hug_sigmas by chance (the jackknife's
@@ -801,14 +817,17 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
                             f"{tm:.1f} px rms under it: a static shadow too wide for the motion to measure its "
                             f"depth ({100 * depth:.1f} ± {100 * err:.1f} %)")
         if c.verdict == DUST:
-            sh_ = _shadow_pixels(g, jk, gmask, own, p, step_depth)
+            sh_ = _shadow_pixels(g, jk, gmask, own, p, step_depth, depth)
             if sh_ is not None and sh_.any():
                 if b > 1:
                     sh_ = np.repeat(np.repeat(sh_, b, axis=0), b, axis=1)
-                # grown by the bin size (the shadow's edge), at full resolution, within the speck
+                # at full resolution: grown by the bin size (the shadow's edge) within the speck;
+                # its rim within G_GROW px outside it, not on another speck
                 full = np.zeros(lab[cy0:cy1, cx0:cx1].shape, bool)
                 full[:sh_.shape[0], :sh_.shape[1]] = sh_
-                full = _grow(full, b) & (lab[cy0:cy1, cx0:cx1] == c.label)
+                lc = lab[cy0:cy1, cx0:cx1]
+                mine = lc == c.label
+                full = (_grow(full, b) & mine) | (full & (lc == 0) & _grow(np.ascontiguousarray(mine), G_GROW))
                 if ver.shadow is None:
                     ver.shadow = np.zeros((H, W), bool)
                 ver.shadow[cy0:cy1, cx0:cx1] |= full
@@ -844,10 +863,22 @@ def apply_verdicts(mask: np.ndarray, verification: Optional[Verification], overr
     """The mask the flat is built from: ``mask`` without the specks :func:`refuses` leaves out;
     and the refused checks. ``mask`` is not modified. Specks are matched to the verification
     through their anchors, so the mask may have been edited since (a speck holding several
-    anchors is refused only when all of them are; a speck holding none is kept)."""
+    anchors is refused only when all of them are; a speck holding none is kept). A speck judged
+    dust is outlined by its measured shadow (:attr:`Verification.shadow`, which may reach
+    :data:`G_GROW` px beyond what was drawn); see :func:`verdicts_with_outlines`."""
+    kept, refused, _measured = verdicts_with_outlines(mask, verification, overrides, keep_unverified)
+    return kept, refused
+
+
+def verdicts_with_outlines(mask: np.ndarray, verification: Optional[Verification],
+                           overrides: Optional[dict] = None,
+                           keep_unverified: bool = False) -> tuple[np.ndarray, list[SpeckCheck], np.ndarray]:
+    """:func:`apply_verdicts`, and ``measured``: the pixels of the kept mask whose outline the
+    video measured (the shadows of specks judged dust, where not overridden); a flat changes those
+    and no pixel around them (its margin is for outlines someone drew)."""
     m = np.asarray(mask, dtype=bool)
     if verification is None or not verification.checks or not m.any():
-        return m.copy(), []
+        return m.copy(), [], np.zeros(m.shape, bool)
     if tuple(verification.shape) != m.shape:
         raise InputError(f"the verification is for {verification.shape[1]}x{verification.shape[0]} "
                          f"but the mask is {m.shape[1]}x{m.shape[0]}")
@@ -872,10 +903,12 @@ def apply_verdicts(mask: np.ndarray, verification: Optional[Verification], overr
     refuse &= ~keep
     refused = [c for k, c in hits if refuse[k]]
     out = m & ~refuse[lab]
+    measured = np.zeros(m.shape, bool)
     sh = verification.shadow
     if sh is not None and sh.shape == m.shape:
         # a speck judged dust keeps only the pixels where the video shows its shadow (a mask drawn
-        # wider than the dust changes nothing around it); one with no such pixel stays whole
+        # wider than the dust changes nothing around it), and gains its shadow's faint rim the
+        # mask missed (the shadow's parts connected to it); one with no such pixel stays whole
         hug = keep & ~whole
         has = np.zeros(n, bool)
         has[np.unique(lab[sh & m])] = True
@@ -883,7 +916,14 @@ def apply_verdicts(mask: np.ndarray, verification: Optional[Verification], overr
         trim[0] = False
         if trim.any():
             out &= ~trim[lab] | sh
-    return out, refused
+            inside = sh & trim[lab]
+            n2, lab2 = cv2.connectedComponents(sh.view(np.uint8), connectivity=8)
+            joined = np.zeros(n2, bool)
+            joined[np.unique(lab2[inside])] = True
+            joined[0] = False
+            measured = inside | (joined[lab2] & ~m)
+            out |= measured
+    return out, refused, measured
 
 
 def with_overrides(verification: Verification, overrides: Optional[dict]) -> Verification:

@@ -197,18 +197,20 @@ class SpeckTable(QtWidgets.QTableWidget):
         seen[0] = True
         return not seen.all()
 
-    def flat_mask(self, mask: np.ndarray) -> tuple[np.ndarray, list]:
-        """The mask the flat is built from, and the refused checks (the user's overrides applied)."""
+    def flat_mask(self, mask: np.ndarray) -> tuple[np.ndarray, list, Optional[np.ndarray]]:
+        """The mask the flat is built from, the refused checks (the user's overrides applied), and
+        its pixels outlined by their measured shadow (None before a verification; see
+        ``pipeline.build_flat``)."""
         from ..pipeline import verified_mask
 
         if self.verification is None:
-            return np.asarray(mask, dtype=bool).copy(), []
+            return np.asarray(mask, dtype=bool).copy(), [], None
         return verified_mask(mask, self.verification, self.overrides, keep_unverified=self.keep_unverified)
 
     def refused_mask(self, mask: np.ndarray) -> Optional[np.ndarray]:
         """The pixels of ``mask`` the flat leaves out (None when none): refused specks, and the part
         of a speck judged dust where the video shows no shadow (see ``Verification.shadow``)."""
-        kept, _refused = self.flat_mask(mask)
+        kept, _refused, _measured = self.flat_mask(mask)
         out = np.asarray(mask, dtype=bool) & ~kept
         return out if out.any() else None
 

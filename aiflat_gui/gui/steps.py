@@ -41,17 +41,18 @@ def job_gemini(provider, reference, progress=None):
 
 
 def job_flat(path, reference, mask, params: pipeline.FlatParams, clean=None, progress=None, verify=False,
-             overrides=None, searched=None):
+             overrides=None, searched=None, measured=None):
     """The flat; with ``verify`` every speck is first checked against the video and the refused ones
-    are left out: then ``{"flat": flat, "verify": VerifyOutcome}``."""
+    are left out: then ``{"flat": flat, "verify": VerifyOutcome}``. ``measured``: see
+    :func:`pipeline.build_flat` (from the verification; ``verify`` sets its own)."""
     with pipeline.open_input(path) as seq:
         outcome = None
         if verify:
             outcome = pipeline.verify_step(mask, seq, overrides=overrides, progress=sub_progress(progress, 0.0, 0.3),
                                            searched=searched)
-            mask = outcome.mask
+            mask, measured = outcome.mask, outcome.measured
             progress = sub_progress(progress, 0.3, 1.0)
-        flat = pipeline.build_flat(seq, reference, mask, params, clean=clean, progress=progress)
+        flat = pipeline.build_flat(seq, reference, mask, params, clean=clean, progress=progress, measured=measured)
     return flat if outcome is None else {"flat": flat, "verify": outcome}
 
 
@@ -61,10 +62,11 @@ def job_verify(path, mask, progress=None, searched=None):
         return pipeline.verify_step(mask, seq, progress=progress, searched=searched)
 
 
-def job_ai_flat(provider, path, reference, mask, params: pipeline.FlatParams, progress=None):
+def job_ai_flat(provider, path, reference, mask, params: pipeline.FlatParams, progress=None, measured=None):
     """Ask the AI for a dust-free image (80 % of the progress), then build the ``ai`` flat."""
     clean = pipeline.request_clean(provider, path, reference, mask, params.grow, progress=sub_progress(progress, 0.0, 0.8))
-    flat = pipeline.build_flat(path, reference, mask, params, clean=clean, progress=sub_progress(progress, 0.8, 1.0))
+    flat = pipeline.build_flat(path, reference, mask, params, clean=clean, progress=sub_progress(progress, 0.8, 1.0),
+                               measured=measured)
     return clean, flat
 
 
@@ -348,9 +350,10 @@ class StepsMixin:
         # the flat only corrects what the video shows to be dust: specks nobody checked yet are
         # checked first (in the flat's job)
         verify = self.speck_table.needs_verification(mask)
+        measured = None
         if not verify:
             drawn = mask
-            mask, refused = self.speck_table.flat_mask(mask)
+            mask, refused, measured = self.speck_table.flat_mask(mask)
             if refused:
                 self.log(f"flat: {plural(len(refused), 'speck')} left out (flat exactly 1.0 there); right-click one "
                          f"in the Specks table to override")
@@ -362,10 +365,12 @@ class StepsMixin:
             provider = self._ask_gemini_confirm("clean")
             if provider is None:
                 return None
-            w = Worker(job_ai_flat, provider, str(doc.path), doc.reference, mask, params, name="ai flat")
+            w = Worker(job_ai_flat, provider, str(doc.path), doc.reference, mask, params, name="ai flat",
+                       measured=measured)
         else:
             w = Worker(job_flat, str(doc.path), doc.reference, mask, params, doc.clean, name="flat", verify=verify,
-                       overrides=dict(self.speck_table.overrides), searched=doc.searched_mask() if verify else None)
+                       overrides=dict(self.speck_table.overrides), searched=doc.searched_mask() if verify else None,
+                       measured=measured)
 
         def ok(flat):
             clean = None
