@@ -92,6 +92,15 @@ def main() -> int:
             state["wait"] = time.monotonic() + 0.5
             key("Escape")
             state["step"] = "escaped"
+            state["sent"] = time.monotonic()
+        elif s == "escaped" and isinstance(modal, ExportDialog) and time.monotonic() - state["sent"] > 5 \
+                and state.get("resent", 0) < 3:
+            # on a loaded machine the key can reach the dialog before it has the keyboard focus
+            # (seen once, in a full-suite run beside two other test runs): press it again, and say so
+            state["resent"] = state.get("resent", 0) + 1
+            print(f"xvfb_session: Escape pressed again ({state['resent']})", file=sys.stderr)
+            key("Escape")
+            state["sent"] = time.monotonic()
         elif s == "escaped" and modal is None:
             state["wait"] = time.monotonic() + 0.3
             key("ctrl+q")
