@@ -13,36 +13,43 @@ Methods (the dust-free estimate):
 
 ``auto`` (the default of ``aiflat flat``/``run``/``calibrate --mask``)
     ``multiframe`` when a sequence of at least :data:`AUTO_MIN_FRAMES` frames is given, else
-    ``local``. (``multiframe`` itself falls back to its per-frame prior when the sun did not move.)
+    ``local``. (``multiframe`` itself falls back to its prior, the ``local`` flat, when the sun did not move.)
 
 ``local``
     a harmonic (Laplace) fill of every speck from the pixels just outside it, on the reference
     frame: the smoothest surface that matches the surroundings. Deterministic, needs one frame.
 ``multiframe``
     uses the motion of the sun under the fixed dust, over up to ``max_frames`` evenly spaced frames.
-    First a prior: the harmonic fill solved for each frame, and the per-pixel median over frames of
-    observed / filled. Then the frames are registered (global sub-pixel shift by phase correlation)
-    and the self-flat equations of Kuhn, Lin & Loranz (1991) are solved in least squares: for
-    frames k, j whose sun moved by d, ``log raw_k(x) - log raw_j(x + d) = g(x) - g(x + d)`` with
-    ``g = log flat`` unknown only inside the grown mask and 0 outside -- the boundary that makes
-    the problem well posed even for drifts smaller than the specks (classical KLL needs large,
-    deliberate offsets). A weak pull toward the prior (:data:`PRIOR_WEIGHT`) decides where the
-    motion says nothing; with too little motion (fewer than 8 frame pairs moved by 0.7 px) the prior
-    is the result. Frame pairs: up to :data:`MAX_PAIRS` (300), fewer for large masks
-    (:data:`PAIR_BUDGET`; 150 at 1920x1200 with ~135 k dust pixels), chosen so that every frame is
-    in about as many. On the demo it cuts the flat error 2-4x against ``local`` when the sun drifts
-    a few pixels; with ~1-2 px of drift under strong seeing it is no better than ``local``.
+    The prior is the ``local`` flat of the reference. The frames are registered with the prior's
+    dust divided out (registration below), then every frame is compared with one dust-free sun
+    (:class:`_SunFlat`): in logs, frame ``k`` at sensor pixel ``x`` shows ``g(x) + s(x - d_k)``
+    with ``g = log flat`` unknown only inside the grown mask and 0 outside -- the boundary that
+    makes the problem well posed even for drifts smaller than the specks (classical
+    Kuhn-Lin-Loranz self-flats need large, deliberate offsets) -- and ``s`` the sun in the
+    registration base's coordinates, one unknown per sun pixel of each 64-px seeing tile that the
+    dust can reach. Least squares over ``g`` and ``s`` together, ``s`` eliminated: this is the
+    Kuhn, Lin & Loranz (1991) self-flat over EVERY pair of frames at once (``log raw_k(x) - log
+    raw_j(x + d) = g(x) - g(x + d)`` is the difference of two frames' equations), but its cost
+    grows with the frames, not the pairs: the frames are read once (after a first pass over a
+    few of them for the registration base), each tile keeping two running sums and the frames'
+    shifts, and the remaining system in ``g`` is one convolution kernel per tile, solved by
+    conjugate gradients with FFTs, from the prior and with a weak pull toward it
+    (:data:`PRIOR_WEIGHT`) where the motion says nothing. Frame pairs are no longer sampled (the
+    pair solver before it used at most 150-300 pairs); a tile whose frames did not move (less than
+    :data:`MIN_PAIR_SHIFT` on both axes) keeps the prior. A sun pixel counts only when every frame
+    of its group reads it inside the frame and above the signal floor of the reference (within the
+    frames' spread): no equation reads the sky or beyond the frame's edge. When the sun drifts
+    farther than about 2 x :data:`SUN_MAX_SPREAD` px, the frames are split into groups by their
+    shift, each with a sun of its own (a sun seen by every frame must lie inside all of them).
     Registration (:class:`_Registrar`): phase correlation refined by ECC alignment, first against
     the temporal median, then against the mean of the frames aligned by that first pass (at most
     :data:`SHARPEN_FRAMES` = 32 of them, evenly spaced; the
     median of a drifting sun is smeared along the drift and shifts measured against it come out
     short: the `aiflat demo` default went from 94.8 % to 98.7 % removed); the precision of the
-    shifts is what limits this method (with the demo's true
-    shifts the removal lands within 97-104 % on every seed tried). Seeing bends the image locally,
+    shifts is what limits this method. Seeing bends the image locally,
     so every 64-px tile holding dust gets its own shift per frame (normalised cross-correlation
-    around the global shift, :class:`_LocalShifts`); on the demo's hard difficulty (strong seeing,
-    2 px of drift, faint specks) that brought the mean |removal - 100 %| over seeds 1-8 from 16 to
-    9 points (worst seed 150 % -> 131 %); hard stays outside 95-105 % on some seeds.
+    around the global shift, :class:`_LocalShifts`, on the frames divided by the prior); there the
+    global shift is the phase correlation's alone (the tiles refine it).
 ``ai``
     an AI "clean" image (resampled to the frame if needed), histogram-matched to the reference on
     the unmasked pixels (quantile mapping, as the blog author's reference code did), then
@@ -384,7 +391,8 @@ class _Registrar:
     MAX_COARSE = 20.0  # px: a phase-correlation answer this far from the previous frame's is a failure
     MAX_REFINE = 3.0  # px: ECC may move the coarse shift by this much at most
 
-    def __init__(self, shape: tuple, grown: np.ndarray, color: str, reference: Optional[np.ndarray] = None):
+    def __init__(self, shape: tuple, grown: np.ndarray, color: str, reference: Optional[np.ndarray] = None,
+                 fill: bool = True):
         self.color = color
         self.grown = grown
         h, w = shape[:2]
@@ -393,7 +401,9 @@ class _Registrar:
             h, w = h // 2, w // 2
         ch, cw = min(h, self.CROP), min(w, self.CROP)
         self.box = (slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
-        self.fill = None
+        self.fill = None if fill else False  # False: frames come with their dust already divided out
+        #: False: the phase correlation's shift alone (when per-tile shifts refine it anyway)
+        self.refine = True
         # the coarse shift from a 2x binned crop (4x cheaper; ECC refines it at full resolution)
         self.coarse = 2 if min(ch, cw) >= 256 else 1
         self.cwin = cv2.createHanningWindow((cw // self.coarse, ch // self.coarse), cv2.CV_64F)
@@ -437,7 +447,7 @@ class _Registrar:
         (dx, dy), _resp = cv2.phaseCorrelate(self._coarse_base().copy(), self._coarse(img), self.cwin)
         dx, dy = dx * self.coarse, dy * self.coarse
         img32 = img.astype(np.float32)  # what ECC works on (half the memory to keep until accept)
-        refined = self._refine(img32, dx, dy) if np.isfinite(dx) and np.isfinite(dy) else None
+        refined = self._refine(img32, dx, dy) if self.refine and np.isfinite(dx) and np.isfinite(dy) else None
         return img32, dx, dy, refined
 
     def accept(self, proposal: tuple) -> tuple[float, float]:
@@ -447,7 +457,7 @@ class _Registrar:
         lx, ly = self.last
         if not (np.isfinite(dx) and np.isfinite(dy) and np.hypot(dx - lx, dy - ly) < self.MAX_COARSE):
             dx, dy = lx, ly  # phase correlation locked onto a far, wrong peak: start from the previous frame
-            refined = self._refine(img, dx, dy)
+            refined = self._refine(img, dx, dy) if self.refine else None
         if refined is not None:
             dx, dy = refined
         self.last = (dx, dy)
@@ -581,22 +591,21 @@ class _Registrar:
 
 
 def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, frame_idx: np.ndarray, chunk: int,
-                       pool, progress, cache: Optional[dict] = None, shape: Optional[tuple] = None) -> None:
+                       pool, clean, progress, shape: tuple) -> np.ndarray:
     """Make ``reg`` (and the per-tile ``loc``) register against the mean of the frames aligned by
-    a first registration against the temporal median. The median of a drifting sun is smeared
-    along the drift, and shifts measured against it shrink (on the demo: 7 % too small along an
-    11 px drift, 0.29 px rms error; against the aligned mean 0.11 px), which leaves the self-flat
-    short of the dust's depth. ``cache``: when given, the dust fill of every frame's luminance (its
-    values at the mask pixels, float64) is kept in it by frame index, for the second pass.
-    ``shape``: the reference's (every frame must match it; default the sequence's frame shape)."""
-    shape = tuple(seq.frame_shape) if shape is None else tuple(shape)
-    filler = loc if loc is not None else _LocalShifts(np.zeros(seq.frame_shape, np.float32), reg.grown, reg.color,
-                                                       tiles=False)
-    h, w = filler.hw
+    a first registration against the temporal median, and return those first shifts. The median
+    of a drifting sun is smeared along the drift, and shifts measured against it shrink (on the
+    demo: 7 % too small along an 11 px drift, 0.29 px rms error; against the aligned mean 0.11 px),
+    which leaves the self-flat short of the dust's depth. ``clean``: a frame with the prior's dust
+    divided out (what is registered); ``shape``: the reference's (every frame must match it)."""
+    h, w = reg.grown.shape[:2]
+    if reg.scale == 2.0:
+        h, w = h // 2, w // 2
     total = np.zeros((h, w), np.float64)
     cover_x: list = []
     cover_y: list = []
     K = len(frame_idx)
+    measured = np.zeros((K, 2))
 
     def cover(size: int, s: float) -> np.ndarray:
         """How much of each pixel of a line of ``size`` ones moved by ``-s`` px (bilinear, zero
@@ -604,24 +613,20 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
         x = np.arange(size) + s
         return np.clip(np.minimum(x + 1.0, size - x), 0.0, 1.0)
 
-    def moved(frame: np.ndarray, shift, values) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        lum, _m, scale = _luminance_and_mask(frame, reg.grown, reg.color)
-        img = filler._filled(lum, values).astype(np.float32)
-        M = np.float32([[1, 0, -float(shift[0]) / scale], [0, 1, -float(shift[1]) / scale]])
-        return (cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
-                (cover(w, float(shift[0]) / scale), cover(h, float(shift[1]) / scale)))
+    def moved(img: np.ndarray, shift) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        lum = _luminance_and_mask(img, reg.grown, reg.color)[0].astype(np.float32)
+        M = np.float32([[1, 0, -float(shift[0]) / reg.scale], [0, 1, -float(shift[1]) / reg.scale]])
+        return (cv2.warpAffine(lum, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
+                (cover(w, float(shift[0]) / reg.scale), cover(h, float(shift[1]) / reg.scale)))
 
     for k0 in range(0, K, chunk):
         ks = frame_idx[k0:k0 + chunk]
-        frames = _read_frames(seq, ks, shape)
-        shifts, _ = register_frames(reg, None, frames, pool)
-        values = [None] * len(ks)
-        if filler.fill:  # the chunk's dust fills in one solve (several right-hand sides: ~3x cheaper)
-            filled = filler.fill.fill([_luminance_and_mask(f, reg.grown, reg.color)[0] for f in frames])
-            values = list(filled)
-            if cache is not None:
-                cache.update((int(i), v) for i, v in zip(ks, values))
-        items = [(frames[j], shifts[j], values[j]) for j in range(len(ks))]
+        raw = _read_frames(seq, ks, shape)
+        shifts, _ = register_frames(reg, None, raw, pool)
+        frames = np.stack([clean(f) for f in raw])
+        raw = None
+        measured[k0:k0 + len(ks)] = shifts
+        items = [(frames[j], shifts[j]) for j in range(len(ks))]
         for img, (cx, cy) in (pool.map(lambda it: moved(*it), items) if pool is not None
                               else (moved(*it) for it in items)):
             total += img
@@ -631,13 +636,13 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
     count = np.asarray(cover_y).T @ np.asarray(cover_x)  # the sum of every frame's coverage
     covered = count > 0.5 * K
     if covered.mean() < 0.5:
-        return  # the sun moved too far for a common field: keep the median
-    full = np.where(covered, total / np.maximum(count, 1e-9), filler._filled(
-        _luminance_and_mask(np.asarray(seq.frame(int(frame_idx[len(frame_idx) // 2])), np.float32),
-                            reg.grown, reg.color)[0]))
+        return measured  # the sun moved too far for a common field: keep the median
+    mid = clean(np.asarray(seq.frame(int(frame_idx[len(frame_idx) // 2])), np.float32))
+    full = np.where(covered, total / np.maximum(count, 1e-9), _luminance_and_mask(mid, reg.grown, reg.color)[0])
     reg.rebase(full[reg.box])
     if loc is not None:
         loc.base = full.astype(np.float32)
+    return measured
 
 
 def _read_frames(seq, ks, shape: tuple) -> np.ndarray:
@@ -653,12 +658,14 @@ def _read_frames(seq, ks, shape: tuple) -> np.ndarray:
 
 
 def register_frames(reg: Optional["_Registrar"], loc: Optional["_LocalShifts"], frames: np.ndarray,
-                    pool=None, fill_values: Optional[list] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+                    pool=None, fill_values: Optional[list] = None,
+                    tile_frames: Optional[np.ndarray] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Global shifts ``(k, 2)`` and per-tile shifts ``(n_tiles, k, 2)`` of ``frames`` (in time order),
     the same numbers as calling ``reg.shift`` and ``loc.shifts`` frame by frame; with a thread
     ``pool`` the independent parts run for several frames at once (OpenCV releases the GIL: ~1.8x
     on 2 cores). ``fill_values``: per frame, the dust fill of its luminance when already known
-    (see :meth:`_LocalShifts.shifts`)."""
+    (see :meth:`_LocalShifts.shifts`); ``tile_frames``: the frames ``loc`` registers, when not
+    ``frames`` (e.g. with the dust divided out)."""
     k = len(frames)
     shifts = np.zeros((k, 2))
     local = np.zeros((loc.n if loc is not None else 0, k, 2))
@@ -673,7 +680,8 @@ def register_frames(reg: Optional["_Registrar"], loc: Optional["_LocalShifts"], 
             shifts[j] = reg.accept(prop)
     if loc is not None:
         known = fill_values if fill_values is not None else [None] * k
-        for j, sh in enumerate(run(lambda j: loc.shifts(frames[j], shifts[j], known[j]), range(k))):
+        tf = frames if tile_frames is None else tile_frames
+        for j, sh in enumerate(run(lambda j: loc.shifts(tf[j], shifts[j], known[j]), range(k))):
             local[:, j] = sh
     return shifts, (local if loc is not None else None)
 
@@ -746,6 +754,7 @@ class _LocalShifts:
         h, w = self.hw
         R = self.SEARCH
         gx, gy = int(round(g[0])), int(round(g[1]))
+        cc = np.full((self.n, 2 * R + 1, 2 * R + 1), -np.inf, np.float32)
         for t, (y0, y1, x0, x1) in enumerate(self.boxes):
             # at the frame's edge the template shrinks so that its search window stays inside
             y0, y1 = max(y0, R - gy), min(y1, h - gy - R)
@@ -753,18 +762,25 @@ class _LocalShifts:
             if y1 - y0 < 16 or x1 - x0 < 16:
                 continue  # too little left to correlate: the global shift
             window = img[y0 + gy - R:y1 + gy + R, x0 + gx - R:x1 + gx + R]
-            cc = cv2.matchTemplate(window, self.base[y0:y1, x0:x1], cv2.TM_CCOEFF_NORMED)
-            py, px = np.unravel_index(int(np.argmax(cc)), cc.shape)
-            if not (0 < py < cc.shape[0] - 1 and 0 < px < cc.shape[1] - 1) or cc[py, px] < self.MIN_CORR:
-                continue
-            sub = []
-            for lo, mid, hi in ((cc[py, px - 1], cc[py, px], cc[py, px + 1]),
-                                (cc[py - 1, px], cc[py, px], cc[py + 1, px])):
+            cc[t] = cv2.matchTemplate(window, self.base[y0:y1, x0:x1], cv2.TM_CCOEFF_NORMED)
+        # every tile's peak at once: on the search border, or below MIN_CORR, keeps the global shift
+        n2 = 2 * R + 1
+        best = cc.reshape(self.n, -1).argmax(axis=1)
+        py, px = np.divmod(best, n2)
+        ti = np.arange(self.n)
+        inner = (py > 0) & (py < n2 - 1) & (px > 0) & (px < n2 - 1)
+        py_, px_ = np.clip(py, 1, n2 - 2), np.clip(px, 1, n2 - 2)
+        mid = cc[ti, py_, px_].astype(np.float64)
+        ok = inner & (cc[ti, py, px] >= self.MIN_CORR)
+        sub = []
+        with np.errstate(invalid="ignore", divide="ignore"):  # skipped tiles: -inf, never kept
+            for lo, hi in ((cc[ti, py_, px_ - 1], cc[ti, py_, px_ + 1]), (cc[ti, py_ - 1, px_], cc[ti, py_ + 1, px_])):
+                lo, hi = lo.astype(np.float64), hi.astype(np.float64)
                 den = lo - 2 * mid + hi
-                sub.append(0.5 * (lo - hi) / den if den < 0 else 0.0)
-            d = np.array([gx + px - R + sub[0], gy + py - R + sub[1]], dtype=np.float64)
-            if np.isfinite(d).all() and np.hypot(*(d - g)) <= self.MAX_DEV:
-                out[t] = d
+                sub.append(np.where(den < 0, 0.5 * (lo - hi) / np.where(den < 0, den, -1.0), 0.0))
+        d = np.stack([gx + px - R + sub[0], gy + py - R + sub[1]], axis=1)
+        ok &= np.isfinite(d).all(axis=1) & (np.hypot(d[:, 0] - g[0], d[:, 1] - g[1]) <= self.MAX_DEV)
+        out[ok] = d[ok]
         return out * self.scale
 
     def plane_tiles(self, plane_shape: tuple) -> np.ndarray:
@@ -777,34 +793,287 @@ class _LocalShifts:
         return self.tile_of[ty[:, None], tx[None, :]].reshape(-1)
 
 
-#: Pairs of frames closer than this (plane pixels) carry no information; farther than the cap are
-#: not used (the halo of pixels kept per frame extends that far around the mask).
+# -- the frame-based self-flat: one dust-free sun per seeing tile, all frames against it -----------
+
+#: A tile's frames may lie this far (plane px) from its typical position at most (farther: not
+#: used); the tile's FFT grid is the tile and this much around it.
+SUN_MAX_SPREAD = 12
+
+
+class _SunFlat:
+    """The self-flat of one plane from every frame against one dust-free sun per seeing tile.
+
+    Model, in logs: frame ``k`` at sensor pixel ``x`` shows ``L_k(x) = g(x) + s(x - d_k)``:
+    ``g = log flat`` (unknown on the grown mask, 0 elsewhere), ``s`` the sun in the registration
+    base's coordinates, ``d_k`` the frame's shift in the seeing tile at hand (see
+    :class:`_LocalShifts`). Every tile's part of the sun (its pixels ``y`` in the tile that lie
+    within reach of the dust) is an unknown of its own, seen in frame ``k`` at ``y + d_k`` by
+    bilinear interpolation: one equation per frame and sun pixel, ``(B_k L_k)(y) = (B_k g)(y) +
+    s(y)`` (``B_k``: sample at ``y + d_k``). Least squares over ``g`` and the sun together;
+    eliminating the sun (its mean over frames) leaves, per tile, ``A_t = sum_k B_k^T C B_k - K
+    Bbar^T C Bbar`` and ``b_t = sum_k B_k^T C B_k L_k - K Bbar^T C mean_k(B_k L_k)`` (``C``: the
+    tile's sun pixels, ``Bbar = mean_k B_k``), and ``(sum_t A_t + mu) g = sum_t b_t + mu log prior``.
+    That is the Kuhn-Lin-Loranz self-flat over every pair of frames at once (each pair's
+    difference ``log raw_k(x) - log raw_j(x + d)`` is a difference of two of these equations), but
+    its cost grows with the frames, not the pairs: while the frames are read, a tile keeps two sums
+    (``B_k L_k`` on its sun pixels, and that moved back, ``B_k^T B_k L_k``) and every frame's
+    shift; ``Bbar`` is then one kernel ``h`` (the frames' histogram of bilinear positions) and the
+    ``B_k^T C B_k`` sum a 3x3 stencil whose weights near the tile's edge are ``C`` summed over the
+    frames' corner products. The operator runs by FFT on all tiles at once (a tile's grid: its sun
+    pixels and the reach of its shifts around them); conjugate gradients from the prior, Jacobi
+    preconditioned, with the prior's weak pull (:data:`PRIOR_WEIGHT`). Logs are taken of the
+    signal above the pedestal, floored at the signal floor (dark sky says nothing; the flat is
+    1.0 there anyway); frames are extended by their edge beyond the plane."""
+
+    def __init__(self, plane_shape, idx: np.ndarray, tile: int, tile_of: Optional[np.ndarray], center, spread: float,
+                 pedestal: float, min_signal: float, level: float = 0.0, bright: Optional[np.ndarray] = None):
+        import scipy.fft as sfft
+
+        h, w = plane_shape[:2]
+        self.hw = (h, w)
+        self.idx = idx
+        self.level = np.float32(level)  # a typical log value, subtracted from every log
+        self.pedestal = np.float32(pedestal)
+        self.floor = np.float32(max(min_signal, 1e-12))
+        # (G, 2) (dx, dy): the frames' typical shifts; a frame goes to the nearest, its offsets are
+        # taken around it, and each such group of frames has a sun of its own
+        self.centers = np.asarray(center, dtype=np.float64).reshape(-1, 2)
+        self.R = int(np.clip(np.ceil(spread), 1, SUN_MAX_SPREAD))
+        self.P = self.R + 1  # the positions o + q span -P..P
+        self.Q = self.P + 2  # a tile's grid: its sun pixels and Q px around them
+        self.N = sfft.next_fast_len(tile + 2 * self.Q, real=True)
+        m = np.zeros(h * w, np.uint8)
+        m[idx] = 1
+        # the sun pixels that can see dust: within P of a mask pixel
+        box = np.ones((2 * self.P + 1, 2 * self.P + 1), np.uint8)
+        reach = cv2.dilate(m.reshape(h, w), box)
+        # ... and whose every frame reads inside the frame, above the signal floor: the sun pixels
+        # within P of the frame's edge or of a dark pixel of the reference are no equations
+        ok = np.ones((h, w), np.uint8) if bright is None else np.asarray(bright, np.uint8)
+        reach = np.minimum(reach, cv2.erode(ok, box, borderType=cv2.BORDER_CONSTANT, borderValue=0))
+        ys, xs = np.divmod(idx, w)
+        T = tile
+        gx = -(-w // T)
+        self.cells = []
+        self.suns = []  # per tile: its sun pixels (C) in the box of the cell
+        for c in np.unique((ys // T) * gx + xs // T):
+            ty, tx = divmod(int(c), gx)
+            y0, y1, x0, x1 = ty * T, min(h, (ty + 1) * T), tx * T, min(w, (tx + 1) * T)
+            ry, rx = np.nonzero(reach[y0:y1, x0:x1])
+            if len(ry) == 0:
+                continue  # no sun pixel here sees the dust (sky, the frame's edge): the prior
+            t = -1
+            if tile_of is not None and ty < tile_of.shape[0] and tx < tile_of.shape[1]:
+                t = int(tile_of[ty, tx])
+            cy0, cy1, cx0, cx1 = y0 + int(ry.min()), y0 + int(ry.max()) + 1, x0 + int(rx.min()), x0 + int(rx.max()) + 1
+            sun = reach[cy0:cy1, cx0:cx1].astype(np.float32)
+            for g in range(len(self.centers)):
+                self.cells.append((cy0, cy1, cx0, cx1, t))
+                self.suns.append(sun)
+        n = len(self.cells)
+        self.cell_group = np.arange(n) % len(self.centers)
+        self.used: list = [[] for _ in range(n)]  # per tile: the (dx, dy) offsets of its frames
+        self.tile_index = np.array([c[4] for c in self.cells], np.int64)
+        # float32 sums: the logs are taken relative to ``level`` (near 0), 64-frame sums keep ~1e-6
+        self.wsum = [np.zeros((c[1] - c[0], c[3] - c[2]), np.float32) for c in self.cells]
+        self.usum = [np.zeros((c[1] - c[0] + 2 * self.Q, c[3] - c[2] + 2 * self.Q), np.float32) for c in self.cells]
+
+    def add(self, plane: np.ndarray, shift, local: Optional[np.ndarray], pool=None) -> None:
+        """One frame's plane (data units), its global shift and per-tile shifts (plane px); with a
+        thread ``pool`` the tiles are split between its threads (each tile's sums are its own)."""
+        L = np.subtract(plane, self.pedestal, dtype=np.float32)
+        np.maximum(L, self.floor, out=L)
+        cv2.log(L, L)
+        L -= self.level  # logs near 0: the sums keep their precision (a constant cancels out)
+        Q, R = self.Q, self.R
+        tiles = self.tile_index
+        shift = np.asarray(shift, np.float64)
+        grp = int(np.argmin(np.abs(shift - self.centers).max(axis=1))) if np.isfinite(shift).all() else 0
+        d = np.tile(shift, (len(self.cells), 1))
+        if local is not None:
+            has = tiles >= 0
+            d[has] = np.asarray(local)[tiles[has]]
+        d -= self.centers[grp]
+        ok = np.isfinite(d).all(axis=1) & (np.abs(d).max(axis=1) <= R) & (self.cell_group == grp)
+        todo = [(c, float(d[c, 0]), float(d[c, 1])) for c in np.flatnonzero(ok)]
+        inv = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+
+        def part(items):
+            for c, dx, dy in items:
+                y0, y1, x0, x1, _t = self.cells[c]
+                # B_k L_k on the tile's sun pixels: L at y + d (bilinear; the frame extended by its edge)
+                W = cv2.warpAffine(L, np.array([[1, 0, x0 + dx], [0, 1, y0 + dy]]), (x1 - x0, y1 - y0), flags=inv,
+                                   borderMode=cv2.BORDER_REPLICATE)
+                W *= self.suns[c]
+                ws = self.wsum[c]
+                cv2.add(ws, W, dst=ws)
+                # B_k^T W: the transpose of bilinear sampling at y + d is bilinear sampling at x - d
+                u = self.usum[c]
+                cv2.add(u, cv2.warpAffine(W, np.array([[1, 0, -Q - dx], [0, 1, -Q - dy]]), (u.shape[1], u.shape[0]),
+                                          flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0), dst=u)
+                self.used[c].append((dx, dy))
+
+        if pool is None or len(todo) < 8:
+            part(todo)
+        else:
+            list(pool.map(part, [todo[0::2], todo[1::2]]))
+
+    def solve(self, prior: np.ndarray, progress: Optional[ProgressFn] = None) -> Optional[np.ndarray]:
+        """The flat at the mask pixels (``idx`` order); None when no tile's frames moved.
+        ``progress`` hears of every iteration (and may raise to cancel)."""
+        import scipy.fft as sfft
+
+        h, w = self.hw
+        N, Q, P = self.N, self.Q, self.P
+        cells = [c for c in range(len(self.cells)) if len(self.used[c]) >= 3]
+        if not cells:
+            return None
+        nw = len(cells)
+        nk = 2 * P + 1
+        # per tile: the positions' kernel h (mean over frames) and, per stencil offset u, the
+        # corner products sum_k w_q w_{q+u} at o + q (summed over frames)
+        ds = [np.asarray(self.used[c]) for c in cells]
+        Kc = np.array([len(d) for d in ds], np.float64)
+        moved = np.array([np.ptp(d[:, 0]) > MIN_PAIR_SHIFT or np.ptp(d[:, 1]) > MIN_PAIR_SHIFT for d in ds])
+        if not moved.any():
+            return None
+        d = np.concatenate(ds)
+        cj = np.repeat(np.arange(nw), Kc.astype(np.int64))
+        o = np.floor(d).astype(np.int64)
+        f = d - o
+        wq = np.stack([(1 - f[:, 0]) * (1 - f[:, 1]), f[:, 0] * (1 - f[:, 1]), (1 - f[:, 0]) * f[:, 1],
+                       f[:, 0] * f[:, 1]])
+        qs = ((0, 0), (1, 0), (0, 1), (1, 1))  # (qx, qy)
+        hk = np.zeros((nw, nk, nk))
+        mk = np.zeros((9, nw, nk, nk))
+        for qi, (qx, qy) in enumerate(qs):
+            at = (cj, o[:, 1] + qy + P, o[:, 0] + qx + P)
+            np.add.at(hk, at, wq[qi] / Kc[cj])
+            for qj, (px, py) in enumerate(qs):
+                np.add.at(mk[(py - qy + 1) * 3 + (px - qx + 1)], at, wq[qi] * wq[qj])
+        # each tile's grid pixels that are unknowns (a pixel is in its neighbours' grids too)
+        inner = np.full(h * w, -1, np.int64)
+        inner[self.idx] = np.arange(len(self.idx))
+        num = np.full((h + 2 * N, w + 2 * N), -1, np.int64)
+        num[N:N + h, N:N + w] = inner.reshape(h, w)
+        gi_flat, gi_unk, bvals, cvals, dvals = [], [], [], [], []
+        cgrid = np.zeros((nw, N, N), np.float32)
+
+        def conv(img, k):  # sum_v k(v) img(x - v), k centred on (P, P)
+            return cv2.filter2D(img, -1, k[::-1, ::-1].copy(), anchor=(P, P), borderType=cv2.BORDER_CONSTANT)
+
+        for j, c in enumerate(cells):
+            y0, y1, x0, x1, _t = self.cells[c]
+            gh, gw = y1 - y0 + 2 * Q, x1 - x0 + 2 * Q
+            sub = num[N + y0 - Q:N + y0 - Q + gh, N + x0 - Q:N + x0 - Q + gw]
+            ly, lx = np.nonzero(sub >= 0)
+            gi_flat.append(j * N * N + ly * N + lx)
+            gi_unk.append(sub[ly, lx])
+            C = np.zeros((gh, gw))
+            C[Q:Q + y1 - y0, Q:Q + x1 - x0] = self.suns[c]
+            cgrid[j, :gh, :gw] = Kc[j] * C  # C, times K
+            # the right-hand side: sum_k B_k^T C B_k L_k - K Bbar^T C mean_k(B_k L_k); Bbar^T is the
+            # convolution with h
+            wb = np.zeros((gh, gw))
+            wb[Q:Q + y1 - y0, Q:Q + x1 - x0] = self.wsum[c]
+            bvals.append((self.usum[c] - conv(wb, hk[j]))[ly, lx])
+            # the stencil's weights c_u(x) = sum_v M_u(v) C(x - v), and the diagonal's h^2 part
+            cvals.append(np.stack([conv(C, mk[ui, j])[ly, lx] for ui in range(9)]))
+            dvals.append(Kc[j] * conv(C, hk[j] ** 2)[ly, lx])
+        gi_flat = np.concatenate(gi_flat)
+        gi_unk = np.concatenate(gi_unk)
+        n = len(self.idx)
+        b = np.bincount(gi_unk, weights=np.concatenate(bvals), minlength=n)
+        gj, rem = np.divmod(gi_flat, N * N)
+        gyy, gxx = np.divmod(rem, N)
+        cu_g = np.concatenate(cvals, axis=1)
+        dvec = np.bincount(gi_unk, weights=cu_g[4] - np.concatenate(dvals), minlength=n)
+        g0 = np.log(np.clip(prior, FLOOR, 1.0))
+        # the prior's weight: relative to the diagonal of the unknowns that equations reach (those
+        # out of every tile's reach -- near the frame's edge, under dark sky -- have none: the prior)
+        seen = dvec > 1e-3 * float(dvec.max()) if dvec.size and dvec.max() > 0 else np.zeros(n, bool)
+        if not seen.any():
+            return None
+        mu = PRIOR_WEIGHT * float(np.median(dvec[seen]))
+        b = b + mu * g0
+        hp = np.zeros((nw, N, N))
+        ii = np.arange(-P, P + 1) % N
+        hp[:, ii[:, None], ii[None, :]] = hk
+        hhat = sfft.rfft2(hp, workers=2).astype(np.complex64)
+        hconj = np.conj(hhat)
+        del hp
+        G = np.zeros((nw, N + 2, N + 2), np.float32)  # one px of zeros around each grid: the stencil's reach
+        gi_pad = gj * (N + 2) * (N + 2) + (gyy + 1) * (N + 2) + gxx + 1
+        ustep = [(ui // 3 - 1) * (N + 2) + (ui % 3 - 1) for ui in range(9)]
+        cu_g = cu_g.astype(np.float32)
+        Gf = G.reshape(-1)
+
+        def grids(v):  # v on the tiles' grids, and its FFT
+            G.fill(0.0)
+            Gf[gi_pad] = v[gi_unk]
+            return sfft.rfft2(G[:, 1:-1, 1:-1], workers=2)
+
+        def matvec(v, vhat):
+            """A v from v and its grids' FFT (the stencil reads the grids G left by ``grids(v)``
+            when ``vhat`` is fresh; see the caller)."""
+            vi = v[gi_unk].astype(np.float32)
+            st = cu_g[4] * vi
+            G.fill(0.0)
+            Gf[gi_pad] = vi
+            for ui in (0, 1, 2, 3, 5, 6, 7, 8):
+                st += cu_g[ui] * Gf[gi_pad + ustep[ui]]
+            s = sfft.irfft2(hconj * vhat, s=(N, N), workers=2)
+            s *= cgrid
+            hs = sfft.irfft2(hhat * sfft.rfft2(s, workers=2), s=(N, N), workers=2)
+            st -= hs.reshape(-1)[gi_flat]
+            return np.bincount(gi_unk, weights=st, minlength=n) + mu * v
+
+        # preconditioned CG; the grids' FFT of the search direction is kept up to date linearly
+        # (p = z + beta p): one forward FFT of z per iteration instead of two
+        pre = 1.0 / np.maximum(dvec + mu, 1e-12)
+        g = g0.copy()
+        r = b - matvec(g, grids(g))
+        z = pre * r
+        p = z.copy()
+        phat = grids(p)
+        rz = float(r @ z)
+        bn = float(np.linalg.norm(b)) or 1.0
+        it = 0
+        report(progress, 0.2, "self-flat solve")
+        done = 0.0
+        for it in range(CG_MAXITER):
+            rn = float(np.linalg.norm(r))
+            if rn <= CG_RTOL * bn:
+                break
+            # the residual falls about geometrically: the share of the way to the tolerance, in logs
+            done = max(done, float(np.clip(np.log(bn / max(rn, 1e-300)) / np.log(1.0 / CG_RTOL), 0.0, 1.0)))
+            report(progress, 0.2 + 0.8 * done, f"self-flat solve, iteration {it + 1}")
+            Ap = matvec(p, phat)
+            alpha = rz / float(p @ Ap)
+            g += alpha * p
+            r -= alpha * Ap
+            z = pre * r
+            rz_new = float(r @ z)
+            beta = rz_new / rz
+            p = z + beta * p
+            phat = grids(z) + np.complex64(beta) * phat
+            rz = rz_new
+        self.iterations = it
+        return np.exp(g)
+
+
+#: A seeing tile whose frames span less than this (plane px) on both axes has no motion to measure
+#: with: the prior stays there.
 MIN_PAIR_SHIFT = 0.7
-MAX_PAIR_SHIFT = 24.0
-#: Pairs used at most (:func:`_balanced_pairs` picks them): :data:`MAX_PAIRS`, fewer when pairs
-#: times unknowns would pass :data:`PAIR_BUDGET` (a pair costs ~0.3 us of CPU per unknown; ~45 ms
-#: at 1920x1200 with ~135 k dust pixels), never fewer than :data:`MIN_PAIRS`. The flat's error is
-#: set by the frames far more than by the pairs: on the bench video (64 frames) 150 pairs instead
-#: of 300 left the error on the dust at 0.00558 instead of 0.00548 (100 pairs 0.0061; 32 frames
-#: with 300 pairs 0.0066) for 40 % less self-flat time; on small demos 150 pairs cost up to ~5 %
-#: of error, where 300 pairs are cheap anyway.
-MAX_PAIRS = 300
-MIN_PAIRS = 150
-PAIR_BUDGET = 20_000_000
-#: Weight of the per-frame-fill prior relative to the data term (per unknown, relative to the
-#: median data weight): the prior only decides where the frames' motion says nothing.
+#: Weight of the prior relative to the data term (per unknown, relative to the median diagonal of
+#: the equations): the prior only decides where the frames' motion says nothing.
 PRIOR_WEIGHT = 0.002
-#: Self-flat systems up to this many unknowns are solved directly, larger ones by conjugate
-#: gradients (a direct solve of a large speck's equations fills in almost densely).
-DIRECT_MAX = 600
-#: Pair equations are folded into AtA this many matrix entries at a time (bounded memory; larger
-#: batches mean fewer sums of the partial AtA, which dominate the time).
-FOLD_NNZ = 2_000_000
-#: Relative residual at which CG stops. On the 1920x1200 bench video 1e-5 and 1e-7 give flats
-#: within 6e-5 of each other (mean 4e-6; their error against the true flat is 0.0055) for ~35 %
-#: fewer iterations.
-CG_RTOL = 1e-5
+#: Relative residual at which CG stops, and its iterations at most.
+CG_RTOL = 3e-4
 CG_MAXITER = 400
+#: px: a frame's global shift (second pass, phase correlation only) farther than this from the
+#: first pass's shifts interpolated in time is taken as a wrong peak: the interpolation is used.
+PREDICT_TOLERANCE = 2.5
 #: Per-tile local shifts (:class:`_LocalShifts`) in the self-flat equations.
 LOCAL_SHIFTS = True
 #: Register against the mean of the frames aligned by a first pass (see :func:`_sharpen_reference`).
@@ -814,541 +1083,142 @@ SHARPEN_REFERENCE = True
 SHARPEN_FRAMES = 32
 #: Threads registering frames at once (OpenCV releases the GIL; the result does not depend on it).
 REGISTER_THREADS = 2
-#: Threads building the self-flat's right-hand side (numpy releases the GIL; same result for any).
-SELF_FLAT_THREADS = 2
+
+
+def _sun_groups(shifts: np.ndarray, margin: float, cap: float) -> tuple[np.ndarray, float]:
+    """Centres ``(G, 2)`` of groups of the (time-ordered) ``shifts``, each group's shifts within
+    ``cap - margin`` of its centre on both axes (a frame's own tiles may move ``margin`` more),
+    and the spread to allow around a centre: the largest such distance plus ``margin``. One
+    group unless the sun drifted farther than ``2 (cap - margin)``: a sun seen by every frame of
+    a group must lie inside all of them."""
+    s = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
+    s = s[np.isfinite(s).all(axis=1)]
+    if not len(s):
+        return np.zeros((1, 2)), float(cap)
+    half = max(cap - margin, 1.0)
+    groups, lo, hi, members = [], s[0].copy(), s[0].copy(), [s[0]]
+    for v in s[1:]:
+        nlo, nhi = np.minimum(lo, v), np.maximum(hi, v)
+        if (nhi - nlo).max() <= 2 * half:
+            lo, hi = nlo, nhi
+            members.append(v)
+        else:
+            groups.append(np.array(members))
+            lo, hi, members = v.copy(), v.copy(), [v]
+    groups.append(np.array(members))
+    centres = np.unique(np.array([np.round((g.max(0) + g.min(0)) / 2) for g in groups]), axis=0)
+    near = np.abs(s[:, None, :] - centres[None]).max(axis=2)
+    return centres, float(near.min(axis=1).max()) + margin
 
 
 def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, color="mono", grown=None) -> dict:
-    """Per plane: (1) the median over frames of observed / harmonic fill (prior); (2) where the
-    sun moved, the least-squares solution of the self-flat equations (Kuhn-Lin-Loranz): for frames
-    k, j with relative shift d, ``log raw_k(x) - log raw_j(x + d) = g(x) - g(x + d)``, ``g = log flat``
-    unknown only inside the grown mask (0 outside: this anchors the solution), plus a weak pull
-    toward the prior. Returns diagnostics."""
+    """Per plane: the prior (the ``local`` flat of the reference); where the sun moved, the
+    frame-based self-flat (:class:`_SunFlat`) from frames registered per seeing tile, pulled weakly
+    toward the prior. The frames are registered with the prior's dust removed (divided by it), so
+    no frame needs a fill of its own. Returns diagnostics."""
     K = len(frame_idx)
-    ratios = {p: np.empty((K, fills[p].n), dtype=np.float32) for p in fills}
     min_sig = {p: _min_signal(ref[sl], pedestal) for p, sl in enumerate(slices)}
-    reg = _Registrar(ref.shape, grown, color, reference=ref) if K >= 3 else None
-    shifts = np.zeros((K, 2))
-    # mono data: the luminance is the frame and its dust fill the plane's own (one factorisation,
-    # and each frame's fill solved once, in the first registration pass, for all later uses)
-    mono = ref.ndim == 2 and color not in BAYER and len(slices) == 1 and fills[0].n > 0
-    loc = (_LocalShifts(ref, grown, color, fill=fills[0] if mono else None)
-           if (reg is not None and LOCAL_SHIFTS) else None)
-    cache: Optional[dict] = {} if mono else None
-    local = np.zeros((loc.n if loc else 0, K, 2))
-    # halo: the pixels each frame must keep for the pair equations
-    halos = {}
-    for p, sl in enumerate(slices):
-        pm = grown[sl[:2]]
-        step = 2 if color in BAYER and len(sl) == 2 else 1
-        r = int(np.ceil(MAX_PAIR_SHIFT / step)) + 2
-        halo = maskmod.grow(pm, r) if pm.any() else pm
-        halos[p] = (np.flatnonzero(halo), step)
-    halo_vals = {p: np.empty((K, len(halos[p][0])), dtype=np.float32) for p in halos}
-    chunk = int(max(1, min(16, (128 << 20) // max(1, ref.size * 4))))  # <= 128 MB of float32 frames
-    with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
-        if reg is not None and SHARPEN_REFERENCE:
-            sharp = frame_idx if K <= SHARPEN_FRAMES else \
-                frame_idx[np.round(np.linspace(0, K - 1, SHARPEN_FRAMES)).astype(np.int64)]
-            _sharpen_reference(reg, loc, seq, sharp, chunk, pool, sub_progress(progress, 0.0, 0.15), cache,
-                               shape=ref.shape)
-            progress = sub_progress(progress, 0.15, 1.0)
-        for k0 in range(0, K, chunk):
-            ks = frame_idx[k0:k0 + chunk]
-            frames = _read_frames(seq, ks, ref.shape)
-            # the dust fill of every frame's luminance (local shifts; for mono data the plane's own
-            # fill, the prior's estimate): kept from the sharpen pass, else the chunk's in one solve
-            known = None
-            if cache is not None:
-                miss = [j for j, i in enumerate(ks) if int(i) not in cache]
-                if miss:
-                    cache.update(zip((int(ks[j]) for j in miss), fills[0].fill([frames[j] for j in miss])))
-                known = [cache.pop(int(i)) for i in ks]
-            elif loc is not None and loc.n and loc.fill:
-                known = list(loc.fill.fill([_luminance_and_mask(f, grown, color)[0] for f in frames]))
-            if reg is not None:
-                sh, loc_sh = register_frames(reg, loc, frames, pool, known)
-                shifts[k0:k0 + len(ks)] = sh
-                if loc_sh is not None:
-                    local[:, k0:k0 + len(ks)] = loc_sh
-            for p, sl in enumerate(slices):
-                hf = fills[p]
-                if hf.n == 0:
-                    continue
-                planes = np.ascontiguousarray(frames[(slice(None),) + sl])
-                est = np.stack(known) if mono else hf.fill(planes)  # (k, n)
-                flat2 = planes.reshape(planes.shape[0], -1)
-                obs = flat2[:, hf.idx]
-                ratios[p][k0:k0 + len(ks)] = _ratio(obs, est, pedestal, min_sig[p])
-                halo_vals[p][k0:k0 + len(ks)] = flat2[:, halos[p][0]]
-            report(progress, 0.7 * (k0 + len(ks)) / K, f"frame {k0 + len(ks)}/{K}")
-            frames = known = planes = flat2 = obs = est = None  # the chunk's frames go before the next read
-    info = {"shifts": shifts, "local_shifts": local, "kll": {}}
+    priors: dict = {}
+    flat0 = np.ones(ref.shape, np.float32)
     for p, sl in enumerate(slices):
         hf = fills[p]
         if hf.n == 0:
             continue
-        import warnings
+        plane = ref[sl]
+        priors[p] = _finish(_ratio(plane.reshape(-1)[hf.idx], hf.fill(plane), pedestal, min_sig[p])).astype(np.float64)
+        _assign(flat0, sl, hf.idx, priors[p].astype(np.float32))
+    ped = np.float32(pedestal)
 
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> 1.0 below
-            rp = ratios[p]  # np.median partitions; nanmedian sorts masked arrays (~10x slower)
-            med = np.median(rp, axis=0) if not np.isnan(rp).any() else np.nanmedian(rp, axis=0)
-        prior = _finish(med).astype(np.float64)
-        hidx, step = halos[p]
-        plane_shape = ref[sl].shape
-        tiles = ((loc.plane_tiles(plane_shape), local / step, loc.TILE, loc.grid) if loc is not None and loc.n
-                 else None)
-        solved = _self_flat(hf, plane_shape, hidx, halo_vals.pop(p), shifts / step, prior, pedestal, min_sig[p],
-                            local=tiles, progress=sub_progress(progress, 0.7 + 0.3 * p / len(slices), 0.7 + 0.3 * (p + 1) / len(slices)))
+    def clean(frame: np.ndarray) -> np.ndarray:  # the frame with the prior's dust divided out
+        return (frame - ped) / flat0 + ped
+
+    info: dict = {"shifts": np.zeros((K, 2)), "local_shifts": np.zeros((0, K, 2)), "kll": {}}
+    suns: dict = {}
+    if K >= 3:
+        reg = _Registrar(ref.shape, grown, color, reference=ref)
+        loc = _LocalShifts(clean(ref), grown, color, fill=False) if LOCAL_SHIFTS else None
+        chunk = int(max(1, min(16, (128 << 20) // max(1, ref.size * 4))))  # <= 128 MB of float32 frames
+        with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
+            early = np.zeros((0, 2))
+            if SHARPEN_REFERENCE:
+                sharp = frame_idx if K <= SHARPEN_FRAMES else \
+                    frame_idx[np.round(np.linspace(0, K - 1, SHARPEN_FRAMES)).astype(np.int64)]
+                early = _sharpen_reference(reg, loc, seq, sharp, chunk, pool, clean,
+                                           sub_progress(progress, 0.0, 0.15), shape=ref.shape)
+                progress = sub_progress(progress, 0.15, 1.0)
+            for p, sl in enumerate(slices):
+                if fills[p].n == 0:
+                    continue
+                step = 2 if color in BAYER and len(sl) == 2 else 1
+                centre, spread = _sun_groups(early / step, (_LocalShifts.MAX_DEV + 1) / step, SUN_MAX_SPREAD)
+                level = float(np.log(max(float(np.median(ref[sl])) - pedestal, min_sig[p])))
+                suns[p] = (_SunFlat(ref[sl].shape, fills[p].idx, _LocalShifts.TILE,
+                                    loc.tile_of if (loc is not None and loc.n) else None, centre, spread, pedestal,
+                                    min_sig[p], level, bright=ref[sl] - pedestal > 2 * min_sig[p]), step)
+            shifts = info["shifts"]
+            local = np.zeros((loc.n if loc is not None else 0, K, 2))
+            # the per-tile shifts are searched around the global one and refined on their own: the
+            # global shift needs no refinement of its own (where a tile's correlation fails, its
+            # global shift is the phase correlation's against the sharpened base)
+            reg.refine = loc is None or loc.n == 0
+            # with tiles and a first pass to check against, the global shift is the phase
+            # correlation of the frame with the prior's dust divided out (no fill of its own)
+            cheap = not reg.refine and SHARPEN_REFERENCE and len(early) >= 2
+            if cheap:
+                reg.fill = False
+            step2 = max(1, chunk // 2)  # two chunks are alive at once (one read ahead)
+
+            def prepare(k0: int) -> tuple:
+                """Read frames k0.. and register them (in a thread, while the previous chunk's
+                frames are added to the sums; chunks in order: registration follows time)."""
+                ks = frame_idx[k0:k0 + step2]
+                frames = _read_frames(seq, ks, ref.shape)
+                cl = np.stack([clean(f) for f in frames]) if (cheap or loc is not None) else None
+                if cheap:
+                    # the cleaned frames' phase correlation against the sharpened base, checked
+                    # against the first pass's shifts (interpolated in time): the tiles refine it
+                    sh, _ = register_frames(reg, None, cl)
+                    pred = np.stack([np.interp(ks, sharp, early[:, a]) for a in (0, 1)], axis=1)
+                    off = ~(np.abs(sh - pred).max(axis=1) <= PREDICT_TOLERANCE)
+                    sh[off] = pred[off]
+                    loc_sh = (np.stack([loc.shifts(cl[j], sh[j]) for j in range(len(ks))], axis=1)
+                              if loc is not None else None)
+                else:
+                    sh, loc_sh = register_frames(reg, loc, frames, tile_frames=cl)
+                return frames, sh, loc_sh
+
+            starts = list(range(0, K, step2))
+            ahead = pool.submit(prepare, starts[0])
+            try:
+                for i, k0 in enumerate(starts):
+                    frames, sh, loc_sh = ahead.result()
+                    if i + 1 < len(starts):
+                        ahead = pool.submit(prepare, starts[i + 1])
+                    n_k = len(frames)
+                    shifts[k0:k0 + n_k] = sh
+                    if loc_sh is not None:
+                        local[:, k0:k0 + n_k] = loc_sh
+                    for j in range(n_k):
+                        for p, sl in enumerate(slices):
+                            if p in suns:
+                                sun, step = suns[p]
+                                sun.add(frames[j][sl], sh[j] / step,
+                                        local[:, k0 + j] / step if loc is not None and loc.n else None)
+                        report(progress, 0.7 * (k0 + j + 1) / K, f"frame {k0 + j + 1}/{K}")
+                    frames = None  # the chunk's frames go before the next read
+            finally:
+                ahead.cancel()
+            info["local_shifts"] = local
+    for p, sl in enumerate(slices):
+        if fills[p].n == 0:
+            continue
+        part = sub_progress(progress, 0.7 + 0.3 * p / len(slices), 0.7 + 0.3 * (p + 1) / len(slices))
+        solved = suns.pop(p)[0].solve(priors[p], part) if p in suns else None
         info["kll"][p] = solved is not None
-        _assign(flat, sl, hf.idx, _finish(solved if solved is not None else prior))
+        _assign(flat, sl, fills[p].idx, _finish(solved if solved is not None else priors[p]))
         report(progress, 0.7 + 0.3 * (p + 1) / len(slices), "self-flat solve")
     return info
 
-
-def _shift_cells(h: int, w: int, local) -> tuple[list, np.ndarray]:
-    """Rectangles ``(y0, y1, x0, x1)`` tiling the plane, inside each of which every row of the
-    self-flat equations uses one shift per pair, and each one's tile (-1: the global shift).
-    ``local``: as in :func:`_self_flat`."""
-    if local is None:
-        return [(0, h, 0, w)], np.array([-1])
-    tile_map, _sh, T, grid = local
-    ye = [min(c * T, h) for c in range(grid[0])] + [h]
-    xe = [min(c * T, w) for c in range(grid[1])] + [w]
-    tm = np.asarray(tile_map).reshape(h, w)
-    rects, tiles = [], []
-    for y0, y1 in zip(ye[:-1], ye[1:]):
-        for x0, x1 in zip(xe[:-1], xe[1:]):
-            if y1 <= y0 or x1 <= x0:
-                continue
-            t = int(tm[y0, x0])
-            if not np.all(tm[y0:y1, x0:x1] == t):
-                raise ProcessingError("internal error: the seeing tiles are not rectangles")
-            rects.append((y0, y1, x0, x1))
-            tiles.append(t)
-    return rects, np.array(tiles, dtype=np.int64)
-
-
-def _bilinear(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer offsets ``(..., 4, 2)`` (dx, dy) and weights ``(..., 4)`` of bilinear interpolation at
-    shift ``d`` ``(..., 2)``, corners in the order (0,0), (1,0), (0,1), (1,1)."""
-    o = np.floor(d).astype(np.int64)
-    f = d - o
-    fx, fy = f[..., 0], f[..., 1]
-    wts = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
-    q = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
-    return o[..., None, :] + q, wts
-
-
-def _self_flat(hf: HarmonicFill, shape, hidx, vals, shifts, prior, pedestal, min_signal, progress=None, local=None):
-    """Solve the self-flat equations for ``g = log flat`` at the mask pixels ``hf.idx``; None when
-    the frames did not move enough to say anything. ``local``: (tile index of every plane pixel,
-    -1 = none; per-tile shifts ``(n_tiles, K, 2)``; the tile size; the tile grid) used instead of
-    the global shifts there.
-
-    The equations are those of one row per frame pair and pixel ``x`` that involves an unknown:
-    ``g(x) - sum_q w_q g(x + o + q) = log raw_k(x) - interp log raw_j(x + d)`` (the same bilinear
-    interpolation on both sides), kept when every
-    pixel it reads is in the frame, in the halo and above the signal floor in its frame. Their
-    normal matrix is summed by pixel offset, never row by row: inside a rectangle of constant shift
-    (a seeing tile) every pair's rows are the same stencil moved, so ``A^T A`` is the count of
-    pairs on the diagonal, per tile and offset one weight ``-sum w_q`` for the (x, x + o + q)
-    entries, and the (x + o + q, x + o + q') products summed over shifted rectangles (2-D
-    cumulative sums); the few rows that are dropped (frame edge, halo, dark pixels) are then taken
-    out again explicitly. Same equations, same solution as summing every row (up to rounding),
-    without forming the rows' giant sparse products."""
-    K = vals.shape[0]
-    h, w = shape
-    n = hf.n
-    pairs = []
-    for k in range(K):
-        for j in range(K):
-            if k != j:
-                d = shifts[j] - shifts[k]
-                dist = float(np.hypot(d[0], d[1]))
-                if MIN_PAIR_SHIFT <= dist <= MAX_PAIR_SHIFT - 1:
-                    pairs.append((k, j))
-    if len(pairs) < 8:
-        return None
-    cap = int(np.clip(PAIR_BUDGET // max(n, 1), MIN_PAIRS, MAX_PAIRS))
-    if len(pairs) > cap:
-        pairs = _balanced_pairs(pairs, K, cap)
-    P = len(pairs)
-    pk = np.array([p[0] for p in pairs])
-    pj = np.array([p[1] for p in pairs])
-    num = np.full(h * w, -1, dtype=np.int64)
-    num[hf.idx] = np.arange(n)
-    pos = np.full(h * w, -1, dtype=np.int64)
-    pos[hidx] = np.arange(len(hidx))
-    mask2d = num.reshape(h, w) >= 0
-    dist = cv2.distanceTransform((~mask2d).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).reshape(-1)
-    # per frame: the log signal of the halo pixels (float32, what the rows interpolate), NaN where
-    # it is not above the signal floor: a row reading such a pixel comes out NaN, whatever its
-    # weights, and is no equation; the appended column is what a halo position of -1 (outside the
-    # halo or the frame) reads: NaN
-    valsp = np.full((K, vals.shape[1] + 1), np.nan, dtype=np.float32)
-    for k in range(K):  # frame by frame: no float64 copy of every frame's halo at once
-        v = vals[k] - np.float32(pedestal)  # float32 throughout: what is kept (logs ~4x cheaper)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            valsp[k, :-1] = np.where(v > min_signal, np.log(np.maximum(v, np.float32(min_signal))), np.nan)
-        del v
-    del vals  # the caller hands its only reference over: the raw halo values go now
-    hdist = dist[hidx]
-    order = np.argsort(hdist, kind="stable")
-    hdist, hsorted = hdist[order], hidx[order]
-    hys, hxs = np.divmod(hsorted, w)
-    htid = local[0][hsorted] if local is not None else None
-    # the halo's radius: a row reading an unknown lies in the halo unless its shift is about this long
-    r_halo = float(np.min(np.where(pos.reshape(h, w) < 0, dist.reshape(h, w), np.inf))) if (pos < 0).any() else np.inf
-
-    # -- per rectangle of constant shift: every pair's offsets and weights
-    rects, rtile = _shift_cells(h, w, local)
-    dg = shifts[pj] - shifts[pk]  # (P, 2)
-    dl = (local[1][:, pj] - local[1][:, pk]) if local is not None else None  # (n_tiles, P, 2)
-    cd = np.stack([dl[t] if t >= 0 else dg for t in rtile])  # (cells, P, 2)
-    offs, wts = _bilinear(cd)  # (cells, P, 4, 2), (cells, P, 4)
-    report(progress, 0.05, "self-flat: the normal equations by offset")
-
-    # diagonal: every pair has a row at every unknown
-    diag = np.full(n, float(P))
-    # x -> x + o + q: one weight per rectangle and offset; entries (a, a + s) for unknowns a, a + s
-    ys_u, xs_u = np.divmod(hf.idx, w)
-    ye = sorted({r[0] for r in rects})
-    xe = sorted({r[2] for r in rects})
-    cy = np.searchsorted(ye, ys_u, side="right") - 1
-    cx = np.searchsorted(xe, xs_u, side="right") - 1
-    cell_grid = np.full((len(ye), len(xe)), -1, dtype=np.int64)
-    for c, r in enumerate(rects):
-        cell_grid[ye.index(r[0]), xe.index(r[2])] = c
-    cid = cell_grid[cy, cx]
-    order_u = np.argsort(cid, kind="stable")  # unknowns grouped by rectangle: C's rows, in that order
-    inv_u = np.empty(n, np.int64)
-    inv_u[order_u] = np.arange(n)
-    bounds = np.searchsorted(cid[order_u], np.arange(len(rects) + 1))
-    # the unknowns' numbers in the plane padded by the longest offset: no bounds checks below
-    mc = int(np.abs(offs).max()) + 1
-    Wc = w + 2 * mc
-    pad = np.full((h + 2 * mc, Wc), -1, dtype=np.int64)
-    pad[mc:mc + h, mc:mc + w] = inv_u[np.maximum(num, 0)].reshape(h, w)
-    pad[mc:mc + h, mc:mc + w][~mask2d] = -1
-    num_c = pad.reshape(-1)
-    del pad
-    apad = (ys_u + mc) * Wc + (xs_u + mc)
-    # C is built in two passes over the rectangles (count, then fill arrays of the final size): the
-    # per-rectangle pieces and their concatenation would hold it twice (~0.5 GB on the bench video)
-    kaps: list = []
-    counts = np.zeros(n, np.int64)  # entries per row, rows in the grouped order
-
-    def rect_cols(c):
-        us = order_u[bounds[c]:bounds[c + 1]]
-        col = num_c[apad[us][:, None] + kaps[c][0][None, :]]  # (unknowns of the rectangle, offsets)
-        return col, col >= 0
-
-    for c in range(len(rects)):
-        o = offs[c].reshape(-1, 2)
-        ukey, inv = np.unique(o[:, 1] * Wc + o[:, 0], return_inverse=True)
-        kaps.append((ukey, np.bincount(inv, weights=wts[c].reshape(-1))))
-        if bounds[c + 1] > bounds[c]:
-            col, keep = rect_cols(c)
-            counts[bounds[c]:bounds[c + 1]] = keep.sum(axis=1)
-            del col, keep
-    indptr = np.concatenate([np.zeros(1, np.int64), np.cumsum(counts)])
-    nnz = int(indptr[-1])
-    indices = np.empty(nnz, np.int32)
-    data = np.empty(nnz)
-    for c in range(len(rects)):
-        if bounds[c + 1] > bounds[c]:
-            col, keep = rect_cols(c)
-            a, b_ = int(indptr[bounds[c]]), int(indptr[bounds[c + 1]])
-            indices[a:b_] = col[keep]
-            data[a:b_] = np.broadcast_to(-kaps[c][1][None, :], keep.shape)[keep]
-            del col, keep
-    # C: rows in the grouped order; its entries (a, a + s) and their transposes are the cross terms
-    C = sp.csr_matrix((data, indices, indptr.astype(np.int32 if nnz < 2 ** 31 else np.int64)), shape=(n, n))
-    del data, indices, kaps
-    report(progress, 0.2, "self-flat: corner products")
-    # (x + o + q, x + o + q'): for every rectangle, pair and corner pair, the rectangle moved by
-    # o + q gets w_q w_q' at offset q' - q; summed by 2-D cumulative sums of corner marks
-    qo = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
-    rr = np.array(rects, dtype=np.int64)  # (cells, 4): y0, y1, x0, x1
-    near = [(a_q, b_q, tuple(qo[b_q] - qo[a_q])) for a_q in range(4) for b_q in range(4)]
-    rows_s, cols_s, vals_s = [], [], []
-    for dxy in sorted({t[2] for t in near}):
-        acc = np.zeros((h + 1) * (w + 1))
-        for a_q, b_q, s in near:
-            if s != dxy:
-                continue
-            ox = offs[:, :, a_q, 0]  # (cells, P)
-            oy = offs[:, :, a_q, 1]
-            v = (wts[:, :, a_q] * wts[:, :, b_q]).reshape(-1)
-            y0 = np.clip(rr[:, 0:1] + oy, 0, h).reshape(-1)
-            y1 = np.clip(rr[:, 1:2] + oy, 0, h).reshape(-1)
-            x0 = np.clip(rr[:, 2:3] + ox, 0, w).reshape(-1)
-            x1 = np.clip(rr[:, 3:4] + ox, 0, w).reshape(-1)
-            ok = (y1 > y0) & (x1 > x0) & (v != 0)
-            y0, y1, x0, x1, v = y0[ok], y1[ok], x0[ok], x1[ok], v[ok]
-            W1 = w + 1
-            acc += np.bincount(np.concatenate([y0 * W1 + x0, y0 * W1 + x1, y1 * W1 + x0, y1 * W1 + x1]),
-                               weights=np.concatenate([v, -v, -v, v]), minlength=(h + 1) * W1)
-        img = np.cumsum(np.cumsum(acc.reshape(h + 1, w + 1), axis=0), axis=1)[:h, :w].reshape(-1)
-        del acc
-        dx_, dy_ = dxy
-        by, bx = ys_u + dy_, xs_u + dx_
-        inside = (by >= 0) & (by < h) & (bx >= 0) & (bx < w)
-        col = np.where(inside, num[np.where(inside, by * w + bx, 0)], -1)
-        keep = col >= 0
-        rows_s.append(np.flatnonzero(keep))
-        cols_s.append(col[keep])
-        vals_s.append(img[hf.idx[keep]])
-        del img
-    # -- the rows: right-hand side, and the rows the sums above counted that are not equations.
-    # Pixels are numbered in the plane padded by ``mg`` on every side, so that a row's corners need
-    # no bounds checks; -1 (unknown number, halo position) outside the frame.
-    mg = int(np.ceil(np.abs(cd).max())) + 2
-    Wp = w + 2 * mg
-    pad = np.full((h + 2 * mg, Wp), -1, dtype=np.int64)
-    pad[mg:mg + h, mg:mg + w] = num.reshape(h, w)
-    num_p = pad.reshape(-1)
-    pad = np.full((h + 2 * mg, Wp), -1, dtype=np.int64)
-    pad[mg:mg + h, mg:mg + w] = pos.reshape(h, w)
-    pos_p = pad.reshape(-1)
-    del pad
-    m4 = (num_p >= 0).reshape(h + 2 * mg, Wp)
-    any4 = m4.copy()  # any of the four corners (x0, y0) .. (x0 + 1, y0 + 1) is an unknown
-    any4[:, :-1] |= m4[:, 1:]
-    any4[:-1, :] |= m4[1:, :]
-    any4[:-1, :-1] |= m4[1:, 1:]
-    any4 = any4.reshape(-1)
-    del m4
-    hp = (hys + mg) * Wp + (hxs + mg)  # the halo pixels (distance order), padded numbering
-    hown = np.where(num[hsorted] >= 0, num[hsorted], n)  # n: not an unknown
-    # a padded pixel's unknown number (n: none) and halo position (-1: none) in one word: one gather
-    # per corner instead of two
-    packed = (pos_p.astype(np.int64) << 32) | np.where(num_p >= 0, num_p, n)
-    del num_p, pos_p
-    hpc = order  # their positions in the halo arrays
-    corner = np.array([0, 1, Wp, Wp + 1])
-    if local is not None:
-        tix = np.where(htid >= 0, htid, dl.shape[0])  # the global shift as one more "tile"
-        # the halo grouped by tile, by distance inside each: a pair's rows in tile t are those within
-        # |shift of t| + 1.5 of the mask (no farther row's corners reach an unknown)
-        by_tile = np.argsort(tix, kind="stable")
-        tstep = 2.0 * (float(hdist[-1]) + 2.0) if len(hdist) else 1.0  # keys of tile t: t * tstep + distance
-        tkey = tix[by_tile] * tstep + hdist[by_tile]
-        tstart = np.searchsorted(tix[by_tile], np.arange(dl.shape[0] + 1))
-        hp_bt, hown_bt, hpc_bt = hp[by_tile], hown[by_tile], hpc[by_tile]
-    def pair_terms(p0: int, p1: int) -> tuple:
-        """Pairs p0 <= p < p1: their part of A^T b and their dropped rows (numbered from 0)."""
-        part = np.zeros(n + 1)
-        ex_r: list = []
-        ex_c: list = []
-        ex_v: list = []
-        cnt = 0
-        for pi in range(p0, p1):
-            k, j = pairs[pi]
-            dx, dy = dg[pi]
-            if local is None:
-                nr = slice(0, int(np.searchsorted(hdist, float(np.hypot(dx, dy)) + 1.5, side="right")))
-            # per tile: the shift's whole part (as an offset) and its weights (float32 like the logs:
-            # the rows' right sides then carry ~1e-6 of rounding, far below any dust's depth)
-            if local is not None:
-                tdx = np.append(dl[:, pi, 0], dg[pi, 0])
-                tdy = np.append(dl[:, pi, 1], dg[pi, 1])
-                tox, toy = np.floor(tdx), np.floor(tdy)
-                tfx, tfy = tdx - tox, tdy - toy
-                tw = np.stack([(1 - tfx) * (1 - tfy), tfx * (1 - tfy), (1 - tfx) * tfy, tfx * tfy],
-                              axis=-1).astype(np.float32)
-                tend = np.searchsorted(tkey, np.arange(len(tdx)) * tstep + np.minimum(np.hypot(tdx, tdy) + 1.5, 0.5 * tstep), side="right")
-                tlen = np.maximum(tend - tstart, 0)
-                tot = int(tlen.sum())
-                # the rows, tile after tile (positions in the by-tile halo arrays)
-                nr = np.arange(tot) + np.repeat(tstart - (np.cumsum(tlen) - tlen), tlen)
-                base = hp_bt[nr] + np.repeat((toy * Wp + tox).astype(np.int64), tlen)
-                own = hown_bt[nr]
-            else:
-                ox, oy = np.floor(dx), np.floor(dy)
-                base = hp[nr] + int(oy * Wp + ox)
-                own = hown[nr]
-            keep = (own < n) | any4[base]  # rows that may involve an unknown
-            r1 = np.flatnonzero(keep)
-            base, own = base[r1], own[r1]
-            if local is not None:
-                ck = np.concatenate([[0], np.cumsum(keep)])
-                ends = np.cumsum(tlen)
-                wmat = np.repeat(tw, ck[ends] - ck[ends - tlen], axis=0)  # each kept row its tile's weights
-                pc = hpc_bt[nr[r1]]
-            else:
-                pc = hpc[nr][r1]
-                fx, fy = dx - ox, dy - oy
-                wmat = np.broadcast_to(np.array([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy],
-                                                np.float32), (len(r1), 4))
-            cw = packed[base[:, None] + corner]
-            cnum = cw & 0xFFFFFFFF  # n: no unknown
-            cpos = cw >> 32
-            del cw
-            # a row's four corners as one 32-bit word: "any" without numpy's slow short-axis reductions
-            involved = (own < n) | (((cnum < n) & (wmat > 0)).view(np.uint32).ravel() != 0)
-            # log raw_k(x) - interp log raw_j(x + d) (the rows' left side interpolates g = log flat
-            # the same way): NaN where a pixel it reads is not valid; 0 on the rows that are not
-            # equations; unknown n collects the rest
-            b = valsp[k][pc] - np.einsum("ij,ij->i", wmat, valsp[j][cpos])
-            good = ~np.isnan(b)
-            b[~(good & involved)] = 0.0
-            part += np.bincount(own, weights=b, minlength=n + 1)
-            part -= np.bincount(cnum.ravel(), weights=(wmat * b[:, None]).ravel(), minlength=n + 1)
-            bad = np.flatnonzero(involved & ~good)
-            if len(bad):
-                own_b = own[bad]
-                u = own_b < n
-                cs = cnum[bad]
-                cu = cs < n
-                ex_r.append(np.concatenate([cnt + np.flatnonzero(u), cnt + np.nonzero(cu)[0]]))
-                ex_c.append(np.concatenate([own_b[u], cs[cu]]))
-                ex_v.append(np.concatenate([np.ones(int(u.sum())), -wmat[bad][cu]]))
-                cnt += len(bad)
-            # rows outside the halo (far shifts): counted above, not equations
-            for c in np.flatnonzero(np.hypot(cd[:, pi, 0], cd[:, pi, 1]) + 1.5 > r_halo):
-                e = _far_rows(rects[c], offs[c, pi], wts[c, pi], num, pos, ys_u, xs_u, h, w)
-                if e is not None:
-                    ex_r.append(cnt + e[0])
-                    ex_c.append(e[1])
-                    ex_v.append(e[2])
-                    cnt += e[3]
-        return part[:n], ex_r, ex_c, ex_v, cnt
-
-    # pairs 16 at a time, two chunks at once (numpy releases the GIL), summed in pair order: the
-    # same numbers whatever the threads do
-    Atb = np.zeros(n)
-    ex_rows, ex_cols, ex_vals = [], [], []
-    n_ex = 0
-    chunks = [(p0, min(P, p0 + 16)) for p0 in range(0, P, 16)]
-    with ThreadPoolExecutor(max_workers=SELF_FLAT_THREADS) as pool:
-        running = [pool.submit(pair_terms, *c) for c in chunks[:SELF_FLAT_THREADS]]
-        try:
-            for ci in range(len(chunks)):
-                part, r_, c_, v_, cnt = running.pop(0).result()
-                if ci + SELF_FLAT_THREADS < len(chunks):
-                    running.append(pool.submit(pair_terms, *chunks[ci + SELF_FLAT_THREADS]))
-                Atb += part
-                ex_rows += [r + n_ex for r in r_]
-                ex_cols += c_
-                ex_vals += v_
-                n_ex += cnt
-                report(progress, 0.3 + 0.5 * chunks[ci][1] / P, f"self-flat equations {chunks[ci][1]}/{P}")
-        finally:
-            for f in running:
-                f.cancel()
-    report(progress, 0.8, "self-flat solve")
-    # the normal matrix in the grouped order: C + C^T + (diagonal + corner products - dropped rows)
-    S2 = sp.csr_matrix((np.concatenate(vals_s), (inv_u[np.concatenate(rows_s)], inv_u[np.concatenate(cols_s)])),
-                       shape=(n, n))
-    S2 = S2 + sp.diags(diag)
-    if n_ex:
-        E = sp.csr_matrix((np.concatenate(ex_vals), (np.concatenate(ex_rows), inv_u[np.concatenate(ex_cols)])),
-                          shape=(n_ex, n))
-        S2 = S2 - (E.T @ E)
-    S2 = S2.tocsr()
-    Ct = C.T  # a transposed view: its products need no copy
-    dvec = S2.diagonal() + 2 * C.diagonal()
-    if not np.any(dvec > 0):
-        return None
-    mu = PRIOR_WEIGHT * float(np.median(dvec[dvec > 0]))
-    g0 = np.log(np.clip(prior, FLOOR, 1.0))[order_u]
-    rhs = (Atb + mu * np.log(np.clip(prior, FLOOR, 1.0)))[order_u]
-    S2 = (S2 + sp.identity(n, format="csr") * mu).tocsr()
-    if n <= DIRECT_MAX:
-        g = spla.spsolve((C + Ct + S2).tocsc(), rhs)
-    else:  # conjugate gradients from the prior, Jacobi-preconditioned: no fill-in
-        # the product split by rows over threads (scipy's sparse products release the GIL):
-        # block i gives (C_i + S2_i) v to its own rows and C_i^T v_i to every row
-        nb = max(1, SELF_FLAT_THREADS)
-        cuts = np.linspace(0, n, nb + 1).astype(np.int64)
-        blocks = [(int(a), int(b_), _csr_rows(C, a, b_), _csr_rows(S2, a, b_))
-                  for a, b_ in zip(cuts[:-1], cuts[1:])]
-
-        def block_product(blk, v):
-            a, b_, Ci, Si = blk
-            return Ci @ v + Si @ v, Ci.T @ v[a:b_]
-
-        with ThreadPoolExecutor(max_workers=nb) as mpool:
-            def matvec(v):
-                v = np.ravel(v)
-                out = np.empty(n)
-                parts = list(mpool.map(lambda blk: block_product(blk, v), blocks)) if nb > 1 else \
-                    [block_product(blocks[0], v)]
-                for (a, b_, _c, _s), (own_rows, _t) in zip(blocks, parts):
-                    out[a:b_] = own_rows
-                for _own, tr in parts:
-                    out += tr
-                return out
-
-            op = spla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-            pre = sp.diags(1.0 / (dvec + mu))
-            g, _info = spla.cg(op, rhs, x0=g0, M=pre, rtol=CG_RTOL, maxiter=CG_MAXITER)
-    out = np.empty(n)
-    out[order_u] = g
-    return np.exp(out)
-
-
-def _csr_rows(M: sp.csr_matrix, a: int, b: int) -> sp.csr_matrix:
-    """Rows ``a:b`` of ``M`` sharing its data and indices (slicing would copy them)."""
-    s, e = int(M.indptr[a]), int(M.indptr[b])
-    return sp.csr_matrix((M.data[s:e], M.indices[s:e], M.indptr[a:b + 1] - s), shape=(b - a, M.shape[1]))
-
-
-def _balanced_pairs(pairs: list, K: int, count: int) -> list:
-    """``count`` of the candidate ``pairs`` (frame k, frame j), in a fixed random order, taken so
-    that every frame is in about as many pairs as any other: first no frame in more than
-    ``ceil(2 count / K)``, then the rest of the order. A plain random choice leaves some frames
-    in no pair and others in many; their noise then does not average out as well."""
-    order = np.random.default_rng(0).permutation(len(pairs))
-    cap = -(-2 * count // K)
-    use = np.zeros(K, np.int64)
-    chosen: list = []
-    taken = np.zeros(len(pairs), bool)
-    for i in order:
-        k, j = pairs[i]
-        if use[k] < cap and use[j] < cap:
-            chosen.append(i)
-            taken[i] = True
-            use[k] += 1
-            use[j] += 1
-            if len(chosen) == count:
-                break
-    for i in order:
-        if len(chosen) >= count:
-            break
-        if not taken[i]:
-            chosen.append(i)
-    return [pairs[i] for i in sorted(chosen)]
-
-
-def _far_rows(rect, offs, wts, num, pos, ys_u, xs_u, h, w):
-    """Rows of one rectangle and pair that read an unknown but lie outside the halo (not
-    equations): ``(row numbers, unknown numbers, coefficients, count)`` or None."""
-    y0, y1, x0, x1 = rect
-    xs_all = []
-    for (ox, oy) in offs:
-        ry, rx = ys_u - oy, xs_u - ox
-        inr = (ry >= y0) & (ry < y1) & (rx >= x0) & (rx < x1)
-        xs_all.append(ry[inr] * w + rx[inr])
-    rows = np.unique(np.concatenate(xs_all))
-    rows = rows[pos[rows] < 0]
-    if len(rows) == 0:
-        return None
-    ry, rx = np.divmod(rows, w)
-    r_, c_, v_ = [], [], []
-    own = num[rows]
-    u = own >= 0
-    r_.append(np.flatnonzero(u)); c_.append(own[u]); v_.append(np.ones(int(u.sum())))
-    for (ox, oy), wq in zip(offs, wts):
-        cy, cx = ry + oy, rx + ox
-        cin = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
-        cn = np.where(cin, num[np.where(cin, cy * w + cx, 0)], -1)
-        u = cn >= 0
-        r_.append(np.flatnonzero(u)); c_.append(cn[u]); v_.append(np.full(int(u.sum()), -wq))
-    return np.concatenate(r_), np.concatenate(c_), np.concatenate(v_), len(rows)
 
 
 def _feather(flat: np.ndarray, grown: np.ndarray, feather: int) -> np.ndarray:
