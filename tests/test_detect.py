@@ -429,3 +429,46 @@ def test_translate_is_opencvs_cubic_warp():
         minus = np.ascontiguousarray(a[::-1])
         diff = cv2.subtract(slot, minus, dtype=cv2.CV_32F)
         assert np.array_equal(_translate(slot, dx, dy, size, border, minus=minus), _translate(diff, dx, dy, size, border))
+
+
+def test_separation_bands_equal_whole_frame_moves():
+    """The separation moves each slot band by band (detect._sun_band, _sensor_band): bit for bit
+    the rows of detect._translate of the whole frame, the far fill outside the slot's field
+    included, for any band split (bands of 1-40 rows, the last one short) and drift."""
+    from aiflat_gui.core.detect import _FAR, _sensor_band, _sun_band, _translate
+
+    rng = np.random.default_rng(7)
+    h, w = 53, 71
+    slot = cv2.GaussianBlur((rng.standard_normal((h, w)) * 0.03).astype(np.float32), (0, 0), 1.0).astype(np.float16)
+    dust = (rng.standard_normal((h, w)) * 0.01).astype(np.float32)
+    for sx, sy in [(0.0, 0.0), (2.3, -1.7), (-4.6, 3.2), (1.0, 2.0)]:
+        shift = np.array([sx, sy], np.float32)
+        pad = int(np.ceil(np.abs(shift).max())) + 2
+        ch, cw = h + 2 * pad, w + 2 * pad
+        for i in (0, 1):
+            tx, ty = pad - float(shift[0]), pad - float(shift[1])
+            full = _translate(slot, tx, ty, (cw, ch), border=0.0, minus=dust).copy()
+            fill = _FAR if i % 2 == 0 else -_FAR
+            x0, x1 = int(np.ceil(tx + 1)), int(np.floor(tx + w - 2)) + 1
+            y0, y1 = int(np.ceil(ty + 1)), int(np.floor(ty + h - 2)) + 1
+            full[:max(y0, 0)] = fill
+            full[max(y1, 0):] = fill
+            full[:, :max(x0, 0)] = fill
+            full[:, max(x1, 0):] = fill
+            want = full.astype(np.float16)
+            for band in (1, 7, 32, 40):
+                got = np.empty((ch, cw), np.float16)
+                src = np.empty((band + 3, cw + 3), np.float32)
+                for ya in range(0, ch, band):
+                    yb = min(ch, ya + band)
+                    _sun_band(slot, dust, i, shift, pad, cw, (ya, yb), src, got[ya:yb])
+                assert np.array_equal(got.view(np.uint16), want.view(np.uint16)), (sx, sy, i, band)
+        sun = (rng.standard_normal((ch, cw)) * 0.02).astype(np.float32)
+        back = _translate(sun, float(shift[0]) - pad, float(shift[1]) - pad, (w, h))
+        want = (slot.astype(np.float32) - back).astype(np.float16)
+        for band in (1, 7, 32):
+            got = np.empty((h, w), np.float16)
+            for ya in range(0, h, band):
+                yb = min(h, ya + band)
+                _sensor_band(slot, sun, shift, pad, (ya, yb), got[ya:yb])
+            assert np.array_equal(got.view(np.uint16), want.view(np.uint16)), (sx, sy, band)

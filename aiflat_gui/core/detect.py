@@ -48,6 +48,7 @@ average (a luminance that is the same on every CFA phase), so a speck darkens it
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -1239,36 +1240,72 @@ def _translate(a: np.ndarray, dx: float, dy: float, size: tuple[int, int], borde
 #: Stand-in for "no data" in the sun-aligned stack (float16 holds it; real values are ~0.01).
 _FAR = 1000.0
 
+#: Rows per band of the sun/sensor separation: every slot's move of a band of rows, the band's
+#: median and (last round) its scatter and halves are done while the band is in the cache, and the
+#: moved stacks are never held whole (a 4-tap filter reads 3 rows more than it writes).
+BAND_ROWS = 32
 
-def _to_sun_frame(stack: np.ndarray, dust: np.ndarray, i: int, shift: np.ndarray, pad: int,
-                  out: np.ndarray) -> None:
-    """``out`` (float16, the padded sun canvas) = slot ``i`` less ``dust``, moved by ``-shift``."""
+
+def _move_plan(dx: float, dy: float) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(r0, c0, kx, ky) of the move ``out(x, y) = a(x - dx, y - dy)`` (see :func:`_translate`): the
+    source row and column where the 4x4 support of out(0, 0) starts, and the bicubic taps."""
+    sx, sy = -float(dx), -float(dy)  # where out(0, 0) comes from
+    ix, iy = math.floor(sx), math.floor(sy)
+    return iy - 1, ix - 1, _cubic_taps(sx - ix), _cubic_taps(sy - iy)
+
+
+def _sun_band(slot: np.ndarray, dust: np.ndarray, i: int, shift: np.ndarray, pad: int, cw: int,
+              rows: tuple[int, int], src: np.ndarray, out: np.ndarray, plan: Optional[tuple] = None) -> None:
+    """Rows ``rows`` of the padded sun canvas (``cw`` wide) of slot ``i``: ``out`` (float16) =
+    ``slot - dust`` moved by ``pad - shift``, with the far fill outside the slot's field. The same
+    values as :func:`_translate` of the whole slot with a border of 0 (the slot lies wholly inside
+    the canvas: pad > drift + 1), cropped to the rows. ``src``: float32 scratch of at least
+    ``rows`` + 3 rows by ``cw`` + 3; ``plan``: the move's :func:`_move_plan` if known."""
     h, w = dust.shape
-    ch, cw = out.shape
+    y_a, y_b = rows
     tx, ty = pad - float(shift[0]), pad - float(shift[1])
-    a = _translate(stack[i], tx, ty, (cw, ch), border=0.0, minus=dust)
+    r0, c0, kx, ky = plan if plan is not None else _move_plan(tx, ty)
+    t, lf = -r0, -c0  # where the slot starts in the bordered source
+    s = src[:y_b - y_a + 3, :cw + 3]
+    d0, d1 = max(y_a, t), min(y_b + 3, t + h)  # the source rows of this band that hold the slot
+    if d0 < d1:
+        s[:d0 - y_a] = 0.0
+        s[d1 - y_a:] = 0.0
+        s[d0 - y_a:d1 - y_a, :lf] = 0.0
+        s[d0 - y_a:d1 - y_a, lf + w:] = 0.0
+        cv2.subtract(slot[d0 - t:d1 - t], dust[d0 - t:d1 - t], dst=s[d0 - y_a:d1 - y_a, lf:lf + w], dtype=cv2.CV_32F)
+    else:
+        s[:] = 0.0
+    bh = y_b - y_a
+    a = cv2.sepFilter2D(s, cv2.CV_32F, kx, ky, anchor=(1, 1))[1:1 + bh, 1:1 + cw]
     # outside this frame's field (and its interpolation support) there is no data: fill
     # alternately far above and far below, so that the median of a pixel's values is (to half a
     # rank) the median of its real ones, and a plain median does the job of a slow NaN-aware one
     fill = _FAR if i % 2 == 0 else -_FAR
     x0, x1 = int(math.ceil(tx + 1)), int(math.floor(tx + w - 2)) + 1
     y0, y1 = int(math.ceil(ty + 1)), int(math.floor(ty + h - 2)) + 1
-    a[:max(y0, 0)] = fill
-    a[max(y1, 0):] = fill
+    a[:min(bh, max(0, max(y0, 0) - y_a))] = fill
+    a[min(bh, max(0, max(y1, 0) - y_a)):] = fill
     a[:, :max(x0, 0)] = fill
     a[:, max(x1, 0):] = fill
     to_f16(a, out)
 
 
-def _to_sensor_frame(slot: np.ndarray, sun: np.ndarray, shift: np.ndarray, pad: int, out: np.ndarray) -> None:
-    """``out`` (float16) = ``slot`` less the padded ``sun`` moved by ``shift`` onto the sensor."""
-    h, w = slot.shape
-    back = _translate(sun, float(shift[0]) - pad, float(shift[1]) - pad, (w, h))
-    sub_to_f16(slot, back, out)
+def _sensor_band(slot: np.ndarray, sun: np.ndarray, shift: np.ndarray, pad: int, rows: tuple[int, int],
+                 out: np.ndarray, plan: Optional[tuple] = None) -> None:
+    """Rows ``rows`` of ``slot`` less the padded ``sun`` moved by ``shift`` onto the sensor, into
+    ``out`` (float16): the same values as :func:`_translate` of the whole sun (whose padding holds
+    the move's support: pad > drift + 1), cropped to the rows; ``plan`` as for :func:`_sun_band`."""
+    w = slot.shape[1]
+    y_a, y_b = rows
+    r0, c0, kx, ky = plan if plan is not None else _move_plan(float(shift[0]) - pad, float(shift[1]) - pad)
+    back = cv2.sepFilter2D(sun[r0 + y_a:r0 + y_b + 3, c0:c0 + w + 3], cv2.CV_32F, kx, ky,
+                           anchor=(1, 1))[1:1 + y_b - y_a, 1:1 + w]
+    sub_to_f16(slot[y_a:y_b], back, out)
 
 
-#: Threads of the sun/sensor separation: slots are warped, and pixels' medians taken, this many at
-#: once (OpenCV and numpy release the GIL; the result does not depend on it).
+#: Threads of the sun/sensor separation: bands of rows are moved, and their pixels' medians taken,
+#: this many at once (OpenCV and numpy release the GIL; the result does not depend on it).
 SEPARATE_THREADS = 2
 
 
@@ -1287,57 +1324,91 @@ def _separate_in(stack: np.ndarray, shifts: np.ndarray, iterations: int, progres
         dust(x) = median_i [ d_i(x) - sun(x - s_i) ]       (frames as recorded)
 
     The sun map lives on a canvas padded by the largest shift, so every frame's field is covered.
-    Returns (dust, scatter, halves): the dust darkening map, the per-pixel temporal scatter (mean
-    absolute residual) of the last iteration, and the dust map of each half of the slots split
-    along the drift's main axis ((2, H, W), None without drift or with fewer than 4 slots)."""
+    Each estimate is made in bands of ``BAND_ROWS`` rows (all slots moved, then the median), in
+    ``SEPARATE_THREADS`` threads. Returns (dust, scatter, halves): the dust darkening map, the
+    per-pixel temporal scatter (mean absolute residual) of the last iteration, and the dust map of
+    each half of the slots split along the drift's main axis ((2, H, W), None without drift or
+    with fewer than 4 slots)."""
     k, h, w = stack.shape
     dust = np.zeros((h, w), np.float32)
     reach = float(np.abs(shifts).max())
     moving = reach >= 0.5
     pad = int(math.ceil(reach)) + 2
     ch, cw = h + 2 * pad, w + 2 * pad
-    resid = stack
     n_it = max(1, iterations) if moving else 1
-    for it in range(n_it):
-        base = 0.52 + 0.38 * it / n_it
-        if moving:
-            report(progress, base, f"dust: separating sun and sensor ({it + 1}/{n_it})")
-            resid = None  # free the previous residuals before the aligned stack exists
-            aligned = np.empty((k, ch, cw), np.float16)
-            for _ in pool.map(lambda i: _to_sun_frame(stack, dust, i, shifts[i], pad, aligned[i]), range(k)):
-                pass
-            sun = median_f16(aligned, pool=pool, threads=SEPARATE_THREADS)
-            del aligned
-            sun[np.abs(sun) > _FAR / 2] = 0.0  # points no frame saw
-            resid = np.empty((k, h, w), np.float16)
-            for _ in pool.map(lambda i: _to_sensor_frame(stack[i], sun, shifts[i], pad, resid[i]), range(k)):
-                pass
-        dust = median_f16(resid, pool=pool, threads=SEPARATE_THREADS)
     scatter = np.zeros((h, w), np.float32)
     # the two halves of the slots along the drift's main axis, each on its own: dust is static in
     # sensor coordinates and darkens the same pixels by the same factor in both; what is left of
     # a feature that moves with the target sat elsewhere on the sensor in each half
     halves = None
+    parts: tuple = ()
     if moving and k >= 4:
         c = shifts - shifts.mean(axis=0)
         _, _, vt = np.linalg.svd(c.astype(np.float64), full_matrices=False)
         order = np.argsort(c @ vt[0], kind="stable")
         parts = (np.sort(order[:k // 2]), np.sort(order[k - k // 2:]))
         halves = np.zeros((2, h, w), np.float32)
-    # (the mean absolute residual summed slot after slot in float32, as numpy's mean along the
-    # first axis does; bands of rows in the threads at once)
-    def band(rows: slice) -> None:
-        sc, du = scatter[rows], dust[rows]
-        for i in range(k):
-            r = cv2.subtract(resid[i][rows], du, dtype=cv2.CV_32F)
-            np.abs(r, out=r)
-            sc += r
+    sun = np.empty((ch, cw), np.float32) if moving else None
+    B = max(1, int(BAND_ROWS))
+    n_t = max(1, int(SEPARATE_THREADS))
+    # (scratch of each thread, reused by every band: a moved band in float32, the moved stack band)
+    src = [np.empty((B + 3, cw + 3), np.float32) for _ in range(n_t)] if moving else []
+    work = [np.empty((k, B, cw), np.float16) for _ in range(n_t)] if moving else []
+    # (each slot's two moves, planned once)
+    to_sun = [_move_plan(pad - float(s[0]), pad - float(s[1])) for s in shifts]
+    to_sensor = [_move_plan(float(s[0]) - pad, float(s[1]) - pad) for s in shifts]
 
-    n_b = max(1, min(SEPARATE_THREADS, h))
-    for _ in pool.map(band, [slice(h * j // n_b, h * (j + 1) // n_b) for j in range(n_b)]):
-        pass
+    def in_bands(job, n_rows: int) -> None:
+        bands = iter([(y, min(n_rows, y + B)) for y in range(0, n_rows, B)])
+        lock = threading.Lock()
+
+        def worker(j: int) -> None:
+            while True:
+                with lock:
+                    band = next(bands, None)
+                if band is None:
+                    return
+                job(band, j)
+
+        for _ in pool.map(worker, range(n_t)):
+            pass
+
+    def sun_band(band: tuple[int, int], j: int) -> None:
+        y_a, y_b = band
+        al = work[j][:, :y_b - y_a]
+        for i in range(k):
+            _sun_band(stack[i], dust, i, shifts[i], pad, cw, band, src[j], al[i], to_sun[i])
+        s = median_f16(al)
+        s[np.abs(s) > _FAR / 2] = 0.0  # points no frame saw
+        sun[y_a:y_b] = s
+
+    def dust_band(band: tuple[int, int], j: int, last: bool) -> None:
+        y_a, y_b = band
+        if moving:
+            # (each slot's band contiguous in the scratch)
+            res = work[j].reshape(-1)[:k * (y_b - y_a) * w].reshape(k, y_b - y_a, w)
+            for i in range(k):
+                _sensor_band(stack[i], sun, shifts[i], pad, band, res[i], to_sensor[i])
+        else:
+            res = stack[:, y_a:y_b]
+        d = median_f16(res)
+        if last:
+            # (the mean absolute residual summed slot after slot in float32, as numpy's mean
+            # along the first axis does)
+            sc = scatter[y_a:y_b]
+            for i in range(k):
+                r = cv2.subtract(res[i], d, dtype=cv2.CV_32F)
+                np.abs(r, out=r)
+                sc += r
+            if halves is not None:
+                for jj, part in enumerate(parts):
+                    halves[jj, y_a:y_b] = median_f16(res, part)
+        dust[y_a:y_b] = d
+
+    for it in range(n_it):
+        if moving:
+            report(progress, 0.52 + 0.38 * it / n_it, f"dust: separating sun and sensor ({it + 1}/{n_it})")
+            in_bands(sun_band, ch)
+        in_bands(lambda band, j: dust_band(band, j, it == n_it - 1), h)
     scatter /= np.float32(k)
-    if halves is not None:
-        for j, part in enumerate(parts):
-            halves[j] = median_f16(resid, part, pool=pool, threads=SEPARATE_THREADS)
     return dust, scatter, halves
