@@ -380,6 +380,17 @@ def test_off_disc_marks_match_the_full_frame_box():
         off = np.zeros(frame.shape, bool)
         _mark_off(frame, fl, off)
         assert np.array_equal(off, _box(frame.astype(np.float32)) < fl), (frame.dtype, fl)
+    # whole rows of sky (set without the box when surely below the floor), just below it, and
+    # at the frame's top and bottom edges
+    yd = yi.copy()
+    yd[:20] = 288
+    yd[20:30] = 289
+    yd[30:33] = 100
+    yd[-12:] = 7
+    for fl in (290.0, 289.0, 289.0001, 288.5, 288.0, 8.0, 7.0):
+        off = np.zeros(yd.shape, bool)
+        _mark_off(yd, fl, off)
+        assert np.array_equal(off, _box(yd.astype(np.float32)) < fl), fl
 
 
 def test_big_faint_donuts_in_poor_seeing_are_found_whole():

@@ -173,8 +173,12 @@ def _mark_off(y: np.ndarray, floor: float, off: np.ndarray) -> None:
     """``off |= _box(y) < floor``, the box computed only on the rows within 2 px of a pixel below
     ``floor`` (a 5x5 mean below it needs one; the sky or an umbra covers a few rows of most
     frames): the same pixels, set in place. ``y`` is float32 or an integer frame as read (e.g. a
-    memory-mapped uint16 view: compared as is, only the boxed rows are cast to float32)."""
+    memory-mapped uint16 view: compared as is, only the boxed rows are cast to float32). In an
+    integer frame, rows whose 5-row neighbourhood lies wholly and surely below ``floor`` (the sky
+    beyond the limb) are set without the box."""
+    h = y.shape[0]
     integer = y.dtype.kind in "ui"
+    whole = None
     if integer:
         # an integer sample is below float32(floor), as its float32 value compares, exactly when
         # it is below that value's ceiling
@@ -182,16 +186,27 @@ def _mark_off(y: np.ndarray, floor: float, off: np.ndarray) -> None:
         info = np.iinfo(y.dtype)
         if t <= info.min:
             return
-        low = np.flatnonzero(y.min(axis=1) < t) if t <= info.max else np.arange(y.shape[0])
+        low = y.min(axis=1) < t if t <= info.max else np.ones(h, bool)
+        # a 5x5 box of integer samples all <= ``safe`` is below floor: its float32 sum is exact
+        # (< 2**24) and its scaling by 1/25 errs by far less than the margin
+        safe = math.floor(float(np.float32(floor)) * (1.0 - 1e-5)) - 1
+        if safe >= info.min and low.any():
+            dark = np.pad(y.max(axis=1) <= min(safe, info.max), 2, mode="edge")
+            whole = dark[:h] & dark[1:h + 1] & dark[2:h + 2] & dark[3:h + 3] & dark[4:h + 4]
+            off[whole] = True
     else:
-        low = np.flatnonzero((y < floor).any(axis=1))
-    if low.size == 0:
+        low = (y < floor).any(axis=1)
+    if not low.any():
         return
-    h = y.shape[0]
-    gap = np.diff(low) > 5  # (runs of low rows whose boxes would overlap are done together)
-    for a, b in zip(low[np.concatenate(([True], gap))], low[np.concatenate((gap, [True]))]):
-        r0, r1 = max(0, int(a) - 2), min(h, int(b) + 3)  # rows whose 5x5 box holds a low row
-        c0, c1 = max(0, r0 - 2), min(h, r1 + 2)  # and the rows those boxes read
+    # rows whose 5x5 box holds a low row (and not set whole above)
+    lp = np.pad(low, 2)
+    need = lp[:h] | lp[1:h + 1] | lp[2:h + 2] | lp[3:h + 3] | lp[4:h + 4]
+    if whole is not None:
+        need &= ~whole
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], need, [False])).view(np.int8)))
+    for r0, r1 in zip(edges[::2], edges[1::2]):
+        r0, r1 = int(r0), int(r1)
+        c0, c1 = max(0, r0 - 2), min(h, r1 + 2)  # the rows those boxes read
         rows = y[c0:c1].astype(np.float32) if integer else y[c0:c1]
         off[r0:r1] |= _box(rows)[r0 - c0:r1 - c0] < floor
 

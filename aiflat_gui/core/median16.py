@@ -9,8 +9,8 @@ in the same order as the values (16 lanes per AVX2 instruction): ~15x faster, an
 value as ``np.partition(a.astype(float32), k // 2, axis=0)[k // 2]`` (a zero may come back as -0.0
 where the partition gave +0.0 or the other way round; they are equal).
 
-numpy's float16 casts are scalar (~3 ns per sample); OpenCV's (``cv2.multiply`` by 1.0 with a
-destination type) give bit-identical results 2-3x faster, and ``cv2.subtract`` with a float16
+numpy's float16 casts are scalar (~3 ns per sample); OpenCV's (``cv2.subtract`` of +0.0 with a
+destination type) give bit-identical results 3-4x faster, and ``cv2.subtract`` with a float16
 destination subtracts in float32 and rounds once, as numpy does.
 """
 
@@ -31,14 +31,15 @@ BLOCK = 65536
 
 def to_f32(a: np.ndarray) -> np.ndarray:
     """``a.astype(np.float32)`` for a 2-D float16 (or float32) array, bit for bit."""
-    # (OpenCV takes a scalar; its stubs say array)
-    return cv2.multiply(a, 1.0, dtype=cv2.CV_32F)  # type: ignore[call-overload]
+    # (OpenCV takes a scalar; its stubs say array. Subtracting +0.0 keeps every value, -0.0 and
+    # NaN included, and is ~30 % faster than multiplying by 1.0)
+    return cv2.subtract(a, 0.0, dtype=cv2.CV_32F)  # type: ignore[call-overload]
 
 
 def to_f16(a: np.ndarray, out: np.ndarray) -> None:
     """``out[...] = a`` for a 2-D float32 ``a`` into a float16 ``out`` of the same shape (numpy's
     rounding, bit for bit)."""
-    r = cv2.multiply(a, 1.0, dst=out, dtype=cv2.CV_16F)  # type: ignore[call-overload]
+    r = cv2.subtract(a, 0.0, dst=out, dtype=cv2.CV_16F)  # type: ignore[call-overload]
     if not np.shares_memory(r, out):  # (not a view OpenCV could write to)
         out[...] = r
 
