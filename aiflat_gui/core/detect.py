@@ -190,8 +190,13 @@ def _mark_off(y: np.ndarray, floor: float, off: np.ndarray) -> None:
         # a 5x5 box of integer samples all <= ``safe`` is below floor: its float32 sum is exact
         # (< 2**24) and its scaling by 1/25 errs by far less than the margin
         safe = math.floor(float(np.float32(floor)) * (1.0 - 1e-5)) - 1
-        if safe >= info.min and low.any():
-            dark = np.pad(y.max(axis=1) <= min(safe, info.max), 2, mode="edge")
+        lows = np.flatnonzero(low)
+        if safe >= info.min and lows.size:
+            # (a dark row is a low row: only the span of the low rows is read again)
+            dark = np.zeros(h, bool)
+            a, b = int(lows[0]), int(lows[-1]) + 1
+            dark[a:b] = y[a:b].max(axis=1) <= min(safe, info.max)
+            dark = np.pad(dark, 2, mode="edge")
             whole = dark[:h] & dark[1:h + 1] & dark[2:h + 2] & dark[3:h + 3] & dark[4:h + 4]
             off[whole] = True
     else:
