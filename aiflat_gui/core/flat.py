@@ -601,7 +601,7 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
     h, w = reg.grown.shape[:2]
     if reg.scale == 2.0:
         h, w = h // 2, w // 2
-    total = np.zeros((h, w), np.float64)
+    total = np.zeros((h, w), np.float32)  # at most 32 frames: float32 sums keep ~1e-6
     cover_x: list = []
     cover_y: list = []
     K = len(frame_idx)
@@ -614,7 +614,7 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
         return np.clip(np.minimum(x + 1.0, size - x), 0.0, 1.0)
 
     def moved(img: np.ndarray, shift) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        lum = _luminance_and_mask(img, reg.grown, reg.color)[0].astype(np.float32)
+        lum = np.asarray(_luminance_and_mask(img, reg.grown, reg.color)[0], dtype=np.float32)
         M = np.float32([[1, 0, -float(shift[0]) / reg.scale], [0, 1, -float(shift[1]) / reg.scale]])
         return (cv2.warpAffine(lum, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
                 (cover(w, float(shift[0]) / reg.scale), cover(h, float(shift[1]) / reg.scale)))
@@ -629,7 +629,7 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
         items = [(frames[j], shifts[j]) for j in range(len(ks))]
         for img, (cx, cy) in (pool.map(lambda it: moved(*it), items) if pool is not None
                               else (moved(*it) for it in items)):
-            total += img
+            cv2.add(total, img, dst=total)
             cover_x.append(cx)
             cover_y.append(cy)
         report(progress, (k0 + len(ks)) / K, f"aligning frame {k0 + len(ks)}/{K}")
@@ -850,7 +850,8 @@ class _SunFlat:
         # ... and whose every frame reads inside the frame, above the signal floor: the sun pixels
         # within P of the frame's edge or of a dark pixel of the reference are no equations
         ok = np.ones((h, w), np.uint8) if bright is None else np.asarray(bright, np.uint8)
-        reach = np.minimum(reach, cv2.erode(ok, box, borderType=cv2.BORDER_CONSTANT, borderValue=0))
+        valid = cv2.erode(ok, box, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        reach = np.minimum(reach, valid)
         ys, xs = np.divmod(idx, w)
         T = tile
         gx = -(-w // T)
@@ -866,7 +867,9 @@ class _SunFlat:
             if tile_of is not None and ty < tile_of.shape[0] and tx < tile_of.shape[1]:
                 t = int(tile_of[ty, tx])
             cy0, cy1, cx0, cx1 = y0 + int(ry.min()), y0 + int(ry.max()) + 1, x0 + int(rx.min()), x0 + int(rx.max()) + 1
-            sun = reach[cy0:cy1, cx0:cx1].astype(np.float32)
+            # the whole box of those sun pixels where valid (rows that reach no unknown add nothing,
+            # and a box keeps the solver's set-up cheap)
+            sun = valid[cy0:cy1, cx0:cx1].astype(np.float32)
             for g in range(len(self.centers)):
                 self.cells.append((cy0, cy1, cx0, cx1, t))
                 self.suns.append(sun)
@@ -958,6 +961,7 @@ class _SunFlat:
         num[N:N + h, N:N + w] = inner.reshape(h, w)
         gi_flat, gi_unk, bvals, cvals, dvals = [], [], [], [], []
         cgrid = np.zeros((nw, N, N), np.float32)
+        box = np.array([bool(self.suns[c].all()) for c in cells])  # the tile's sun pixels fill their box
 
         def conv(img, k):  # sum_v k(v) img(x - v), k centred on (P, P)
             return cv2.filter2D(img, -1, k[::-1, ::-1].copy(), anchor=(P, P), borderType=cv2.BORDER_CONSTANT)
@@ -977,9 +981,14 @@ class _SunFlat:
             wb = np.zeros((gh, gw))
             wb[Q:Q + y1 - y0, Q:Q + x1 - x0] = self.wsum[c]
             bvals.append((self.usum[c] - conv(wb, hk[j]))[ly, lx])
-            # the stencil's weights c_u(x) = sum_v M_u(v) C(x - v), and the diagonal's h^2 part
-            cvals.append(np.stack([conv(C, mk[ui, j])[ly, lx] for ui in range(9)]))
-            dvals.append(Kc[j] * conv(C, hk[j] ** 2)[ly, lx])
+            # the stencil's weights c_u(x) = sum_v M_u(v) C(x - v), and the diagonal's h^2 part: box
+            # sums of the kernels where C is the whole box (below, all such tiles at once)
+            if box[j]:
+                cvals.append(np.zeros((9, len(ly))))
+                dvals.append(np.zeros(len(ly)))
+            else:
+                cvals.append(np.stack([conv(C, mk[ui, j])[ly, lx] for ui in range(9)]))
+                dvals.append(Kc[j] * conv(C, hk[j] ** 2)[ly, lx])
         gi_flat = np.concatenate(gi_flat)
         gi_unk = np.concatenate(gi_unk)
         n = len(self.idx)
@@ -987,7 +996,26 @@ class _SunFlat:
         gj, rem = np.divmod(gi_flat, N * N)
         gyy, gxx = np.divmod(rem, N)
         cu_g = np.concatenate(cvals, axis=1)
-        dvec = np.bincount(gi_unk, weights=cu_g[4] - np.concatenate(dvals), minlength=n)
+        dpart = np.concatenate(dvals)
+        inb = np.flatnonzero(box[gj])
+        if len(inb):  # C a box [Q, Q + ch) x [Q, Q + cw): v runs over a box too (integral images)
+            bj = gj[inb]
+            ch = np.array([self.cells[c][1] - self.cells[c][0] for c in cells])[bj]
+            cw = np.array([self.cells[c][3] - self.cells[c][2] for c in cells])[bj]
+            ya, yb = gyy[inb], gxx[inb]
+            iy0, iy1 = np.clip(ya - Q - ch + 1 + P, 0, nk), np.clip(ya - Q + P + 1, 0, nk)
+            ix0, ix1 = np.clip(yb - Q - cw + 1 + P, 0, nk), np.clip(yb - Q + P + 1, 0, nk)
+            nonempty = (iy1 > iy0) & (ix1 > ix0)
+
+            def boxsum(k):  # (nw, nk, nk): each entry's sum over [iy0, iy1) x [ix0, ix1) of its tile's k
+                S = np.zeros((nw, nk + 1, nk + 1))
+                S[:, 1:, 1:] = k.cumsum(1).cumsum(2)
+                return np.where(nonempty, S[bj, iy1, ix1] - S[bj, iy0, ix1] - S[bj, iy1, ix0] + S[bj, iy0, ix0], 0.0)
+
+            for ui in range(9):
+                cu_g[ui, inb] = boxsum(mk[ui])
+            dpart[inb] = Kc[bj] * boxsum(hk ** 2)
+        dvec = np.bincount(gi_unk, weights=cu_g[4] - dpart, minlength=n)
         g0 = np.log(np.clip(prior, FLOOR, 1.0))
         # the prior's weight: relative to the diagonal of the unknowns that equations reach (those
         # out of every tile's reach -- near the frame's edge, under dark sky -- have none: the prior)
@@ -1004,9 +1032,20 @@ class _SunFlat:
         del hp
         G = np.zeros((nw, N + 2, N + 2), np.float32)  # one px of zeros around each grid: the stencil's reach
         gi_pad = gj * (N + 2) * (N + 2) + (gyy + 1) * (N + 2) + gxx + 1
-        ustep = [(ui // 3 - 1) * (N + 2) + (ui % 3 - 1) for ui in range(9)]
-        cu_g = cu_g.astype(np.float32)
         Gf = G.reshape(-1)
+        # the 3x3 stencil part, sum_t sum_k B_k^T C B_k, as one sparse matrix over the unknowns
+        where = np.full(G.size, -1, np.int64)
+        where[gi_pad] = gi_unk
+        rows, cols, vals = [], [], []
+        for ui in range(9):
+            nb = where[gi_pad + (ui // 3 - 1) * (N + 2) + (ui % 3 - 1)]
+            keep = (nb >= 0) & (cu_g[ui] != 0)
+            rows.append(gi_unk[keep])
+            cols.append(nb[keep])
+            vals.append(cu_g[ui, keep])
+        del where, cu_g
+        stencil = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+        del rows, cols, vals
 
         def grids(v):  # v on the tiles' grids, and its FFT
             G.fill(0.0)
@@ -1014,19 +1053,11 @@ class _SunFlat:
             return sfft.rfft2(G[:, 1:-1, 1:-1], workers=2)
 
         def matvec(v, vhat):
-            """A v from v and its grids' FFT (the stencil reads the grids G left by ``grids(v)``
-            when ``vhat`` is fresh; see the caller)."""
-            vi = v[gi_unk].astype(np.float32)
-            st = cu_g[4] * vi
-            G.fill(0.0)
-            Gf[gi_pad] = vi
-            for ui in (0, 1, 2, 3, 5, 6, 7, 8):
-                st += cu_g[ui] * Gf[gi_pad + ustep[ui]]
+            """A v from v and its grids' FFT."""
             s = sfft.irfft2(hconj * vhat, s=(N, N), workers=2)
             s *= cgrid
             hs = sfft.irfft2(hhat * sfft.rfft2(s, workers=2), s=(N, N), workers=2)
-            st -= hs.reshape(-1)[gi_flat]
-            return np.bincount(gi_unk, weights=st, minlength=n) + mu * v
+            return stencil @ v - np.bincount(gi_unk, weights=hs.reshape(-1)[gi_flat], minlength=n) + mu * v
 
         # preconditioned CG; the grids' FFT of the search direction is kept up to date linearly
         # (p = z + beta p): one forward FFT of z per iteration instead of two
@@ -1069,7 +1100,7 @@ MIN_PAIR_SHIFT = 0.7
 #: the equations): the prior only decides where the frames' motion says nothing.
 PRIOR_WEIGHT = 0.002
 #: Relative residual at which CG stops, and its iterations at most.
-CG_RTOL = 3e-4
+CG_RTOL = 1e-3
 CG_MAXITER = 400
 #: px: a frame's global shift (second pass, phase correlation only) farther than this from the
 #: first pass's shifts interpolated in time is taken as a wrong peak: the interpolation is used.
