@@ -32,7 +32,10 @@ backgrounds and baselines are normalised convolutions that leave the sky and unj
 and the median profile across the limb (judged pixels binned by their distance to it) is
 subtracted, which a fixed-scale background cannot follow on a single image. A speck on the disc
 more than ``limb_margin`` px inside the limb is judged like any other. A sunspot is left out whole
-(see :func:`_sunspots`): its umbra is off the disc too, its penumbra would look like a dark ring.
+(see :func:`_sunspots`): its umbra is off the disc too, its penumbra would look like a dark ring;
+but in a video whose sun drifted at least :data:`SPOT_DRIFT` px, only its umbrae (and
+:data:`UMBRA_MARGIN` px around them) are: the separation puts the moving sunspot in ``sun`` and
+leaves a clump on its penumbra in ``dust``.
 
 With no time axis (a single image, or fewer than 3 frames) step 3 runs on the reference's local
 darkening (the reference divided by a smooth background that ignores dips): faint dust below the
@@ -93,6 +96,11 @@ PENUMBRA_FRACTION = 0.8
 #: Pixels within this many px of where any frame was off the disc are not judged: the limb's
 #: steep limb-darkened rim and its seeing wobble (the drift is covered by taking every frame).
 LIMB_MARGIN = 12.0
+#: Sequence mode, when the sun drifted at least SPOT_DRIFT px: sunspots are judged but for their
+#: umbrae and UMBRA_MARGIN px around them (the separation tells a clump on a penumbra, which stays
+#: on the sensor, from the sunspot, which moves with the sun); with less drift they are left out whole.
+SPOT_DRIFT = 3.0
+UMBRA_MARGIN = 6.0
 #: A connected region darker than SKY_FRACTION of the disc, not reaching the frame's edge and at
 #: most this many px, is a dust clump to judge, not sky or an umbra to skip.
 OFF_SPECK_AREA = 2500
@@ -810,14 +818,26 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
                 pending.popleft().result()
         stack_n = k
         off = first.result()[0] | off_frames
-        del off_frames
 
         def judged_and_reference(stack: np.ndarray) -> tuple:
             # not judged: within limb_margin of where any frame was off the disc (the limb in
             # every position it took, plus its steep limb-darkened rim and seeing), and the
             # outermost pixels, which lack interpolation support in the sun frame
-            off_ = _sky_and_umbrae(yref, off, bg_sigma)
-            valid_ = _judged(off_, limb_margin)
+            if float(np.ptp(shifts, axis=0).max()) >= SPOT_DRIFT:
+                # the sun moved: a sunspot moves with it into the separated sun, a clump on its
+                # penumbra stays on the sensor. Not judged: the sky with the limb margin, and the
+                # umbrae (below the sky threshold in some frame) with UMBRA_MARGIN px around them
+                off_ = _sky_and_umbrae(yref, (_box(yref) < floor) | off_frames, bg_sigma)
+                n_, lab_, st_, _ = cv2.connectedComponentsWithStats(off_.view(np.uint8), connectivity=8)
+                x0_, y0_, bw_, bh_ = st_[:, 0], st_[:, 1], st_[:, 2], st_[:, 3]
+                sky_ = (x0_ == 0) | (y0_ == 0) | (x0_ + bw_ == w) | (y0_ + bh_ == h)
+                sky_[0] = False
+                umbrae_ = ~sky_
+                umbrae_[0] = False
+                valid_ = _judged(sky_[lab_], limb_margin) & _judged(umbrae_[lab_], UMBRA_MARGIN)
+            else:
+                off_ = _sky_and_umbrae(yref, off, bg_sigma)
+                valid_ = _judged(off_, limb_margin)
             b = EDGE
             valid_[:b] = False
             valid_[-b:] = False
@@ -858,6 +878,7 @@ def _compute_scores(reference: np.ndarray, sequence: Any, max_frames: int, progr
         slots = stack
         del stack
         off, valid, on, rim, ref_cands, plain, plain_z = prep.result()
+        del off_frames
         frames_used = n_read
     else:
         frames_used = 1 if n_frames <= 1 else n_frames
