@@ -48,8 +48,11 @@ Methods (the dust-free estimate):
     short: the `aiflat demo` default went from 94.8 % to 98.7 % removed); the precision of the
     shifts is what limits this method. Seeing bends the image locally,
     so every 64-px tile holding dust gets its own shift per frame (normalised cross-correlation
-    around the global shift, :class:`_LocalShifts`, on the frames divided by the prior); there the
-    global shift is the phase correlation's alone (the tiles refine it).
+    around the global shift, :class:`_LocalShifts`, on the frames divided by the prior); in that
+    second pass the global shift is the phase correlation's alone, of the frame divided by the
+    prior against the sharpened base (the tiles refine it), replaced by the first pass's shifts
+    interpolated in time when it lands farther than :data:`PREDICT_TOLERANCE` from them. While
+    one chunk of frames is summed, the next is read and registered in a thread.
 ``ai``
     an AI "clean" image (resampled to the frame if needed), histogram-matched to the reference on
     the unmasked pixels (quantile mapping, as the blog author's reference code did), then
@@ -1246,6 +1249,11 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
         part = sub_progress(progress, 0.7 + 0.3 * p / len(slices), 0.7 + 0.3 * (p + 1) / len(slices))
         solved = suns.pop(p)[0].solve(priors[p], part) if p in suns else None
         info["kll"][p] = solved is not None
+        if solved is not None:
+            # where the reference divided by the flat has no measurable signal (dark sky beside
+            # the limb) the attenuation cannot be measured: 1.0, as for the other methods
+            est = (ref[sl].reshape(-1)[fills[p].idx] - pedestal) / np.maximum(solved, FLOOR)
+            solved = np.where(est > min_sig[p], solved, 1.0)
         _assign(flat, sl, fills[p].idx, _finish(solved if solved is not None else priors[p]))
         report(progress, 0.7 + 0.3 * (p + 1) / len(slices), "self-flat solve")
     return info
