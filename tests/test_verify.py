@@ -5,8 +5,9 @@ data acceptance cases are in tests/test_verify_acceptance.py."""
 import numpy as np
 import pytest
 
+from aiflat_gui.core.mask import grow
 from aiflat_gui.core.verify import (DUST, NOT_DUST, UNVERIFIED, VerifyParams, apply_verdicts, effective_verdict,
-                                    verify_mask)
+                                    verdicts_with_outlines, verify_mask)
 from aiflat_gui.io import ArraySequence
 
 H, W = 160, 200
@@ -224,3 +225,22 @@ def test_cli_single_image_tells_the_user_nothing_was_verified(tmp_path, capsys):
     assert "2 specks unverified, none refused" in err and "single image" in err
     flat = read_image(tmp_path / "f.fits")
     assert flat[dust].mean() < 0.9 and flat[feature].mean() < 0.9  # nothing refused
+
+
+def test_a_verified_speck_gets_its_rim_and_an_erased_part_stays_erased():
+    """A static disc marked 1 px too tight: the flat gets the rim the video measures (outside the
+    drawn mask, inside the dust); half of the speck erased after the verification stays out, rim
+    and all (the shadow measured there is not a rim)."""
+    import cv2
+
+    frames, dust, feature = _scene()
+    tight = cv2.erode(dust.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    ver = verify_mask(tight, ArraySequence(frames))
+    kept, refused, measured = verdicts_with_outlines(tight, ver)
+    assert refused == [] and measured.any()
+    assert (kept & ~tight).sum() > 10 and not (kept & ~dust).any()  # the rim, within the dust
+    erased = tight.copy()
+    erased[91:] = False  # the user erases the lower half (the disc's centre is at y = 90)
+    kept2, _r, _m = verdicts_with_outlines(erased, ver)
+    assert not kept2[92:].any(), int(kept2[92:].sum())
+    assert (kept2 & ~erased).any() and not (kept2 & ~grow(erased, 2)).any()

@@ -197,6 +197,9 @@ class Verification:
     #: them, where the video shows the static shadow itself (:func:`_shadow_pixels`); None when
     #: nothing was measured
     shadow: Optional[np.ndarray] = None
+    #: bool (H, W): the part of ``shadow`` outside the mask that was verified (the rims the
+    #: outline missed); what the user erases from a speck later is not in it, so it never comes back
+    rim: Optional[np.ndarray] = None
 
     def count(self, verdict: str) -> int:
         return sum(1 for c in self.checks if c.verdict == verdict)
@@ -832,6 +835,8 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
                     ver.shadow = np.zeros((H, W), bool)
                 ver.shadow[cy0:cy1, cx0:cx1] |= full
         report(progress, 0.4 + 0.6 * (ci + 1) / len(checks), f"speck {ci + 1}/{len(checks)}")
+    if ver.shadow is not None:
+        ver.rim = ver.shadow & ~m
     report(progress, 1.0, "verified")
     return ver
 
@@ -917,11 +922,15 @@ def verdicts_with_outlines(mask: np.ndarray, verification: Optional[Verification
         if trim.any():
             out &= ~trim[lab] | sh
             inside = sh & trim[lab]
-            n2, lab2 = cv2.connectedComponents(sh.view(np.uint8), connectivity=8)
+            rim = verification.rim if verification.rim is not None and verification.rim.shape == m.shape \
+                else np.zeros(m.shape, bool)
+            # the rims (outside the mask that was verified) joined to a kept speck's shadow
+            n2, lab2 = cv2.connectedComponents((inside | rim).view(np.uint8), connectivity=8)
             joined = np.zeros(n2, bool)
             joined[np.unique(lab2[inside])] = True
             joined[0] = False
-            measured = inside | (joined[lab2] & ~m)
+            # (and within G_GROW px of what is left of it: a part the user erased keeps no rim)
+            measured = inside | (joined[lab2] & rim & ~m & _grow(np.ascontiguousarray(m & trim[lab]), G_GROW))
             out |= measured
     return out, refused, measured
 
