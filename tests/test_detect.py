@@ -524,3 +524,21 @@ def test_a_clump_on_a_sunspot_penumbra_is_found_when_the_sun_drifts():
     far = cv2.distanceTransform((~sim.mask).view(np.uint8), cv2.DIST_L2, 5) > 3
     umbra = (cv2.blur(clean.astype(np.float32), (5, 5)) < 0.3 * np.percentile(clean, 90)) & far
     assert umbra.sum() > 50 and not (mask & umbra).any()
+
+
+def test_subpixel_peaks_are_the_one_at_a_time_values():
+    """core.peaks.subpixel_peaks (a stack of correlation surfaces at once, as the detector's own-
+    motion test uses it) gives bit for bit what subpixel_peak gives surface by surface: peaks at
+    the border, ties, flat surfaces (zero curvature), float32 and float64."""
+    from aiflat_gui.core.peaks import subpixel_peak, subpixel_peaks
+
+    rng = np.random.default_rng(0)
+    for dt in (np.float32, np.float64):
+        for shape in [(7, 7), (1, 5), (5, 1), (3, 3), (2, 2)]:
+            cs = rng.standard_normal((300,) + shape).astype(dt)
+            cs[:50] = np.round(cs[:50])
+            cs[50:60] = 0
+            want = np.array([subpixel_peak(c) for c in cs])
+            got = subpixel_peaks(cs)
+            assert got.dtype == np.float64
+            assert np.array_equal(want.view(np.uint64), got.view(np.uint64)), (dt, shape)

@@ -65,7 +65,7 @@ from ..errors import InputError
 from . import BAYER_PATTERNS
 from ..progress import ProgressFn, report
 from .median16 import median_1d, median_f16, sub_to_f16, to_f16
-from .peaks import subpixel_peak
+from .peaks import subpixel_peaks
 
 #: z-score of the seed threshold at sensitivity 0.5, 0 and 1 (geometric in between): below ~4.5
 #: noise and granulation residue flood the mask, so the slider's top end stops there.
@@ -1058,6 +1058,7 @@ def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats:
         # (every slot's crop in one cast; a group's sum is reflected at the frame's edge once:
         # the same values as summing the reflected crops)
         block = slots[:, ya:yb, xa:xb].astype(np.float32)
+        cs = np.empty((len(d), 2 * R + 1, 2 * R + 1), np.float32)
         for jj, j in enumerate(range(0, k, g)):
             a = block[j]
             for j2 in range(j + 1, min(k, j + g)):
@@ -1065,8 +1066,9 @@ def _own_motion(slots: np.ndarray, plain: np.ndarray, labels: np.ndarray, stats:
             if any(pads):
                 a = cv2.copyMakeBorder(a, *pads, cv2.BORDER_REFLECT)
             hp_last = (a - _blur(a, 6.0)) / (min(k, j + g) - j)
-            px, py = subpixel_peak(cv2.matchTemplate(hp_last, t, cv2.TM_CCORR))
-            d[jj] = (px - R, py - R)
+            cs[jj] = cv2.matchTemplate(hp_last, t, cv2.TM_CCORR)
+        # (every group's correlation peak at once)
+        d[:] = subpixel_peaks(cs) - R
         dev = d - np.median(d, axis=0)
         out[i] = float(np.sqrt((dev ** 2).sum(axis=1).mean()))
         # how clearly the pattern stands out of what moves around it (texture, noise): its
