@@ -70,11 +70,11 @@ EXCLUDES = [
     "astropy.convolution", "astropy.wcs", "astropy.stats", "astropy.table", "astropy.time",
     "astropy.coordinates", "astropy.nddata", "astropy.uncertainty", "astropy.tests.figures",
     "astropy.conftest",
-    # scipy: AI Flat uses scipy.sparse and scipy.sparse.linalg (splu), and scipy.fft (the
-    # multiframe flat's solver: its batched float32 FFTs are ~2x numpy.fft's)
+    # scipy: AI Flat uses scipy.sparse and scipy.sparse.linalg (splu); not scipy.fft, which imports
+    # scipy.special (14 MB: the bundle would pass its 400 MB limit)
     "scipy.optimize", "scipy.stats", "scipy.signal", "scipy.integrate", "scipy.interpolate",
     "scipy.io", "scipy.datasets", "scipy.odr", "scipy.cluster", "scipy.spatial", "scipy.special",
-    "scipy.fftpack", "scipy.ndimage", "scipy.sparse.csgraph", "scipy.misc",
+    "scipy.fft", "scipy.fftpack", "scipy.ndimage", "scipy.sparse.csgraph", "scipy.misc",
     "scipy.conftest",
     "numpy.tests", "numpy.f2py.tests", "numpy.distutils",
 ]

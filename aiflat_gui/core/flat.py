@@ -803,6 +803,19 @@ class _LocalShifts:
 SUN_MAX_SPREAD = 12
 
 
+
+def _fast_len(n: int) -> int:
+    """The smallest m >= n with no prime factor above 7 (a size pocketfft transforms fast)."""
+    m = max(1, int(n))
+    while True:
+        k = m
+        for p in (2, 3, 5, 7):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
 class _SunFlat:
     """The self-flat of one plane from every frame against one dust-free sun per seeing tile.
 
@@ -830,8 +843,6 @@ class _SunFlat:
 
     def __init__(self, plane_shape, idx: np.ndarray, tile: int, tile_of: Optional[np.ndarray], center, spread: float,
                  pedestal: float, min_signal: float, level: float = 0.0, bright: Optional[np.ndarray] = None):
-        import scipy.fft as sfft
-
         h, w = plane_shape[:2]
         self.hw = (h, w)
         self.idx = idx
@@ -844,7 +855,7 @@ class _SunFlat:
         self.R = int(np.clip(np.ceil(spread), 1, SUN_MAX_SPREAD))
         self.P = self.R + 1  # the positions o + q span -P..P
         self.Q = self.P + 2  # a tile's grid: its sun pixels and Q px around them
-        self.N = sfft.next_fast_len(tile + 2 * self.Q, real=True)
+        self.N = _fast_len(tile + 2 * self.Q)
         m = np.zeros(h * w, np.uint8)
         m[idx] = 1
         # the sun pixels that can see dust: within P of a mask pixel
@@ -927,8 +938,6 @@ class _SunFlat:
     def solve(self, prior: np.ndarray, progress: Optional[ProgressFn] = None) -> Optional[np.ndarray]:
         """The flat at the mask pixels (``idx`` order); None when no tile's frames moved.
         ``progress`` hears of every iteration (and may raise to cancel)."""
-        import scipy.fft as sfft
-
         h, w = self.hw
         N, Q, P = self.N, self.Q, self.P
         cells = [c for c in range(len(self.cells)) if len(self.used[c]) >= 3]
@@ -1030,7 +1039,7 @@ class _SunFlat:
         hp = np.zeros((nw, N, N))
         ii = np.arange(-P, P + 1) % N
         hp[:, ii[:, None], ii[None, :]] = hk
-        hhat = sfft.rfft2(hp, workers=2).astype(np.complex64)
+        hhat = np.fft.rfft2(hp).astype(np.complex64)
         hconj = np.conj(hhat)
         del hp
         G = np.zeros((nw, N + 2, N + 2), np.float32)  # one px of zeros around each grid: the stencil's reach
@@ -1053,13 +1062,13 @@ class _SunFlat:
         def grids(v):  # v on the tiles' grids, and its FFT
             G.fill(0.0)
             Gf[gi_pad] = v[gi_unk]
-            return sfft.rfft2(G[:, 1:-1, 1:-1], workers=2)
+            return np.fft.rfft2(G[:, 1:-1, 1:-1])
 
         def matvec(v, vhat):
             """A v from v and its grids' FFT."""
-            s = sfft.irfft2(hconj * vhat, s=(N, N), workers=2)
+            s = np.fft.irfft2(hconj * vhat, s=(N, N))
             s *= cgrid
-            hs = sfft.irfft2(hhat * sfft.rfft2(s, workers=2), s=(N, N), workers=2)
+            hs = np.fft.irfft2(hhat * np.fft.rfft2(s), s=(N, N))
             return stencil @ v - np.bincount(gi_unk, weights=hs.reshape(-1)[gi_flat], minlength=n) + mu * v
 
         # preconditioned CG; the grids' FFT of the search direction is kept up to date linearly
