@@ -626,7 +626,7 @@ def _sharpen_reference(reg: "_Registrar", loc: Optional["_LocalShifts"], seq, fr
         ks = frame_idx[k0:k0 + chunk]
         raw = _read_frames(seq, ks, shape)
         shifts, _ = register_frames(reg, None, raw, pool)
-        frames = np.stack([clean(f) for f in raw])
+        frames = clean(raw, inplace=True)  # raw is not needed any more
         raw = None
         measured[k0:k0 + len(ks)] = shifts
         items = [(frames[j], shifts[j]) for j in range(len(ks))]
@@ -1172,8 +1172,18 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
         _assign(flat0, sl, hf.idx, priors[p].astype(np.float32))
     ped = np.float32(pedestal)
 
-    def clean(frame: np.ndarray) -> np.ndarray:  # the frame with the prior's dust divided out
-        return (frame - ped) / flat0 + ped
+    dust = np.flatnonzero(flat0.reshape(-1) != 1.0)  # only these pixels change
+    dust_flat = flat0.reshape(-1)[dust]
+
+    def clean(frame: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """The frame (or a stack of frames) with the prior's dust divided out: a float32 copy (or
+        ``frame`` itself, when ``inplace`` and already float32) in which only the prior's dust
+        pixels change (elsewhere the prior is exactly 1.0)."""
+        out = frame if (inplace and isinstance(frame, np.ndarray) and frame.dtype == np.float32
+                        and frame.flags.c_contiguous) else np.array(frame, dtype=np.float32)
+        v = out.reshape(-1, flat0.size)
+        v[:, dust] = (v[:, dust] - ped) / dust_flat + ped
+        return out
 
     info: dict = {"shifts": np.zeros((K, 2)), "local_shifts": np.zeros((0, K, 2)), "kll": {}}
     suns: dict = {}
@@ -1216,7 +1226,7 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
                 frames are added to the sums; chunks in order: registration follows time)."""
                 ks = frame_idx[k0:k0 + step2]
                 frames = _read_frames(seq, ks, ref.shape)
-                cl = np.stack([clean(f) for f in frames]) if (cheap or loc is not None) else None
+                cl = clean(frames) if (cheap or loc is not None) else None
                 if cheap:
                     # the cleaned frames' phase correlation against the sharpened base, checked
                     # against the first pass's shifts (interpolated in time): the tiles refine it
