@@ -1036,17 +1036,20 @@ class _SunFlat:
             return None
         mu = PRIOR_WEIGHT * float(np.median(dvec[seen]))
         b = b + mu * g0
-        hp = np.zeros((nw, N, N))
+        # the kernels' spectra, OpenCV's packed (CCS) real DFT per tile grid: for these small grids
+        # cv2.dft is ~5x faster than numpy.fft (1920x1200 bench: 238 tiles of 96 x 96)
         ii = np.arange(-P, P + 1) % N
-        hp[:, ii[:, None], ii[None, :]] = hk
-        hhat = np.fft.rfft2(hp).astype(np.complex64)
-        hconj = np.conj(hhat)
+        hhat = np.empty((nw, N, N), np.float32)
+        hp = np.zeros((N, N), np.float32)
+        for j in range(nw):
+            hp[ii[:, None], ii[None, :]] = hk[j]
+            hhat[j] = cv2.dft(hp)
         del hp
-        G = np.zeros((nw, N + 2, N + 2), np.float32)  # one px of zeros around each grid: the stencil's reach
-        gi_pad = gj * (N + 2) * (N + 2) + (gyy + 1) * (N + 2) + gxx + 1
+        G = np.zeros((nw, N, N), np.float32)
         Gf = G.reshape(-1)
+        gi_pad = gj * (N + 2) * (N + 2) + (gyy + 1) * (N + 2) + gxx + 1  # one px of zeros around each grid
         # the 3x3 stencil part, sum_t sum_k B_k^T C B_k, as one sparse matrix over the unknowns
-        where = np.full(G.size, -1, np.int64)
+        where = np.full(nw * (N + 2) * (N + 2), -1, np.int64)
         where[gi_pad] = gi_unk
         rows, cols, vals = [], [], []
         for ui in range(9):
@@ -1059,16 +1062,23 @@ class _SunFlat:
         stencil = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
         del rows, cols, vals
 
-        def grids(v):  # v on the tiles' grids, and its FFT
+        def grids(v):  # v on the tiles' grids, and its DFT (CCS, per tile)
             G.fill(0.0)
-            Gf[gi_pad] = v[gi_unk]
-            return np.fft.rfft2(G[:, 1:-1, 1:-1])
+            Gf[gi_flat] = v[gi_unk]
+            out = np.empty_like(G)
+            for j in range(nw):
+                out[j] = cv2.dft(G[j])
+            return out
+
+        back = cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE
+        hs = np.empty_like(G)
 
         def matvec(v, vhat):
-            """A v from v and its grids' FFT."""
-            s = np.fft.irfft2(hconj * vhat, s=(N, N))
-            s *= cgrid
-            hs = np.fft.irfft2(hhat * np.fft.rfft2(s), s=(N, N))
+            """A v from v and its grids' DFT."""
+            for j in range(nw):
+                s = cv2.idft(cv2.mulSpectrums(vhat[j], hhat[j], 0, conjB=True), flags=back)
+                s *= cgrid[j]
+                hs[j] = cv2.idft(cv2.mulSpectrums(cv2.dft(s), hhat[j], 0), flags=back)
             return stencil @ v - np.bincount(gi_unk, weights=hs.reshape(-1)[gi_flat], minlength=n) + mu * v
 
         # preconditioned CG; the grids' FFT of the search direction is kept up to date linearly
@@ -1099,7 +1109,7 @@ class _SunFlat:
             rz_new = float(r @ z)
             beta = rz_new / rz
             p = z + beta * p
-            phat = grids(z) + np.complex64(beta) * phat
+            phat = grids(z) + np.float32(beta) * phat
             rz = rz_new
         self.iterations = it
         return np.exp(g)
