@@ -6,7 +6,9 @@ peak memory is the step's own), ``--runs`` times:
   read      one plain read of every frame (the baseline: what touching the video costs);
   flat      ``synthesize_flat`` as ``aiflat flat``/``run`` call it (method auto, grow 2) from the
             median reference (computed beforehand, not timed);
-and the median wall time, the median CPU time and the largest peak RSS of each, and flat / read.
+and the median wall time, the median CPU time, the largest peak RSS (VmHWM: it includes the pages of
+the memory-mapped video that were read) and the largest peak anonymous memory (RssAnon sampled every
+10 ms: what the step itself allocates) of each, and flat / read.
 The CPU is shared with other work on small machines: quote medians and say how loaded it was
 (the load average is printed).
 
@@ -17,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,9 +31,28 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _status_kb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    return float("nan")
+
+
 def child(kind: str, video: str, mask: str, ref: str) -> None:
     from aiflat_gui.io import open_sequence
 
+    # peak anonymous memory (the heap: what the step allocates), sampled every 10 ms; the peak RSS
+    # also counts the pages of the memory-mapped video that were read (the page cache, reclaimable)
+    anon = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.01):
+            anon[0] = max(anon[0], _status_kb("RssAnon"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t = time.perf_counter()
     c = time.process_time()
     with open_sequence(video) as seq:
@@ -47,8 +68,13 @@ def child(kind: str, video: str, mask: str, ref: str) -> None:
             synthesize_flat(r, m, method="auto", sequence=seq, grow=2)
     wall = time.perf_counter() - t
     cpu = time.process_time() - c
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"{wall:.3f} {cpu:.3f} {rss:.1f}")
+    stop.set()
+    sampler.join()
+    anon[0] = max(anon[0], _status_kb("RssAnon"))
+    # VmHWM, not getrusage's ru_maxrss: a child started by fork + exec inherits its parent's peak
+    # there (this script's parent holds the whole generated video: every figure read 1327 MB)
+    rss = _status_kb("VmHWM") / 1024.0
+    print(f"{wall:.3f} {cpu:.3f} {rss:.1f} {anon[0] / 1024.0:.1f}")
 
 
 def main() -> int:
@@ -77,9 +103,11 @@ def main() -> int:
             for f in sim.iter_frames():
                 wr.write(f)
         np.save(Path(tmp) / "mask.npy", sim.mask)
+        n_specks, n_dust = len(sim.specks), int(sim.mask.sum())
+        del sim  # the children are started by fork + exec: no 1 GB parent to copy
         with open_sequence(video) as seq:
             np.save(Path(tmp) / "ref.npy", compute_reference(seq))
-        print(f"{w}x{h} x {args.frames} frames 16-bit, {len(sim.specks)} specks, {int(sim.mask.sum())} dust px "
+        print(f"{w}x{h} x {args.frames} frames 16-bit, {n_specks} specks, {n_dust} dust px "
               f"({time.perf_counter() - t:.0f} s to make); load average {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} cores")
         res: dict = {"read": [], "flat": []}
@@ -92,11 +120,13 @@ def main() -> int:
                     return 1
                 res[kind].append([float(v) for v in out.stdout.split()])
                 print(f"  run {r + 1} {kind:5s} wall {res[kind][-1][0]:6.2f} s  cpu {res[kind][-1][1]:6.2f} s  "
-                      f"peak RSS {res[kind][-1][2]:7.0f} MB", flush=True)
+                      f"peak RSS {res[kind][-1][2]:7.0f} MB  peak anon {res[kind][-1][3]:6.0f} MB  "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
         med = {k: np.median(np.array(v), axis=0) for k, v in res.items()}
-        mx = {k: np.max(np.array(v)[:, 2]) for k, v in res.items()}
+        mx = {k: np.max(np.array(v)[:, 2:4], axis=0) for k, v in res.items()}
         for k in ("read", "flat"):
-            print(f"{k:5s} median wall {med[k][0]:6.2f} s  cpu {med[k][1]:6.2f} s  max peak RSS {mx[k]:6.0f} MB")
+            print(f"{k:5s} median wall {med[k][0]:6.2f} s  cpu {med[k][1]:6.2f} s  max peak RSS {mx[k][0]:6.0f} MB  "
+                  f"max peak anon {mx[k][1]:6.0f} MB")
         print(f"flat / read: {med['flat'][0] / med['read'][0]:.1f}x wall; load average now {os.getloadavg()[0]:.1f}")
     return 0
 
