@@ -69,6 +69,7 @@ nearest pixel outside the grown mask (1 for an edge pixel).
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Optional
@@ -889,6 +890,7 @@ class _SunFlat:
                 self.cells.append((cy0, cy1, cx0, cx1, t))
                 self.suns.append(sun)
         n = len(self.cells)
+        self.full_suns = [bool(sun.all()) for sun in self.suns]
         self.cell_group = np.arange(n) % len(self.centers)
         self.used: list = [[] for _ in range(n)]  # per tile: the (dx, dy) offsets of its frames
         self.tile_index = np.array([c[4] for c in self.cells], np.int64)
@@ -899,7 +901,10 @@ class _SunFlat:
     def add(self, plane: np.ndarray, shift, local: Optional[np.ndarray], pool=None) -> None:
         """One frame's plane (data units), its global shift and per-tile shifts (plane px); with a
         thread ``pool`` the tiles are split between its threads (each tile's sums are its own)."""
-        L = np.subtract(plane, self.pedestal, dtype=np.float32)
+        L = getattr(self, "_L", None)  # one buffer for every frame's logs (no fresh 4 bytes/px a frame)
+        if L is None or L.shape != plane.shape[:2]:
+            L = self._L = np.empty(plane.shape[:2], np.float32)
+        np.subtract(plane, self.pedestal, out=L, dtype=np.float32, casting="unsafe")
         np.maximum(L, self.floor, out=L)
         cv2.log(L, L)
         L -= self.level  # logs near 0: the sums keep their precision (a constant cancels out)
@@ -916,18 +921,23 @@ class _SunFlat:
         todo = [(c, float(d[c, 0]), float(d[c, 1])) for c in np.flatnonzero(ok)]
         inv = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 
+        full = self.full_suns
+
         def part(items):
             for c, dx, dy in items:
                 y0, y1, x0, x1, _t = self.cells[c]
                 # B_k L_k on the tile's sun pixels: L at y + d (bilinear; the frame extended by its edge)
                 W = cv2.warpAffine(L, np.array([[1, 0, x0 + dx], [0, 1, y0 + dy]]), (x1 - x0, y1 - y0), flags=inv,
                                    borderMode=cv2.BORDER_REPLICATE)
-                W *= self.suns[c]
+                if not full[c]:  # (all of a box of sun pixels: nothing to mask)
+                    cv2.multiply(W, self.suns[c], dst=W)
                 ws = self.wsum[c]
                 cv2.add(ws, W, dst=ws)
-                # B_k^T W: the transpose of bilinear sampling at y + d is bilinear sampling at x - d
-                u = self.usum[c]
-                cv2.add(u, cv2.warpAffine(W, np.array([[1, 0, -Q - dx], [0, 1, -Q - dy]]), (u.shape[1], u.shape[0]),
+                # B_k^T W: the transpose of bilinear sampling at y + d is bilinear sampling at x - d;
+                # it is 0 but on the box moved by floor(d) and one px more (warped there alone)
+                ox, oy = math.floor(dx), math.floor(dy)
+                u = self.usum[c][Q + oy:Q + oy + y1 - y0 + 1, Q + ox:Q + ox + x1 - x0 + 1]
+                cv2.add(u, cv2.warpAffine(W, np.array([[1, 0, ox - dx], [0, 1, oy - dy]]), (u.shape[1], u.shape[0]),
                                           flags=inv, borderMode=cv2.BORDER_CONSTANT, borderValue=0), dst=u)
                 self.used[c].append((dx, dy))
 
