@@ -655,9 +655,28 @@ def _read_frames(seq, ks, shape: tuple) -> np.ndarray:
     frame must be shaped like the reference, ``shape``."""
     out = np.empty((len(ks),) + tuple(shape), dtype=np.float32)
     for j, i in enumerate(ks):
-        f = np.asarray(seq.frame(int(i)))
-        if f.shape != tuple(shape):
-            raise InputError(f"frames are {f.shape} but the reference is {tuple(shape)}", getattr(seq, "path", None))
+        out[j] = _read_one(seq, i, shape)  # converted at once: a reader may reuse its buffer
+    return out
+
+
+def _read_one(seq, i, shape: tuple) -> np.ndarray:
+    f = np.asarray(seq.frame(int(i)))
+    if f.shape != tuple(shape):
+        raise InputError(f"frames are {f.shape} but the reference is {tuple(shape)}", getattr(seq, "path", None))
+    return f
+
+
+def _read_raw(seq, ks, shape: tuple) -> list:
+    """Frames ``ks`` of ``seq`` in their sample type, each shaped like the reference (``shape``)
+    and each its own: views of a memory map are; anything else a reader gives is copied (it may
+    reuse one buffer for every frame)."""
+    mapped = bool(getattr(seq, "memmapped", False))
+    return [f if mapped else f.copy() for f in (_read_one(seq, i, shape) for i in ks)]
+
+
+def _as_float32(frames: list) -> np.ndarray:
+    out = np.empty((len(frames),) + frames[0].shape, dtype=np.float32) if frames else np.zeros((0,), np.float32)
+    for j, f in enumerate(frames):
         out[j] = f
     return out
 
@@ -1260,8 +1279,10 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
                 """Read frames k0.. and register them (in a thread, while the previous chunk's
                 frames are added to the sums; chunks in order: registration follows time)."""
                 ks = frame_idx[k0:k0 + step2]
-                frames = _read_frames(seq, ks, ref.shape)
-                cl = clean(frames) if (cheap or loc is not None) else None
+                # the frames as stored (the sums take their logs straight from them), and a float32
+                # copy with the prior's dust divided out for the registration
+                frames = _read_raw(seq, ks, ref.shape)
+                cl = clean(_as_float32(frames), inplace=True) if (cheap or loc is not None) else None
                 if cheap:
                     # the cleaned frames' phase correlation against the sharpened base, checked
                     # against the first pass's shifts (interpolated in time): the tiles refine it
