@@ -1092,12 +1092,26 @@ class _SunFlat:
         stencil = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
         del rows, cols, vals
 
+        # the tiles' transforms in two threads (OpenCV releases the GIL; each tile writes its own)
+        pool = ThreadPoolExecutor(max_workers=2) if nw >= 8 else None
+        halves = [range(0, nw // 2), range(nw // 2, nw)]
+
+        def each_tile(f):
+            if pool is None:
+                f(range(nw))
+            else:
+                list(pool.map(f, halves))
+
         def grids(v):  # v on the tiles' grids, and its DFT (CCS, per tile)
             G.fill(0.0)
             Gf[gi_flat] = v[gi_unk]
             out = np.empty_like(G)
-            for j in range(nw):
-                out[j] = cv2.dft(G[j])
+
+            def part(js):
+                for j in js:
+                    out[j] = cv2.dft(G[j])
+
+            each_tile(part)
             return out
 
         back = cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE
@@ -1105,44 +1119,51 @@ class _SunFlat:
 
         def matvec(v, vhat):
             """A v from v and its grids' DFT."""
-            for j in range(nw):
-                s = cv2.idft(cv2.mulSpectrums(vhat[j], hhat[j], 0, conjB=True), flags=back)
-                s *= cgrid[j]
-                hs[j] = cv2.idft(cv2.mulSpectrums(cv2.dft(s), hhat[j], 0), flags=back)
+            def part(js):
+                for j in js:
+                    s = cv2.idft(cv2.mulSpectrums(vhat[j], hhat[j], 0, conjB=True), flags=back)
+                    s *= cgrid[j]
+                    hs[j] = cv2.idft(cv2.mulSpectrums(cv2.dft(s), hhat[j], 0), flags=back)
+
+            each_tile(part)
             return stencil @ v - np.bincount(gi_unk, weights=hs.reshape(-1)[gi_flat], minlength=n) + mu * v
 
-        # preconditioned CG; the grids' FFT of the search direction is kept up to date linearly
-        # (p = z + beta p): one forward FFT of z per iteration instead of two
-        pre = 1.0 / np.maximum(dvec + mu, 1e-12)
-        g = g0.copy()
-        r = b - matvec(g, grids(g))
-        z = pre * r
-        p = z.copy()
-        phat = grids(p)
-        rz = float(r @ z)
-        bn = float(np.linalg.norm(b)) or 1.0
-        it = 0
-        report(progress, 0.2, "self-flat solve")
-        done = 0.0
-        for it in range(CG_MAXITER):
-            rn = float(np.linalg.norm(r))
-            if rn <= CG_RTOL * bn:
-                break
-            # the residual falls about geometrically: the share of the way to the tolerance, in logs
-            done = max(done, float(np.clip(np.log(bn / max(rn, 1e-300)) / np.log(1.0 / CG_RTOL), 0.0, 1.0)))
-            report(progress, 0.2 + 0.8 * done, f"self-flat solve, iteration {it + 1}")
-            Ap = matvec(p, phat)
-            alpha = rz / float(p @ Ap)
-            g += alpha * p
-            r -= alpha * Ap
+        try:
+            # preconditioned CG; the grids' FFT of the search direction is kept up to date linearly
+            # (p = z + beta p): one forward FFT of z per iteration instead of two
+            pre = 1.0 / np.maximum(dvec + mu, 1e-12)
+            g = g0.copy()
+            r = b - matvec(g, grids(g))
             z = pre * r
-            rz_new = float(r @ z)
-            beta = rz_new / rz
-            p = z + beta * p
-            phat = grids(z) + np.float32(beta) * phat
-            rz = rz_new
-        self.iterations = it
-        return np.exp(g)
+            p = z.copy()
+            phat = grids(p)
+            rz = float(r @ z)
+            bn = float(np.linalg.norm(b)) or 1.0
+            it = 0
+            report(progress, 0.2, "self-flat solve")
+            done = 0.0
+            for it in range(CG_MAXITER):
+                rn = float(np.linalg.norm(r))
+                if rn <= CG_RTOL * bn:
+                    break
+                # the residual falls about geometrically: the share of the way to the tolerance, in logs
+                done = max(done, float(np.clip(np.log(bn / max(rn, 1e-300)) / np.log(1.0 / CG_RTOL), 0.0, 1.0)))
+                report(progress, 0.2 + 0.8 * done, f"self-flat solve, iteration {it + 1}")
+                Ap = matvec(p, phat)
+                alpha = rz / float(p @ Ap)
+                g += alpha * p
+                r -= alpha * Ap
+                z = pre * r
+                rz_new = float(r @ z)
+                beta = rz_new / rz
+                p = z + beta * p
+                phat = grids(z) + np.float32(beta) * phat
+                rz = rz_new
+            self.iterations = it
+            return np.exp(g)
+        finally:
+            if pool is not None:
+                pool.shutdown()
 
 
 #: A seeing tile whose frames span less than this (plane px) on both axes has no motion to measure
