@@ -411,3 +411,40 @@ def test_multiframe_flat_in_poor_seeing_on_physics_made_video():
         left += float((clean - cal)[on].sum())
     removed = 1.0 - left / dark
     assert 0.97 <= removed <= 1.06, removed
+
+
+def test_multiframe_with_a_reader_that_reuses_its_frame_buffer_gives_the_same_flat(demo):
+    """The multiframe pass keeps the frames as the reader gives them (views of a memory map) and
+    converts only its registration copy: a reader that decodes every frame into one reused buffer
+    (not memory-mapped) must give the flat of the same frames in memory, bit for bit. OpenCV's own
+    thread count, lowered during the frame passes, is restored, also after a cancel."""
+    from aiflat_gui.errors import Cancelled
+
+    frames = demo.frames[:12].astype(np.uint16)
+    mapped = ArraySequence(frames, bit_depth=12)
+
+    class Decoder(ArraySequence):  # one buffer, overwritten by every frame() call
+        def __init__(self, data):
+            super().__init__(data, bit_depth=12)
+            self.memmapped = False
+            self._buf = np.empty_like(data[0])
+
+        def _read_frame(self, i):
+            self._buf[...] = self._data[i]
+            return self._buf
+
+    ref = compute_reference(mapped)
+    threads = cv2.getNumThreads()
+    want = synthesize_flat(ref, demo.true_mask, method="multiframe", sequence=mapped, grow=2)
+    got = synthesize_flat(ref, demo.true_mask, method="multiframe", sequence=Decoder(frames), grow=2)
+    assert np.array_equal(got, want)
+    assert (want != 1.0).any()
+    assert cv2.getNumThreads() == threads
+
+    def cancel(f, m):
+        if f > 0.3:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        synthesize_flat(ref, demo.true_mask, method="multiframe", sequence=Decoder(frames), grow=2, progress=cancel)
+    assert cv2.getNumThreads() == threads
