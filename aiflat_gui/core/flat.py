@@ -1049,10 +1049,16 @@ class _SunFlat:
             ix0, ix1 = np.clip(yb - Q - cw + 1 + P, 0, nk), np.clip(yb - Q + P + 1, 0, nk)
             nonempty = (iy1 > iy0) & (ix1 > ix0)
 
+            # the integral images' four corners as flat indices (the same for the ten kernels)
+            base = bj * (nk + 1) ** 2
+            c11, c01 = base + iy1 * (nk + 1) + ix1, base + iy0 * (nk + 1) + ix1
+            c10, c00 = base + iy1 * (nk + 1) + ix0, base + iy0 * (nk + 1) + ix0
+            S = np.zeros((nw, nk + 1, nk + 1))
+            Sf = S.reshape(-1)
+
             def boxsum(k):  # (nw, nk, nk): each entry's sum over [iy0, iy1) x [ix0, ix1) of its tile's k
-                S = np.zeros((nw, nk + 1, nk + 1))
                 S[:, 1:, 1:] = k.cumsum(1).cumsum(2)
-                return np.where(nonempty, S[bj, iy1, ix1] - S[bj, iy0, ix1] - S[bj, iy1, ix0] + S[bj, iy0, ix0], 0.0)
+                return np.where(nonempty, Sf[c11] - Sf[c01] - Sf[c10] + Sf[c00], 0.0)
 
             for ui in range(9):
                 cu_g[ui, inb] = boxsum(mk[ui])
