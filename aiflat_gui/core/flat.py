@@ -1277,7 +1277,9 @@ def _multiframe(flat, ref, seq, frame_idx, slices, fills, pedestal, progress, co
             if SHARPEN_REFERENCE:
                 sharp = frame_idx if K <= SHARPEN_FRAMES else \
                     frame_idx[np.round(np.linspace(0, K - 1, SHARPEN_FRAMES)).astype(np.int64)]
-                early = _sharpen_reference(reg, loc, seq, sharp, chunk, pool, clean,
+                # a few frames at a time: registration batches them so anyway, and the pass holds
+                # each frame twice (as read, and aligned) -- 14 at once held ~260 MB at 1920x1200
+                early = _sharpen_reference(reg, loc, seq, sharp, min(chunk, 2 * REGISTER_THREADS), pool, clean,
                                            sub_progress(progress, 0.0, 0.15), shape=ref.shape)
                 progress = sub_progress(progress, 0.15, 1.0)
             for p, sl in enumerate(slices):
