@@ -1031,6 +1031,7 @@ class _SunFlat:
             else:
                 cvals.append(np.stack([conv(C, mk[ui, j])[ly, lx] for ui in range(9)]))
                 dvals.append(Kc[j] * conv(C, hk[j] ** 2)[ly, lx])
+        del num, inner  # (the set-up's largest arrays go as soon as they are done with)
         gi_flat = np.concatenate(gi_flat)
         gi_unk = np.concatenate(gi_unk)
         n = len(self.idx)
@@ -1039,6 +1040,7 @@ class _SunFlat:
         gyy, gxx = np.divmod(rem, N)
         cu_g = np.concatenate(cvals, axis=1)
         dpart = np.concatenate(dvals)
+        del bvals, cvals, dvals, rem
         inb = np.flatnonzero(box[gj])
         if len(inb):  # C a box [Q, Q + ch) x [Q, Q + cw): v runs over a box too (integral images)
             bj = gj[inb]
@@ -1085,13 +1087,13 @@ class _SunFlat:
         Gf = G.reshape(-1)
         gi_pad = gj * (N + 2) * (N + 2) + (gyy + 1) * (N + 2) + gxx + 1  # one px of zeros around each grid
         # the 3x3 stencil part, sum_t sum_k B_k^T C B_k, as one sparse matrix over the unknowns
-        where = np.full(nw * (N + 2) * (N + 2), -1, np.int64)
+        where = np.full(nw * (N + 2) * (N + 2), -1, np.int32)  # (int32 indices: half the memory)
         where[gi_pad] = gi_unk
         rows, cols, vals = [], [], []
         for ui in range(9):
             nb = where[gi_pad + (ui // 3 - 1) * (N + 2) + (ui % 3 - 1)]
             keep = (nb >= 0) & (cu_g[ui] != 0)
-            rows.append(gi_unk[keep])
+            rows.append(gi_unk[keep].astype(np.int32))
             cols.append(nb[keep])
             vals.append(cu_g[ui, keep])
         del where, cu_g
