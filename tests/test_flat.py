@@ -448,3 +448,18 @@ def test_multiframe_with_a_reader_that_reuses_its_frame_buffer_gives_the_same_fl
     with pytest.raises(Cancelled):
         synthesize_flat(ref, demo.true_mask, method="multiframe", sequence=Decoder(frames), grow=2, progress=cancel)
     assert cv2.getNumThreads() == threads
+
+
+def test_opencv_threads_are_restored_when_flats_overlap():
+    """Two flats built at once (the GUI's worker threads): whichever finishes first, OpenCV's own
+    thread count is back to what it was once both are done, and stays lowered while either runs."""
+    from aiflat_gui.core.flat import _opencv_threads
+
+    before = cv2.getNumThreads()
+    a, b = _opencv_threads(1), _opencv_threads(1)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)  # the first one in leaves first
+    assert cv2.getNumThreads() == 1
+    b.__exit__(None, None, None)
+    assert cv2.getNumThreads() == before

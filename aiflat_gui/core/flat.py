@@ -70,6 +70,7 @@ nearest pixel outside the grown mask (1 for an edge pixel).
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Optional
@@ -1197,18 +1198,29 @@ SHARPEN_FRAMES = 32
 REGISTER_THREADS = 2
 
 
+_OPENCV_THREADS = {"lock": threading.Lock(), "depth": 0, "saved": None}
+
+
 @contextmanager
 def _opencv_threads(n: int):
     """OpenCV's own thread count set to ``n`` for a while (process-wide), then restored. The frame
     passes call OpenCV thousands of times on small tiles from their own threads; OpenCV's internal
     threads only add overhead there (1920x1200 bench: a 70 x 70 matchTemplate 127 -> 86 us CPU, a
-    47 x 45 warpAffine 25 -> 10 us CPU)."""
-    old = cv2.getNumThreads()
-    cv2.setNumThreads(n)
+    47 x 45 warpAffine 25 -> 10 us CPU). Flats built at once in several threads (the GUI's worker
+    pool) overlap safely: the first one in saves the count, the last one out restores it."""
+    st = _OPENCV_THREADS
+    with st["lock"]:
+        if st["depth"] == 0:
+            st["saved"] = cv2.getNumThreads()
+            cv2.setNumThreads(n)
+        st["depth"] += 1
     try:
         yield
     finally:
-        cv2.setNumThreads(old)
+        with st["lock"]:
+            st["depth"] -= 1
+            if st["depth"] == 0:
+                cv2.setNumThreads(st["saved"])
 
 
 def _sun_groups(shifts: np.ndarray, margin: float, cap: float) -> tuple[np.ndarray, float]:
