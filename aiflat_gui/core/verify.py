@@ -91,7 +91,8 @@ LOCAL_STEPS = 3
 SMOOTH = 0.01
 #: Weak prior g ~ 0, relative to the median data weight of an unknown.
 PRIOR = 1e-4
-_PART_NAMES = {0.25: "quarter", 0.125: "eighth"}
+#: How the verdicts name the parts of VerifyParams.parts.
+_PART_NAMES = {0.5: "darker half", 0.25: "darkest quarter", 0.125: "darkest eighth"}
 BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
 
 
@@ -825,7 +826,7 @@ def verify_mask(mask: np.ndarray, sequence: Any = None, params: Optional[VerifyP
         for part in p.parts:
             if c.verdict == DUST or own.sum() * part < 8:
                 break
-            name = "its darker half" if part == 0.5 else f"its darkest {_PART_NAMES.get(part, f'{100 * part:g} %')}"
+            name = f"its {_PART_NAMES.get(part, f'darkest {100 * part:g} %')}"
             core = own & (med <= np.percentile(med[own], 100 * part))
             if not core.any():
                 continue
