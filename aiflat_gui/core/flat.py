@@ -825,7 +825,6 @@ class _LocalShifts:
 SUN_MAX_SPREAD = 12
 
 
-
 def _fast_len(n: int) -> int:
     """The smallest m >= n with no prime factor above 7 (a size pocketfft transforms fast)."""
     m = max(1, int(n))
@@ -837,6 +836,7 @@ def _fast_len(n: int) -> int:
         if k == 1:
             return m
         m += 1
+
 
 class _SunFlat:
     """The self-flat of one plane from every frame against one dust-free sun per seeing tile.
@@ -1004,7 +1004,7 @@ class _SunFlat:
         num[N:N + h, N:N + w] = inner.reshape(h, w)
         gi_flat, gi_unk, bvals, cvals, dvals = [], [], [], [], []
         cgrid = np.zeros((nw, N, N), np.float32)
-        box = np.array([bool(self.suns[c].all()) for c in cells])  # the tile's sun pixels fill their box
+        box = np.array([self.full_suns[c] for c in cells])  # the tile's sun pixels fill their box
 
         def conv(img, k):  # sum_v k(v) img(x - v), k centred on (P, P)
             return cv2.filter2D(img, -1, k[::-1, ::-1].copy(), anchor=(P, P), borderType=cv2.BORDER_CONSTANT)
